@@ -1,0 +1,19 @@
+#pragma once
+// One named spdlog logger per component ("ledger", "rpc", "payments", ...). Loggers share the
+// sinks set up by SetUpLogging; before that they write to stderr.
+
+#include <memory>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace dvpn {
+
+// Returns the logger called `name`, creating it on first use. Thread-safe.
+std::shared_ptr<spdlog::logger> Logger(const std::string& name);
+
+// Sets the level of every logger from "trace", "debug", "info", "warn", "error" or "off".
+// Returns false (and changes nothing) for any other string.
+bool SetLogLevel(const std::string& level);
+
+}  // namespace dvpn
