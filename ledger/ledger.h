@@ -45,14 +45,15 @@ class Ledger {
   // Fails with kWrongLedger, kBadSignature, kNotPermitted (signer is not the operator),
   // kReplay, kInvalidArgument (zero amount), kOverflow (total supply would not fit).
   LedgerResult<AccountState> Deposit(const DepositRequest& req);
-  // Fails with kWrongLedger, kBadSignature, kReplay, kInvalidArgument, kUnknownAccount,
-  // kInsufficientBalance.
+  // Fails with kWrongLedger, kBadSignature, kReplay, kInvalidArgument, kInsufficientBalance
+  // (an address never seen has a zero balance).
   LedgerResult<AccountState> Withdraw(const WithdrawRequest& req);
   // Fails with kWrongLedger, kBadSignature, kReplay, kInvalidArgument (zero amount, expiry not
-  // in the future, provider == client), kUnknownAccount, kInsufficientBalance.
+  // in the future or beyond 2^63-1, provider == client), kInsufficientBalance.
   LedgerResult<ChannelState> OpenChannel(const OpenChannelRequest& req);
   // Fails as OpenChannel, plus kUnknownChannel, kNotPermitted (not the client),
-  // kChannelNotOpen, kOverflow, kInvalidArgument (new expiry earlier than the current one).
+  // kChannelNotOpen (closing, closed, or past its settlement deadline), kOverflow,
+  // kInvalidArgument (zero amount, new expiry earlier than the current one).
   LedgerResult<ChannelState> TopUpChannel(const TopUpChannelRequest& req);
   // Client: an open channel enters the challenge period (closing). Provider: the channel closes
   // at once and its remaining escrow returns to the client. Fails with kWrongLedger,

@@ -78,7 +78,9 @@ std::optional<PrivateKey> PrivateKey::FromBytes(ByteSpan bytes) {
   if (!secp256k1_keypair_create(Context(), &keypair, bytes.data())) return std::nullopt;
   secp256k1_xonly_pubkey xonly;
   int parity = 0;
-  secp256k1_keypair_xonly_pub(Context(), &xonly, &parity, &keypair);
+  int ok = secp256k1_keypair_xonly_pub(Context(), &xonly, &parity, &keypair);
+  assert(ok);
+  (void)ok;
   ByteArray<32> pub_bytes;
   secp256k1_xonly_pubkey_serialize(Context(), pub_bytes.data(), &xonly);
   sodium_memzero(&keypair, sizeof keypair);

@@ -1,0 +1,67 @@
+#pragma once
+// Test helpers for end-to-end tests that run the real executables: start a process with
+// posix_spawn, signal it by PID, wait for it with a deadline, and poll for files it writes.
+// Every wait is bounded. A Subprocess still running when destroyed is killed (SIGKILL) and
+// reaped, so a failing test leaves no children behind.
+//
+// Not thread-safe: one thread owns each Subprocess (Signal may be called from another).
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <expected>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dvpn::testing {
+
+class Subprocess {
+ public:
+  // Starts argv[0] (a path) with the arguments argv[1..]. stdout and stderr are appended to
+  // `log_path` (created if needed) unless it is empty, in which case they are inherited.
+  static std::expected<Subprocess, std::string> Spawn(const std::vector<std::string>& argv,
+                                                      const std::string& log_path = "");
+
+  Subprocess(Subprocess&& other) noexcept;
+  Subprocess& operator=(Subprocess&& other) noexcept;
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+  ~Subprocess();  // KillAndReap()
+
+  pid_t pid() const { return pid_; }
+  // True until the process has been reaped by WaitFor/KillAndReap.
+  bool running() const { return pid_ > 0; }
+
+  // kill(pid, sig) if the process has not been reaped. False when it has, or kill fails.
+  bool Signal(int sig) const;
+  // Waits up to `timeout` for the process to exit and reaps it. Returns the raw wait status
+  // (use WIFEXITED/WEXITSTATUS), or nullopt when it is still running at the deadline.
+  std::optional<int> WaitFor(std::chrono::milliseconds timeout);
+  // SIGKILL and reap (bounded: 10 s). No-op once reaped.
+  void KillAndReap();
+
+ private:
+  explicit Subprocess(pid_t pid) : pid_(pid) {}
+  pid_t pid_ = -1;
+};
+
+// Polls until `path` exists and holds a complete line with a port number (1..65535), or the
+// timeout passes (nullopt).
+std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout);
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace dvpn::testing
