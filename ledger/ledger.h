@@ -67,7 +67,7 @@ class Ledger {
   // returning the remaining escrow to its client. Returns how many were closed.
   LedgerResult<size_t> FinalizeDueChannels();
 
-  // kUnknownAccount never: an address never seen has a zero balance.
+  // Never fails for an unknown address: an address never seen has a zero balance.
   LedgerResult<AccountState> GetAccount(const Address& address);
   LedgerResult<ChannelState> GetChannel(const ChannelId& id);
   LedgerResult<std::vector<ChannelState>> ListChannels(const Address& address, uint32_t limit);

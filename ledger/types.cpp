@@ -14,8 +14,6 @@ const char* ErrcName(Errc code) {
       return "not permitted";
     case Errc::kReplay:
       return "replay";
-    case Errc::kUnknownAccount:
-      return "unknown account";
     case Errc::kUnknownChannel:
       return "unknown channel";
     case Errc::kInsufficientBalance:

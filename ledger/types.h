@@ -28,7 +28,6 @@ enum class Errc {
   kBadSignature,         // signature does not verify for the signer and encoding
   kNotPermitted,         // signer is not the party this request needs (operator, client, ...)
   kReplay,               // nonce not greater than the signer's last accepted nonce
-  kUnknownAccount,
   kUnknownChannel,
   kInsufficientBalance,  // balance lower than the amount to move
   kOverflow,             // an amount would not fit in 64 bits

@@ -160,7 +160,6 @@ grpc::StatusCode StatusCodeFor(Errc code) {
       return grpc::StatusCode::PERMISSION_DENIED;
     case Errc::kReplay:
       return grpc::StatusCode::ALREADY_EXISTS;
-    case Errc::kUnknownAccount:
     case Errc::kUnknownChannel:
       return grpc::StatusCode::NOT_FOUND;
     case Errc::kInsufficientBalance:

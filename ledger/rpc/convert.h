@@ -24,7 +24,7 @@ namespace dvpn::ledger::rpc {
 
 // kInvalidArgument->INVALID_ARGUMENT, kWrongLedger->FAILED_PRECONDITION,
 // kBadSignature->UNAUTHENTICATED, kNotPermitted->PERMISSION_DENIED, kReplay->ALREADY_EXISTS,
-// kUnknownAccount/kUnknownChannel->NOT_FOUND, kInsufficientBalance->FAILED_PRECONDITION,
+// kUnknownChannel->NOT_FOUND, kInsufficientBalance->FAILED_PRECONDITION,
 // kOverflow->OUT_OF_RANGE, kChannelNotOpen->FAILED_PRECONDITION,
 // kBatchTooLarge->RESOURCE_EXHAUSTED, kStorage->UNAVAILABLE.
 grpc::StatusCode StatusCodeFor(Errc code);

@@ -110,6 +110,16 @@ class LedgerClient::Impl {
     return ctx;
   }
 
+  // One unary call with the default deadline, its reply parsed into the domain type.
+  template <class Request, class Reply>
+  auto Call(grpc::Status (v1::Ledger::Stub::*method)(grpc::ClientContext*, const Request&, Reply*),
+            const Request& req) {
+    auto ctx = Context();
+    Reply reply;
+    grpc::Status status = (stub_.get()->*method)(ctx.get(), req, &reply);
+    return ParseReply(status, reply);
+  }
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Ledger::Stub> stub_;
   std::chrono::milliseconds timeout_;
@@ -136,28 +146,19 @@ bool LedgerClient::WaitForConnected(std::chrono::milliseconds timeout) {
 }
 
 RpcResult<LedgerInfo> LedgerClient::GetInfo() {
-  auto ctx = impl_->Context();
-  v1::LedgerInfo reply;
-  grpc::Status status = impl_->stub_->GetInfo(ctx.get(), v1::GetInfoRequest(), &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::GetInfo, v1::GetInfoRequest());
 }
 
 RpcResult<AccountState> LedgerClient::GetAccount(const Address& address) {
-  auto ctx = impl_->Context();
   v1::GetAccountRequest req;
   req.set_address(address.ToString());
-  v1::Account reply;
-  grpc::Status status = impl_->stub_->GetAccount(ctx.get(), req, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::GetAccount, req);
 }
 
 RpcResult<ChannelState> LedgerClient::GetChannel(const ChannelId& id) {
-  auto ctx = impl_->Context();
   v1::GetChannelRequest req;
   req.set_channel_id(BytesToString(id.bytes));
-  v1::Channel reply;
-  grpc::Status status = impl_->stub_->GetChannel(ctx.get(), req, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::GetChannel, req);
 }
 
 RpcResult<std::vector<ChannelState>> LedgerClient::ListChannels(const Address& address,
@@ -201,57 +202,39 @@ RpcResult<HistoryPage> LedgerClient::History(const Address& address, uint64_t af
 }
 
 RpcResult<AccountState> LedgerClient::Deposit(const DepositRequest& req) {
-  auto ctx = impl_->Context();
   v1::DepositRequest msg;
   ToProto(req, &msg);
-  v1::Account reply;
-  grpc::Status status = impl_->stub_->Deposit(ctx.get(), msg, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::Deposit, msg);
 }
 
 RpcResult<AccountState> LedgerClient::Withdraw(const WithdrawRequest& req) {
-  auto ctx = impl_->Context();
   v1::WithdrawRequest msg;
   ToProto(req, &msg);
-  v1::Account reply;
-  grpc::Status status = impl_->stub_->Withdraw(ctx.get(), msg, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::Withdraw, msg);
 }
 
 RpcResult<ChannelState> LedgerClient::OpenChannel(const OpenChannelRequest& req) {
-  auto ctx = impl_->Context();
   v1::OpenChannelRequest msg;
   ToProto(req, &msg);
-  v1::Channel reply;
-  grpc::Status status = impl_->stub_->OpenChannel(ctx.get(), msg, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::OpenChannel, msg);
 }
 
 RpcResult<ChannelState> LedgerClient::TopUpChannel(const TopUpChannelRequest& req) {
-  auto ctx = impl_->Context();
   v1::TopUpChannelRequest msg;
   ToProto(req, &msg);
-  v1::Channel reply;
-  grpc::Status status = impl_->stub_->TopUpChannel(ctx.get(), msg, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::TopUpChannel, msg);
 }
 
 RpcResult<ChannelState> LedgerClient::CloseChannel(const CloseChannelRequest& req) {
-  auto ctx = impl_->Context();
   v1::CloseChannelRequest msg;
   ToProto(req, &msg);
-  v1::Channel reply;
-  grpc::Status status = impl_->stub_->CloseChannel(ctx.get(), msg, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::CloseChannel, msg);
 }
 
 RpcResult<SettleBatchResult> LedgerClient::SettleBatch(const SettleBatchRequest& req) {
-  auto ctx = impl_->Context();
   v1::SettleBatchRequest msg;
   ToProto(req, &msg);
-  v1::SettleBatchReply reply;
-  grpc::Status status = impl_->stub_->SettleBatch(ctx.get(), msg, &reply);
-  return ParseReply(status, reply);
+  return impl_->Call(&v1::Ledger::Stub::SettleBatch, msg);
 }
 
 std::unique_ptr<AccountWatch> LedgerClient::WatchAccount(const Address& address,

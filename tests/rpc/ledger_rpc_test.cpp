@@ -647,7 +647,6 @@ TEST(LedgerRpcMapping, EveryErrcHasItsCode) {
   EXPECT_EQ(StatusCodeFor(Errc::kBadSignature), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(StatusCodeFor(Errc::kNotPermitted), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(StatusCodeFor(Errc::kReplay), grpc::StatusCode::ALREADY_EXISTS);
-  EXPECT_EQ(StatusCodeFor(Errc::kUnknownAccount), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(StatusCodeFor(Errc::kUnknownChannel), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(StatusCodeFor(Errc::kInsufficientBalance), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(StatusCodeFor(Errc::kOverflow), grpc::StatusCode::OUT_OF_RANGE);
