@@ -1,0 +1,262 @@
+#include "tunnel/exit_policy.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace dvpn::tunnel {
+namespace {
+
+IpAddress Ip(std::string_view text) {
+  auto a = IpAddress::Parse(text);
+  EXPECT_TRUE(a.has_value()) << text;
+  return a.value_or(IpAddress{});
+}
+
+// The first, a middle and the last address of a network, computed here bit by bit (not with the
+// policy's own matching code).
+std::vector<IpAddress> Samples(std::string_view network, unsigned prefix) {
+  IpAddress first = Ip(network);
+  const unsigned bits = first.family == IpAddress::Family::kV4 ? 32 : 128;
+  IpAddress last = first;
+  for (unsigned b = prefix; b < bits; ++b) last.bytes[b / 8] |= uint8_t(0x80 >> (b % 8));
+  IpAddress middle = first;
+  if (prefix < bits) middle.bytes[prefix / 8] |= uint8_t(0x80 >> (prefix % 8));  // top host bit
+  if (bits - prefix >= 2) middle.bytes[(bits - 1) / 8] |= 0x01;                  // and the lowest
+  return {first, middle, last};
+}
+
+// IPv6 forms that carry an IPv4 address: mapped, NAT64 well-known prefix, 6to4.
+std::vector<IpAddress> Embeddings(const IpAddress& v4) {
+  IpAddress mapped = Ip("::ffff:0:0");
+  IpAddress nat64 = Ip("64:ff9b::");
+  IpAddress six_to_four = Ip("2002::1");
+  for (int i = 0; i < 4; ++i) {
+    mapped.bytes[12 + i] = v4.bytes[i];
+    nat64.bytes[12 + i] = v4.bytes[i];
+    six_to_four.bytes[2 + i] = v4.bytes[i];
+  }
+  return {mapped, nat64, six_to_four};
+}
+
+struct Range {
+  const char* network;
+  unsigned prefix;
+};
+
+const Range kDefaultDeniedV4[] = {
+    {"0.0.0.0", 8},      {"10.0.0.0", 8},    {"100.64.0.0", 10},      {"127.0.0.0", 8},
+    {"169.254.0.0", 16}, {"172.16.0.0", 12}, {"192.0.0.0", 24},       {"192.0.2.0", 24},
+    {"192.168.0.0", 16}, {"198.18.0.0", 15}, {"198.51.100.0", 24},    {"203.0.113.0", 24},
+    {"224.0.0.0", 4},    {"240.0.0.0", 4},   {"255.255.255.255", 32},
+};
+
+const Range kDefaultDeniedV6[] = {
+    {"::", 128},        {"::1", 128}, {"fc00::", 7},       {"fe80::", 10}, {"ff00::", 8},
+    {"2001:db8::", 32}, {"::", 96},   {"64:ff9b:1::", 48}, {"100::", 64},  {"fec0::", 10},
+};
+
+TEST(ExitPolicy, DefaultsRefuseEveryIpv4Range) {
+  ExitPolicy policy({}, {});
+  for (const Range& r : kDefaultDeniedV4) {
+    for (const IpAddress& a : Samples(r.network, r.prefix)) {
+      auto d = policy.Decide(a, 443);
+      EXPECT_FALSE(d.allowed) << a.ToString() << " in " << r.network << "/" << r.prefix;
+      EXPECT_TRUE(d.rule_index.has_value());
+      EXPECT_TRUE(d.rule.starts_with("default: ")) << d.rule;
+      for (const IpAddress& e : Embeddings(a)) {
+        EXPECT_FALSE(policy.Decide(e, 443).allowed) << e.ToString();
+      }
+    }
+  }
+}
+
+TEST(ExitPolicy, DefaultsRefuseEveryIpv6Range) {
+  ExitPolicy policy({}, {});
+  for (const Range& r : kDefaultDeniedV6) {
+    for (const IpAddress& a : Samples(r.network, r.prefix)) {
+      auto d = policy.Decide(a, 443);
+      EXPECT_FALSE(d.allowed) << a.ToString() << " in " << r.network << "/" << r.prefix;
+      EXPECT_TRUE(d.rule.starts_with("default: ")) << d.rule;
+    }
+  }
+}
+
+TEST(ExitPolicy, PublicAddressesAllowed) {
+  ExitPolicy policy({}, {});
+  for (const char* text :
+       {"93.184.216.34", "1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.0", "172.15.255.255",
+        "172.32.0.0", "192.169.0.0", "198.17.255.255", "198.20.0.0", "223.255.255.255",
+        "2606:2800:220:1:248:1893:25c8:1946", "2a00:1450:4001::200e", "::ffff:93.184.216.34",
+        "64:ff9b::808:808", "2002:5db8:d822::1"}) {
+    auto d = policy.Decide(Ip(text), 443);
+    EXPECT_TRUE(d.allowed) << text << " denied by " << d.rule;
+  }
+  auto d = policy.Decide(Ip("1.1.1.1"), 80);
+  EXPECT_FALSE(d.rule_index.has_value());
+  EXPECT_EQ(d.rule, "default allow");
+}
+
+TEST(ExitPolicy, SmtpAndPortZeroRefused) {
+  ExitPolicy policy({}, {});
+  for (const char* text : {"93.184.216.34", "2606:2800:220:1::1", "::ffff:1.1.1.1"}) {
+    EXPECT_FALSE(policy.Decide(Ip(text), 25).allowed) << text;
+    EXPECT_FALSE(policy.Decide(Ip(text), 0).allowed) << text;
+    EXPECT_TRUE(policy.Decide(Ip(text), 24).allowed) << text;
+    EXPECT_TRUE(policy.Decide(Ip(text), 26).allowed) << text;
+    EXPECT_TRUE(policy.Decide(Ip(text), 65535).allowed) << text;
+  }
+  EXPECT_EQ(policy.Decide(Ip("1.1.1.1"), 25).rule, "default: SMTP (port 25)");
+}
+
+TEST(ExitPolicy, ProviderOwnAddressesRefused) {
+  const IpAddress own[] = {Ip("93.184.216.34"), Ip("2606:2800:220:1::7"), Ip("::ffff:8.8.4.4")};
+  ExitPolicy policy({}, own);
+  for (const char* text : {"93.184.216.34", "2606:2800:220:1::7", "::ffff:93.184.216.34",
+                           "64:ff9b::5db8:d822", "8.8.4.4", "::ffff:8.8.4.4"}) {
+    auto d = policy.Decide(Ip(text), 443);
+    EXPECT_FALSE(d.allowed) << text;
+    EXPECT_EQ(d.rule, "default: provider's own address") << text;
+  }
+  EXPECT_TRUE(policy.Decide(Ip("93.184.216.35"), 443).allowed);
+  EXPECT_TRUE(policy.Decide(Ip("2606:2800:220:1::8"), 443).allowed);
+}
+
+TEST(ExitPolicy, OperatorRulesComeFirstInOrder) {
+  auto policy = ExitPolicy::FromStrings(
+      std::vector<std::string>{"allow 127.0.0.1/32:8080", "deny 1.1.1.0/24", "allow 1.1.0.0/16:443",
+                               "allow [::1]/128:1-65535", "deny *:8443"},
+      {});
+  ASSERT_TRUE(policy) << policy.error().message;
+  // The loopback test server opened explicitly; neighbours stay closed.
+  auto d = policy->Decide(Ip("127.0.0.1"), 8080);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.rule_index, 0u);
+  EXPECT_EQ(d.rule, "allow 127.0.0.1/32:8080");
+  EXPECT_TRUE(policy->Decide(Ip("::ffff:127.0.0.1"), 8080).allowed);  // decided as 127.0.0.1
+  EXPECT_FALSE(policy->Decide(Ip("127.0.0.1"), 8081).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("127.0.0.2"), 8080).allowed);
+  // First match wins: 1.1.1.1:443 hits the deny before the allow.
+  EXPECT_FALSE(policy->Decide(Ip("1.1.1.1"), 443).allowed);
+  EXPECT_EQ(policy->Decide(Ip("1.1.1.1"), 443).rule_index, 1u);
+  EXPECT_TRUE(policy->Decide(Ip("1.1.2.1"), 443).allowed);
+  // [::1] for every port but 0 (the range starts at 1, so the default refuses port 0).
+  EXPECT_TRUE(policy->Decide(Ip("::1"), 22).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("::1"), 0).allowed);
+  // "*" covers both families.
+  EXPECT_FALSE(policy->Decide(Ip("8.8.8.8"), 8443).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("2a00:1450:4001::200e"), 8443).allowed);
+  EXPECT_TRUE(policy->Decide(Ip("8.8.8.8"), 8444).allowed);
+  // Operator rules sit before the defaults in rules().
+  EXPECT_EQ(policy->rules().size(), 5 + DefaultExitRules({}).size());
+}
+
+TEST(ExitPolicy, OperatorAllowlist) {
+  auto policy = ExitPolicy::FromStrings(
+      std::vector<std::string>{"allow *:443", "allow *:80", "deny 0.0.0.0/0", "deny [::]/0"}, {});
+  ASSERT_TRUE(policy);
+  EXPECT_TRUE(policy->Decide(Ip("1.1.1.1"), 443).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("1.1.1.1"), 22).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("2a00:1450:4001::200e"), 22).allowed);
+  // "allow *:443" is the operator's explicit choice and overrides the defaults for port 443.
+  EXPECT_TRUE(policy->Decide(Ip("10.0.0.1"), 443).allowed);
+}
+
+TEST(ExitRuleParse, Valid) {
+  auto r = ParseExitRule("  allow [::1]/128:1-65535 ");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->action, ExitRule::Action::kAllow);
+  EXPECT_EQ(r->network, Ip("::1"));
+  EXPECT_EQ(r->prefix_len, 128);
+  EXPECT_EQ(r->port_first, 1);
+  EXPECT_EQ(r->port_last, 65535);
+  EXPECT_EQ(r->label, "allow [::1]/128:1-65535");
+
+  r = ParseExitRule("deny 0.0.0.0/0:25");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->action, ExitRule::Action::kDeny);
+  EXPECT_EQ(r->prefix_len, 0);
+  EXPECT_EQ(r->port_first, 25);
+  EXPECT_EQ(r->port_last, 25);
+
+  r = ParseExitRule("deny\t10.1.2.3");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->prefix_len, 32);
+  EXPECT_EQ(r->port_first, 0);
+  EXPECT_EQ(r->port_last, 65535);
+
+  r = ParseExitRule("allow [2001:db8::]/32");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->prefix_len, 32);
+  r = ParseExitRule("deny *");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->any_family);
+  r = ParseExitRule("allow 172.16.0.0/12:0-0");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->port_last, 0);
+}
+
+TEST(ExitRuleParse, Errors) {
+  for (const char* bad : {"",
+                          "   ",
+                          "permit 1.2.3.4",
+                          "Allow 1.2.3.4",
+                          "allow",
+                          "allow ",
+                          "allow 1.2.3",
+                          "allow 1.2.3.256",
+                          "allow 01.2.3.4x",
+                          "allow 1.2.3.4/33",
+                          "allow 1.2.3.4/-1",
+                          "allow 1.2.3.4/",
+                          "allow 10.1.0.0/8",
+                          "allow ::1",
+                          "allow [::1",
+                          "allow [1.2.3.4]",
+                          "allow [::1]/129",
+                          "allow [::1]/64",
+                          "allow 1.2.3.4:70000",
+                          "allow 1.2.3.4:20-10",
+                          "allow 1.2.3.4:",
+                          "allow 1.2.3.4:+80",
+                          "allow 1.2.3.4:80-",
+                          "allow 1.2.3.4:-80",
+                          "allow */8",
+                          "allow *x",
+                          "allow 1.2.3.4 extra",
+                          "allow 1.2.3.4:80 :81",
+                          "allow [::1]x",
+                          "allow 1.2.3.4:0x50",
+                          "allow 1.2.3.4:80-90-100"}) {
+    auto r = ParseExitRule(bad);
+    ASSERT_FALSE(r) << "accepted \"" << bad << "\"";
+    EXPECT_EQ(r.error().code, ExitPolicyErrc::kBadRule);
+    EXPECT_NE(r.error().message.find(std::string("\"") + bad), std::string::npos)
+        << r.error().message;
+  }
+  auto policy = ExitPolicy::FromStrings(std::vector<std::string>{"allow *:80", "alow *:81"}, {});
+  ASSERT_FALSE(policy);
+  EXPECT_TRUE(policy.error().message.starts_with("rule 2: ")) << policy.error().message;
+  EXPECT_NE(policy.error().message.find("unknown action"), std::string::npos);
+}
+
+TEST(IpAddress, ParseAndPrint) {
+  EXPECT_EQ(Ip("192.0.2.1").ToString(), "192.0.2.1");
+  EXPECT_EQ(Ip("2001:DB8::1").ToString(), "2001:db8::1");
+  EXPECT_FALSE(IpAddress::Parse("1.2.3.4.5"));
+  EXPECT_FALSE(IpAddress::Parse("[::1]"));
+  EXPECT_FALSE(IpAddress::Parse(std::string(100, '1')));
+  EXPECT_FALSE(IpAddress::Parse(std::string_view("1.2.3.4\0", 8)));
+
+  Destination d;
+  d.kind = Destination::Kind::kIpv4;
+  d.v4 = {10, 0, 0, 1};
+  EXPECT_EQ(IpAddress::FromDestination(d), Ip("10.0.0.1"));
+  d.kind = Destination::Kind::kDomain;
+  d.domain = "example.com";
+  EXPECT_FALSE(IpAddress::FromDestination(d));
+}
+
+}  // namespace
+}  // namespace dvpn::tunnel
