@@ -58,6 +58,8 @@ void RecordCipher::Encrypt(std::span<uint8_t> data, ByteSpan ad, uint64_t counte
   uint8_t nonce[12];
   MakeNonce(counter, nonce);
   unsigned long long tag_len = 0;
+  uint8_t empty = 0;
+  if (data.empty()) data = std::span<uint8_t>(&empty, 0);  // libsodium wants non-null pointers
   if (cipher_ == Cipher::kAes256Gcm) {
     crypto_aead_aes256gcm_encrypt_detached_afternm(data.data(), tag, &tag_len, data.data(),
                                                    data.size(), ad.data(), ad.size(), nullptr,
@@ -73,6 +75,8 @@ bool RecordCipher::Decrypt(std::span<uint8_t> data, ByteSpan ad, uint64_t counte
                            const uint8_t* tag) {
   uint8_t nonce[12];
   MakeNonce(counter, nonce);
+  uint8_t empty = 0;
+  if (data.empty()) data = std::span<uint8_t>(&empty, 0);  // libsodium wants non-null pointers
   if (cipher_ == Cipher::kAes256Gcm) {
     return crypto_aead_aes256gcm_decrypt_detached_afternm(data.data(), nullptr, data.data(),
                                                           data.size(), tag, ad.data(), ad.size(),
