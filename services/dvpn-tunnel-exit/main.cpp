@@ -1,0 +1,177 @@
+// dvpn-tunnel-exit: a tunnel exit node (the provider side) for tests and manual runs.
+// Wiring only: flags -> static key file -> exit policy -> ExitServer on one io_context thread;
+// SIGINT/SIGTERM stop it cleanly.
+//
+// Exit codes: 0 clean shutdown (or --print-public-key); 2 refused to start (bad flag, key file,
+// rule); 1 cannot listen.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "common/bytes.h"
+#include "common/log.h"
+#include "tunnel/exit_policy.h"
+#include "tunnel/handshake.h"
+#include "tunnel/kdf.h"
+#include "tunnel/session/cli_util.h"
+#include "tunnel/session/exit_server.h"
+
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+
+namespace session = dvpn::tunnel::session;
+using dvpn::tunnel::X25519KeyPair;
+
+int Refuse(const std::string& message) {
+  std::cerr << "dvpn-tunnel-exit: " << message << "\n";
+  return kExitConfig;
+}
+
+// Reads the hex X25519 secret from `path`, or creates the file (mode 0600) with a fresh one.
+std::optional<X25519KeyPair> LoadOrCreateKey(const std::string& path, std::string* error) {
+  std::ifstream in(path);
+  if (in) {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+    auto bytes = dvpn::FromHex(text);
+    if (!bytes || bytes->size() != 32) {
+      *error = path + ": expected 64 hex digits (an X25519 secret key)";
+      return std::nullopt;
+    }
+    auto secret = dvpn::ToArray<32>(*bytes);
+    auto pair = X25519KeyPair::FromSecret(*secret);
+    dvpn::tunnel::Wipe(*bytes);
+    return pair;
+  }
+  auto pair = X25519KeyPair::Generate();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    *error = "cannot create " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string hex = dvpn::ToHex(pair.secret_key) + "\n";
+  bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+  ok = (::close(fd) == 0) && ok;
+  if (!ok) {
+    *error = "cannot write " + path;
+    return std::nullopt;
+  }
+  return pair;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen = "127.0.0.1:7500";
+  std::string port_file;
+  std::string key_file = "./dvpn-tunnel-exit.key";
+  bool print_public_key = false;
+  std::vector<std::string> allow;
+  std::vector<std::string> deny;
+  bool log_destinations = false;
+  std::string log_level = "info";
+
+  CLI::App app{"dvpn-tunnel-exit: a dVPN tunnel exit node"};
+  app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--port-file", port_file, "write the bound port to this file once listening");
+  app.add_option("--static-key-file", key_file,
+                 "hex X25519 secret key (created with mode 0600 when missing)")
+      ->capture_default_str();
+  app.add_flag("--print-public-key", print_public_key,
+               "print the static public key (hex) to stdout and exit");
+  app.add_option("--allow", allow,
+                 "exit policy allow rule, e.g. 127.0.0.1/32 or [::1]/128:8080 (repeatable; "
+                 "deny rules are consulted first, then allow rules, then the defaults)");
+  app.add_option("--deny", deny, "exit policy deny rule, e.g. 0.0.0.0/0:25 (repeatable)");
+  app.add_flag("--log-destinations", log_destinations,
+               "log the destination of every stream (off by default)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitConfig;
+  }
+  if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
+  dvpn::tunnel::EnsureSodium();
+
+  std::string error;
+  auto key = LoadOrCreateKey(key_file, &error);
+  if (!key) return Refuse(error);
+  std::string public_hex = dvpn::ToHex(key->public_key);
+  if (print_public_key) {
+    std::cout << public_hex << "\n";
+    return 0;
+  }
+
+  std::vector<std::string> rules;
+  auto with_action = [](const std::string& action, const std::string& rule) {
+    std::string_view r = rule;
+    while (!r.empty() && r.front() == ' ') r.remove_prefix(1);
+    if (r.starts_with(action + " ")) return std::string(r);
+    return action + " " + std::string(r);
+  };
+  for (const auto& r : deny) rules.push_back(with_action("deny", r));
+  for (const auto& r : allow) rules.push_back(with_action("allow", r));
+
+  session::asio::io_context io(1);
+  auto endpoint = session::ResolveHostPort(io, listen, &error);
+  if (!endpoint) return Refuse("--listen: " + error);
+
+  std::vector<dvpn::tunnel::IpAddress> own;
+  if (!endpoint->address().is_unspecified()) {
+    auto a = endpoint->address();
+    own.push_back(a.is_v4() ? dvpn::tunnel::IpAddress::V4(a.to_v4().to_bytes())
+                            : dvpn::tunnel::IpAddress::V6(a.to_v6().to_bytes()));
+  }
+  auto policy = dvpn::tunnel::ExitPolicy::FromStrings(rules, own);
+  if (!policy) return Refuse("exit policy: " + policy.error().message);
+
+  auto log = dvpn::Logger("dvpn-tunnel-exit");
+  session::ExitServer::Options options;
+  options.log_destinations = log_destinations;
+  std::shared_ptr<session::ExitServer> server;
+  try {
+    server =
+        std::make_shared<session::ExitServer>(io, *endpoint, *key, std::move(*policy), options);
+  } catch (const std::exception& e) {
+    std::cerr << "dvpn-tunnel-exit: cannot listen on " << listen << ": " << e.what() << "\n";
+    return kExitRuntime;
+  }
+  int port = server->local_endpoint().port();
+  server->Start();
+  log->info("listening on {}:{}; static public key {}", endpoint->address().to_string(), port,
+            public_hex);
+  if (!port_file.empty() && !session::WritePortFile(port_file, port, &error)) {
+    std::cerr << "dvpn-tunnel-exit: " << error << "\n";
+    return kExitRuntime;
+  }
+
+  session::asio::signal_set stop(io, SIGINT, SIGTERM);
+  stop.async_wait([&](const session::error_code& ec, int sig) {
+    if (ec) return;
+    log->info("signal {}: shutting down", sig);
+    server->Stop();
+    io.stop();
+  });
+  io.run();
+  return 0;
+}

@@ -1,0 +1,268 @@
+#include "tunnel/session/exit_server.h"
+
+#include <array>
+#include <vector>
+
+#include "common/log.h"
+
+namespace dvpn::tunnel::session {
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() {
+  static auto log = Logger("tunnel");
+  return log;
+}
+
+uint64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+SourceKey SourceOf(const asio::ip::address& a) {
+  if (a.is_v4()) return SourceKeyFromIpv4(a.to_v4().to_bytes());
+  auto v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return SourceKeyFromIpv4(v6.to_v4().to_bytes());
+  return SourceKeyFromIpv6(v6.to_bytes());
+}
+
+IpAddress ToIpAddress(const asio::ip::address& a) {
+  if (a.is_v4()) return IpAddress::V4(a.to_v4().to_bytes());
+  return IpAddress::V6(a.to_v6().to_bytes());
+}
+
+OpenFailure FailureFor(const error_code& ec, bool timed_out) {
+  if (timed_out) return OpenFailure::kTtlExpired;
+  if (ec == asio::error::connection_refused) return OpenFailure::kRefused;
+  if (ec == asio::error::host_unreachable) return OpenFailure::kHostUnreachable;
+  if (ec == asio::error::network_unreachable) return OpenFailure::kNetworkUnreachable;
+  if (ec == asio::error::timed_out) return OpenFailure::kTtlExpired;
+  return OpenFailure::kGeneral;
+}
+
+}  // namespace
+
+ExitServer::ExitServer(asio::io_context& io, const tcp::endpoint& listen,
+                       const X25519KeyPair& static_key, ExitPolicy policy, Options options)
+    : acceptor_(io, listen),
+      static_key_(static_key),
+      policy_(std::move(policy)),
+      options_(options),
+      rate_limiter_(options.rate_limit) {}
+
+void ExitServer::Start() {
+  auto self = shared_from_this();
+  asio::co_spawn(
+      acceptor_.get_executor(), [self]() { return self->AcceptLoop(); }, asio::detached);
+}
+
+void ExitServer::Stop() {
+  error_code ignored;
+  acceptor_.close(ignored);
+  auto tunnels = tunnels_;
+  for (auto& t : tunnels) t->Close(CloseReason::kShutdown, "exit shutting down", true);
+}
+
+asio::awaitable<void> ExitServer::AcceptLoop() {
+  auto self = shared_from_this();
+  while (acceptor_.is_open()) {
+    error_code ec;
+    tcp::socket socket =
+        co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+      Log()->warn("exit: accept failed: {}", ec.message());
+      continue;
+    }
+    tcp::endpoint remote = socket.remote_endpoint(ec);
+    if (ec) continue;
+    if (!rate_limiter_.Allow(SourceOf(remote.address()), MonotonicMs())) {
+      Log()->debug("exit: handshake rate limit reached for a source; connection dropped");
+      continue;
+    }
+    if (tunnels_.size() >= options_.max_tunnels) {
+      Log()->warn("exit: {} tunnels open (the maximum); connection dropped", tunnels_.size());
+      continue;
+    }
+    asio::co_spawn(
+        acceptor_.get_executor(),
+        [self, s = std::move(socket)]() mutable { return self->Handshake(std::move(s)); },
+        asio::detached);
+  }
+}
+
+asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
+  auto self = shared_from_this();
+  std::array<uint8_t, kMaxHandshakeMessage> buf{};
+  SessionKeys keys;
+  std::optional<ClientHello> hello;
+  {
+    Watchdog deadline(socket.get_executor(), options_.handshake_timeout, [&socket] {
+      error_code ignored;
+      socket.close(ignored);
+    });
+
+    error_code ec;
+    co_await asio::async_read(socket, asio::buffer(buf.data(), kHandshakeHeaderSize),
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      Log()->debug("exit: handshake aborted before msg1: {}", ec.message());
+      co_return;
+    }
+    auto size = HandshakeMessageSize(ByteSpan(buf.data(), kHandshakeHeaderSize));
+    if (!size || *size != kMsg1Size) {
+      Log()->debug("exit: not a handshake (bad msg1 header); connection dropped");
+      co_return;
+    }
+    co_await asio::async_read(
+        socket, asio::buffer(buf.data() + kHandshakeHeaderSize, kMsg1Size - kHandshakeHeaderSize),
+        asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      Log()->debug("exit: msg1 truncated: {}", ec.message());
+      co_return;
+    }
+    HandshakeResponder::Options responder_options;
+    responder_options.static_key = &static_key_;
+    responder_options.replay_guard = &replay_guard_;
+    responder_options.clock = &clock_;
+    HandshakeResponder responder(std::move(responder_options));
+    ByteSpan msg1(buf.data(), kMsg1Size);
+    if (!responder.CheckMac1(msg1)) {
+      Log()->debug("exit: msg1 with a bad mac1 (client does not know our key); dropped");
+      co_return;
+    }
+    auto h = responder.ReadMessage1(msg1);
+    if (!h) {
+      Log()->debug("exit: msg1 rejected: {}: {}", HandshakeErrcName(h.error().code),
+                   h.error().message);
+      co_return;
+    }
+    hello = *h;
+    auto cipher = ChooseCipher(hello->ciphers, LocalCiphers());
+    if (!cipher) {
+      Log()->debug("exit: no common cipher; dropped");
+      co_return;
+    }
+    auto n = responder.WriteMessage2(buf, *cipher, {});
+    if (!n) {
+      Log()->warn("exit: cannot write msg2: {}", n.error().message);
+      co_return;
+    }
+    co_await asio::async_write(socket, asio::buffer(buf.data(), *n),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      Log()->debug("exit: cannot send msg2: {}", ec.message());
+      co_return;
+    }
+    auto k = responder.TakeKeys();
+    if (!k) co_return;
+    keys = std::move(*k);
+  }
+  if (!socket.is_open()) co_return;
+  std::string name = "tunnel#" + std::to_string(next_tunnel_++);
+  Log()->info("exit: {} established ({}, client {})", name, CipherName(keys.cipher),
+              ToHex(hello->identity.bytes()).substr(0, 16));
+  auto tunnel = std::make_shared<TunnelConnection>(std::move(socket), keys, Role::kExit,
+                                                   options_.connection, name);
+  tunnels_.insert(tunnel);
+  std::weak_ptr<TunnelConnection> weak = tunnel;
+  tunnel->Start(
+      [self, weak](uint32_t id, const Destination& dest) {
+        auto t = weak.lock();
+        if (!t) return;
+        asio::co_spawn(
+            self->acceptor_.get_executor(),
+            [self, t, id, dest]() { return self->ServeOpen(t, id, dest); }, asio::detached);
+      },
+      [self, weak, name]() {
+        Log()->info("exit: {} closed", name);
+        if (auto t = weak.lock()) self->tunnels_.erase(t);
+      });
+}
+
+asio::awaitable<void> ExitServer::ServeOpen(std::shared_ptr<TunnelConnection> tunnel, uint32_t id,
+                                            Destination dest) {
+  auto self = shared_from_this();
+  auto ex = co_await asio::this_coro::executor;
+  if (options_.log_destinations) {
+    Log()->info("exit: {} stream {} -> {}", tunnel->name(), id, ToString(dest));
+  }
+  std::vector<tcp::endpoint> candidates;
+  if (dest.kind == Destination::Kind::kDomain) {
+    tcp::resolver resolver(ex);
+    bool timed_out = false;
+    error_code ec;
+    tcp::resolver::results_type results;
+    {
+      Watchdog deadline(ex, options_.resolve_timeout, [&] {
+        timed_out = true;
+        resolver.cancel();
+      });
+      results = co_await resolver.async_resolve(dest.domain, std::to_string(dest.port),
+                                                tcp::resolver::numeric_service,
+                                                asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) {
+      if (options_.log_destinations) {
+        Log()->info("exit: {} stream {}: cannot resolve: {}", tunnel->name(), id, ec.message());
+      }
+      tunnel->RefuseStream(id,
+                           timed_out ? OpenFailure::kTtlExpired : OpenFailure::kHostUnreachable);
+      co_return;
+    }
+    for (const auto& r : results) candidates.push_back(r.endpoint());
+  } else if (dest.kind == Destination::Kind::kIpv4) {
+    candidates.emplace_back(asio::ip::address_v4(dest.v4), dest.port);
+  } else {
+    candidates.emplace_back(asio::ip::address_v6(dest.v6), dest.port);
+  }
+  if (tunnel->closed()) co_return;
+
+  std::vector<tcp::endpoint> allowed;
+  for (const auto& ep : candidates) {
+    auto decision = policy_.Decide(ToIpAddress(ep.address()), ep.port());
+    if (decision.allowed) {
+      allowed.push_back(ep);
+    } else if (options_.log_destinations) {
+      Log()->info("exit: {} stream {}: {} refused by rule \"{}\"", tunnel->name(), id,
+                  ep.address().to_string(), decision.rule);
+    }
+  }
+  if (candidates.empty()) {
+    tunnel->RefuseStream(id, OpenFailure::kHostUnreachable);
+    co_return;
+  }
+  if (allowed.empty()) {
+    tunnel->RefuseStream(id, OpenFailure::kNotAllowed);
+    co_return;
+  }
+
+  OpenFailure failure = OpenFailure::kGeneral;
+  auto deadline_at = asio::steady_timer::clock_type::now() + options_.connect_timeout;
+  for (const auto& ep : allowed) {
+    tcp::socket upstream(ex);
+    bool timed_out = false;
+    error_code ec;
+    {
+      Watchdog deadline(ex, deadline_at, [&] {
+        timed_out = true;
+        error_code ignored;
+        upstream.close(ignored);
+      });
+      co_await upstream.async_connect(ep, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (!ec && upstream.is_open()) {
+      if (!tunnel->AcceptStream(id, std::move(upstream))) co_return;
+      co_return;
+    }
+    failure = FailureFor(ec, timed_out);
+    if (options_.log_destinations) {
+      Log()->info("exit: {} stream {}: connect to {} failed: {}", tunnel->name(), id,
+                  ep.address().to_string(), timed_out ? "timeout" : ec.message());
+    }
+    if (timed_out || tunnel->closed()) break;
+  }
+  tunnel->RefuseStream(id, failure);
+}
+
+}  // namespace dvpn::tunnel::session
