@@ -19,6 +19,7 @@
 #include "common/bytes.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/port_file.h"
 #include "ledger/ledger.h"
 #include "ledger/rpc/ledger_service.h"
 #include "ledger/sqlite_store.h"
@@ -78,28 +79,6 @@ std::optional<dvpn::payments::PublicKey> OperatorKey(const Flags& flags, std::st
     return std::nullopt;
   }
   return *key;
-}
-
-// Writes the port to `path` atomically (temporary file, then rename), so a reader never sees
-// a partial number.
-bool WritePortFile(const std::string& path, int port, std::string* error) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << port << "\n";
-    out.flush();
-    if (!out) {
-      *error = "cannot write " + tmp;
-      return false;
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    *error = "cannot rename " + tmp + " to " + path + ": " + ec.message();
-    return false;
-  }
-  return true;
 }
 
 }  // namespace
@@ -200,7 +179,7 @@ int main(int argc, char** argv) {
     std::cerr << "dvpn-ledger: " << server.error() << "\n";
     return kExitRuntime;
   }
-  if (!flags.port_file.empty() && !WritePortFile(flags.port_file, (*server)->port(), &error)) {
+  if (!flags.port_file.empty() && !dvpn::WritePortFile(flags.port_file, (*server)->port(), &error)) {
     std::cerr << "dvpn-ledger: --port-file: " << error << "\n";
     (*server)->Shutdown();
     return kExitRuntime;

@@ -13,6 +13,7 @@
 
 #include "common/bytes.h"
 #include "common/log.h"
+#include "common/port_file.h"
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
@@ -162,7 +163,7 @@ int main(int argc, char** argv) {
         frontend->Start();
         int port = frontend->local_endpoint().port();
         log->info("SOCKS5 server listening on {}:{}", socks_ep->address().to_string(), port);
-        if (!socks_port_file.empty() && !session::WritePortFile(socks_port_file, port, &error)) {
+        if (!socks_port_file.empty() && !dvpn::WritePortFile(socks_port_file, port, &error)) {
           log->error("{}", error);
           exit_code = kExitRuntime;
           io.stop();

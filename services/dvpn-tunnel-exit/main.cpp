@@ -22,6 +22,7 @@
 
 #include "common/bytes.h"
 #include "common/log.h"
+#include "common/port_file.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -160,7 +161,7 @@ int main(int argc, char** argv) {
   server->Start();
   log->info("listening on {}:{}; static public key {}", endpoint->address().to_string(), port,
             public_hex);
-  if (!port_file.empty() && !session::WritePortFile(port_file, port, &error)) {
+  if (!port_file.empty() && !dvpn::WritePortFile(port_file, port, &error)) {
     std::cerr << "dvpn-tunnel-exit: " << error << "\n";
     return kExitRuntime;
   }

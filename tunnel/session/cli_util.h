@@ -36,25 +36,4 @@ inline std::optional<tcp::endpoint> ResolveHostPort(asio::io_context& io, const 
   return results.begin()->endpoint();
 }
 
-// Writes `port` to `path` atomically (temporary file, then rename).
-inline bool WritePortFile(const std::string& path, int port, std::string* error) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << port << "\n";
-    out.flush();
-    if (!out) {
-      *error = "cannot write " + tmp;
-      return false;
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    *error = "cannot rename " + tmp + " to " + path + ": " + ec.message();
-    return false;
-  }
-  return true;
-}
-
 }  // namespace dvpn::tunnel::session
