@@ -201,11 +201,11 @@ int Run(const Options& opt) {
   // Pre-signed batches: batch b raises every channel it touches by one round.
   auto sign_start = Clock::now();
   const uint32_t total = opt.batches + 1;  // the first is a warm-up
-  std::vector<SettleBatchRequest> requests;
   std::vector<uint64_t> round(opt.channels, 0);
-  uint64_t expected_moved_per_item = 1000;
+  const uint64_t expected_moved_per_item = 1000;
   uint32_t next = 0;
-  for (uint32_t b = 0; b < total; ++b) {
+  // One batch whose promises raise the next opt.batch channels (round robin) by one round.
+  auto next_batch = [&](uint64_t nonce) {
     std::vector<dvpn::payments::SignedPromise> promises;
     promises.reserve(opt.batch);
     for (uint32_t k = 0; k < opt.batch; ++k) {
@@ -214,22 +214,14 @@ int Run(const Options& opt) {
       promises.push_back(MakePromise(clients[ch], id, channels[ch],
                                      Amount::FromMicro(round[ch] * expected_moved_per_item)));
     }
-    requests.push_back(MakeSettleBatch(provider, id, b + 1, std::move(promises)));
-  }
+    return MakeSettleBatch(provider, id, nonce, std::move(promises));
+  };
+  std::vector<SettleBatchRequest> requests;
+  for (uint32_t b = 0; b < total; ++b) requests.push_back(next_batch(b + 1));
   // The timed gRPC batches, then the same number again straight into Ledger::SettleBatch (no
   // gRPC, no proto conversion): the difference is what the RPC layer costs.
   std::vector<SettleBatchRequest> direct;
-  for (uint32_t b = 0; b < opt.batches; ++b) {
-    std::vector<dvpn::payments::SignedPromise> promises;
-    promises.reserve(opt.batch);
-    for (uint32_t k = 0; k < opt.batch; ++k) {
-      uint32_t ch = next++ % opt.channels;
-      ++round[ch];
-      promises.push_back(MakePromise(clients[ch], id, channels[ch],
-                                     Amount::FromMicro(round[ch] * expected_moved_per_item)));
-    }
-    direct.push_back(MakeSettleBatch(provider, id, total + b + 1, std::move(promises)));
-  }
+  for (uint32_t b = 0; b < opt.batches; ++b) direct.push_back(next_batch(total + b + 1));
 
   std::printf("signed %u promises in %.2f s (not timed)\n", (total + opt.batches) * opt.batch,
               Seconds(Clock::now() - sign_start));
