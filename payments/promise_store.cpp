@@ -1,0 +1,1023 @@
+#include "payments/promise_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <bit>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "common/log.h"
+
+namespace dvpn::payments {
+namespace {
+
+// Version 1: meta, promises, settle_attempts. Entry i migrates from version i to i + 1; a new
+// version appends an entry and never edits an old one.
+constexpr int kSchemaVersion = 1;
+constexpr const char* kFormat = "dvpn-promise-store";
+constexpr const char* kMigrations[] = {
+    R"sql(
+CREATE TABLE meta(
+  key   TEXT PRIMARY KEY,
+  value NOT NULL
+);
+-- One row per channel: its latest (greatest) accepted promise and what is known of its
+-- settlement. Amounts are uint64 stored bit for bit; SQL never compares or adds them, so the
+-- two flags below are computed in C++ on every write.
+CREATE TABLE promises(
+  channel         BLOB PRIMARY KEY CHECK(length(channel) = 32),
+  ledger          BLOB NOT NULL CHECK(length(ledger) = 32),
+  client_key      BLOB NOT NULL CHECK(length(client_key) = 32),
+  cumulative      INTEGER NOT NULL,
+  signature       BLOB NOT NULL CHECK(length(signature) = 64),
+  first_received  INTEGER NOT NULL CHECK(first_received >= 0),
+  last_received   INTEGER NOT NULL CHECK(last_received >= 0),
+  settled_known   INTEGER NOT NULL,
+  deposit_known   INTEGER,
+  deadline        INTEGER CHECK(deadline IS NULL OR deadline >= 0),
+  info_checked    INTEGER CHECK(info_checked IS NULL OR info_checked >= 0),
+  unsettled_since INTEGER CHECK(unsettled_since IS NULL OR unsettled_since >= 0),
+  state           INTEGER NOT NULL CHECK(state IN (1, 2, 3)),
+  last_outcome    TEXT NOT NULL,
+  settleable      INTEGER NOT NULL CHECK(settleable IN (0, 1)),  -- Unsettled() > 0
+  owed            INTEGER NOT NULL CHECK(owed IN (0, 1))         -- not dead, cumulative > settled
+);
+CREATE INDEX promises_settleable ON promises(ledger, deadline, unsettled_since)
+  WHERE settleable = 1;
+CREATE INDEX promises_owed ON promises(ledger, info_checked) WHERE owed = 1;
+CREATE TABLE settle_attempts(
+  id          INTEGER PRIMARY KEY,
+  time        INTEGER NOT NULL,
+  nonce       INTEGER NOT NULL,
+  items       INTEGER NOT NULL,
+  total_moved INTEGER NOT NULL,
+  outcome     TEXT NOT NULL
+);
+)sql",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion);
+
+constexpr uint64_t kMaxTime = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+constexpr size_t kMaxOutcomeText = 300;
+
+int64_t ToDb(uint64_t v) { return std::bit_cast<int64_t>(v); }
+uint64_t FromDb(int64_t v) { return std::bit_cast<uint64_t>(v); }
+// Times are compared in SQL (ordering by deadline), so they are kept within int64.
+int64_t TimeToDb(uint64_t t) { return static_cast<int64_t>(std::min(t, kMaxTime)); }
+
+Amount SaturatingAdd(Amount a, Amount b) { return a.CheckedAdd(b).value_or(Amount::Max()); }
+
+Amount UnsettledOf(Amount cumulative, Amount settled, std::optional<Amount> deposit,
+                   ChannelSettleState state) {
+  if (state == ChannelSettleState::kDead) return Amount::Zero();
+  Amount payable = deposit ? Min(cumulative, *deposit) : cumulative;
+  return payable.CheckedSub(settled).value_or(Amount::Zero());
+}
+
+std::string Clip(std::string text) {
+  if (text.size() > kMaxOutcomeText) text.resize(kMaxOutcomeText);
+  return text;
+}
+
+// Owns one prepared statement.
+class Statement {
+ public:
+  Statement() = default;
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  int Prepare(sqlite3* db, const char* sql) {
+    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+  }
+  sqlite3_stmt* get() const { return stmt_; }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+// Binds and steps one statement; resets it (and clears its bindings) when it goes out of scope.
+class Run {
+ public:
+  explicit Run(const Statement& s) : s_(s.get()) {}
+  ~Run() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  Run& Blob(int i, ByteSpan b) {
+    sqlite3_bind_blob(s_, i, b.data(), static_cast<int>(b.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Run& U64(int i, uint64_t v) {
+    sqlite3_bind_int64(s_, i, ToDb(v));
+    return *this;
+  }
+  Run& I64(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Run& OptI64(int i, std::optional<int64_t> v) {
+    if (v) return I64(i, *v);
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  // Copied: callers pass temporaries.
+  Run& Text(int i, const std::string& text) {
+    sqlite3_bind_text(s_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  int Step() { return sqlite3_step(s_); }
+
+  bool IsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
+  int64_t I64(int i) const { return sqlite3_column_int64(s_, i); }
+  uint64_t U64(int i) const { return FromDb(sqlite3_column_int64(s_, i)); }
+  Amount Money(int i) const { return Amount::FromMicro(U64(i)); }
+  std::optional<Amount> OptMoney(int i) const {
+    if (IsNull(i)) return std::nullopt;
+    return Money(i);
+  }
+  std::optional<uint64_t> OptTime(int i) const {
+    if (IsNull(i)) return std::nullopt;
+    return static_cast<uint64_t>(std::max<int64_t>(0, I64(i)));
+  }
+  std::string Str(int i) const {
+    const unsigned char* text = sqlite3_column_text(s_, i);
+    return text ? std::string(reinterpret_cast<const char*>(text)) : std::string();
+  }
+  template <size_t N>
+  std::optional<ByteArray<N>> Array(int i) const {
+    if (sqlite3_column_type(s_, i) != SQLITE_BLOB) return std::nullopt;
+    if (sqlite3_column_bytes(s_, i) != static_cast<int>(N)) return std::nullopt;
+    ByteArray<N> out;
+    std::memcpy(out.data(), sqlite3_column_blob(s_, i), N);
+    return out;
+  }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+constexpr const char* kRowColumns =
+    "channel, ledger, client_key, cumulative, signature, first_received, last_received, "
+    "settled_known, deposit_known, deadline, info_checked, unsettled_since, state, last_outcome";
+
+StoreResult<StoredChannel> RowFrom(const Run& r) {
+  auto channel = r.Array<32>(0);
+  auto ledger = r.Array<32>(1);
+  auto key_bytes = r.Array<32>(2);
+  auto signature = r.Array<64>(4);
+  if (!channel || !ledger || !key_bytes || !signature) {
+    return Fail(StoreErrc::kStorage, "corrupt promise row");
+  }
+  auto key = PublicKey::Parse(*key_bytes);
+  if (!key) return Fail(StoreErrc::kStorage, "corrupt promise row: client key is not a point");
+  int64_t state = r.I64(12);
+  if (state < 1 || state > 3) return Fail(StoreErrc::kStorage, "corrupt promise row state");
+  return StoredChannel{
+      .ledger = LedgerId{*ledger},
+      .channel = ChannelId{*channel},
+      .client_key = *key,
+      .cumulative = r.Money(3),
+      .signature = *signature,
+      .first_received_unix = r.OptTime(5).value_or(0),
+      .last_received_unix = r.OptTime(6).value_or(0),
+      .settled_known = r.Money(7),
+      .deposit_known = r.OptMoney(8),
+      .deadline_unix = r.OptTime(9),
+      .info_checked_unix = r.OptTime(10),
+      .unsettled_since_unix = r.OptTime(11),
+      .state = static_cast<ChannelSettleState>(state),
+      .last_outcome = r.Str(13),
+  };
+}
+
+// One SQLite connection and its prepared statements. Not thread-safe: the owner locks.
+class Connection {
+ public:
+  Connection() = default;
+  ~Connection() {
+    stmts_.clear();  // statements are finalized before the connection closes
+    sqlite3_close_v2(db_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  StoreResult<void> Open(const std::string& path, bool create) {
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = "open " + path + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+      return Fail(StoreErrc::kStorage, std::move(msg));
+    }
+    sqlite3_extended_result_codes(db_, 1);
+    if (sqlite3_busy_timeout(db_, 5000) != SQLITE_OK) return Error("set busy timeout");
+    return {};
+  }
+
+  sqlite3* db() const { return db_; }
+
+  std::unexpected<dvpn::Error<StoreErrc>> Error(const std::string& what) const {
+    return Fail(StoreErrc::kStorage, what + ": " + sqlite3_errmsg(db_));
+  }
+
+  StoreResult<void> Exec(const char* sql, const std::string& what) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = what + ": " + (err ? err : sqlite3_errmsg(db_));
+      sqlite3_free(err);
+      return Fail(StoreErrc::kStorage, std::move(msg));
+    }
+    return {};
+  }
+
+  // Prepares `sql` once; the statement lives as long as the connection.
+  StoreResult<const Statement*> Prepared(const char* sql) {
+    for (auto& [text, stmt] : stmts_) {
+      if (text == sql) return stmt.get();
+    }
+    auto stmt = std::make_unique<Statement>();
+    if (stmt->Prepare(db_, sql) != SQLITE_OK) return Error("prepare statement");
+    stmts_.emplace_back(sql, std::move(stmt));
+    return stmts_.back().second.get();
+  }
+
+  void Rollback() {
+    if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK", "rollback");
+  }
+
+  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back when it or the commit fails.
+  template <class F>
+  StoreResult<void> Transact(const char* what, F&& body) {
+    if (auto ok = Exec("BEGIN IMMEDIATE", std::string("begin ") + what); !ok) return ok;
+    StoreResult<void> ok = body();
+    if (ok) ok = Exec("COMMIT", std::string("commit ") + what);
+    if (!ok) Rollback();
+    return ok;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+  // Keyed by the SQL text's address: every caller passes a string literal.
+  std::vector<std::pair<const char*, std::unique_ptr<Statement>>> stmts_;
+};
+
+#define DVPN_TRY_STMT(var, conn, sql)                      \
+  auto var##_or = (conn).Prepared(sql);                    \
+  if (!var##_or) return std::unexpected(var##_or.error()); \
+  const Statement& var = **var##_or
+
+StoreResult<std::optional<StoredChannel>> ReadRow(Connection& c, const ChannelId& channel) {
+  static const std::string sql =
+      std::string("SELECT ") + kRowColumns + " FROM promises WHERE channel = ?1";
+  DVPN_TRY_STMT(stmt, c, sql.c_str());
+  Run r(stmt);
+  r.Blob(1, channel.bytes);
+  int rc = r.Step();
+  if (rc == SQLITE_DONE) return std::optional<StoredChannel>();
+  if (rc != SQLITE_ROW) return c.Error("read promise");
+  auto row = RowFrom(r);
+  if (!row) return std::unexpected(row.error());
+  return std::optional<StoredChannel>(std::move(*row));
+}
+
+StoreResult<void> WriteRow(Connection& c, const StoredChannel& row) {
+  DVPN_TRY_STMT(stmt, c,
+                "INSERT INTO promises(channel, ledger, client_key, cumulative, signature, "
+                "first_received, last_received, settled_known, deposit_known, deadline, "
+                "info_checked, unsettled_since, state, last_outcome, settleable, owed) "
+                "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
+                "ON CONFLICT(channel) DO UPDATE SET cumulative = excluded.cumulative, "
+                "signature = excluded.signature, last_received = excluded.last_received, "
+                "settled_known = excluded.settled_known, deposit_known = excluded.deposit_known, "
+                "deadline = excluded.deadline, info_checked = excluded.info_checked, "
+                "unsettled_since = excluded.unsettled_since, state = excluded.state, "
+                "last_outcome = excluded.last_outcome, settleable = excluded.settleable, "
+                "owed = excluded.owed");
+  auto opt_time = [](std::optional<uint64_t> t) -> std::optional<int64_t> {
+    if (!t) return std::nullopt;
+    return TimeToDb(*t);
+  };
+  const bool dead = row.state == ChannelSettleState::kDead;
+  Run r(stmt);
+  r.Blob(1, row.channel.bytes)
+      .Blob(2, row.ledger.bytes)
+      .Blob(3, row.client_key.bytes())
+      .U64(4, row.cumulative.micro())
+      .Blob(5, row.signature)
+      .I64(6, TimeToDb(row.first_received_unix))
+      .I64(7, TimeToDb(row.last_received_unix))
+      .U64(8, row.settled_known.micro())
+      .OptI64(9, row.deposit_known ? std::optional<int64_t>(ToDb(row.deposit_known->micro()))
+                                   : std::nullopt)
+      .OptI64(10, opt_time(row.deadline_unix))
+      .OptI64(11, opt_time(row.info_checked_unix))
+      .OptI64(12, opt_time(row.unsettled_since_unix))
+      .I64(13, static_cast<int64_t>(row.state))
+      .Text(14, row.last_outcome)
+      .I64(15, row.Unsettled().IsZero() ? 0 : 1)
+      .I64(16, !dead && row.cumulative > row.settled_known ? 1 : 0);
+  if (r.Step() != SQLITE_DONE) return c.Error("write promise");
+  return {};
+}
+
+StoreResult<uint64_t> ReadLastNonce(Connection& c) {
+  DVPN_TRY_STMT(stmt, c, "SELECT value FROM meta WHERE key = 'last_nonce'");
+  Run r(stmt);
+  int rc = r.Step();
+  if (rc == SQLITE_DONE) return Fail(StoreErrc::kStorage, "meta key missing: last_nonce");
+  if (rc != SQLITE_ROW) return c.Error("read last nonce");
+  return r.U64(0);
+}
+
+// Keeps unsettled_since true to its meaning: the receive time of the oldest promise not yet
+// settled, or a slightly earlier time (never a later one, so the age trigger is never late).
+void TrackSince(StoredChannel& row, bool was_settleable, uint64_t now) {
+  if (row.Unsettled().IsZero()) {
+    row.unsettled_since_unix.reset();
+  } else if (!was_settleable || !row.unsettled_since_unix) {
+    row.unsettled_since_unix = now;
+  }
+}
+
+// `residual_since`: when the update raises settled_known and value remains, it came from
+// promises received after this time (the settlement's batch was read before it).
+void ApplyUpdate(StoredChannel& row, const ChannelUpdate& u, uint64_t now,
+                 std::optional<uint64_t> residual_since) {
+  const bool was_settleable = !row.Unsettled().IsZero();
+  bool settled_rose = false;
+  if (u.settled && *u.settled > row.settled_known) {
+    row.settled_known = *u.settled;
+    settled_rose = true;
+  }
+  if (u.deposit) row.deposit_known = *u.deposit;
+  if (u.deposit_at_least && row.deposit_known && *row.deposit_known < *u.deposit_at_least) {
+    row.deposit_known = *u.deposit_at_least;
+  }
+  if (u.deadline_unix) row.deadline_unix = std::min(*u.deadline_unix, kMaxTime);
+  if (u.info_checked_unix) row.info_checked_unix = u.info_checked_unix;
+  if (u.state && row.state != ChannelSettleState::kDead) row.state = *u.state;
+  if (row.state == ChannelSettleState::kExhausted && row.deposit_known &&
+      *row.deposit_known > row.settled_known) {
+    row.state = ChannelSettleState::kActive;  // a top-up was seen
+  }
+  if (!u.outcome.empty()) row.last_outcome = Clip(u.outcome);
+  TrackSince(row, was_settleable, now);
+  if (settled_rose && residual_since && row.unsettled_since_unix) {
+    row.unsettled_since_unix = std::max(*row.unsettled_since_unix, *residual_since);
+  }
+}
+
+StoreResult<void> ApplyUpdatesIn(Connection& c, std::span<const ChannelUpdate> updates,
+                                 uint64_t now, std::optional<uint64_t> residual_since) {
+  for (const ChannelUpdate& u : updates) {
+    auto row = ReadRow(c, u.channel);
+    if (!row) return std::unexpected(row.error());
+    if (!*row) continue;
+    ApplyUpdate(**row, u, now, residual_since);
+    if (auto ok = WriteRow(c, **row); !ok) return ok;
+  }
+  return {};
+}
+
+}  // namespace
+
+const char* StoreErrcName(StoreErrc code) {
+  switch (code) {
+    case StoreErrc::kStorage:
+      return "storage";
+    case StoreErrc::kQueueFull:
+      return "queue full";
+    case StoreErrc::kClosed:
+      return "closed";
+    case StoreErrc::kConflict:
+      return "conflict";
+    case StoreErrc::kInvalidArgument:
+      return "invalid argument";
+  }
+  return "?";
+}
+
+const char* ChannelSettleStateName(ChannelSettleState state) {
+  switch (state) {
+    case ChannelSettleState::kActive:
+      return "active";
+    case ChannelSettleState::kDead:
+      return "dead";
+    case ChannelSettleState::kExhausted:
+      return "exhausted";
+  }
+  return "?";
+}
+
+Amount StoredChannel::Unsettled() const {
+  return UnsettledOf(cumulative, settled_known, deposit_known, state);
+}
+
+Amount StoredChannel::Lost() const {
+  if (state != ChannelSettleState::kDead) return Amount::Zero();
+  return UnsettledOf(cumulative, settled_known, deposit_known, ChannelSettleState::kActive);
+}
+
+// --- Impl ----------------------------------------------------------------------------------
+
+class PromiseStore::Impl {
+ public:
+  Impl(const Clock& clock, PromiseStoreOptions options) : clock_(clock), options_(options) {
+    options_.max_pending = std::max<size_t>(options_.max_pending, 1);
+    options_.max_group = std::max<size_t>(options_.max_group, 1);
+    options_.max_attempt_rows = std::max<size_t>(options_.max_attempt_rows, 1);
+  }
+  ~Impl() { Close(); }
+
+  StoreResult<void> Setup(const std::string& path);
+  void StartWriter() {
+    writer_ = std::thread([this] { WriterLoop(); });
+  }
+
+  StoreResult<void> Submit(AcceptedPromise promise, SubmitCallback done) {
+    std::lock_guard lock(mu_);
+    if (closing_) return Fail(StoreErrc::kClosed, "the promise store is closed");
+    if (queue_.size() >= options_.max_pending) {
+      return Fail(StoreErrc::kQueueFull,
+                  "promise store queue is full (" + std::to_string(queue_.size()) + " waiting)");
+    }
+    queue_.push_back(Pending{std::move(promise), std::move(done)});
+    ++submitted_;
+    cv_.notify_one();
+    return {};
+  }
+
+  void Flush() {
+    std::unique_lock lock(mu_);
+    const uint64_t target = submitted_;
+    done_cv_.wait(lock, [&] { return completed_ >= target || writer_gone_; });
+  }
+
+  void Close() {
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+      cv_.notify_all();
+    }
+    std::lock_guard join_lock(join_mu_);
+    if (writer_.joinable()) writer_.join();
+  }
+
+  WriterStats Stats() const {
+    std::lock_guard lock(mu_);
+    WriterStats s = stats_;
+    s.queued = queue_.size();
+    return s;
+  }
+
+  // Reads.
+  StoreResult<std::optional<StoredChannel>> Get(const ChannelId& channel) {
+    std::lock_guard lock(read_mu_);
+    return ReadRow(read_, channel);
+  }
+  StoreResult<std::vector<StoredChannel>> Settleable(const LedgerId& ledger, size_t limit);
+  StoreResult<SettleOverview> Overview(const LedgerId& ledger);
+  StoreResult<std::vector<StoredChannel>> NeedingInfo(const LedgerId& ledger, uint64_t before,
+                                                      size_t limit);
+  StoreResult<Earnings> GetEarnings();
+  StoreResult<uint64_t> LastNonce() {
+    std::lock_guard lock(read_mu_);
+    return ReadLastNonce(read_);
+  }
+  StoreResult<std::vector<SettleAttempt>> Attempts(size_t limit);
+
+  // The scheduler's writes.
+  StoreResult<uint64_t> BeginAttempt(uint64_t nonce, uint32_t items);
+  StoreResult<void> FinishAttempt(uint64_t id, Amount total_moved, const std::string& outcome,
+                                  std::span<const ChannelUpdate> updates);
+  StoreResult<void> ApplyUpdates(std::span<const ChannelUpdate> updates) {
+    std::lock_guard lock(write_mu_);
+    const uint64_t now = clock_.NowSeconds();
+    return write_.Transact("channel updates",
+                           [&] { return ApplyUpdatesIn(write_, updates, now, std::nullopt); });
+  }
+
+ private:
+  struct Pending {
+    AcceptedPromise promise;
+    SubmitCallback done;
+  };
+
+  void WriterLoop();
+  // Commits `group` in one transaction; one result per promise.
+  std::vector<StoreResult<SubmitResult>> CommitGroup(std::vector<Pending>& group);
+  StoreResult<SubmitResult> StoreOne(const AcceptedPromise& p, uint64_t now);
+  StoreResult<void> CheckExisting();
+  StoreResult<void> Migrate();
+
+  const Clock& clock_;
+  PromiseStoreOptions options_;
+  std::string path_;
+
+  std::mutex write_mu_;  // guards write_
+  Connection write_;
+  std::mutex read_mu_;  // guards read_
+  Connection read_;
+
+  mutable std::mutex mu_;            // guards the queue and counters below
+  std::condition_variable cv_;       // writer: work or closing
+  std::condition_variable done_cv_;  // Flush: completed_ moved
+  std::deque<Pending> queue_;
+  uint64_t submitted_ = 0;
+  uint64_t completed_ = 0;
+  bool closing_ = false;
+  bool writer_gone_ = false;
+  WriterStats stats_;
+
+  std::mutex join_mu_;
+  std::thread writer_;
+};
+
+StoreResult<void> PromiseStore::Impl::Migrate() {
+  return write_.Transact("migration", [&]() -> StoreResult<void> {
+    int64_t table_count = 0;
+    bool has_meta = false;
+    {
+      DVPN_TRY_STMT(tables, write_,
+                    "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
+                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+      Run r(tables);
+      if (r.Step() != SQLITE_ROW) return write_.Error("read schema");
+      table_count = r.I64(0);
+      has_meta = r.I64(1) > 0;
+    }
+    int64_t version = 0;
+    if (has_meta) {
+      DVPN_TRY_STMT(get, write_, "SELECT value FROM meta WHERE key = ?1");
+      {
+        Run r(get);
+        r.Text(1, "format");
+        if (r.Step() != SQLITE_ROW || r.Str(0) != kFormat) {
+          return Fail(StoreErrc::kStorage, "not a dvpn promise store (no format marker)");
+        }
+      }
+      Run r(get);
+      r.Text(1, "schema_version");
+      if (r.Step() != SQLITE_ROW) return Fail(StoreErrc::kStorage, "promise store has no version");
+      version = r.I64(0);
+      if (version > kSchemaVersion) {
+        return Fail(StoreErrc::kStorage, "promise store schema version " + std::to_string(version) +
+                                             " is newer than this build supports (" +
+                                             std::to_string(kSchemaVersion) + ")");
+      }
+      if (version < 1) return Fail(StoreErrc::kStorage, "corrupt promise store schema version");
+    } else if (table_count > 0) {
+      return Fail(StoreErrc::kStorage, "not a dvpn promise store (it has other tables)");
+    }
+    for (int64_t v = version; v < kSchemaVersion; ++v) {
+      if (auto ok = write_.Exec(kMigrations[v], "migrate promise store"); !ok) return ok;
+    }
+    DVPN_TRY_STMT(put, write_,
+                  "INSERT INTO meta(key, value) VALUES(?1, ?2) "
+                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+    {
+      Run r(put);
+      r.Text(1, "schema_version").I64(2, kSchemaVersion);
+      if (r.Step() != SQLITE_DONE) return write_.Error("write meta");
+    }
+    if (!has_meta) {
+      {
+        Run r(put);
+        r.Text(1, "format").Text(2, kFormat);
+        if (r.Step() != SQLITE_DONE) return write_.Error("write meta");
+      }
+      Run r(put);
+      r.Text(1, "last_nonce").I64(2, 0);
+      if (r.Step() != SQLITE_DONE) return write_.Error("write meta");
+    }
+    return {};
+  });
+}
+
+StoreResult<void> PromiseStore::Impl::CheckExisting() {
+  if (auto ok = write_.Exec("BEGIN", "read schema"); !ok) return ok;
+  auto body = [&]() -> StoreResult<void> {
+    bool has_meta = false;
+    {
+      // Also where a file that is not a database at all is noticed.
+      DVPN_TRY_STMT(tables, write_,
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'");
+      Run r(tables);
+      if (r.Step() != SQLITE_ROW) return write_.Error("read schema");
+      has_meta = r.I64(0) > 0;
+    }
+    if (!has_meta) return {};  // empty, or someone else's tables: Migrate() says which
+    DVPN_TRY_STMT(get, write_,
+                  "SELECT (SELECT value FROM meta WHERE key = 'format'), "
+                  "(SELECT value FROM meta WHERE key = 'schema_version')");
+    Run r(get);
+    if (r.Step() != SQLITE_ROW) return write_.Error("read schema");
+    if (r.Str(0) != kFormat) {
+      return Fail(StoreErrc::kStorage, "not a dvpn promise store (no format marker)");
+    }
+    if (r.I64(1) > kSchemaVersion) {
+      return Fail(StoreErrc::kStorage, "promise store schema version " + std::to_string(r.I64(1)) +
+                                           " is newer than this build supports (" +
+                                           std::to_string(kSchemaVersion) + ")");
+    }
+    return {};
+  };
+  auto ok = body();
+  write_.Rollback();
+  return ok;
+}
+
+StoreResult<void> PromiseStore::Impl::Setup(const std::string& path) {
+  path_ = path;
+  if (path.empty() || path == ":memory:" || path.starts_with("file:")) {
+    return Fail(StoreErrc::kStorage, "a promise store needs a file path");  // two connections
+  }
+  if (auto ok = write_.Open(path, /*create=*/true); !ok) return ok;
+  // Check the schema before anything writes to the file (switching to WAL rewrites its
+  // header): a newer or foreign file is left as it is.
+  if (auto ok = CheckExisting(); !ok) return ok;
+  if (auto ok = write_.Exec("PRAGMA journal_mode = WAL", "enable WAL"); !ok) return ok;
+  if (auto ok = write_.Exec("PRAGMA synchronous = FULL", "set synchronous"); !ok) return ok;
+  if (auto ok = Migrate(); !ok) return ok;
+  if (auto ok = read_.Open(path, /*create=*/false); !ok) return ok;
+  if (auto ok = read_.Exec("PRAGMA query_only = ON", "set query_only"); !ok) return ok;
+  return {};
+}
+
+void PromiseStore::Impl::WriterLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+    if (queue_.empty()) break;  // closing and drained
+    std::vector<Pending> group;
+    const size_t n = std::min(queue_.size(), options_.max_group);
+    group.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      group.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    lock.unlock();
+    std::vector<StoreResult<SubmitResult>> results = CommitGroup(group);
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (group[i].done) group[i].done(std::move(results[i]));
+    }
+    lock.lock();
+    completed_ += group.size();
+    done_cv_.notify_all();
+  }
+  writer_gone_ = true;
+  done_cv_.notify_all();
+}
+
+StoreResult<SubmitResult> PromiseStore::Impl::StoreOne(const AcceptedPromise& p, uint64_t now) {
+  auto existing = ReadRow(write_, p.channel);
+  if (!existing) return std::unexpected(existing.error());
+  if (!*existing) {
+    StoredChannel row{
+        .ledger = p.ledger,
+        .channel = p.channel,
+        .client_key = p.client_key,
+        .cumulative = p.cumulative,
+        .signature = p.signature,
+        .first_received_unix = now,
+        .last_received_unix = now,
+        .settled_known = Amount::Zero(),
+        .deposit_known = p.deposit,
+        .deadline_unix =
+            p.deadline_unix ? std::optional(std::min(*p.deadline_unix, kMaxTime)) : std::nullopt,
+        .info_checked_unix =
+            p.deposit && p.deadline_unix ? std::optional<uint64_t>(now) : std::nullopt,
+        .unsettled_since_unix = std::nullopt,
+        .state = ChannelSettleState::kActive,
+        .last_outcome = "",
+    };
+    TrackSince(row, false, now);
+    if (auto ok = WriteRow(write_, row); !ok) return std::unexpected(ok.error());
+    return SubmitResult{p.cumulative, true};
+  }
+  StoredChannel& row = **existing;
+  if (row.ledger != p.ledger || !(row.client_key == p.client_key)) {
+    return Fail(StoreErrc::kConflict, "channel " + ToHex(ByteSpan(p.channel.bytes.data(), 8)) +
+                                          " is stored with another ledger or client key");
+  }
+  if (p.cumulative <= row.cumulative) return SubmitResult{row.cumulative, false};
+  const bool was_settleable = !row.Unsettled().IsZero();
+  row.cumulative = p.cumulative;
+  row.signature = p.signature;
+  row.last_received_unix = now;
+  if (p.deposit && (!row.deposit_known || *p.deposit > *row.deposit_known)) {
+    row.deposit_known = p.deposit;  // deposits only grow
+  }
+  if (p.deadline_unix) row.deadline_unix = std::min(*p.deadline_unix, kMaxTime);
+  if (row.state == ChannelSettleState::kExhausted && row.deposit_known &&
+      *row.deposit_known > row.settled_known) {
+    row.state = ChannelSettleState::kActive;
+  }
+  TrackSince(row, was_settleable, now);
+  if (auto ok = WriteRow(write_, row); !ok) return std::unexpected(ok.error());
+  return SubmitResult{p.cumulative, true};
+}
+
+std::vector<StoreResult<SubmitResult>> PromiseStore::Impl::CommitGroup(
+    std::vector<Pending>& group) {
+  std::vector<StoreResult<SubmitResult>> results;
+  results.reserve(group.size());
+  StoreResult<void> ok;
+  {
+    std::lock_guard lock(write_mu_);
+    const uint64_t now = clock_.NowSeconds();
+    ok = write_.Transact("promises", [&]() -> StoreResult<void> {
+      for (Pending& p : group) {
+        auto r = StoreOne(p.promise, now);
+        if (!r && r.error().code == StoreErrc::kStorage) return std::unexpected(r.error());
+        results.push_back(std::move(r));
+      }
+      return {};
+    });
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (ok) {
+      ++stats_.commits;
+      stats_.promises += group.size();
+    } else {
+      ++stats_.failures;
+    }
+  }
+  if (!ok) {
+    Logger("payments")
+        ->error("promise store: a group of {} promises was not stored: {}", group.size(),
+                ok.error().message);
+    results.clear();
+    for (size_t i = 0; i < group.size(); ++i) results.push_back(std::unexpected(ok.error()));
+  }
+  return results;
+}
+
+StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::Settleable(const LedgerId& ledger,
+                                                                       size_t limit) {
+  static const std::string sql =
+      std::string("SELECT ") + kRowColumns +
+      " FROM promises WHERE ledger = ?1 AND settleable = 1 "
+      "ORDER BY deadline IS NULL, deadline, unsettled_since, channel LIMIT ?2";
+  std::lock_guard lock(read_mu_);
+  DVPN_TRY_STMT(stmt, read_, sql.c_str());
+  Run r(stmt);
+  r.Blob(1, ledger.bytes).I64(2, static_cast<int64_t>(std::min<size_t>(limit, kMaxTime)));
+  std::vector<StoredChannel> out;
+  for (;;) {
+    int rc = r.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return read_.Error("list settleable promises");
+    auto row = RowFrom(r);
+    if (!row) return std::unexpected(row.error());
+    out.push_back(std::move(*row));
+  }
+  return out;
+}
+
+StoreResult<SettleOverview> PromiseStore::Impl::Overview(const LedgerId& ledger) {
+  std::lock_guard lock(read_mu_);
+  DVPN_TRY_STMT(stmt, read_,
+                "SELECT cumulative, settled_known, deposit_known, deadline, unsettled_since "
+                "FROM promises WHERE ledger = ?1 AND settleable = 1");
+  Run r(stmt);
+  r.Blob(1, ledger.bytes);
+  SettleOverview out;
+  for (;;) {
+    int rc = r.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return read_.Error("read settleable promises");
+    ++out.channels;
+    out.total_unsettled = SaturatingAdd(
+        out.total_unsettled,
+        UnsettledOf(r.Money(0), r.Money(1), r.OptMoney(2), ChannelSettleState::kActive));
+    if (auto d = r.OptTime(3)) {
+      out.nearest_deadline_unix = std::min(out.nearest_deadline_unix.value_or(*d), *d);
+    }
+    if (auto s = r.OptTime(4)) {
+      out.oldest_unsettled_since_unix = std::min(out.oldest_unsettled_since_unix.value_or(*s), *s);
+    }
+  }
+  return out;
+}
+
+StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::NeedingInfo(const LedgerId& ledger,
+                                                                        uint64_t before,
+                                                                        size_t limit) {
+  static const std::string sql =
+      std::string("SELECT ") + kRowColumns +
+      " FROM promises WHERE ledger = ?1 AND owed = 1 AND "
+      "(info_checked IS NULL OR info_checked <= ?2) "
+      "ORDER BY info_checked IS NOT NULL, info_checked, channel LIMIT ?3";
+  std::lock_guard lock(read_mu_);
+  DVPN_TRY_STMT(stmt, read_, sql.c_str());
+  Run r(stmt);
+  r.Blob(1, ledger.bytes)
+      .I64(2, TimeToDb(before))
+      .I64(3, static_cast<int64_t>(std::min<size_t>(limit, kMaxTime)));
+  std::vector<StoredChannel> out;
+  for (;;) {
+    int rc = r.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return read_.Error("list promises needing channel facts");
+    auto row = RowFrom(r);
+    if (!row) return std::unexpected(row.error());
+    out.push_back(std::move(*row));
+  }
+  return out;
+}
+
+StoreResult<Earnings> PromiseStore::Impl::GetEarnings() {
+  std::lock_guard lock(read_mu_);
+  DVPN_TRY_STMT(stmt, read_,
+                "SELECT cumulative, settled_known, deposit_known, state FROM promises");
+  Run r(stmt);
+  Earnings out;
+  for (;;) {
+    int rc = r.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return read_.Error("read earnings");
+    int64_t state = r.I64(3);
+    if (state < 1 || state > 3) return Fail(StoreErrc::kStorage, "corrupt promise row state");
+    const auto st = static_cast<ChannelSettleState>(state);
+    const Amount cumulative = r.Money(0), settled = r.Money(1);
+    const std::optional<Amount> deposit = r.OptMoney(2);
+    ++out.channels;
+    out.settled = SaturatingAdd(out.settled, settled);
+    switch (st) {
+      case ChannelSettleState::kActive:
+        ++out.active;
+        break;
+      case ChannelSettleState::kExhausted:
+        ++out.exhausted;
+        break;
+      case ChannelSettleState::kDead:
+        ++out.dead;
+        out.lost = SaturatingAdd(
+            out.lost, UnsettledOf(cumulative, settled, deposit, ChannelSettleState::kActive));
+        break;
+    }
+    out.unsettled = SaturatingAdd(out.unsettled, UnsettledOf(cumulative, settled, deposit, st));
+  }
+  return out;
+}
+
+StoreResult<std::vector<SettleAttempt>> PromiseStore::Impl::Attempts(size_t limit) {
+  std::lock_guard lock(read_mu_);
+  DVPN_TRY_STMT(stmt, read_,
+                "SELECT id, time, nonce, items, total_moved, outcome FROM settle_attempts "
+                "ORDER BY id DESC LIMIT ?1");
+  Run r(stmt);
+  r.I64(1, static_cast<int64_t>(std::min<size_t>(limit, kMaxTime)));
+  std::vector<SettleAttempt> out;
+  for (;;) {
+    int rc = r.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return read_.Error("read settlement attempts");
+    out.push_back(SettleAttempt{
+        .id = static_cast<uint64_t>(r.I64(0)),
+        .time_unix = r.OptTime(1).value_or(0),
+        .nonce = r.U64(2),
+        .items = static_cast<uint32_t>(r.I64(3)),
+        .total_moved = r.Money(4),
+        .outcome = r.Str(5),
+    });
+  }
+  return out;
+}
+
+StoreResult<uint64_t> PromiseStore::Impl::BeginAttempt(uint64_t nonce, uint32_t items) {
+  std::lock_guard lock(write_mu_);
+  const uint64_t now = clock_.NowSeconds();
+  uint64_t id = 0;
+  auto ok = write_.Transact("settlement attempt", [&]() -> StoreResult<void> {
+    auto last = ReadLastNonce(write_);
+    if (!last) return std::unexpected(last.error());
+    if (nonce <= *last) {
+      return Fail(StoreErrc::kInvalidArgument, "nonce " + std::to_string(nonce) +
+                                                   " is not above the stored last nonce " +
+                                                   std::to_string(*last));
+    }
+    {
+      DVPN_TRY_STMT(put, write_, "UPDATE meta SET value = ?1 WHERE key = 'last_nonce'");
+      Run r(put);
+      r.U64(1, nonce);
+      if (r.Step() != SQLITE_DONE) return write_.Error("write last nonce");
+    }
+    {
+      DVPN_TRY_STMT(insert, write_,
+                    "INSERT INTO settle_attempts(time, nonce, items, total_moved, outcome) "
+                    "VALUES(?1, ?2, ?3, 0, 'pending')");
+      Run r(insert);
+      r.I64(1, TimeToDb(now)).U64(2, nonce).I64(3, items);
+      if (r.Step() != SQLITE_DONE) return write_.Error("log settlement attempt");
+      id = static_cast<uint64_t>(sqlite3_last_insert_rowid(write_.db()));
+    }
+    if (id > options_.max_attempt_rows) {
+      DVPN_TRY_STMT(prune, write_, "DELETE FROM settle_attempts WHERE id <= ?1");
+      Run r(prune);
+      r.I64(1, static_cast<int64_t>(id - options_.max_attempt_rows));
+      if (r.Step() != SQLITE_DONE) return write_.Error("prune settlement attempts");
+    }
+    return {};
+  });
+  if (!ok) return std::unexpected(ok.error());
+  return id;
+}
+
+StoreResult<void> PromiseStore::Impl::FinishAttempt(uint64_t id, Amount total_moved,
+                                                    const std::string& outcome,
+                                                    std::span<const ChannelUpdate> updates) {
+  std::lock_guard lock(write_mu_);
+  const uint64_t now = clock_.NowSeconds();
+  return write_.Transact("settlement result", [&]() -> StoreResult<void> {
+    std::optional<uint64_t> started;
+    {
+      DVPN_TRY_STMT(get, write_, "SELECT time FROM settle_attempts WHERE id = ?1");
+      Run r(get);
+      r.I64(1, static_cast<int64_t>(std::min(id, kMaxTime)));
+      int rc = r.Step();
+      if (rc == SQLITE_DONE) {
+        return Fail(StoreErrc::kInvalidArgument,
+                    "no settlement attempt " + std::to_string(id) + " in the log");
+      }
+      if (rc != SQLITE_ROW) return write_.Error("read settlement attempt");
+      started = r.OptTime(0);
+    }
+    {
+      DVPN_TRY_STMT(put, write_,
+                    "UPDATE settle_attempts SET total_moved = ?2, outcome = ?3 WHERE id = ?1");
+      const std::string text = Clip(outcome);
+      Run r(put);
+      r.I64(1, static_cast<int64_t>(id)).U64(2, total_moved.micro()).Text(3, text);
+      if (r.Step() != SQLITE_DONE) return write_.Error("finish settlement attempt");
+    }
+    return ApplyUpdatesIn(write_, updates, now, started);
+  });
+}
+
+// --- PromiseStore ----------------------------------------------------------------------------
+
+PromiseStore::PromiseStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PromiseStore::~PromiseStore() = default;
+
+StoreResult<std::unique_ptr<PromiseStore>> PromiseStore::Open(const std::string& path,
+                                                              const Clock& clock,
+                                                              PromiseStoreOptions options) {
+  auto impl = std::make_unique<Impl>(clock, options);
+  if (auto ok = impl->Setup(path); !ok) {
+    return Fail(StoreErrc::kStorage, path + ": " + ok.error().message);
+  }
+  impl->StartWriter();
+  return std::unique_ptr<PromiseStore>(new PromiseStore(std::move(impl)));
+}
+
+StoreResult<void> PromiseStore::Submit(AcceptedPromise promise, SubmitCallback done) {
+  return impl_->Submit(std::move(promise), std::move(done));
+}
+void PromiseStore::Flush() { impl_->Flush(); }
+void PromiseStore::Close() { impl_->Close(); }
+WriterStats PromiseStore::writer_stats() const { return impl_->Stats(); }
+
+StoreResult<std::optional<StoredChannel>> PromiseStore::Get(const ChannelId& channel) {
+  return impl_->Get(channel);
+}
+StoreResult<std::vector<StoredChannel>> PromiseStore::Settleable(const LedgerId& ledger,
+                                                                 size_t limit) {
+  return impl_->Settleable(ledger, limit);
+}
+StoreResult<SettleOverview> PromiseStore::Overview(const LedgerId& ledger) {
+  return impl_->Overview(ledger);
+}
+StoreResult<std::vector<StoredChannel>> PromiseStore::NeedingInfo(const LedgerId& ledger,
+                                                                  uint64_t checked_before_unix,
+                                                                  size_t limit) {
+  return impl_->NeedingInfo(ledger, checked_before_unix, limit);
+}
+StoreResult<Earnings> PromiseStore::GetEarnings() { return impl_->GetEarnings(); }
+StoreResult<uint64_t> PromiseStore::LastNonce() { return impl_->LastNonce(); }
+StoreResult<std::vector<SettleAttempt>> PromiseStore::Attempts(size_t limit) {
+  return impl_->Attempts(limit);
+}
+StoreResult<uint64_t> PromiseStore::BeginAttempt(uint64_t nonce, uint32_t items) {
+  return impl_->BeginAttempt(nonce, items);
+}
+StoreResult<void> PromiseStore::FinishAttempt(uint64_t attempt_id, Amount total_moved,
+                                              const std::string& outcome,
+                                              std::span<const ChannelUpdate> updates) {
+  return impl_->FinishAttempt(attempt_id, total_moved, outcome, updates);
+}
+StoreResult<void> PromiseStore::ApplyUpdates(std::span<const ChannelUpdate> updates) {
+  return impl_->ApplyUpdates(updates);
+}
+
+}  // namespace dvpn::payments
