@@ -6,12 +6,12 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config ccache git
   libboost-dev libboost-system-dev
-  libsodium-dev libsecp256k1-dev libsqlite3-dev sqlite3
+  libsodium-dev libsecp256k1-dev libsqlite3-dev sqlite3 libssl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
   libclang-rt-14-dev
-  python3 procps
+  python3 procps curl
 )
 
 missing=()

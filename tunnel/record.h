@@ -72,7 +72,7 @@ class RecordCipher {
   void LoadKey();
   Cipher cipher_;
   Key32 key_;
-  std::unique_ptr<AesState> aes_;  // allocated once, 16-byte aligned libsodium state
+  std::unique_ptr<AesState> aes_;  // AES-256-GCM only: OpenSSL contexts, keyed on first use
 };
 
 class RecordSealer {

@@ -259,9 +259,16 @@ Result<Action, MuxErrc> StreamTable::OnData(const Frame& f) {
     a.tunnel_credit = AddTunnelCredit(len);
     return a;
   }
-  if (!CanReceive(*s)) {
+  const bool early = s->state == StreamState::kOpening && role_ == Role::kExit;
+  if (!CanReceive(*s) && !early) {
     return Fail(MuxErrc::kUnexpectedFrame,
                 std::string("DATA on a stream that is ") + StreamStateName(s->state));
+  }
+  if (early) {
+    if (len > kMaxEarlyData - s->early) {
+      return Fail(MuxErrc::kFlowControl, "early DATA beyond kMaxEarlyData");
+    }
+    s->early += len;
   }
   if (len > s->recv) return Fail(MuxErrc::kFlowControl, "DATA beyond the stream window");
   if (len > tunnel_recv_) return Fail(MuxErrc::kFlowControl, "DATA beyond the tunnel window");
@@ -322,33 +329,45 @@ Result<void, MuxErrc> StreamTable::Accept(uint32_t id) {
   return {};
 }
 
-Result<void, MuxErrc> StreamTable::Refuse(uint32_t id) {
+Result<WindowUpdate, MuxErrc> StreamTable::Refuse(uint32_t id) {
   if (role_ != Role::kExit) return Fail(MuxErrc::kBadState, "only the exit refuses streams");
   Stream* s = Find(id);
   if (!s) return Fail(MuxErrc::kNoSuchStream, "no stream " + std::to_string(id));
   if (s->state != StreamState::kOpening) return Fail(MuxErrc::kBadState, "stream not opening");
-  Remove(id);
-  return {};
+  WindowUpdate u;
+  u.tunnel_increment = Remove(id);  // credit for discarded early data
+  u.stream_removed = true;
+  return u;
+}
+
+bool StreamTable::CanSendEarly(const Stream& s) const {
+  return s.state == StreamState::kOpening && role_ == Role::kClient;
 }
 
 size_t StreamTable::CanSend(uint32_t id) const {
   const Stream* s = Find(id);
-  if (!s || !CanSendState(*s)) return 0;
+  if (!s) return 0;
+  if (CanSendEarly(*s)) {
+    return static_cast<size_t>(std::min({s->send, tunnel_send_, kMaxEarlyData - s->early}));
+  }
+  if (!CanSendState(*s)) return 0;
   return static_cast<size_t>(std::min(s->send, tunnel_send_));
 }
 
 Result<void, MuxErrc> StreamTable::Sent(uint32_t id, size_t n) {
   Stream* s = Find(id);
   if (!s) return Fail(MuxErrc::kNoSuchStream, "no stream " + std::to_string(id));
-  if (!CanSendState(*s)) {
+  const bool early = CanSendEarly(*s);
+  if (!CanSendState(*s) && !early) {
     return Fail(MuxErrc::kBadState,
                 std::string("cannot send on a stream that is ") + StreamStateName(s->state));
   }
-  if (n > std::min(s->send, tunnel_send_)) {
+  if (n > std::min(s->send, tunnel_send_) || (early && n > kMaxEarlyData - s->early)) {
     return Fail(MuxErrc::kBadArgument, "sent beyond the send window");
   }
   s->send -= n;
   tunnel_send_ -= n;
+  if (early) s->early += n;
   return {};
 }
 
@@ -361,7 +380,7 @@ Result<WindowUpdate, MuxErrc> StreamTable::Consumed(uint32_t id, size_t n) {
   s->buffered -= n;
   tunnel_buffered_ -= n;
   s->pending += n;
-  const uint64_t threshold = std::max<uint64_t>(1, options_.stream_window / 4);
+  const uint64_t threshold = std::max<uint64_t>(1, options_.stream_window / 2);
   if (CanReceive(*s) && s->pending >= threshold) {
     u.stream_increment = static_cast<uint32_t>(s->pending);
     s->recv += s->pending;
@@ -423,7 +442,11 @@ std::string StreamTable::CheckInvariants() const {
     if (s.recv + s.buffered + s.pending != options_.stream_window) {
       return "stream receive accounting: recv + buffered + pending != stream_window" + at;
     }
-    if (s.state == StreamState::kOpening && s.buffered != 0) return "data while opening" + at;
+    if (s.state == StreamState::kOpening &&
+        (role_ == Role::kClient ? s.buffered != 0 : s.buffered > s.early)) {
+      return "data while opening beyond the early data" + at;
+    }
+    if (s.early > kMaxEarlyData) return "early data above kMaxEarlyData" + at;
     if (s.state == StreamState::kClosed && s.buffered == 0) return "drained closed stream" + at;
     sum += s.buffered;
   }

@@ -38,10 +38,14 @@
 namespace dvpn::tunnel {
 
 // Protocol constants: both sides must use the same initial windows.
-inline constexpr uint32_t kInitialStreamWindow = 256 * 1024;
+inline constexpr uint32_t kInitialStreamWindow = 512 * 1024;
 inline constexpr uint32_t kInitialTunnelWindow = 8 * 1024 * 1024;
 // No window may grow beyond this (as in HTTP/2); a WINDOW that would is a violation.
 inline constexpr uint64_t kMaxWindow = (uint64_t{1} << 31) - 1;
+// Early data: the client may send up to this many DATA payload bytes on a stream that is still
+// opening (after OPEN, before OPEN_OK), counted in the windows as usual. The exit buffers them
+// and delivers them once connected, or discards them (crediting the tunnel window) on OPEN_FAIL.
+inline constexpr size_t kMaxEarlyData = kMaxFramePayload;
 
 enum class MuxErrc {
   // Peer violations (from OnFrame): the tunnel must end.
@@ -148,19 +152,23 @@ class StreamTable {
   // Fails with kNoSuchStream (e.g. the client reset it meanwhile: close the connection),
   // kBadState.
   [[nodiscard]] Result<void, MuxErrc> Accept(uint32_t id);
-  // Exit: the connection for a kOpening stream failed: the stream is removed; send
-  // OPEN_FAIL(id, failure). Fails with kNoSuchStream, kBadState.
-  [[nodiscard]] Result<void, MuxErrc> Refuse(uint32_t id);
+  // Exit: the connection for a kOpening stream failed: the stream is removed (early data it
+  // buffered is discarded); send OPEN_FAIL(id, failure) and the returned tunnel credit.
+  // Fails with kNoSuchStream, kBadState.
+  [[nodiscard]] Result<WindowUpdate, MuxErrc> Refuse(uint32_t id);
 
   // How many DATA payload bytes may be sent on `id` now: the smaller of the stream's and the
-  // tunnel's send windows; 0 when the stream cannot send (unknown, opening, FIN sent).
+  // tunnel's send windows; 0 when the stream cannot send (unknown, FIN sent, or opening on the
+  // exit). A client stream that is still opening may send early data: up to kMaxEarlyData
+  // bytes in all before OPEN_OK.
   size_t CanSend(uint32_t id) const;
   // Records that DATA frames carrying `n` bytes were sent on `id`. Fails with kNoSuchStream,
   // kBadState, kBadArgument (n > CanSend(id)); nothing changes on failure.
   [[nodiscard]] Result<void, MuxErrc> Sent(uint32_t id, size_t n);
 
   // Records that the consumer drained `n` bytes delivered by kData on `id`. Returns the
-  // WINDOW credit to send (returned in batches of at least a quarter window). May remove a
+  // WINDOW credit to send (stream credit in batches of at least half the stream window, tunnel
+  // credit in batches of at least a quarter of the tunnel window). May remove a
   // kClosed stream whose buffer became empty. Fails with kNoSuchStream, kBadArgument
   // (n > buffered bytes).
   [[nodiscard]] Result<WindowUpdate, MuxErrc> Consumed(uint32_t id, size_t n);
@@ -194,11 +202,14 @@ class StreamTable {
     uint64_t recv = 0;      // bytes the peer may still send (credit granted, unused)
     uint64_t buffered = 0;  // received, not consumed
     uint64_t pending = 0;   // consumed, credit not yet returned
+    uint64_t early = 0;     // early data sent (client) / received (exit) while opening
   };
 
   bool CanReceive(const Stream& s) const {
     return s.state == StreamState::kOpen || s.state == StreamState::kHalfClosedLocal;
   }
+  // A client stream still opening, which may send early data.
+  bool CanSendEarly(const Stream& s) const;
   bool CanSendState(const Stream& s) const {
     return s.state == StreamState::kOpen || s.state == StreamState::kHalfClosedRemote;
   }

@@ -23,6 +23,12 @@
 #   --results FILE      also append the raw RESULT lines to FILE
 #   --run-timeout SEC   upper bound for one socks_bench run, default 600
 # Environment: SOCKS_BENCH_SRC overrides the path of socks_bench.c.
+# Note: the proxies (and so one dVPN tunnel) stay up for all rounds, and the exit limits new
+# streams per tunnel (burst 500, then 200/s). With the default --bytes the bulk phases give it
+# time to refill between connect phases; with a small --bytes (e.g. 64M) and --conns 500 a dvpn
+# round right after another one can be refused (socks_bench exit 2, REP=1). Use --bytes >= 256M
+# or fewer --conns for quick checks. For RTT comparisons that do not depend on where the
+# scheduler puts the processes, run the whole script under `taskset -c 1` (one CPU).
 # Exit status: 0 when every run succeeded, 1 on usage/setup errors, 2 when a run failed.
 set -euo pipefail
 

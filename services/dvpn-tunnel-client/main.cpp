@@ -1,11 +1,13 @@
 // dvpn-tunnel-client: the client end of a dVPN tunnel with a local SOCKS5 front end, for tests
-// and manual runs. Wiring only: flags -> identity -> ConnectTunnel (handshake) -> SocksFrontend
-// on one io_context thread. SIGINT/SIGTERM stop it cleanly.
+// and manual runs. Wiring only: flags -> identity -> TunnelKeeper (handshake, reconnects) ->
+// SocksFrontend on one io_context thread. SIGINT/SIGTERM stop it cleanly at any moment.
 //
-// Exit codes: 0 clean shutdown; 2 refused to start (bad flag or key); 1 cannot reach the exit,
-// handshake failed, cannot listen, or the tunnel was lost.
+// Exit codes: 0 clean shutdown; 2 refused to start (bad flag, key or password); 1 cannot reach
+// the exit at start, handshake failed, cannot listen, or the tunnel was lost and could not be
+// re-established within --max-reconnects attempts.
 
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -25,12 +27,23 @@ namespace {
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
+constexpr const char* kPasswordEnv = "DVPN_SOCKS_PASSWORD";
+constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
+// After SIGINT/SIGTERM, at most this long for the tunnel's CLOSE frame to go out.
+constexpr std::chrono::milliseconds kShutdownGrace{1000};
 
 namespace session = dvpn::tunnel::session;
 
 int Refuse(const std::string& message) {
   std::cerr << "dvpn-tunnel-client: " << message << "\n";
   return kExitConfig;
+}
+
+// Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
+void WipeString(std::string& s) {
+  s.resize(s.capacity());  // no reallocation; makes the whole buffer addressable
+  dvpn::tunnel::Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(s.data()), s.size()));
+  s.clear();
 }
 
 std::optional<dvpn::Hash32> Hex32(const std::string& text) {
@@ -46,11 +59,16 @@ int main(int argc, char** argv) {
   std::string provider_key_hex;
   std::string socks = "127.0.0.1:1080";
   std::string socks_port_file;
+  std::string socks_user;
+  std::string socks_password_file;
   std::string identity_hex;
   std::string channel_hex;
   std::string ledger_hex;
   std::string log_level = "info";
   unsigned handshake_timeout_ms = 10'000;
+  uint64_t max_reconnects = 0;
+  unsigned reconnect_min_ms = 250;
+  unsigned reconnect_max_ms = 30'000;
 
   CLI::App app{"dvpn-tunnel-client: a dVPN tunnel client with a SOCKS5 front end"};
   app.add_option("--provider", provider, "HOST:PORT of the exit")->required();
@@ -60,6 +78,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--socks-port-file", socks_port_file,
                  "write the SOCKS port to this file once listening");
+  app.add_option("--socks-user", socks_user,
+                 "require SOCKS5 username/password authentication (RFC 1929) with this user "
+                 "name; the password comes from --socks-password-file or $DVPN_SOCKS_PASSWORD");
+  app.add_option("--socks-password-file", socks_password_file,
+                 "file whose first line is the SOCKS password (used with --socks-user)");
+  bool socks_fast_reply = false;
+  app.add_flag("--socks-fast-reply", socks_fast_reply,
+               "answer SOCKS CONNECT at once and send the first bytes with the open (faster "
+               "set-up; exit-side failures then show as a reset, not a SOCKS reply code)");
   app.add_option("--identity-key-hex", identity_hex,
                  "secp256k1 secret key (hex) of the payment identity; random when absent");
   app.add_option("--channel", channel_hex, "escrow channel id (hex, 32 bytes); zeros when absent");
@@ -67,6 +94,18 @@ int main(int argc, char** argv) {
   app.add_option("--handshake-timeout-ms", handshake_timeout_ms, "connect + handshake timeout")
       ->capture_default_str()
       ->check(CLI::Range(1u, 600'000u));
+  auto* max_reconnects_opt =
+      app.add_option("--max-reconnects", max_reconnects,
+                     "reconnect attempts after the tunnel is lost, per outage (0: exit with "
+                     "code 1 when the tunnel is lost); unlimited when absent")
+          ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000'000}));
+  app.add_option("--reconnect-min-ms", reconnect_min_ms,
+                 "first reconnect delay; it doubles (with jitter) up to --reconnect-max-ms")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3'600'000u));
+  app.add_option("--reconnect-max-ms", reconnect_max_ms, "longest reconnect delay")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 3'600'000u));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   try {
@@ -76,7 +115,56 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : kExitConfig;
   }
   if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
+  if (reconnect_min_ms > reconnect_max_ms) {
+    return Refuse("--reconnect-min-ms (" + std::to_string(reconnect_min_ms) +
+                  ") is above --reconnect-max-ms (" + std::to_string(reconnect_max_ms) + ")");
+  }
   dvpn::tunnel::EnsureSodium();
+
+  // SOCKS credentials: the password never comes from the command line (it would show in ps).
+  std::optional<session::SocksCredentials> credentials;
+  {
+    std::string password;
+    bool have_password = false;
+    std::string error;
+    // The variable is copied, wiped in place and removed from the environment in any case.
+    std::optional<std::string> from_env;
+    if (char* env = std::getenv(kPasswordEnv); env != nullptr) {
+      from_env = std::string(env);
+      dvpn::tunnel::Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(env), from_env->size()));
+      ::unsetenv(kPasswordEnv);
+    }
+    if (!socks_password_file.empty()) {
+      if (from_env) WipeString(*from_env);
+      auto p = session::ReadSecretFile(socks_password_file, kMaxCredential, &error);
+      if (!p) return Refuse("--socks-password-file: " + error);
+      password = std::move(*p);
+      WipeString(*p);
+      have_password = true;
+    } else if (from_env) {
+      password = std::move(*from_env);
+      WipeString(*from_env);
+      have_password = true;
+      if (password.empty()) return Refuse(std::string("$") + kPasswordEnv + " is empty");
+      if (password.size() > kMaxCredential) {
+        return Refuse(std::string("$") + kPasswordEnv + ": longer than 255 bytes");
+      }
+    }
+    if (socks_user.empty() && have_password) {
+      return Refuse(std::string("a SOCKS password was given (--socks-password-file or $") +
+                    kPasswordEnv + ") but no --socks-user");
+    }
+    if (!socks_user.empty()) {
+      if (socks_user.size() > kMaxCredential) return Refuse("--socks-user: longer than 255 bytes");
+      if (!have_password) {
+        return Refuse(std::string("--socks-user needs a password: --socks-password-file FILE or "
+                                  "the environment variable ") +
+                      kPasswordEnv);
+      }
+      credentials = session::SocksCredentials{socks_user, password};
+    }
+    WipeString(password);
+  }
 
   auto provider_key = Hex32(provider_key_hex);
   if (!provider_key) return Refuse("--provider-key: expected 64 hex digits");
@@ -109,68 +197,76 @@ int main(int argc, char** argv) {
   if (!socks_ep) return Refuse("--socks: " + error);
 
   auto log = dvpn::Logger("dvpn-tunnel-client");
-  dvpn::tunnel::HandshakeInitiator::Options hs;
-  hs.provider_static = *provider_key;
-  hs.identity = &*identity;
-  hs.ledger = ledger;
-  hs.channel = channel;
-  hs.timestamp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count();
+  if (auto limit = session::RaiseOpenFileLimit(&error)) {
+    log->debug("open-file limit {} (was {})", limit->after, limit->before);
+  } else {
+    log->warn("cannot raise the open-file limit: {}", error);
+  }
+
+  session::TunnelKeeper::Options keeper_options;
+  keeper_options.provider = *provider_ep;
+  keeper_options.handshake.provider_static = *provider_key;
+  keeper_options.handshake.identity = &*identity;
+  keeper_options.handshake.ledger = ledger;
+  keeper_options.handshake.channel = channel;
+  keeper_options.handshake_timeout = std::chrono::milliseconds(handshake_timeout_ms);
+  keeper_options.initial_backoff = std::chrono::milliseconds(reconnect_min_ms);
+  keeper_options.max_backoff = std::chrono::milliseconds(reconnect_max_ms);
+  if (max_reconnects_opt->count() > 0) keeper_options.max_reconnects = max_reconnects;
+
+  session::SocksFrontend::Options frontend_options;
+  const bool auth_required = credentials.has_value();
+  frontend_options.credentials = std::move(credentials);
+  frontend_options.fast_reply = socks_fast_reply;
+  if (credentials) WipeString(credentials->password);
 
   int exit_code = 0;
-  bool shutting_down = false;
-  std::shared_ptr<session::TunnelConnection> tunnel;
+  auto slot = std::make_shared<session::TunnelSlot>();
+  auto keeper =
+      std::make_shared<session::TunnelKeeper>(io.get_executor(), slot, std::move(keeper_options));
   std::shared_ptr<session::SocksFrontend> frontend;
+  session::asio::steady_timer grace(io);
   session::asio::signal_set stop(io, SIGINT, SIGTERM);
+  auto fail = [&](int code) {
+    exit_code = code;
+    if (frontend) frontend->Stop();
+    keeper->Stop();
+    stop.cancel();
+    io.stop();
+  };
   stop.async_wait([&](const session::error_code& ec, int sig) {
     if (ec) return;
     log->info("signal {}: shutting down", sig);
-    shutting_down = true;
     if (frontend) frontend->Stop();
-    if (tunnel) tunnel->Close(dvpn::tunnel::CloseReason::kNormal, "client shutting down", true);
-    io.stop();
+    keeper->Stop([&io] { io.stop(); });
+    grace.expires_after(kShutdownGrace);
+    grace.async_wait([&io](const session::error_code&) { io.stop(); });
   });
 
-  session::asio::co_spawn(
-      io,
-      [&]() -> session::asio::awaitable<void> {
-        auto t = co_await session::ConnectTunnel(*provider_ep, std::move(hs), {},
-                                                 std::chrono::milliseconds(handshake_timeout_ms));
-        if (!t) {
-          log->error("cannot establish the tunnel to {}: {}", provider, t.error());
-          exit_code = kExitRuntime;
-          stop.cancel();
-          io.stop();
-          co_return;
-        }
-        tunnel = *t;
+  keeper->Start(
+      [&]() {
         try {
-          frontend = std::make_shared<session::SocksFrontend>(io, *socks_ep, tunnel,
-                                                              session::SocksFrontend::Options{});
+          frontend = std::make_shared<session::SocksFrontend>(io, *socks_ep, slot,
+                                                              std::move(frontend_options));
+          if (frontend_options.credentials) WipeString(frontend_options.credentials->password);
         } catch (const std::exception& e) {
           log->error("cannot listen on {}: {}", socks, e.what());
-          exit_code = kExitRuntime;
-          io.stop();
-          co_return;
+          fail(kExitRuntime);
+          return;
         }
-        tunnel->Start(nullptr, [&]() {
-          if (shutting_down) return;
-          log->error("the tunnel to {} was lost", provider);
-          exit_code = kExitRuntime;
-          io.stop();
-        });
         frontend->Start();
         int port = frontend->local_endpoint().port();
-        log->info("SOCKS5 server listening on {}:{}", socks_ep->address().to_string(), port);
+        log->info("SOCKS5 server listening on {}:{} ({})", socks_ep->address().to_string(), port,
+                  auth_required ? "username/password required" : "no authentication");
         if (!socks_port_file.empty() && !dvpn::WritePortFile(socks_port_file, port, &error)) {
           log->error("{}", error);
-          exit_code = kExitRuntime;
-          io.stop();
+          fail(kExitRuntime);
         }
-        co_return;
       },
-      session::asio::detached);
+      [&](const std::string& why) {
+        log->error("{}", why);
+        fail(kExitRuntime);
+      });
   io.run();
   return exit_code;
 }

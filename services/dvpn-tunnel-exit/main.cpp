@@ -2,8 +2,8 @@
 // Wiring only: flags -> static key file -> exit policy -> ExitServer on one io_context thread;
 // SIGINT/SIGTERM stop it cleanly.
 //
-// Exit codes: 0 clean shutdown (or --print-public-key); 2 refused to start (bad flag, key file,
-// rule); 1 cannot listen.
+// Exit codes: 0 clean shutdown (or --print-public-key); 2 refused to start (bad flag or value
+// out of range, key file, rule); 1 cannot listen.
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -33,6 +33,10 @@ namespace {
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
+// Upper bounds of the limit flags (far above what one process can serve; they only keep the
+// numbers meaningful).
+constexpr uint64_t kMaxCount = 1'000'000;
+constexpr uint32_t kMaxRate = 1'000'000;
 
 namespace session = dvpn::tunnel::session;
 using dvpn::tunnel::X25519KeyPair;
@@ -87,6 +91,13 @@ int main(int argc, char** argv) {
   std::vector<std::string> deny;
   bool log_destinations = false;
   std::string log_level = "info";
+  const session::ExitServer::Options defaults{};
+  uint64_t max_tunnels = defaults.max_tunnels;
+  uint64_t max_streams = defaults.connection.table.max_streams;
+  uint32_t new_streams_per_second = defaults.connection.table.new_streams_per_second;
+  uint32_t new_streams_burst = defaults.connection.table.new_streams_burst;
+  uint32_t handshakes_per_second = defaults.rate_limit.per_second;
+  uint32_t handshake_burst = defaults.rate_limit.burst;
 
   CLI::App app{"dvpn-tunnel-exit: a dVPN tunnel exit node"};
   app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
@@ -103,6 +114,31 @@ int main(int argc, char** argv) {
   app.add_option("--deny", deny, "exit policy deny rule, e.g. 0.0.0.0/0:25 (repeatable)");
   app.add_flag("--log-destinations", log_destinations,
                "log the destination of every stream (off by default)");
+  app.add_option("--max-tunnels", max_tunnels, "most tunnels open at once (1..1000000)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, kMaxCount));
+  app.add_option("--max-streams-per-tunnel", max_streams,
+                 "most concurrent streams in one tunnel (1..1000000)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, kMaxCount));
+  app.add_option("--new-streams-per-second", new_streams_per_second,
+                 "streams a tunnel may open per second, sustained (0..1000000; 0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint32_t{0}, kMaxRate));
+  app.add_option("--new-streams-burst", new_streams_burst,
+                 "streams a tunnel may open at once before the per-second rate applies "
+                 "(0..1000000; 0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint32_t{0}, kMaxRate));
+  app.add_option("--handshakes-per-second", handshakes_per_second,
+                 "handshakes per second per source address (IPv6: per /64), sustained "
+                 "(1..1000000)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint32_t{1}, kMaxRate));
+  app.add_option("--handshake-burst", handshake_burst,
+                 "handshakes a source may start at once (1..1000000)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint32_t{1}, kMaxRate));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   try {
@@ -147,8 +183,22 @@ int main(int argc, char** argv) {
   if (!policy) return Refuse("exit policy: " + policy.error().message);
 
   auto log = dvpn::Logger("dvpn-tunnel-exit");
+  if (auto limit = session::RaiseOpenFileLimit(&error)) {
+    log->debug("open-file limit {} (was {})", limit->after, limit->before);
+  } else {
+    log->warn("cannot raise the open-file limit: {}", error);
+  }
   session::ExitServer::Options options;
   options.log_destinations = log_destinations;
+  options.max_tunnels = max_tunnels;
+  options.connection.table.max_streams = max_streams;
+  // 0 for either disables the OPEN rate limit (the table reads a burst of 0 as "no limit"; a
+  // rate of 0 with a burst would allow `burst` streams in a tunnel's whole life, which nobody
+  // means).
+  options.connection.table.new_streams_per_second = new_streams_per_second;
+  options.connection.table.new_streams_burst = new_streams_per_second == 0 ? 0 : new_streams_burst;
+  options.rate_limit.per_second = handshakes_per_second;
+  options.rate_limit.burst = handshake_burst;
   std::shared_ptr<session::ExitServer> server;
   try {
     server =

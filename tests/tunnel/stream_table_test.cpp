@@ -85,7 +85,7 @@ TEST_F(StreamTableTest, ClientOpenOk) {
   ASSERT_TRUE(id.has_value());
   EXPECT_EQ(*id, 1u);
   EXPECT_EQ(client.state(1), StreamState::kOpening);
-  EXPECT_EQ(client.CanSend(1), 0u) << "no DATA before OPEN_OK";
+  EXPECT_EQ(client.CanSend(1), kMaxEarlyData) << "only early data before OPEN_OK";
   EXPECT_EQ(client.Fin(1).error().code, MuxErrc::kBadState);
   auto a = Feed(client, Simple(FrameType::kOpenOk, 1));
   EXPECT_EQ(a.kind, Action::Kind::kOpened);
@@ -113,9 +113,60 @@ TEST_F(StreamTableTest, ExitOpenAcceptRefuse) {
   EXPECT_EQ(a.kind, Action::Kind::kOpenRequested);
   EXPECT_EQ(a.destination, Destination::Ipv4({8, 8, 8, 8}, 53));
   EXPECT_EQ(exit.state(1), StreamState::kOpening);
-  EXPECT_EQ(exit.CanSend(1), 0u);
-  EXPECT_EQ(Violation(exit, DataFrame(1, 1)), MuxErrc::kUnexpectedFrame)
-      << "client DATA before OPEN_OK";
+  EXPECT_EQ(exit.CanSend(1), 0u) << "the exit sends nothing before OPEN_OK";
+  EXPECT_EQ(Violation(exit, Simple(FrameType::kFin, 1)), MuxErrc::kUnexpectedFrame)
+      << "client FIN before OPEN_OK";
+}
+
+TEST_F(StreamTableTest, ClientEarlyDataIsBoundedAndCounted) {
+  StreamTable client(Role::kClient, {});
+  const uint32_t id = *client.Open();
+  EXPECT_EQ(client.CanSend(id), kMaxEarlyData);
+  ASSERT_TRUE(client.Sent(id, 1000).has_value());
+  EXPECT_EQ(client.CanSend(id), kMaxEarlyData - 1000);
+  EXPECT_EQ(client.Sent(id, kMaxEarlyData - 999).error().code, MuxErrc::kBadArgument);
+  ASSERT_TRUE(client.Sent(id, kMaxEarlyData - 1000).has_value());
+  EXPECT_EQ(client.CanSend(id), 0u);
+  EXPECT_EQ(client.Fin(id).error().code, MuxErrc::kBadState) << "no FIN before OPEN_OK";
+  EXPECT_EQ(client.CheckInvariants(), "");
+  // Early data counted in the windows: after OPEN_OK the rest of the stream window remains.
+  Feed(client, Simple(FrameType::kOpenOk, id));
+  EXPECT_EQ(client.CanSend(id), kInitialStreamWindow - kMaxEarlyData);
+  EXPECT_EQ(client.tunnel_send_window(), kInitialTunnelWindow - kMaxEarlyData);
+  // The exit never sends early data: DATA before OPEN_OK ends the tunnel on the client.
+  const uint32_t id2 = *client.Open();
+  EXPECT_EQ(Violation(client, DataFrame(id2, 1)), MuxErrc::kUnexpectedFrame);
+}
+
+TEST_F(StreamTableTest, ExitBuffersEarlyDataUpToTheLimit) {
+  StreamTable::Options o;
+  o.tunnel_window = 40000;  // a quarter (10000) is below kMaxEarlyData: credit comes back at once
+  StreamTable exit(Role::kExit, o);
+  Feed(exit, OpenFrame(1));
+  auto a = Feed(exit, DataFrame(1, 10000));
+  EXPECT_EQ(a.kind, Action::Kind::kData);
+  Feed(exit, DataFrame(1, kMaxEarlyData - 10000));
+  EXPECT_EQ(exit.buffered_bytes(1), kMaxEarlyData);
+  EXPECT_EQ(exit.CheckInvariants(), "");
+  // Refused: the early data is discarded and its credit returned to the tunnel window.
+  auto u = exit.Refuse(1);
+  ASSERT_TRUE(u.has_value());
+  EXPECT_EQ(u->tunnel_increment, kMaxEarlyData);
+  EXPECT_EQ(exit.buffered_bytes(), 0u);
+  EXPECT_EQ(exit.tunnel_receive_window(), 40000u);
+  EXPECT_EQ(exit.CheckInvariants(), "");
+  // Accepted: the early data stays buffered for the connection.
+  Feed(exit, OpenFrame(2));
+  Feed(exit, DataFrame(2, 500));
+  ASSERT_TRUE(exit.Accept(2).has_value());
+  EXPECT_EQ(exit.buffered_bytes(2), 500u);
+  ASSERT_TRUE(exit.Consumed(2, 500).has_value());
+  EXPECT_EQ(exit.CheckInvariants(), "");
+  // One byte beyond kMaxEarlyData while opening ends the tunnel.
+  StreamTable exit2(Role::kExit, {});
+  Feed(exit2, OpenFrame(1));
+  Feed(exit2, DataFrame(1, kMaxEarlyData));
+  EXPECT_EQ(Violation(exit2, DataFrame(1, 1)), MuxErrc::kFlowControl);
 }
 
 TEST_F(StreamTableTest, ExitAcceptAndRefuse) {
@@ -168,18 +219,21 @@ TEST_F(StreamTableTest, DataWithinWindowAndCreditReturn) {
   EXPECT_EQ(a.data.size(), 600u);
   EXPECT_EQ(exit.buffered_bytes(1), 600u);
   EXPECT_EQ(exit.buffered_bytes(), 600u);
-  // Credit is returned in batches of at least a quarter window.
+  // Stream credit is returned in batches of at least half a window.
   auto u = exit.Consumed(1, 100);
   ASSERT_TRUE(u.has_value());
   EXPECT_TRUE(u->empty());
-  u = exit.Consumed(1, 200);
+  u = exit.Consumed(1, 300);
   ASSERT_TRUE(u.has_value());
-  EXPECT_EQ(u->stream_increment, 300u);
+  EXPECT_TRUE(u->empty());
+  u = exit.Consumed(1, 150);
+  ASSERT_TRUE(u.has_value());
+  EXPECT_EQ(u->stream_increment, 550u);
   EXPECT_EQ(u->tunnel_increment, 0u);
-  EXPECT_EQ(exit.Consumed(1, 301).error().code, MuxErrc::kBadArgument);
+  EXPECT_EQ(exit.Consumed(1, 51).error().code, MuxErrc::kBadArgument);
   EXPECT_EQ(exit.Consumed(2, 1).error().code, MuxErrc::kNoSuchStream);
-  // Window now: 1000 - 600 + 300 = 700 available.
-  Feed(exit, DataFrame(1, 700));
+  // Window now: 1000 - 600 + 550 = 950 available.
+  Feed(exit, DataFrame(1, 950));
   EXPECT_EQ(Violation(exit, DataFrame(1, 1)), MuxErrc::kFlowControl);
 }
 

@@ -20,11 +20,14 @@ using error_code = boost::system::error_code;
 
 // Waits until `signal` is cancelled (Notify) or `deadline` passes. Returns true when the
 // deadline passed. Used as a condition variable on a single-threaded io_context: callers
-// re-check their condition after every wake-up.
+// re-check their condition after every wake-up. Several coroutines may wait on one signal
+// (Notify wakes them all) as long as they use the same deadline: the timer is re-armed only when
+// the deadline changes, because re-arming cancels every pending wait (two waiters re-arming in
+// turn would wake each other forever).
 inline asio::awaitable<bool> WaitSignal(
     asio::steady_timer& signal,
     asio::steady_timer::time_point deadline = asio::steady_timer::time_point::max()) {
-  signal.expires_at(deadline);
+  if (signal.expiry() != deadline) signal.expires_at(deadline);
   error_code ec;
   co_await signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   co_return !ec;

@@ -1,8 +1,13 @@
 #pragma once
-// Small helpers shared by the tunnel executables (wiring only): HOST:PORT parsing and the
-// atomic port file.
+// Small helpers shared by the tunnel executables (wiring only): HOST:PORT parsing, the open-file
+// limit, and reading a secret from a file.
 
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -34,6 +39,68 @@ inline std::optional<tcp::endpoint> ResolveHostPort(asio::io_context& io, const 
     return std::nullopt;
   }
   return results.begin()->endpoint();
+}
+
+struct OpenFileLimit {
+  uint64_t before = 0;  // soft limit found at start
+  uint64_t after = 0;   // soft limit now
+};
+
+// Raises the soft RLIMIT_NOFILE to the hard limit: every SOCKS connection and every exit stream
+// holds a descriptor, and the usual soft limit (1024) is far below the thousands of streams a
+// tunnel carries. An unlimited hard limit is capped at /proc/sys/fs/nr_open (the kernel's
+// ceiling). nullopt with `error` set when getrlimit/setrlimit fail; the process may go on with
+// its old limit.
+inline std::optional<OpenFileLimit> RaiseOpenFileLimit(std::string* error) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    *error = std::string("getrlimit(RLIMIT_NOFILE): ") + std::strerror(errno);
+    return std::nullopt;
+  }
+  OpenFileLimit result{lim.rlim_cur, lim.rlim_cur};
+  rlim_t target = lim.rlim_max;
+  if (target == RLIM_INFINITY) {
+    target = 1 << 20;
+    std::ifstream nr_open("/proc/sys/fs/nr_open");
+    uint64_t v = 0;
+    if (nr_open >> v && v > 0) target = static_cast<rlim_t>(v);
+  }
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= target) return result;
+  if (lim.rlim_cur == RLIM_INFINITY) return result;
+  lim.rlim_cur = target;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    *error = "setrlimit(RLIMIT_NOFILE, " + std::to_string(target) + "): " + std::strerror(errno);
+    return std::nullopt;
+  }
+  result.after = target;
+  return result;
+}
+
+// Reads a secret (e.g. a password) from the first line of `path`, without its line ending
+// ("\n" or "\r\n"); at most `max_size` bytes are read. nullopt with `error` set when the file
+// cannot be read, or the line is empty or longer than `max_size`.
+inline std::optional<std::string> ReadSecretFile(const std::string& path, size_t max_size,
+                                                 std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = "cannot read " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string text(max_size + 2, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  auto newline = text.find('\n');
+  if (newline != std::string::npos) text.resize(newline);
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  if (text.empty()) {
+    *error = path + ": empty (expected the secret on the first line)";
+    return std::nullopt;
+  }
+  if (text.size() > max_size) {
+    *error = path + ": the secret is longer than " + std::to_string(max_size) + " bytes";
+    return std::nullopt;
+  }
+  return text;
 }
 
 }  // namespace dvpn::tunnel::session

@@ -1,9 +1,14 @@
 #include "tunnel/session/client.h"
 
+#include <sodium.h>
+
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <stdexcept>
 
 #include "common/log.h"
+#include "tunnel/kdf.h"
 
 namespace dvpn::tunnel::session {
 namespace {
@@ -12,6 +17,21 @@ std::shared_ptr<spdlog::logger> Log() {
   static auto log = Logger("tunnel");
   return log;
 }
+
+uint64_t WallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Seconds(std::chrono::steady_clock::duration d) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  return std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100) + " s";
+}
+
+// Pause after a failed accept (e.g. EMFILE: out of descriptors) so that a listening socket that
+// stays readable does not spin the loop.
+constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
 }  // namespace
 
@@ -73,9 +93,208 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
                                                "client");
 }
 
+// ---------------------------------------------------------------------------------------------
+// TunnelKeeper
+
+std::chrono::milliseconds ReconnectDelay(uint32_t attempt, std::chrono::milliseconds initial,
+                                         std::chrono::milliseconds max, std::mt19937_64& rng) {
+  if (attempt == 0) attempt = 1;
+  int64_t cap = std::max<int64_t>(max.count(), 0);
+  int64_t delay = std::clamp<int64_t>(initial.count(), 0, cap);
+  if (delay == 0) return std::chrono::milliseconds(0);
+  for (uint32_t i = 1; i < attempt && delay < cap; ++i) delay = std::min(cap, delay * 2);
+  if (delay <= 1) return std::chrono::milliseconds(delay);
+  std::uniform_int_distribution<int64_t> jitter(delay / 2, delay);
+  return std::chrono::milliseconds(jitter(rng));
+}
+
+TunnelKeeper::TunnelKeeper(asio::any_io_executor ex, std::shared_ptr<TunnelSlot> slot,
+                           Options options)
+    : ex_(std::move(ex)),
+      slot_(std::move(slot)),
+      options_(std::move(options)),
+      wake_(ex_),
+      rng_(std::random_device{}()) {}
+
+std::string TunnelKeeper::ProviderText() const {
+  const auto& a = options_.provider.address();
+  std::string host = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+  return host + ":" + std::to_string(options_.provider.port());
+}
+
+void TunnelKeeper::Start(UpHandler on_up, GaveUpHandler on_gave_up) {
+  on_up_ = std::move(on_up);
+  on_gave_up_ = std::move(on_gave_up);
+  auto self = shared_from_this();
+  asio::co_spawn(
+      ex_, [self]() { return self->Run(); }, asio::detached);
+}
+
+void TunnelKeeper::Stop(std::function<void()> on_stopped) {
+  if (stopped_) return;
+  stopped_ = true;
+  Notify(wake_);
+  slot_->Clear();
+  if (tunnel_ && !tunnel_closed_) {
+    on_stopped_ = std::move(on_stopped);
+    tunnel_->Close(CloseReason::kNormal, "client shutting down", true);
+    return;
+  }
+  if (on_stopped) on_stopped();
+}
+
+asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>>
+TunnelKeeper::Connect() {
+  HandshakeInitiator::Options hs = options_.handshake;
+  last_timestamp_ms_ = std::max(WallClockMs(), last_timestamp_ms_ + 1);
+  hs.timestamp_ms = last_timestamp_ms_;
+  co_return co_await ConnectTunnel(options_.provider, std::move(hs), options_.connection,
+                                   options_.handshake_timeout);
+}
+
+asio::awaitable<void> TunnelKeeper::Run() {
+  auto self = shared_from_this();
+  std::weak_ptr<TunnelKeeper> weak = self;
+  auto give_up = [this](const std::string& why) {
+    if (stopped_) return;
+    stopped_ = true;
+    slot_->Clear();
+    if (on_gave_up_) on_gave_up_(why);
+  };
+  // Makes `t` the current tunnel and starts it; its close wakes the loop below.
+  std::chrono::steady_clock::time_point established;
+  auto install = [&](std::shared_ptr<TunnelConnection> t) {
+    tunnel_ = t;
+    tunnel_closed_ = false;
+    established = std::chrono::steady_clock::now();
+    slot_->Set(t);
+    TunnelConnection* raw = t.get();
+    t->Start(nullptr, [weak, raw]() {
+      auto keeper = weak.lock();
+      if (!keeper || keeper->tunnel_.get() != raw) return;
+      keeper->tunnel_closed_ = true;
+      Notify(keeper->wake_);
+      if (keeper->on_stopped_) {
+        auto cb = std::move(keeper->on_stopped_);
+        keeper->on_stopped_ = nullptr;
+        cb();
+      }
+    });
+  };
+
+  auto first = co_await Connect();
+  if (stopped_) {
+    if (first) (*first)->Close(CloseReason::kNormal, "client shutting down", false);
+    co_return;
+  }
+  if (!first) {
+    give_up("cannot establish the tunnel to " + ProviderText() + ": " + first.error());
+    co_return;
+  }
+  install(*first);
+  if (on_up_) on_up_();
+
+  uint32_t step = 0;  // backoff exponent, carried over tunnels that die young
+  auto next_delay = [&] {
+    step = std::min<uint32_t>(step + 1, 64);
+    return ReconnectDelay(step, options_.initial_backoff, options_.max_backoff, rng_);
+  };
+  for (;;) {
+    while (!tunnel_closed_ && !stopped_) co_await WaitSignal(wake_);
+    if (stopped_) co_return;
+    auto lost_at = std::chrono::steady_clock::now();
+    auto lived = lost_at - established;
+    slot_->Clear();
+    tunnel_.reset();
+    if (options_.max_reconnects && *options_.max_reconnects == 0) {
+      give_up("the tunnel to " + ProviderText() + " was lost after " + Seconds(lived) +
+              " (reconnecting is disabled)");
+      co_return;
+    }
+    if (lived >= options_.stable_after) step = 0;
+    uint64_t attempt = 1;
+    auto delay = next_delay();
+    Log()->warn("the tunnel to {} was lost after {}; its streams are closed; reconnecting in {} ms",
+                ProviderText(), Seconds(lived), delay.count());
+    for (;;) {
+      auto deadline = asio::steady_timer::clock_type::now() + delay;
+      while (!stopped_ && asio::steady_timer::clock_type::now() < deadline) {
+        co_await WaitSignal(wake_, deadline);
+      }
+      if (stopped_) co_return;
+      auto t = co_await Connect();
+      if (stopped_) {
+        if (t) (*t)->Close(CloseReason::kNormal, "client shutting down", false);
+        co_return;
+      }
+      if (t) {
+        ++reconnects_;
+        install(*t);
+        Log()->info("the tunnel to {} is back (reconnect attempt {}, down for {})", ProviderText(),
+                    attempt, Seconds(std::chrono::steady_clock::now() - lost_at));
+        break;
+      }
+      if (options_.max_reconnects && attempt >= *options_.max_reconnects) {
+        give_up("the tunnel to " + ProviderText() + " was lost and " + std::to_string(attempt) +
+                " reconnect attempt(s) failed; the last one: " + t.error());
+        co_return;
+      }
+      ++attempt;
+      delay = next_delay();
+      Log()->warn("reconnect attempt {} to {} failed: {}; next attempt in {} ms", attempt - 1,
+                  ProviderText(), t.error(), delay.count());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SocksFrontend
+
 SocksFrontend::SocksFrontend(asio::io_context& io, const tcp::endpoint& listen,
-                             std::shared_ptr<TunnelConnection> tunnel, Options options)
-    : acceptor_(io, listen), tunnel_(std::move(tunnel)), options_(options) {}
+                             std::shared_ptr<TunnelSlot> slot, Options options)
+    : acceptor_(io), slot_(std::move(slot)), negotiation_timeout_(options.negotiation_timeout),
+      fast_reply_(options.fast_reply) {
+  if (options.credentials) {
+    auto& c = *options.credentials;
+    bool ok =
+        !c.user.empty() && c.user.size() <= 255 && !c.password.empty() && c.password.size() <= 255;
+    if (ok) {
+      EnsureSodium();
+      randombytes_buf(digest_key_.data(), digest_key_.size());
+      digest_ = CredentialDigest(c.user, c.password);
+      require_auth_ = true;
+    }
+    c.password.resize(c.password.capacity());  // no reallocation: wipe the whole buffer
+    sodium_memzero(c.password.data(), c.password.size());
+    c.password.clear();
+    if (!ok) {
+      throw std::invalid_argument("SOCKS user name and password must be 1..255 bytes each");
+    }
+  }
+  acceptor_ = tcp::acceptor(io, listen);
+}
+
+Hash32 SocksFrontend::CredentialDigest(std::string_view user, std::string_view password) const {
+  // Keyed BLAKE2b over len(user) || user || password (user is at most 255 bytes), so that the
+  // comparison below is over fixed-size values and leaks neither content nor length.
+  crypto_generichash_state state;
+  crypto_generichash_init(&state, digest_key_.data(), digest_key_.size(), 32);
+  uint8_t len = static_cast<uint8_t>(std::min<size_t>(user.size(), 255));
+  crypto_generichash_update(&state, &len, 1);
+  crypto_generichash_update(&state, reinterpret_cast<const uint8_t*>(user.data()), user.size());
+  crypto_generichash_update(&state, reinterpret_cast<const uint8_t*>(password.data()),
+                            password.size());
+  Hash32 out{};
+  crypto_generichash_final(&state, out.data(), out.size());
+  sodium_memzero(&state, sizeof(state));
+  return out;
+}
+
+bool SocksFrontend::CheckCredentials(std::string_view user, std::string_view password) const {
+  if (user.size() > 255 || password.size() > 255) return false;
+  Hash32 candidate = CredentialDigest(user, password);
+  return sodium_memcmp(candidate.data(), digest_.data(), digest_.size()) == 0;
+}
 
 void SocksFrontend::Start() {
   auto self = shared_from_this();
@@ -90,6 +309,7 @@ void SocksFrontend::Stop() {
 
 asio::awaitable<void> SocksFrontend::AcceptLoop() {
   auto self = shared_from_this();
+  asio::steady_timer pause(acceptor_.get_executor());
   while (acceptor_.is_open()) {
     error_code ec;
     tcp::socket socket =
@@ -97,6 +317,8 @@ asio::awaitable<void> SocksFrontend::AcceptLoop() {
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
       Log()->warn("socks: accept failed: {}", ec.message());
+      pause.expires_after(kAcceptRetryDelay);
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
     asio::co_spawn(
@@ -108,12 +330,19 @@ asio::awaitable<void> SocksFrontend::AcceptLoop() {
 
 asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
   auto self = shared_from_this();
-  Socks5ServerParser parser(Socks5ServerOptions{});
+  Socks5ServerOptions parser_options;
+  if (require_auth_) {
+    parser_options.allow_no_auth = false;
+    parser_options.check_credentials = [this](std::string_view user, std::string_view password) {
+      return CheckCredentials(user, password);
+    };
+  }
+  Socks5ServerParser parser(std::move(parser_options));
   std::array<uint8_t, 1024> buf{};
   size_t have = 0;
   bool requested = false;
   {
-    Watchdog deadline(socket.get_executor(), options_.negotiation_timeout, [&socket] {
+    Watchdog deadline(socket.get_executor(), negotiation_timeout_, [&socket] {
       error_code ignored;
       socket.close(ignored);
     });
@@ -127,6 +356,8 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
         auto p = parser.Feed(ByteSpan(buf.data(), have));
         if (!p) {
           Log()->debug("socks: {}", p.error().message);
+          // The buffer may hold the password the client sent: wipe it.
+          Wipe(std::span<uint8_t>(buf.data(), buf.size()));
           auto reply = parser.error_reply();
           if (!reply.empty()) {
             co_await asio::async_write(socket, asio::buffer(reply.data(), reply.size()),
@@ -148,16 +379,40 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
       }
     }
   }
+  // Bytes consumed by the parser (e.g. an RFC 1929 password) may still sit in the buffer
+  // behind `have`: wipe them.
+  Wipe(std::span<uint8_t>(buf.data() + have, buf.size() - have));
   if (!socket.is_open()) co_return;
-  if (tunnel_->closed()) {
+  // The tunnel serving this request: the current one, kept for the stream's whole life even if
+  // the keeper replaces it meanwhile.
+  auto tunnel = slot_->current();
+  error_code ec;
+  if (!tunnel) {
+    Log()->debug("socks: no tunnel is up; request refused (general failure)");
     auto reply = EncodeSocks5Failure(Socks5Reply::kGeneralFailure);
-    error_code ec;
     co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
                                asio::redirect_error(asio::use_awaitable, ec));
     co_return;
   }
-  auto opened = co_await tunnel_->OpenStream(parser.request());
-  error_code ec;
+  if (fast_reply_) {
+    auto id = tunnel->OpenStreamEarly(parser.request());
+    if (!id) {  // local failures only: the tunnel is closing, the stream limit
+      auto reply = EncodeSocks5Failure(id.error().code);
+      co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      co_return;
+    }
+    auto reply = EncodeSocks5Success(Destination::Ipv4({0, 0, 0, 0}, 0));
+    co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      tunnel->CancelStream(*id);
+      co_return;
+    }
+    tunnel->AttachStream(*id, std::move(socket), ByteSpan(buf.data(), have));
+    co_return;
+  }
+  auto opened = co_await tunnel->OpenStream(parser.request());
   if (!opened) {
     Log()->debug("socks: stream refused: {}", opened.error().message);
     auto reply = EncodeSocks5Failure(opened.error().code);
@@ -169,10 +424,10 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
   co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
                              asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    tunnel_->CancelStream(*opened);
+    tunnel->CancelStream(*opened);
     co_return;
   }
-  tunnel_->AttachStream(*opened, std::move(socket), ByteSpan(buf.data(), have));
+  tunnel->AttachStream(*opened, std::move(socket), ByteSpan(buf.data(), have));
 }
 
 }  // namespace dvpn::tunnel::session

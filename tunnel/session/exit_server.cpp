@@ -72,6 +72,9 @@ asio::awaitable<void> ExitServer::AcceptLoop() {
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
       Log()->warn("exit: accept failed: {}", ec.message());
+      // Out of descriptors (or similar) fails again at once: pause instead of spinning.
+      asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
     tcp::endpoint remote = socket.remote_endpoint(ec);

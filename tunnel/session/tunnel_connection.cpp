@@ -10,10 +10,16 @@ namespace dvpn::tunnel::session {
 namespace {
 
 constexpr size_t kReadBufferSize = 256 * 1024;
-// Control frames may exceed the write buffer limit by this much before the tunnel is closed.
-constexpr size_t kWriteBufferSlack = 1024 * 1024;
+// The control queue (tunnel frames) may hold this much before the tunnel is closed: only a peer
+// that provokes frames (PONG, WINDOW, OPEN_FAIL) without reading our answers gets there.
+constexpr size_t kControlQueueLimit = 1024 * 1024;
+// Most DATA frames filled by one scatter read of a local socket.
+constexpr size_t kMaxReadSegments = 16;
 // Most bytes read from one local socket per readiness wake-up (fairness between streams).
-constexpr size_t kStreamChunk = 4 * kMaxFramePayload;
+constexpr size_t kStreamChunk = kMaxReadSegments * kMaxFramePayload;
+// A DATA frame is appended to the open record only when it can carry at least this much;
+// otherwise the record is finished and the frame starts a new one.
+constexpr size_t kMinDataRoom = 1024;
 
 std::shared_ptr<spdlog::logger> Log() {
   static auto log = Logger("tunnel");
@@ -29,14 +35,59 @@ struct TunnelConnection::Stream {
   tcp::socket socket;
   std::vector<uint8_t> rx;          // tunnel -> local, not yet written
   std::vector<uint8_t> rx_writing;  // being written to the local socket
+  // DATA of the current tunnel read batch, still in the read buffer, to be written straight to
+  // the local socket at the end of the batch (only while rx and rx_writing are empty).
+  std::vector<asio::const_buffer> direct;
+  bool pumping = false;  // the local socket is attached and its pumps run
   bool remote_fin = false;
   bool dead = false;  // reset or tunnel gone: pumps stop
   bool open_done = false;
   std::optional<OpenFailure> open_failure;
+  uint64_t withheld_credit = 0;  // stream WINDOW credit held back while paused
   asio::steady_timer rx_signal;
   asio::steady_timer tx_signal;
   asio::steady_timer open_signal;
 };
+
+// ---------------------------------------------------------------------------------------------
+// RecordQueue
+
+void TunnelConnection::RecordQueue::Reserve(size_t n) {
+  const size_t need = used + (n + 1) * kMaxRecordSize;
+  if (bytes.size() < need) bytes.resize(std::max(need, bytes.size() + bytes.size() / 2));
+}
+
+std::span<uint8_t> TunnelConnection::RecordQueue::Room(size_t need) {
+  if (open && kMaxRecordPlaintext - open_plain < need) Finish();
+  if (!open) {
+    Reserve(1);
+    open_start = used;
+    open_plain = 0;
+    open = true;
+    used += kRecordHeaderSize;
+  }
+  return std::span<uint8_t>(bytes.data() + open_start + kRecordHeaderSize + open_plain,
+                            kMaxRecordPlaintext - open_plain);
+}
+
+void TunnelConnection::RecordQueue::Finish() {
+  if (!open) return;
+  open = false;
+  if (open_plain == 0) {
+    used = open_start;
+    return;
+  }
+  records.push_back({open_start, open_plain});
+  used += kRecordTagSize;
+}
+
+void TunnelConnection::RecordQueue::Clear() {
+  used = 0;
+  records.clear();
+  open = false;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 TunnelConnection::TunnelConnection(tcp::socket socket, const SessionKeys& keys, Role role,
                                    ConnectionOptions options, std::string name)
@@ -49,10 +100,9 @@ TunnelConnection::TunnelConnection(tcp::socket socket, const SessionKeys& keys, 
       table_(role, options.table),
       write_signal_(socket_.get_executor()),
       room_signal_(socket_.get_executor()),
+      resume_signal_(socket_.get_executor()),
       keepalive_timer_(socket_.get_executor()) {
   rbuf_.resize(kReadBufferSize);
-  wbuf_.resize(options_.write_buffer_limit + 4 * kMaxRecordSize);
-  wbuf_flight_.resize(wbuf_.size());
   last_rx_ = last_rekey_ = std::chrono::steady_clock::now();
   error_code ec;
   socket_.set_option(tcp::no_delay(true), ec);
@@ -80,106 +130,251 @@ void TunnelConnection::Start(OpenHandler on_open, ClosedHandler on_closed) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Control channel, metering, pause
+
+void TunnelConnection::SetControlHandler(ControlHandler handler) {
+  on_control_ = std::move(handler);
+}
+
+bool TunnelConnection::SendControl(ByteSpan message) {
+  if (closing_ || message.size() > kMaxControlPayload) return false;
+  return AppendFrame(true, kFrameHeaderSize + message.size(),
+                     [&](FrameWriter& w) { return w.Control(message); });
+}
+
+void TunnelConnection::SetMeterObserver(uint64_t every_bytes, std::function<void()> fn) {
+  ++meter_generation_;
+  meter_due_ = 0;
+  if (every_bytes == 0 || !fn) {
+    meter_every_ = 0;
+    meter_fn_.reset();
+    return;
+  }
+  meter_every_ = every_bytes;
+  meter_marks_ = (data_sent_ + data_received_) / every_bytes;
+  meter_fn_ = std::make_shared<std::function<void()>>(std::move(fn));
+}
+
+void TunnelConnection::CountData(uint64_t n, bool sent) {
+  (sent ? data_sent_ : data_received_) += n;
+  if (meter_every_ == 0) return;
+  const uint64_t marks = (data_sent_ + data_received_) / meter_every_;
+  if (marks <= meter_marks_) return;
+  meter_due_ += marks - meter_marks_;
+  meter_marks_ = marks;
+  if (!meter_posted_) {
+    meter_posted_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()]() { self->RunMeterObserver(); });
+  }
+}
+
+void TunnelConnection::RunMeterObserver() {
+  meter_posted_ = false;
+  const uint64_t generation = meter_generation_;
+  while (meter_due_ > 0 && meter_generation_ == generation && meter_fn_) {
+    --meter_due_;
+    auto fn = meter_fn_;  // the observer may replace itself
+    (*fn)();
+  }
+}
+
+void TunnelConnection::SetForwardingPaused(bool paused) {
+  if (paused == paused_) return;
+  paused_ = paused;
+  if (paused) {
+    Log()->debug("{}: forwarding paused", name_);
+    return;
+  }
+  Log()->debug("{}: forwarding resumed", name_);
+  for (auto& [id, s] : streams_) {
+    if (s->withheld_credit != 0) {
+      SendWindowFrames(id, s->withheld_credit);
+      s->withheld_credit = 0;
+    }
+  }
+  if (withheld_tunnel_credit_ != 0) {
+    SendWindowFrames(0, withheld_tunnel_credit_);
+    withheld_tunnel_credit_ = 0;
+  }
+  Notify(resume_signal_);
+}
+
+void TunnelConnection::SendWindowFrames(uint32_t id, uint64_t increment) {
+  // Withheld credit never exceeds a window (< 2^31), so this is one frame in practice.
+  while (increment > 0) {
+    const uint32_t step = static_cast<uint32_t>(std::min<uint64_t>(increment, kMaxWindow));
+    if (!AppendFrame(true, kWindowFrameSize, [&](FrameWriter& w) { return w.Window(id, step); }))
+      return;
+    increment -= step;
+  }
+}
+
+void TunnelConnection::GrantWindow(uint32_t id, const WindowUpdate& update, bool stream_too) {
+  const uint32_t stream_increment = stream_too ? update.stream_increment : 0;
+  if (paused_) {
+    if (stream_increment != 0) {
+      if (auto s = FindStream(id)) s->withheld_credit += stream_increment;
+    }
+    withheld_tunnel_credit_ += update.tunnel_increment;
+    return;
+  }
+  if (stream_increment != 0) SendWindowFrames(id, stream_increment);
+  if (update.tunnel_increment != 0) SendWindowFrames(0, update.tunnel_increment);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Write path
 
-void TunnelConnection::StartRecord() {
-  if (wbuf_.size() < wused_ + kMaxRecordSize) wbuf_.resize(wused_ + 4 * kMaxRecordSize);
-  rec_start_ = wused_;
-  rec_plain_ = 0;
-  rec_open_ = true;
-  wused_ += kRecordHeaderSize;
-}
-
-void TunnelConnection::SealRecord() {
-  if (!rec_open_) return;
-  rec_open_ = false;
-  if (rec_plain_ == 0) {
-    wused_ = rec_start_;
-    return;
-  }
-  std::span<uint8_t> out(wbuf_.data() + rec_start_, kMaxRecordSize);
-  auto sealed = sealer_.Seal(out.subspan(kRecordHeaderSize, rec_plain_), out);
-  if (!sealed) {
-    // Cannot happen (sizes are ours; rekey happens long before the hard limit).
-    Log()->error("{}: cannot seal a record: {}", name_, sealed.error().message);
-    wused_ = rec_start_;
-    Close(CloseReason::kInternal, "seal failed", false);
-    return;
-  }
-  wused_ = rec_start_ + *sealed;
-  if (sealer_.RekeyDue()) SealRekey();
-}
-
-void TunnelConnection::SealRekey() {
-  SealRecord();
-  if (wbuf_.size() < wused_ + kRecordOverhead) wbuf_.resize(wused_ + 4 * kMaxRecordSize);
-  auto r = sealer_.SealRekey(std::span<uint8_t>(wbuf_.data() + wused_, kRecordOverhead));
-  if (r) {
-    wused_ += *r;
-    last_rekey_ = std::chrono::steady_clock::now();
-    Log()->debug("{}: rekeyed the send direction (generation {})", name_, sealer_.generation());
-  }
-  Notify(write_signal_);
-}
-
 template <class Fn>
-void TunnelConnection::AppendFrame(size_t frame_size, Fn&& fn) {
-  if (closing_ && writer_done_) return;
-  if (wused_ + frame_size > options_.write_buffer_limit + kWriteBufferSlack) {
-    // Only control frames get here (data waits for room): a peer that provokes them without
-    // reading our answers must not grow our memory.
-    if (!closing_)
-      Close(CloseReason::kFlowControl, "the peer does not read (write buffer full)", false);
-    return;
+bool TunnelConnection::AppendFrame(bool control, size_t frame_size, Fn&& fn) {
+  if (closing_) return false;
+  RecordQueue& q = control ? control_ : data_;
+  if (control && q.used + frame_size > kControlQueueLimit) {
+    // A peer that provokes tunnel frames without reading our answers must not grow our memory.
+    Close(CloseReason::kFlowControl, "the peer does not read (control queue full)", false);
+    return false;
   }
-  if (rec_open_ && kMaxRecordPlaintext - rec_plain_ < frame_size) SealRecord();
-  if (!rec_open_) StartRecord();
-  FrameWriter w(std::span<uint8_t>(wbuf_.data() + rec_start_ + kRecordHeaderSize + rec_plain_,
-                                   kMaxRecordPlaintext - rec_plain_));
+  FrameWriter w(q.Room(frame_size));
   auto r = fn(w);
   if (!r) {
     Log()->error("{}: cannot encode a frame: {}", name_, r.error().message);
-    return;
+    return false;
   }
-  rec_plain_ += w.size();
-  wused_ += w.size();
+  q.Commit(w.size());
   Notify(write_signal_);
+  return true;
 }
 
 void TunnelConnection::AppendData(uint32_t id, ByteSpan data) {
   while (!data.empty()) {
-    if (rec_open_ && kMaxRecordPlaintext - rec_plain_ < kFrameHeaderSize + 1) SealRecord();
-    if (!rec_open_) StartRecord();
-    size_t room = kMaxRecordPlaintext - rec_plain_ - kFrameHeaderSize;
-    size_t n = std::min({room, data.size(), kMaxFramePayload});
-    AppendFrame(kFrameHeaderSize + n, [&](FrameWriter& w) { return w.Data(id, data.first(n)); });
+    auto room = data_.Room(kFrameHeaderSize + std::min(data.size(), kMinDataRoom));
+    const size_t n = std::min({room.size() - kFrameHeaderSize, data.size(), kMaxFramePayload});
+    if (!AppendFrame(false, kFrameHeaderSize + n,
+                     [&](FrameWriter& w) { return w.Data(id, data.first(n)); }))
+      return;
     data = data.subspan(n);
   }
 }
 
-void TunnelConnection::AppendWindow(uint32_t id, const WindowUpdate& update, bool stream_too) {
-  if (stream_too && update.stream_increment != 0) {
-    AppendFrame(kWindowFrameSize,
-                [&](FrameWriter& w) { return w.Window(id, update.stream_increment); });
+size_t TunnelConnection::ReadIntoRecords(Stream& s, size_t max, error_code& ec) {
+  RecordQueue& q = data_;
+  if (q.open && kMaxRecordPlaintext - q.open_plain < kFrameHeaderSize + kMinDataRoom) q.Finish();
+  q.Reserve(kMaxReadSegments + 2);  // no reallocation below: the pointers stay valid
+  // Plan: one DATA frame in the open record's free space (if any), then fresh full-size records
+  // laid out back to back where the queue will put them.
+  struct Segment {
+    uint8_t* frame;
+    size_t cap;
+  };
+  std::array<Segment, kMaxReadSegments> seg;
+  std::array<asio::mutable_buffer, kMaxReadSegments> bufs;
+  size_t count = 0;
+  size_t planned = 0;
+  size_t next_start = q.used;
+  if (q.open) {
+    uint8_t* frame = q.bytes.data() + q.open_start + kRecordHeaderSize + q.open_plain;
+    const size_t cap = std::min(kMaxRecordPlaintext - q.open_plain - kFrameHeaderSize, max);
+    seg[0] = {frame, cap};
+    bufs[0] = asio::mutable_buffer(frame + kFrameHeaderSize, cap);
+    planned = cap;
+    count = 1;
+    next_start = q.open_start + kMaxRecordSize;  // used only when this record fills up
   }
-  if (update.tunnel_increment != 0) {
-    AppendFrame(kWindowFrameSize,
-                [&](FrameWriter& w) { return w.Window(0, update.tunnel_increment); });
+  while (planned < max && count < kMaxReadSegments) {
+    uint8_t* frame = q.bytes.data() + next_start + kRecordHeaderSize;
+    const size_t cap = std::min(max - planned, kMaxFramePayload);
+    seg[count] = {frame, cap};
+    bufs[count] = asio::mutable_buffer(frame + kFrameHeaderSize, cap);
+    ++count;
+    planned += cap;
+    next_start += kMaxRecordSize;
   }
+  const size_t n =
+      s.socket.read_some(std::span<const asio::mutable_buffer>(bufs.data(), count), ec);
+  // Commit the frames the read filled: all full but the last.
+  size_t left = n;
+  for (size_t i = 0; i < count && left > 0; ++i) {
+    const size_t take = std::min(left, seg[i].cap);
+    auto area = q.Room(kFrameHeaderSize + take);
+    FrameWriter w(area);
+    auto reserved = w.BeginData(s.id, take);
+    if (area.data() != seg[i].frame || !reserved || reserved->size() != take) {
+      // Cannot happen: the plan above mirrors RecordQueue's layout.
+      Close(CloseReason::kInternal, "scatter read layout mismatch", false);
+      ec = asio::error::fault;
+      return 0;
+    }
+    w.CommitData(take);
+    q.Commit(w.size());
+    left -= take;
+  }
+  return n;
+}
+
+bool TunnelConnection::SealForWrite() {
+  iov_.clear();
+  size_t rekeys = 0;
+  auto emit_rekey = [&]() -> bool {
+    if (rekeys == rekey_records_.size() / kRecordOverhead) return false;  // cannot happen
+    std::span<uint8_t> out(rekey_records_.data() + rekeys * kRecordOverhead, kRecordOverhead);
+    auto r = sealer_.SealRekey(out);
+    if (!r) return false;
+    ++rekeys;
+    iov_.emplace_back(out.data(), *r);
+    last_rekey_ = std::chrono::steady_clock::now();
+    Log()->debug("{}: rekeyed the send direction (generation {})", name_, sealer_.generation());
+    return true;
+  };
+  auto seal_queue = [&](RecordQueue& q) -> bool {
+    bool extend = false;  // the last iov_ entry ends where the next record of q starts
+    for (const auto& rec : q.records) {
+      if (sealer_.RekeyDue()) {
+        if (!emit_rekey()) return false;
+        extend = false;
+      }
+      std::span<uint8_t> out(q.bytes.data() + rec.start, rec.plain + kRecordOverhead);
+      auto sealed = sealer_.Seal(out.subspan(kRecordHeaderSize, rec.plain), out);
+      if (!sealed) {
+        Log()->error("{}: cannot seal a record: {}", name_, sealed.error().message);
+        return false;
+      }
+      if (extend) {
+        iov_.back() = asio::const_buffer(iov_.back().data(), iov_.back().size() + *sealed);
+      } else {
+        iov_.emplace_back(out.data(), *sealed);
+      }
+      extend = true;
+    }
+    return true;
+  };
+  if (rekey_requested_) {
+    rekey_requested_ = false;
+    if (!emit_rekey()) return false;
+  }
+  return seal_queue(control_flight_) && seal_queue(data_flight_);
 }
 
 asio::awaitable<void> TunnelConnection::WriteLoop() {
   auto self = shared_from_this();
+  auto idle = [this] { return data_.empty() && control_.empty() && !rekey_requested_; };
   for (;;) {
-    while (wused_ == 0 && !closing_) co_await WaitSignal(write_signal_);
-    if (wused_ == 0) break;  // closing, everything flushed
-    SealRecord();
-    std::swap(wbuf_, wbuf_flight_);
-    size_t n = wused_;
-    wused_ = 0;
+    while (idle() && !closing_) co_await WaitSignal(write_signal_);
+    if (idle()) break;  // closing, everything flushed
+    data_.Finish();
+    control_.Finish();
+    std::swap(data_, data_flight_);
+    std::swap(control_, control_flight_);
+    if (!SealForWrite()) {
+      // Cannot happen (sizes are ours; rekey happens long before the hard limit).
+      if (!closing_) Close(CloseReason::kInternal, "cannot seal records", false);
+      break;
+    }
     error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(wbuf_flight_.data(), n),
+    co_await asio::async_write(socket_,
+                               std::span<const asio::const_buffer>(iov_.data(), iov_.size()),
                                asio::redirect_error(asio::use_awaitable, ec));
+    data_flight_.Clear();
+    control_flight_.Clear();
     if (ec) {
       if (!closing_) Close(CloseReason::kNormal, "write failed: " + ec.message(), false);
       break;
@@ -243,6 +438,8 @@ asio::awaitable<void> TunnelConnection::ReadLoop() {
       if (!record->rekey && !HandleRecord(record->plaintext)) co_return;
       if (closing_) co_return;
     }
+    FlushDirect();  // before the read buffer is reused
+    if (closing_) co_return;
     if (begin == end) begin = end = 0;
   }
 }
@@ -265,15 +462,14 @@ bool TunnelConnection::HandleRecord(ByteSpan plaintext) {
             true);
       return false;
     }
-    if (!HandleAction(*action)) return false;
+    if (frame->type == FrameType::kData) CountData(frame->payload.size(), false);
+    if (!HandleAction(*action) || closing_) return false;
   }
   return true;
 }
 
 bool TunnelConnection::HandleAction(const Action& a) {
-  if (a.tunnel_credit != 0) {
-    AppendFrame(kWindowFrameSize, [&](FrameWriter& w) { return w.Window(0, a.tunnel_credit); });
-  }
+  if (a.tunnel_credit != 0) GrantWindow(0, WindowUpdate{0, a.tunnel_credit, false}, false);
   using Kind = Action::Kind;
   switch (a.kind) {
     case Kind::kNone:
@@ -289,7 +485,7 @@ bool TunnelConnection::HandleAction(const Action& a) {
       break;
     }
     case Kind::kRefuseOpen:
-      AppendFrame(kFrameHeaderSize + 1,
+      AppendFrame(true, kFrameHeaderSize + 1,
                   [&](FrameWriter& w) { return w.OpenFail(a.stream_id, a.failure); });
       break;
     case Kind::kOpened:
@@ -298,8 +494,17 @@ bool TunnelConnection::HandleAction(const Action& a) {
       if (a.kind == Kind::kOpenFailed) streams_.erase(a.stream_id);
       if (s) {
         s->open_done = true;
-        if (a.kind == Kind::kOpenFailed) s->open_failure = a.failure;
         Notify(s->open_signal);
+        if (a.kind == Kind::kOpenFailed) {
+          s->open_failure = a.failure;
+          if (s->pumping) {
+            // An early stream (OpenStreamEarly): its data is lost; reset the local socket.
+            AbortLocalSocket(*s);
+            KillStream(s);
+          }
+        } else {
+          Notify(s->tx_signal);  // an early stream's uplink waits for the full windows
+        }
       }
       break;
     }
@@ -307,7 +512,13 @@ bool TunnelConnection::HandleAction(const Action& a) {
       auto s = FindStream(a.stream_id);
       if (!s || s->dead) {
         auto u = table_.Consumed(a.stream_id, a.data.size());
-        if (u) AppendWindow(a.stream_id, *u, false);
+        if (u) GrantWindow(a.stream_id, *u, false);
+        break;
+      }
+      if (s->pumping && s->rx.empty() && s->rx_writing.empty()) {
+        // Nothing queued before it: written from the read buffer at the end of the batch.
+        if (s->direct.empty()) direct_streams_.push_back(s);
+        s->direct.emplace_back(a.data.data(), a.data.size());
         break;
       }
       s->rx.insert(s->rx.end(), a.data.begin(), a.data.end());
@@ -334,12 +545,17 @@ bool TunnelConnection::HandleAction(const Action& a) {
       if (auto s = FindStream(a.stream_id)) KillStream(s);
       break;
     case Kind::kPing:
-      AppendFrame(kPingFrameSize, [&](FrameWriter& w) { return w.Pong(a.ping_value); });
+      AppendFrame(true, kPingFrameSize, [&](FrameWriter& w) { return w.Pong(a.ping_value); });
       break;
     case Kind::kPong:
       break;
     case Kind::kControl:
-      Log()->debug("{}: control message of {} bytes ignored", name_, a.data.size());
+      if (on_control_) {
+        auto handler = on_control_;  // the handler may replace itself
+        handler(a.data);
+      } else {
+        Log()->debug("{}: control message of {} bytes ignored", name_, a.data.size());
+      }
       break;
     case Kind::kClose: {
       std::string text(a.data.begin(), a.data.end());
@@ -351,6 +567,61 @@ bool TunnelConnection::HandleAction(const Action& a) {
     }
   }
   return true;
+}
+
+void TunnelConnection::FlushDirect() {
+  for (auto& s : direct_streams_) {
+    if (s->dead || closing_) {
+      s->direct.clear();
+      continue;
+    }
+    size_t total = 0;
+    for (const auto& b : s->direct) total += b.size();
+    // One gathered, non-blocking write; whatever the socket does not take now is copied to rx
+    // and left to the downlink.
+    error_code ec;
+    size_t n = 0;
+    while (n < total && !ec) {
+      size_t skip = n;
+      size_t first = 0;
+      while (skip >= s->direct[first].size()) skip -= s->direct[first++].size();
+      std::array<asio::const_buffer, 64> bufs;
+      size_t count = 0;
+      for (size_t i = first; i < s->direct.size() && count < bufs.size(); ++i, ++count) {
+        bufs[count] = s->direct[i] + (i == first ? skip : 0);
+      }
+      size_t w = s->socket.write_some(std::span<const asio::const_buffer>(bufs.data(), count), ec);
+      if (w == 0) break;
+      n += w;
+    }
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      s->direct.clear();
+      ResetStream(s, role_ == Role::kExit ? ResetCode::kConnectionLost : ResetCode::kCancel);
+      continue;
+    }
+    if (n < total) {
+      size_t skip = n;
+      for (const auto& b : s->direct) {
+        if (skip >= b.size()) {
+          skip -= b.size();
+          continue;
+        }
+        auto p = static_cast<const uint8_t*>(b.data());
+        s->rx.insert(s->rx.end(), p + skip, p + b.size());
+        skip = 0;
+      }
+      Notify(s->rx_signal);
+    }
+    s->direct.clear();
+    if (n > 0) {
+      auto u = table_.Consumed(s->id, n);
+      if (u) {
+        GrantWindow(s->id, *u, !u->stream_removed);
+        if (u->stream_removed) streams_.erase(s->id);
+      }
+    }
+  }
+  direct_streams_.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,8 +640,12 @@ asio::awaitable<void> TunnelConnection::KeepaliveLoop() {
       Close(CloseReason::kIdleTimeout, "idle timeout", true);
       co_return;
     }
-    if (now - last_rekey_ > std::chrono::seconds(kRekeyAfterSeconds)) SealRekey();
-    AppendFrame(kPingFrameSize, [&](FrameWriter& w) { return w.Ping(++ping); });
+    if (now - last_rekey_ > std::chrono::seconds(kRekeyAfterSeconds)) {
+      last_rekey_ = now;
+      rekey_requested_ = true;
+      Notify(write_signal_);
+    }
+    AppendFrame(true, kPingFrameSize, [&](FrameWriter& w) { return w.Ping(++ping); });
   }
 }
 
@@ -388,7 +663,7 @@ void TunnelConnection::Close(CloseReason reason, const std::string& why, bool se
   if (send_close && !writer_done_) {
     std::string_view text = why;
     if (text.size() > kMaxCloseText) text = text.substr(0, kMaxCloseText);
-    AppendFrame(kFrameHeaderSize + 1 + text.size(),
+    AppendFrame(false, kFrameHeaderSize + 1 + text.size(),
                 [&](FrameWriter& w) { return w.Close(reason, text); });
   }
   closing_ = true;
@@ -397,6 +672,7 @@ void TunnelConnection::Close(CloseReason reason, const std::string& why, bool se
   for (auto& [id, s] : streams) KillStream(s);
   Notify(write_signal_);
   Notify(room_signal_);
+  Notify(resume_signal_);
   keepalive_timer_.cancel();
   if (!send_close) {
     // Nothing more to say: stop reading now (the writer closes the socket after its flush).
@@ -424,11 +700,13 @@ TunnelConnection::StreamPtr TunnelConnection::FindStream(uint32_t id) {
 
 void TunnelConnection::KillStream(const StreamPtr& s) {
   s->dead = true;
+  s->direct.clear();
   error_code ignored;
   s->socket.close(ignored);
   Notify(s->rx_signal);
   Notify(s->tx_signal);
   Notify(s->open_signal);
+  if (paused_) Notify(resume_signal_);  // its uplink may wait for the resume: let it end
   streams_.erase(s->id);
 }
 
@@ -436,8 +714,8 @@ void TunnelConnection::ResetStream(const StreamPtr& s, ResetCode code) {
   if (s->dead) return;
   auto u = table_.Reset(s->id);
   if (u && !closing_) {
-    AppendFrame(kFrameHeaderSize + 1, [&](FrameWriter& w) { return w.Reset(s->id, code); });
-    AppendWindow(s->id, *u, false);
+    AppendFrame(false, kFrameHeaderSize + 1, [&](FrameWriter& w) { return w.Reset(s->id, code); });
+    GrantWindow(s->id, *u, false);
   }
   KillStream(s);
 }
@@ -446,28 +724,33 @@ void TunnelConnection::CancelStream(uint32_t id) {
   if (auto s = FindStream(id)) ResetStream(s, ResetCode::kCancel);
 }
 
-asio::awaitable<Result<uint32_t, OpenFailure>> TunnelConnection::OpenStream(
+Result<TunnelConnection::StreamPtr, OpenFailure> TunnelConnection::BeginOpen(
     const Destination& destination) {
-  auto self = shared_from_this();
-  if (closing_) co_return Fail(OpenFailure::kGeneral, "the tunnel is closed");
+  if (closing_) return Fail(OpenFailure::kGeneral, "the tunnel is closed");
   auto id = table_.Open();
-  if (!id) co_return Fail(OpenFailure::kGeneral, "cannot open a stream: " + id.error().message);
+  if (!id) return Fail(OpenFailure::kGeneral, "cannot open a stream: " + id.error().message);
   auto s = std::make_shared<Stream>(socket_.get_executor(), *id);
   streams_[*id] = s;
   bool encoded = true;
-  AppendFrame(kFrameHeaderSize + EncodedDestinationSize(destination), [&](FrameWriter& w) {
+  AppendFrame(true, kFrameHeaderSize + EncodedDestinationSize(destination), [&](FrameWriter& w) {
     auto r = w.Open(*id, destination);
     if (!r) encoded = false;
     return r;
   });
   if (!encoded) {
     ResetStream(s, ResetCode::kInternal);
-    co_return Fail(OpenFailure::kGeneral, "cannot encode the destination");
+    return Fail(OpenFailure::kGeneral, "cannot encode the destination");
   }
+  return s;
+}
+
+asio::awaitable<Result<uint32_t, OpenFailure>> TunnelConnection::AwaitOpen(StreamPtr s) {
+  auto self = shared_from_this();
   auto deadline = asio::steady_timer::clock_type::now() + options_.open_timeout;
   while (!s->open_done && !s->dead) {
     bool expired = co_await WaitSignal(s->open_signal, deadline);
-    if (expired && !s->open_done) {
+    if (expired && !s->open_done && !s->dead) {
+      if (s->pumping) AbortLocalSocket(*s);  // early stream: the SOCKS client sees a reset
       ResetStream(s, ResetCode::kTimeout);
       co_return Fail(OpenFailure::kTtlExpired, "the exit did not answer in time");
     }
@@ -477,13 +760,46 @@ asio::awaitable<Result<uint32_t, OpenFailure>> TunnelConnection::OpenStream(
                    std::string("the exit refused: ") + OpenFailureName(*s->open_failure));
   }
   if (s->dead) co_return Fail(OpenFailure::kGeneral, "the tunnel closed");
-  co_return *id;
+  co_return s->id;
+}
+
+asio::awaitable<Result<uint32_t, OpenFailure>> TunnelConnection::OpenStream(
+    Destination destination) {
+  auto self = shared_from_this();
+  auto s = BeginOpen(destination);
+  if (!s) co_return std::unexpected(std::move(s.error()));
+  co_return co_await AwaitOpen(*s);
+}
+
+Result<uint32_t, OpenFailure> TunnelConnection::OpenStreamEarly(const Destination& destination) {
+  auto s = BeginOpen(destination);
+  if (!s) return std::unexpected(std::move(s.error()));
+  // Enforce open_timeout in the background; the outcome reaches the local socket (a reset on
+  // failure) once it is attached.
+  asio::co_spawn(
+      socket_.get_executor(),
+      [self = shared_from_this(), st = *s]() -> asio::awaitable<void> {
+        auto r = co_await self->AwaitOpen(st);
+        if (!r) {
+          Log()->debug("{}: early stream {} failed: {}", self->name_, st->id, r.error().message);
+        }
+      },
+      asio::detached);
+  return (*s)->id;
+}
+
+void TunnelConnection::AbortLocalSocket(Stream& s) {
+  // SO_LINGER 0: close() sends RST, so the application sees a reset rather than an orderly EOF.
+  error_code ignored;
+  if (s.socket.is_open()) s.socket.set_option(asio::socket_base::linger(true, 0), ignored);
 }
 
 void TunnelConnection::AttachStream(uint32_t id, tcp::socket socket, ByteSpan early) {
   auto s = FindStream(id);
   if (!s || s->dead) {
+    // Reset, refused (an early stream) or the tunnel closed: the application sees a reset.
     error_code ignored;
+    socket.set_option(asio::socket_base::linger(true, 0), ignored);
     socket.close(ignored);
     return;
   }
@@ -498,6 +814,7 @@ void TunnelConnection::AttachStream(uint32_t id, tcp::socket socket, ByteSpan ea
     }
     AppendData(id, early);
     (void)table_.Sent(id, early.size());
+    CountData(early.size(), true);
   }
   StartPumps(s);
 }
@@ -508,7 +825,7 @@ bool TunnelConnection::AcceptStream(uint32_t id, tcp::socket socket) {
     if (s && !s->dead) ResetStream(s, ResetCode::kInternal);
     return false;
   }
-  AppendFrame(kFrameHeaderSize, [&](FrameWriter& w) { return w.OpenOk(id); });
+  AppendFrame(true, kFrameHeaderSize, [&](FrameWriter& w) { return w.OpenOk(id); });
   s->socket = std::move(socket);
   error_code ignored;
   s->socket.set_option(tcp::no_delay(true), ignored);
@@ -518,12 +835,16 @@ bool TunnelConnection::AcceptStream(uint32_t id, tcp::socket socket) {
 }
 
 void TunnelConnection::RefuseStream(uint32_t id, OpenFailure failure) {
-  streams_.erase(id);
-  if (closing_ || !table_.Refuse(id)) return;
-  AppendFrame(kFrameHeaderSize + 1, [&](FrameWriter& w) { return w.OpenFail(id, failure); });
+  streams_.erase(id);  // drops early data it buffered
+  if (closing_) return;
+  auto u = table_.Refuse(id);
+  if (!u) return;
+  AppendFrame(true, kFrameHeaderSize + 1, [&](FrameWriter& w) { return w.OpenFail(id, failure); });
+  GrantWindow(id, *u, false);
 }
 
 void TunnelConnection::StartPumps(const StreamPtr& s) {
+  s->pumping = true;
   auto self = shared_from_this();
   auto ex = socket_.get_executor();
   asio::co_spawn(
@@ -533,12 +854,17 @@ void TunnelConnection::StartPumps(const StreamPtr& s) {
 }
 
 asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
-  // Waits until the local socket is readable, then reads straight into a DATA frame of the open
-  // record (zero copy, no per-stream send buffer). The window and the write buffer are checked
-  // in the same step as the read, so concurrent uplinks can never oversubscribe the peer's
-  // windows, and the write buffer holds at most write_buffer_limit + one record of data.
+  // Waits until the local socket is readable, then reads straight into DATA frames of the data
+  // queue (zero copy, no per-stream send buffer; one scatter read fills up to 16 records). The
+  // window and the write buffer are checked in the same step as the read, so concurrent uplinks
+  // can never oversubscribe the peer's windows, and the data queue holds at most
+  // write_buffer_limit + one read of data.
   for (;;) {
     if (s->dead || closing_ || !table_.state(s->id)) co_return;
+    if (paused_) {
+      co_await WaitSignal(resume_signal_);
+      continue;
+    }
     size_t can = table_.CanSend(s->id);
     if (can == 0 || !CanQueueData()) {
       // Back-pressure: the local socket is not read while the stream cannot send.
@@ -555,30 +881,29 @@ asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
     if (s->dead || closing_) co_return;
     // Read what is there (up to kStreamChunk per wake-up) while windows and room allow.
     size_t total = 0;
-    while (!ec && total < kStreamChunk) {
+    while (!ec && total < kStreamChunk && !paused_) {
       can = table_.CanSend(s->id);
       if (can == 0 || !CanQueueData()) break;
-      if (rec_open_ && kMaxRecordPlaintext - rec_plain_ < kFrameHeaderSize + 1) SealRecord();
-      if (!rec_open_) StartRecord();
-      FrameWriter w(std::span<uint8_t>(wbuf_.data() + rec_start_ + kRecordHeaderSize + rec_plain_,
-                                       kMaxRecordPlaintext - rec_plain_));
-      auto area = w.BeginData(s->id, can);
-      if (!area) break;  // cannot happen: the record has room for a header and a byte
-      size_t n = s->socket.read_some(asio::buffer(area->data(), area->size()), ec);
-      w.CommitData(n);
+      const size_t max =
+          std::min({can, kStreamChunk - total, options_.write_buffer_limit - data_.used});
+      const size_t n = ReadIntoRecords(*s, max, ec);
       if (n == 0) break;
-      rec_plain_ += w.size();
-      wused_ += w.size();
       (void)table_.Sent(s->id, n);
+      CountData(n, true);
       total += n;
       Notify(write_signal_);
-      if (n < area->size()) break;  // drained for now
+      if (n < max) break;  // drained for now
     }
     if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
     if (ec == asio::error::eof) {
+      // An early stream may not send FIN before OPEN_OK: wait for the answer.
+      while (!s->dead && !closing_ && table_.state(s->id) == StreamState::kOpening) {
+        co_await WaitSignal(s->tx_signal);
+      }
+      if (s->dead || closing_) co_return;
       auto removed = table_.Fin(s->id);
       if (removed) {
-        AppendFrame(kFrameHeaderSize, [&](FrameWriter& w) { return w.Fin(s->id); });
+        AppendFrame(false, kFrameHeaderSize, [&](FrameWriter& w) { return w.Fin(s->id); });
         if (*removed) streams_.erase(s->id);
       }
       co_return;
@@ -607,7 +932,7 @@ asio::awaitable<void> TunnelConnection::Downlink(StreamPtr s) {
       s->rx_writing.clear();
       auto u = table_.Consumed(s->id, n);
       if (u) {
-        AppendWindow(s->id, *u, !u->stream_removed);
+        GrantWindow(s->id, *u, !u->stream_removed);
         if (u->stream_removed) streams_.erase(s->id);
       }
       continue;

@@ -2,19 +2,27 @@
 // TunnelConnection: one established tunnel (after the handshake) over a TCP socket, for either
 // role. It owns the socket, the record sealer/opener and the StreamTable, runs a read loop
 // (large reads, whole records opened in place, frames dispatched to the table), a write loop
-// (frames coalesced into records, records into one large write; one write in flight), a
+// (frames coalesced into records, records sealed just before one gathered write; one write in
+// flight; tunnel frames such as WINDOW, PING/PONG and CONTROL go ahead of queued stream data), a
 // keepalive/idle timer, and two pumps per attached stream (local socket <-> tunnel) with
-// per-stream back-pressure (a local socket is not read while its send window is 0 or the
-// tunnel's write buffer is full).
+// per-stream back-pressure (a local socket is not read while its send window is 0, the tunnel's
+// write buffer is full or forwarding is paused).
+//
+// Hooks for the payment layer: a control channel (SetControlHandler / SendControl), meters of
+// the DATA payload bytes each way with an observer every N bytes (SetMeterObserver), and a pause
+// switch that stops new data both ways within the flow-control windows (SetForwardingPaused).
+// docs/tunnel.md, "Sessions", defines exactly which bytes are metered.
 //
 // Threading: every method must be called on the io_context's (single) thread; the object is
-// not thread-safe. Ownership: held by shared_ptr; its coroutines keep it alive until the
-// tunnel closes. A protocol violation or I/O error ends the whole tunnel (one log line, a CLOSE
-// frame where possible); the `on_closed` callback then runs once.
+// not thread-safe. Callbacks run on that thread. Ownership: held by shared_ptr; its coroutines
+// keep it alive until the tunnel closes. A protocol violation or I/O error ends the whole tunnel
+// (one log line, a CLOSE frame where possible); the `on_closed` callback then runs once.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +51,8 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // AcceptStream or RefuseStream (either may report that the stream is gone meanwhile).
   using OpenHandler = std::function<void(uint32_t id, const Destination& destination)>;
   using ClosedHandler = std::function<void()>;
+  // Called once per CONTROL frame received; `message` is valid only during the call.
+  using ControlHandler = std::function<void(ByteSpan message)>;
 
   TunnelConnection(tcp::socket socket, const SessionKeys& keys, Role role,
                    ConnectionOptions options, std::string name);
@@ -55,9 +65,18 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
 
   // Client: opens a stream to `destination` and waits for the exit's answer (bounded by
   // options.open_timeout). Returns the stream id, or the failure to report to the SOCKS client.
-  asio::awaitable<Result<uint32_t, OpenFailure>> OpenStream(const Destination& destination);
-  // Client: attaches the local socket to an opened stream and starts pumping; `early` (bytes
-  // the SOCKS client sent after its request) is sent first.
+  // (`destination` is taken by value: the coroutine keeps its own copy.)
+  asio::awaitable<Result<uint32_t, OpenFailure>> OpenStream(Destination destination);
+  // Client, pipelined open: sends OPEN and returns the new stream id at once, without waiting
+  // for the exit (the stream is opening). Attach the local socket right away with
+  // AttachStream: up to kMaxEarlyData bytes (its `early` bytes, then what the uplink reads) go
+  // out before OPEN_OK; the rest waits for it. If the exit refuses (OPEN_FAIL) or does not
+  // answer within options.open_timeout, the local socket is closed with a reset (RST) and the
+  // early data is lost. Fails at once only like OpenStream's local failures (tunnel closed,
+  // stream limit).
+  Result<uint32_t, OpenFailure> OpenStreamEarly(const Destination& destination);
+  // Client: attaches the local socket to a stream (opened, or opening after OpenStreamEarly)
+  // and starts pumping; `early` (bytes the SOCKS client sent after its request) is sent first.
   void AttachStream(uint32_t id, tcp::socket socket, ByteSpan early);
   // Either side: abandons a stream (RESET to the peer).
   void CancelStream(uint32_t id);
@@ -71,6 +90,48 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // Ends the tunnel (CLOSE frame with `reason` when `send_close`).
   void Close(CloseReason reason, const std::string& why, bool send_close);
 
+  // ---- Control channel (payment messages) --------------------------------------------------
+  // `handler` is called on the io thread for each CONTROL frame received, in order, while the
+  // record that carried it is being processed; `message` (0..kMaxControlPayload bytes) is valid
+  // only during the call. The handler may call any method of this object (SendControl, Close,
+  // SetForwardingPaused, ...). An empty handler drops CONTROL frames (debug log). Replaces any
+  // earlier handler; may be set before or after Start.
+  void SetControlHandler(ControlHandler handler);
+  // Queues one CONTROL frame carrying `message` (copied). It goes ahead of stream data already
+  // queued: it is in the first record of the next write (never held back by DATA, windows or
+  // SetForwardingPaused). False, and nothing is sent, when the tunnel is closed (or closing) or
+  // `message` is longer than kMaxControlPayload. A peer that stops reading while control frames
+  // pile up beyond the tunnel's slack (1 MiB) ends the tunnel (kFlowControl); SendControl then
+  // returns false as well. Accepted messages are never dropped while the tunnel lives.
+  bool SendControl(ByteSpan message);
+
+  // ---- Metering -----------------------------------------------------------------------------
+  // Metered bytes are DATA frame payload bytes only (no frame or record headers, tags, control,
+  // WINDOW, ... frames). Sent: payload bytes this side has put into DATA frames (queued for the
+  // peer; counted when queued). Received: payload bytes of DATA frames accepted from the peer
+  // (every DATA frame that passed the flow-control checks, including frames for a stream this
+  // side already closed, whose bytes are then discarded). So one side's sent equals the other's
+  // received once the frames in flight have arrived.
+  uint64_t data_bytes_sent() const { return data_sent_; }
+  uint64_t data_bytes_received() const { return data_received_; }
+  // Calls `fn` once for every multiple of `every_bytes` that data_bytes_sent() +
+  // data_bytes_received() crosses from now on (several calls when one step crosses several).
+  // Calls are posted to the io thread (never inside frame handling or a pump), so they run soon
+  // after the crossing; the counters may have moved further by then, and calls due when the
+  // tunnel closes still run. `every_bytes` 0 or an empty `fn` removes the observer. Replaces any
+  // earlier observer (calls already due for it are dropped).
+  void SetMeterObserver(uint64_t every_bytes, std::function<void()> fn);
+
+  // ---- Pause --------------------------------------------------------------------------------
+  // While paused this side reads none of its local sockets (no new DATA originates here) and
+  // withholds the WINDOW credit it owes the peer (so the peer's DATA stops once it has used the
+  // windows it was granted: at most the tunnel window, 8 MiB, and a stream window, 512 KiB, per
+  // stream). Data already received is still delivered to the local sockets; OPENs, FIN, RESET,
+  // PING/PONG and CONTROL are handled as usual. Unpausing sends the withheld credit at once and
+  // wakes the pumps. Idempotent.
+  void SetForwardingPaused(bool paused);
+  bool forwarding_paused() const { return paused_; }
+
   bool closed() const { return closing_; }
   size_t stream_count() const { return streams_.size(); }
   const std::string& name() const { return name_; }
@@ -78,6 +139,34 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
  private:
   struct Stream;
   using StreamPtr = std::shared_ptr<Stream>;
+
+  // Records queued for one write, unsealed until the write: each is header (2) || plaintext ||
+  // room for the tag (16), back to back in `bytes`; the last one may still be open.
+  struct RecordQueue {
+    struct Record {
+      size_t start;
+      size_t plain;
+    };
+    std::vector<uint8_t> bytes;
+    std::vector<Record> records;  // finished records (plaintext complete)
+    size_t used = 0;              // bytes taken, the open record included
+    size_t open_start = 0;
+    size_t open_plain = 0;
+    bool open = false;
+
+    bool empty() const { return used == 0; }
+    // Makes sure `n` more whole records fit without reallocating.
+    void Reserve(size_t n);
+    // The free plaintext area of the open record, after starting a new record when the open one
+    // has fewer than `need` bytes free.
+    std::span<uint8_t> Room(size_t need);
+    void Commit(size_t n) {
+      open_plain += n;
+      used += n;
+    }
+    void Finish();
+    void Clear();
+  };
 
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
@@ -88,23 +177,41 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // Applies one record's frames; false when the tunnel ended.
   bool HandleRecord(ByteSpan plaintext);
   bool HandleAction(const Action& action);
+  // Writes the DATA of the current read batch that is still in the read buffer straight to the
+  // streams' local sockets (gathered, non-blocking); the rest is copied to the streams' buffers.
+  void FlushDirect();
   void StartPumps(const StreamPtr& s);
+  // Client: allocates a stream and queues its OPEN.
+  Result<StreamPtr, OpenFailure> BeginOpen(const Destination& destination);
+  // Client: waits for OPEN_OK / OPEN_FAIL (bounded by options.open_timeout; RESET on timeout).
+  asio::awaitable<Result<uint32_t, OpenFailure>> AwaitOpen(StreamPtr s);
+  // Makes the coming close of the stream's local socket send RST.
+  static void AbortLocalSocket(Stream& s);
   // Local reset: RESET frame, socket closed, stream forgotten.
   void ResetStream(const StreamPtr& s, ResetCode code);
   // The peer reset / the tunnel ended: socket closed, stream forgotten.
   void KillStream(const StreamPtr& s);
   StreamPtr FindStream(uint32_t id);
 
-  // Write path. Each Append* adds one whole frame to the current record (sealing it and
-  // starting another when full) and wakes the writer.
+  // Write path. Append* adds one whole frame to the control queue (tunnel frames: OPEN*,
+  // WINDOW, PING, PONG, CONTROL; written first) or the data queue (DATA, FIN, RESET, CLOSE;
+  // stream order) and wakes the writer. False when nothing was queued (tunnel closing, encoder
+  // refused, or the control queue overflowed, which closes the tunnel).
   template <class Fn>
-  void AppendFrame(size_t frame_size, Fn&& fn);
+  bool AppendFrame(bool control, size_t frame_size, Fn&& fn);
   void AppendData(uint32_t id, ByteSpan data);
-  void AppendWindow(uint32_t id, const WindowUpdate& update, bool stream_too);
-  void StartRecord();
-  void SealRecord();
-  void SealRekey();
-  bool CanQueueData() const { return wused_ < options_.write_buffer_limit; }
+  // Reads the stream's local socket straight into DATA frames of the data queue (several
+  // records per read with a scatter read); returns the payload bytes read.
+  size_t ReadIntoRecords(Stream& s, size_t max, error_code& ec);
+  // Sends (or, while paused, withholds) WINDOW credit.
+  void GrantWindow(uint32_t id, const WindowUpdate& update, bool stream_too);
+  void SendWindowFrames(uint32_t id, uint64_t increment);
+  // Seals both queues into wire records (control first, REKEY records where due) and lists the
+  // byte ranges to write in iov_.
+  bool SealForWrite();
+  bool CanQueueData() const { return data_.used < options_.write_buffer_limit; }
+  void CountData(uint64_t n, bool sent);
+  void RunMeterObserver();
   uint64_t NowMs() const;
 
   tcp::socket socket_;
@@ -117,23 +224,39 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   std::unordered_map<uint32_t, StreamPtr> streams_;
   OpenHandler on_open_;
   ClosedHandler on_closed_;
+  ControlHandler on_control_;
 
   std::vector<uint8_t> rbuf_;
-  std::vector<uint8_t> wbuf_;         // sealed records, then the open record
-  std::vector<uint8_t> wbuf_flight_;  // the records being written
-  size_t wused_ = 0;
-  size_t rec_start_ = 0;
-  size_t rec_plain_ = 0;
-  bool rec_open_ = false;
+  std::vector<StreamPtr> direct_streams_;  // streams with DATA in `direct` (this batch)
+  RecordQueue data_;                       // stream data being queued
+  RecordQueue control_;                    // tunnel frames being queued (written first)
+  RecordQueue data_flight_;                // being written
+  RecordQueue control_flight_;             // being written
+  std::vector<asio::const_buffer> iov_;
+  std::array<uint8_t, 2 * kRecordOverhead> rekey_records_{};
+  bool rekey_requested_ = false;
 
-  asio::steady_timer write_signal_;  // wakes the writer
-  asio::steady_timer room_signal_;   // wakes uplinks blocked on the buffer / tunnel window
+  asio::steady_timer write_signal_;   // wakes the writer
+  asio::steady_timer room_signal_;    // wakes uplinks blocked on the buffer / tunnel window
+  asio::steady_timer resume_signal_;  // wakes uplinks blocked by the pause
   asio::steady_timer keepalive_timer_;
   std::chrono::steady_clock::time_point last_rx_;
   std::chrono::steady_clock::time_point last_rekey_;
   bool closing_ = false;
   bool closed_notified_ = false;
   bool writer_done_ = false;
+
+  // Metering and pause.
+  uint64_t data_sent_ = 0;
+  uint64_t data_received_ = 0;
+  uint64_t meter_every_ = 0;
+  uint64_t meter_marks_ = 0;  // multiples of meter_every_ already reported (or due)
+  uint64_t meter_due_ = 0;    // observer calls owed
+  uint64_t meter_generation_ = 0;
+  bool meter_posted_ = false;
+  std::shared_ptr<std::function<void()>> meter_fn_;
+  bool paused_ = false;
+  uint64_t withheld_tunnel_credit_ = 0;
 };
 
 }  // namespace dvpn::tunnel::session

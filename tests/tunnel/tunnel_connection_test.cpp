@@ -1,0 +1,660 @@
+// TunnelConnection over a real loopback TCP connection, both roles in this process: the control
+// channel, the DATA meters and their observer, the forwarding pause, and control frames going
+// ahead of queued stream data. Each side has its own io_context; the test drives both from its
+// thread with bounded polling (every wait has a deadline).
+
+#include "tunnel/session/tunnel_connection.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dvpn::tunnel::session {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kWait = 20s;  // deadline for anything that should happen
+
+uint8_t PatternByte(uint64_t seed, uint64_t i) {
+  return static_cast<uint8_t>((i * 131 + seed * 7 + (i >> 13)) & 0xFF);
+}
+
+// Writes `total` pattern bytes to a socket, then (optionally) shuts down its write side.
+struct Writer {
+  size_t total = 0;
+  size_t written = 0;
+  bool done = false;
+  bool failed = false;
+};
+asio::awaitable<void> WritePattern(std::shared_ptr<tcp::socket> s, std::shared_ptr<Writer> w,
+                                   uint64_t seed, bool shutdown_after) {
+  std::vector<uint8_t> buf(64 * 1024);
+  while (w->written < w->total) {
+    size_t n = std::min(buf.size(), w->total - w->written);
+    for (size_t i = 0; i < n; ++i) buf[i] = PatternByte(seed, w->written + i);
+    error_code ec;
+    co_await asio::async_write(*s, asio::buffer(buf.data(), n),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      w->failed = true;
+      co_return;
+    }
+    w->written += n;
+  }
+  if (shutdown_after) {
+    error_code ignored;
+    s->shutdown(tcp::socket::shutdown_send, ignored);
+  }
+  w->done = true;
+}
+
+// Reads until EOF, checking the pattern.
+struct Reader {
+  size_t got = 0;
+  bool eof = false;
+  bool corrupt = false;
+  bool failed = false;
+};
+asio::awaitable<void> ReadPattern(std::shared_ptr<tcp::socket> s, std::shared_ptr<Reader> r,
+                                  uint64_t seed) {
+  std::vector<uint8_t> buf(64 * 1024);
+  for (;;) {
+    error_code ec;
+    size_t n = co_await s->async_read_some(asio::buffer(buf),
+                                           asio::redirect_error(asio::use_awaitable, ec));
+    for (size_t i = 0; i < n; ++i) {
+      if (buf[i] != PatternByte(seed, r->got + i)) r->corrupt = true;
+    }
+    r->got += n;
+    if (ec == asio::error::eof) {
+      r->eof = true;
+      co_return;
+    }
+    if (ec) {
+      r->failed = true;
+      co_return;
+    }
+  }
+}
+
+std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string Text(ByteSpan b) { return {b.begin(), b.end()}; }
+
+class TunnelConnectionTest : public ::testing::Test {
+ protected:
+  // A stream from a test "application" socket through the client, the tunnel and the exit to a
+  // test "upstream" socket.
+  struct StreamEnds {
+    uint32_t id = 0;
+    std::shared_ptr<tcp::socket> app;       // on client_io_
+    std::shared_ptr<tcp::socket> upstream;  // on exit_io_
+  };
+
+  void SetUp() override { Connect(ConnectionOptions{}); }
+
+  void Connect(ConnectionOptions options) {
+    tcp::acceptor listener(exit_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    tcp::socket client_socket(client_io_);
+    client_socket.connect(listener.local_endpoint());
+    tcp::socket exit_socket = listener.accept();
+
+    SessionKeys client_keys;
+    SessionKeys exit_keys;
+    client_keys.cipher = exit_keys.cipher = Cipher::kChaCha20Poly1305;
+    client_keys.send_key.fill(0x11);
+    client_keys.recv_key.fill(0x22);
+    exit_keys.send_key.fill(0x22);
+    exit_keys.recv_key.fill(0x11);
+    client_ = std::make_shared<TunnelConnection>(std::move(client_socket), client_keys,
+                                                 Role::kClient, options, "client");
+    exit_ = std::make_shared<TunnelConnection>(std::move(exit_socket), exit_keys, Role::kExit,
+                                               options, "exit");
+
+    upstream_listener_.emplace(exit_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    app_listener_.emplace(client_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    asio::co_spawn(exit_io_, AcceptUpstreams(), asio::detached);
+
+    exit_->Start(
+        [this](uint32_t id, const Destination&) {
+          if (defer_accept_) {
+            pending_opens_.push_back(id);
+          } else {
+            ConnectAndAccept(id);
+          }
+        },
+        [this] { exit_closed_ = true; });
+    client_->Start(nullptr, [this] { client_closed_ = true; });
+  }
+
+  void TearDown() override {
+    if (client_) client_->Close(CloseReason::kNormal, "test over", true);
+    if (exit_) exit_->Close(CloseReason::kNormal, "test over", true);
+    RunUntil([&] { return client_closed_ && exit_closed_; }, 5s);
+    error_code ignored;
+    if (upstream_listener_) upstream_listener_->close(ignored);
+    if (app_listener_) app_listener_->close(ignored);
+    for (auto& s : upstreams_) s->close(ignored);
+    // Let every coroutine see its socket closed and end (bounded).
+    for (int i = 0; i < 100 && (client_io_.poll() + exit_io_.poll()) > 0; ++i) {
+    }
+  }
+
+  // Exit side of an OPEN: connects to the upstream listener, then AcceptStream.
+  void ConnectAndAccept(uint32_t id) {
+    std::weak_ptr<TunnelConnection> weak_exit = exit_;
+    auto socket = std::make_shared<tcp::socket>(exit_io_);
+    socket->async_connect(upstream_listener_->local_endpoint(),
+                          [weak_exit, id, socket](error_code ec) {
+                            auto exit = weak_exit.lock();
+                            if (!exit) return;
+                            if (ec) {
+                              exit->RefuseStream(id, OpenFailure::kRefused);
+                            } else {
+                              exit->AcceptStream(id, std::move(*socket));
+                            }
+                          });
+  }
+
+  // Client side of a pipelined open: OpenStreamEarly, then an app socket attached at once with
+  // `early` as the bytes the SOCKS client sent after its request.
+  StreamEnds OpenEarlyStream(ByteSpan early) {
+    StreamEnds ends;
+    destination_ = Destination::Ipv4({127, 0, 0, 1}, upstream_listener_->local_endpoint().port());
+    auto id = client_->OpenStreamEarly(destination_);
+    if (!id) {
+      ADD_FAILURE() << "OpenStreamEarly: " << id.error().message;
+      return ends;
+    }
+    ends.id = *id;
+    ends.app = std::make_shared<tcp::socket>(client_io_);
+    ends.app->connect(app_listener_->local_endpoint());
+    client_->AttachStream(ends.id, app_listener_->accept(), early);
+    return ends;
+  }
+
+  asio::awaitable<void> AcceptUpstreams() {
+    for (;;) {
+      auto s = std::make_shared<tcp::socket>(exit_io_);
+      error_code ec;
+      co_await upstream_listener_->async_accept(*s, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      upstreams_.push_back(s);
+    }
+  }
+
+  // Runs both io_contexts (or only the client's) until `pred` holds or `timeout` passes.
+  bool RunUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout = kWait,
+                bool run_exit = true) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      RunSome(run_exit);
+    }
+    return true;
+  }
+  // Runs both io_contexts for `d` (to show that something does not happen).
+  void RunFor(std::chrono::milliseconds d, bool run_exit = true) {
+    auto deadline = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < deadline) RunSome(run_exit);
+  }
+  void RunSome(bool run_exit) {
+    if (client_io_.stopped()) client_io_.restart();
+    if (exit_io_.stopped()) exit_io_.restart();
+    size_t n = client_io_.poll();
+    if (run_exit) n += exit_io_.poll();
+    if (n == 0) {
+      client_io_.run_one_for(200us);
+      if (run_exit) exit_io_.run_one_for(200us);
+    }
+  }
+
+  // Opens a stream from the client to the upstream listener and attaches an app socket.
+  StreamEnds OpenStream() {
+    StreamEnds ends;
+    auto opened = std::make_shared<std::optional<Result<uint32_t, OpenFailure>>>();
+    const size_t upstreams_before = upstreams_.size();
+    // OpenStream takes the destination by reference: it must outlive the coroutine.
+    destination_ = Destination::Ipv4({127, 0, 0, 1}, upstream_listener_->local_endpoint().port());
+    asio::co_spawn(client_io_, client_->OpenStream(destination_),
+                   [opened](std::exception_ptr, Result<uint32_t, OpenFailure> r) { *opened = r; });
+    EXPECT_TRUE(
+        RunUntil([&] { return opened->has_value() && upstreams_.size() > upstreams_before; }));
+    if (!opened->has_value() || !**opened) {
+      ADD_FAILURE() << "OpenStream failed";
+      return ends;
+    }
+    ends.id = ***opened;
+    ends.upstream = upstreams_.back();
+    ends.app = std::make_shared<tcp::socket>(client_io_);
+    ends.app->connect(app_listener_->local_endpoint());
+    tcp::socket local = app_listener_->accept();
+    client_->AttachStream(ends.id, std::move(local), {});
+    return ends;
+  }
+
+  // Moves `up` bytes app -> upstream and `down` bytes upstream -> app on a new stream, both
+  // ways at once, with half-closes; checks integrity.
+  void TransferBothWays(size_t up, size_t down, uint64_t seed) {
+    auto ends = OpenStream();
+    ASSERT_NE(ends.id, 0u);
+    auto w_up = std::make_shared<Writer>();
+    auto w_down = std::make_shared<Writer>();
+    auto r_up = std::make_shared<Reader>();
+    auto r_down = std::make_shared<Reader>();
+    w_up->total = up;
+    w_down->total = down;
+    asio::co_spawn(client_io_, WritePattern(ends.app, w_up, seed, true), asio::detached);
+    asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, seed + 1), asio::detached);
+    asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, seed + 1, true), asio::detached);
+    asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, seed), asio::detached);
+    ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
+        << "up " << r_up->got << "/" << up << ", down " << r_down->got << "/" << down;
+    EXPECT_EQ(r_up->got, up);
+    EXPECT_EQ(r_down->got, down);
+    EXPECT_FALSE(r_up->corrupt);
+    EXPECT_FALSE(r_down->corrupt);
+  }
+
+  asio::io_context client_io_;
+  asio::io_context exit_io_;
+  std::shared_ptr<TunnelConnection> client_;
+  std::shared_ptr<TunnelConnection> exit_;
+  std::optional<tcp::acceptor> upstream_listener_;
+  std::optional<tcp::acceptor> app_listener_;
+  std::deque<std::shared_ptr<tcp::socket>> upstreams_;
+  Destination destination_;
+  bool defer_accept_ = false;  // the exit leaves OPENs in pending_opens_ for the test
+  std::vector<uint32_t> pending_opens_;
+  bool client_closed_ = false;
+  bool exit_closed_ = false;
+};
+
+// ---- control channel -----------------------------------------------------------------------
+
+TEST_F(TunnelConnectionTest, ControlRoundTripBothDirections) {
+  std::vector<std::string> at_exit;
+  std::vector<std::string> at_client;
+  exit_->SetControlHandler([&](ByteSpan m) {
+    at_exit.push_back(Text(m));
+    EXPECT_TRUE(exit_->SendControl(Bytes("re:" + Text(m))));  // answering from the handler
+  });
+  client_->SetControlHandler([&](ByteSpan m) { at_client.push_back(Text(m)); });
+
+  ASSERT_TRUE(client_->SendControl(Bytes("invoice?")));
+  ASSERT_TRUE(client_->SendControl(Bytes("promise")));
+  ASSERT_TRUE(RunUntil([&] { return at_client.size() == 2; }));
+  EXPECT_EQ(at_exit, (std::vector<std::string>{"invoice?", "promise"}));
+  EXPECT_EQ(at_client, (std::vector<std::string>{"re:invoice?", "re:promise"}));
+
+  // The exit starts a conversation too; empty and maximum-size messages are fine.
+  std::vector<uint8_t> big(kMaxControlPayload);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 7);
+  ASSERT_TRUE(exit_->SendControl(Bytes("invoice 7")));
+  ASSERT_TRUE(exit_->SendControl({}));
+  ASSERT_TRUE(exit_->SendControl(big));
+  ASSERT_TRUE(RunUntil([&] { return at_client.size() == 5; }));
+  EXPECT_EQ(at_client[2], "invoice 7");
+  EXPECT_EQ(at_client[3], "");
+  EXPECT_EQ(at_client[4], std::string(big.begin(), big.end()));
+  // Control bytes are not metered.
+  EXPECT_EQ(client_->data_bytes_sent() + client_->data_bytes_received(), 0u);
+  EXPECT_EQ(exit_->data_bytes_sent() + exit_->data_bytes_received(), 0u);
+}
+
+TEST_F(TunnelConnectionTest, OversizeControlIsRefusedAndTheTunnelGoesOn) {
+  std::vector<std::string> at_exit;
+  exit_->SetControlHandler([&](ByteSpan m) { at_exit.push_back(Text(m)); });
+  std::vector<uint8_t> too_big(kMaxControlPayload + 1, 0x42);
+  EXPECT_FALSE(client_->SendControl(too_big));
+  EXPECT_FALSE(exit_->SendControl(too_big));
+  ASSERT_TRUE(client_->SendControl(Bytes("after")));
+  ASSERT_TRUE(RunUntil([&] { return at_exit.size() == 1; }));
+  EXPECT_EQ(at_exit[0], "after");
+  EXPECT_FALSE(client_->closed());
+  EXPECT_FALSE(exit_->closed());
+}
+
+TEST_F(TunnelConnectionTest, SendControlOnAClosedTunnelFails) {
+  client_->Close(CloseReason::kNormal, "done", true);
+  EXPECT_FALSE(client_->SendControl(Bytes("late")));
+  ASSERT_TRUE(RunUntil([&] { return exit_->closed(); }));
+  EXPECT_FALSE(exit_->SendControl(Bytes("late")));
+}
+
+TEST_F(TunnelConnectionTest, ControlHandlerMayCloseTheTunnel) {
+  exit_->SetControlHandler(
+      [&](ByteSpan) { exit_->Close(CloseReason::kPaymentRequired, "no payment", true); });
+  ASSERT_TRUE(client_->SendControl(Bytes("bad promise")));
+  ASSERT_TRUE(RunUntil([&] { return client_closed_ && exit_closed_; }));
+}
+
+// ---- meters ----------------------------------------------------------------------------------
+
+TEST_F(TunnelConnectionTest, MetersAgreeOnBothSidesAfterTransfersBothWays) {
+  TransferBothWays(3 * 1024 * 1024 + 123, 5 * 1024 * 1024 + 7, 1);
+  TransferBothWays(1, 70'000, 2);
+  const uint64_t up = 3 * 1024 * 1024 + 123 + 1;
+  const uint64_t down = 5 * 1024 * 1024 + 7 + 70'000;
+  ASSERT_TRUE(RunUntil([&] {
+    return exit_->data_bytes_received() == up && client_->data_bytes_received() == down;
+  }));
+  EXPECT_EQ(client_->data_bytes_sent(), up);
+  EXPECT_EQ(exit_->data_bytes_received(), up);
+  EXPECT_EQ(exit_->data_bytes_sent(), down);
+  EXPECT_EQ(client_->data_bytes_received(), down);
+}
+
+TEST_F(TunnelConnectionTest, MeterObserverFiresAtEveryMultiple) {
+  constexpr uint64_t kEvery = 100'000;  // not a multiple of the frame or record size
+  std::vector<uint64_t> client_totals;
+  std::vector<uint64_t> exit_totals;
+  client_->SetMeterObserver(kEvery, [&] {
+    client_totals.push_back(client_->data_bytes_sent() + client_->data_bytes_received());
+  });
+  exit_->SetMeterObserver(kEvery, [&] {
+    exit_totals.push_back(exit_->data_bytes_sent() + exit_->data_bytes_received());
+  });
+  TransferBothWays(1'234'567, 2'345'678, 3);
+  const uint64_t total = 1'234'567 + 2'345'678;
+  ASSERT_TRUE(RunUntil([&] {
+    return client_totals.size() == total / kEvery && exit_totals.size() == total / kEvery;
+  })) << client_totals.size()
+      << " " << exit_totals.size();
+  RunFor(50ms);
+  EXPECT_EQ(client_totals.size(), total / kEvery);
+  EXPECT_EQ(exit_totals.size(), total / kEvery);
+  // The k-th call comes after the k-th multiple was crossed.
+  for (size_t k = 0; k < client_totals.size(); ++k) EXPECT_GE(client_totals[k], (k + 1) * kEvery);
+  for (size_t k = 0; k < exit_totals.size(); ++k) EXPECT_GE(exit_totals[k], (k + 1) * kEvery);
+
+  // Removing the observer stops the calls.
+  client_->SetMeterObserver(0, nullptr);
+  exit_->SetMeterObserver(0, nullptr);
+  TransferBothWays(500'000, 500'000, 4);
+  RunFor(50ms);
+  EXPECT_EQ(client_totals.size(), total / kEvery);
+  EXPECT_EQ(exit_totals.size(), total / kEvery);
+}
+
+// ---- pause -----------------------------------------------------------------------------------
+
+class PauseTest : public TunnelConnectionTest, public ::testing::WithParamInterface<bool> {};
+
+// Pauses one side, then: a new stream still opens; the paused side sends no DATA and the other
+// side's DATA stops at the stream window; control still flows; already-received data is
+// delivered. Resuming completes both transfers intact.
+TEST_P(PauseTest, PauseStopsDataWithinTheWindowAndResumeCompletesTheTransfer) {
+  const bool pause_exit = GetParam();
+  TunnelConnection& paused = pause_exit ? *exit_ : *client_;
+  TunnelConnection& other = pause_exit ? *client_ : *exit_;
+  paused.SetForwardingPaused(true);
+  EXPECT_TRUE(paused.forwarding_paused());
+
+  auto ends = OpenStream();  // OPEN is handled while paused
+  ASSERT_NE(ends.id, 0u);
+  constexpr size_t kBytes = 2 * 1024 * 1024;
+  auto w_up = std::make_shared<Writer>();
+  auto w_down = std::make_shared<Writer>();
+  auto r_up = std::make_shared<Reader>();
+  auto r_down = std::make_shared<Reader>();
+  w_up->total = w_down->total = kBytes;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 5, true), asio::detached);
+  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 6), asio::detached);
+  asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, 6, true), asio::detached);
+  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 5), asio::detached);
+
+  // The other side sends exactly its stream window, which the paused side still delivers
+  // locally; then nothing more moves.
+  const uint64_t window = kInitialStreamWindow;
+  ASSERT_TRUE(RunUntil([&] { return other.data_bytes_sent() == window; }));
+  Reader& delivered_by_paused = pause_exit ? *r_up : *r_down;
+  ASSERT_TRUE(RunUntil([&] { return delivered_by_paused.got == window; }));
+  std::vector<std::string> at_other;
+  other.SetControlHandler([&](ByteSpan m) { at_other.push_back(Text(m)); });
+  ASSERT_TRUE(paused.SendControl(Bytes("pay me")));  // control flows while paused
+  ASSERT_TRUE(RunUntil([&] { return at_other.size() == 1; }));
+  RunFor(300ms);
+  EXPECT_EQ(paused.data_bytes_sent(), 0u);
+  EXPECT_EQ(other.data_bytes_received(), 0u);
+  EXPECT_EQ(other.data_bytes_sent(), window);
+  EXPECT_EQ(paused.data_bytes_received(), window);
+  EXPECT_EQ(delivered_by_paused.got, window);
+  EXPECT_EQ((pause_exit ? *r_down : *r_up).got, 0u);
+
+  paused.SetForwardingPaused(false);
+  ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
+      << "up " << r_up->got << ", down " << r_down->got;
+  EXPECT_EQ(r_up->got, kBytes);
+  EXPECT_EQ(r_down->got, kBytes);
+  EXPECT_FALSE(r_up->corrupt);
+  EXPECT_FALSE(r_down->corrupt);
+  ASSERT_TRUE(RunUntil([&] {
+    return paused.data_bytes_received() == kBytes && other.data_bytes_received() == kBytes;
+  }));
+  EXPECT_EQ(paused.data_bytes_sent(), kBytes);
+  EXPECT_EQ(other.data_bytes_sent(), kBytes);
+}
+
+TEST_P(PauseTest, PauseAndResumeRepeatedlyDuringATransfer) {
+  const bool pause_exit = GetParam();
+  TunnelConnection& paused = pause_exit ? *exit_ : *client_;
+  auto ends = OpenStream();
+  ASSERT_NE(ends.id, 0u);
+  constexpr size_t kBytes = 8 * 1024 * 1024;
+  auto w_up = std::make_shared<Writer>();
+  auto w_down = std::make_shared<Writer>();
+  auto r_up = std::make_shared<Reader>();
+  auto r_down = std::make_shared<Reader>();
+  w_up->total = w_down->total = kBytes;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 7, true), asio::detached);
+  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 8), asio::detached);
+  asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, 8, true), asio::detached);
+  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 7), asio::detached);
+  // Toggle every ~512 KiB of progress until both directions are done.
+  uint64_t next = 512 * 1024;
+  auto progress = [&] { return r_up->got + r_down->got; };
+  while (!(r_up->eof && r_down->eof)) {
+    ASSERT_TRUE(RunUntil([&] { return progress() >= next || (r_up->eof && r_down->eof); }))
+        << "stuck at " << progress() << ", paused " << paused.forwarding_paused();
+    paused.SetForwardingPaused(true);
+    RunFor(5ms);
+    paused.SetForwardingPaused(false);
+    next = progress() + 512 * 1024;
+  }
+  EXPECT_EQ(r_up->got, kBytes);
+  EXPECT_EQ(r_down->got, kBytes);
+  EXPECT_FALSE(r_up->corrupt);
+  EXPECT_FALSE(r_down->corrupt);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothSides, PauseTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Exit" : "Client"; });
+
+// ---- control frames go ahead of queued data -------------------------------------------------
+
+class ControlPriorityTest : public TunnelConnectionTest {
+ protected:
+  void SetUp() override {
+    ConnectionOptions options;
+    // Large windows (both sides agree) so that the client's data queue, not the window, is what
+    // fills up while the exit does not read.
+    options.table.stream_window = 64 * 1024 * 1024;
+    options.table.tunnel_window = 64 * 1024 * 1024;
+    Connect(options);
+  }
+};
+
+TEST_F(ControlPriorityTest, ControlFrameOvertakesQueuedData) {
+  auto ends = OpenStream();
+  ASSERT_NE(ends.id, 0u);
+  auto w_up = std::make_shared<Writer>();
+  auto r_up = std::make_shared<Reader>();
+  w_up->total = 48 * 1024 * 1024;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 9, true), asio::detached);
+  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 9), asio::detached);
+  // Only the client runs: it fills the TCP buffers towards the exit, then its data queue
+  // (512 KiB); then it stops reading its application socket.
+  uint64_t last = 0;
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        RunFor(100ms, false);
+        bool stable = client_->data_bytes_sent() == last && last > 0;
+        last = client_->data_bytes_sent();
+        return stable;
+      },
+      kWait, false));
+  const uint64_t queued_by_client = client_->data_bytes_sent();
+  uint64_t received_at_control = 0;
+  bool got_control = false;
+  exit_->SetControlHandler([&](ByteSpan) {
+    got_control = true;
+    received_at_control = exit_->data_bytes_received();
+  });
+  ASSERT_TRUE(client_->SendControl(Bytes("promise")));
+  ASSERT_TRUE(RunUntil([&] { return got_control; }));
+  // The data queue (write_buffer_limit = 512 KiB of records, so a little less payload) was still
+  // queued behind the control frame. In first-in-first-out order the two would be equal.
+  EXPECT_LE(received_at_control + 500 * 1024, queued_by_client)
+      << "received " << received_at_control << " of " << queued_by_client;
+  ASSERT_TRUE(RunUntil([&] { return r_up->eof; }));
+  EXPECT_EQ(r_up->got, w_up->total);
+  EXPECT_FALSE(r_up->corrupt);
+}
+
+}  // namespace
+}  // namespace dvpn::tunnel::session
+
+namespace dvpn::tunnel::session {
+namespace {
+
+// ---- early data (pipelined open) ------------------------------------------------------------
+
+std::vector<uint8_t> PatternBytes(uint64_t seed, size_t n) {
+  std::vector<uint8_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = PatternByte(seed, i);
+  return out;
+}
+
+TEST_F(TunnelConnectionTest, EarlyDataWaitsAtTheExitWithinItsBoundThenArrivesIntact) {
+  defer_accept_ = true;
+  constexpr size_t kEarly = 300;  // "bytes after the SOCKS request"
+  constexpr size_t kTotal = 200'000;
+  auto first = PatternBytes(11, kEarly);
+  auto ends = OpenEarlyStream(first);
+  ASSERT_NE(ends.id, 0u);
+  // The application goes on writing before the exit has even connected.
+  auto w_up = std::make_shared<Writer>();
+  w_up->total = kTotal;
+  w_up->written = kEarly;  // WritePattern continues the pattern after the early bytes
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 11, true), asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return pending_opens_.size() == 1; }));
+  // Exactly kMaxEarlyData bytes cross before OPEN_OK; then nothing more.
+  ASSERT_TRUE(RunUntil([&] { return exit_->data_bytes_received() == kMaxEarlyData; }));
+  RunFor(200ms);
+  EXPECT_EQ(client_->data_bytes_sent(), kMaxEarlyData);
+  EXPECT_EQ(exit_->data_bytes_received(), kMaxEarlyData);
+  EXPECT_TRUE(upstreams_.empty());
+
+  ConnectAndAccept(pending_opens_[0]);
+  ASSERT_TRUE(RunUntil([&] { return upstreams_.size() == 1; }));
+  auto r_up = std::make_shared<Reader>();
+  asio::co_spawn(exit_io_, ReadPattern(upstreams_[0], r_up, 11), asio::detached);
+  // And the other direction works as usual.
+  auto w_down = std::make_shared<Writer>();
+  auto r_down = std::make_shared<Reader>();
+  w_down->total = 50'000;
+  asio::co_spawn(exit_io_, WritePattern(upstreams_[0], w_down, 12, true), asio::detached);
+  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 12), asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
+      << "up " << r_up->got << ", down " << r_down->got;
+  EXPECT_EQ(r_up->got, kTotal);
+  EXPECT_FALSE(r_up->corrupt);
+  EXPECT_EQ(r_down->got, 50'000u);
+  EXPECT_FALSE(r_down->corrupt);
+}
+
+TEST_F(TunnelConnectionTest, EarlyFinIsSentOnlyAfterTheOpenSucceeds) {
+  defer_accept_ = true;
+  auto ends = OpenEarlyStream({});
+  ASSERT_NE(ends.id, 0u);
+  auto w_up = std::make_shared<Writer>();
+  w_up->total = 100;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 13, true), asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return exit_->data_bytes_received() == 100; }));
+  RunFor(100ms);  // the FIN must wait for OPEN_OK (a FIN now would end the tunnel)
+  EXPECT_FALSE(exit_->closed());
+  ASSERT_EQ(pending_opens_.size(), 1u);
+  ConnectAndAccept(pending_opens_[0]);
+  ASSERT_TRUE(RunUntil([&] { return upstreams_.size() == 1; }));
+  auto r_up = std::make_shared<Reader>();
+  asio::co_spawn(exit_io_, ReadPattern(upstreams_[0], r_up, 13), asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return r_up->eof; }));
+  EXPECT_EQ(r_up->got, 100u);
+  EXPECT_FALSE(r_up->corrupt);
+  EXPECT_FALSE(exit_->closed());
+}
+
+class SmallWindowTest : public TunnelConnectionTest {
+ protected:
+  void SetUp() override {
+    ConnectionOptions options;
+    options.table.stream_window = 32 * 1024;
+    options.table.tunnel_window = 64 * 1024;
+    options.open_timeout = 300ms;
+    Connect(options);
+  }
+};
+
+TEST_F(SmallWindowTest, RefusedEarlyStreamResetsTheAppAndReturnsTheTunnelCredit) {
+  defer_accept_ = true;
+  // Six refused early streams discard 6 x 16377 bytes, more than the 64 KiB tunnel window: if
+  // the exit did not return that credit, the transfer below would stall.
+  for (int i = 0; i < 6; ++i) {
+    const uint64_t before = exit_->data_bytes_received();
+    auto ends = OpenEarlyStream({});
+    ASSERT_NE(ends.id, 0u);
+    auto w_up = std::make_shared<Writer>();
+    w_up->total = 40'000;
+    asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 14, false), asio::detached);
+    ASSERT_TRUE(RunUntil([&] {
+      return pending_opens_.size() == size_t(i + 1) &&
+             exit_->data_bytes_received() == before + kMaxEarlyData;
+    }));
+    exit_->RefuseStream(pending_opens_.back(), OpenFailure::kRefused);
+    auto r = std::make_shared<Reader>();
+    asio::co_spawn(client_io_, ReadPattern(ends.app, r, 0), asio::detached);
+    ASSERT_TRUE(RunUntil([&] { return r->eof || r->failed; }));
+    EXPECT_TRUE(r->failed) << "expected a reset, got an orderly EOF";
+  }
+  defer_accept_ = false;
+  TransferBothWays(300'000, 300'000, 15);
+  ASSERT_TRUE(RunUntil([&] {
+    return exit_->data_bytes_received() == client_->data_bytes_sent() &&
+           client_->data_bytes_received() == exit_->data_bytes_sent();
+  }));
+  EXPECT_FALSE(client_->closed());
+  EXPECT_FALSE(exit_->closed());
+}
+
+TEST_F(SmallWindowTest, UnansweredEarlyStreamTimesOutWithAReset) {
+  defer_accept_ = true;
+  auto ends = OpenEarlyStream(PatternBytes(16, 10));
+  ASSERT_NE(ends.id, 0u);
+  auto r = std::make_shared<Reader>();
+  asio::co_spawn(client_io_, ReadPattern(ends.app, r, 0), asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return r->eof || r->failed; }, 5s));
+  EXPECT_TRUE(r->failed);
+  // The exit learns it from the RESET: accepting now is refused.
+  ASSERT_EQ(pending_opens_.size(), 1u);
+  ASSERT_TRUE(RunUntil([&] { return exit_->stream_count() == 0; }));
+}
+
+}  // namespace
+}  // namespace dvpn::tunnel::session
