@@ -284,21 +284,21 @@ class Bench {
   static size_t WriteBufferBytes() {
     return session::ConnectionOptions{}.write_buffer_limit + 4 * dvpn::tunnel::kMaxRecordSize;
   }
-  static size_t TunnelBufferBytes() { return kReadBuffer + 2 * WriteBufferBytes(); }
+  // Allocated at set-up: the read buffer only (the write queues grow on demand and are empty
+  // while idle).
+  static size_t TunnelBufferBytes() { return kReadBuffer; }
 
   // The per-tunnel / per-stream buffers the session layer allocates (tunnel_connection.cpp,
   // docs/tunnel.md "Limits"), for comparison with the measured figures.
   void PrintTheory() const {
     session::ConnectionOptions c;
-    const size_t read_buffer = kReadBuffer;
     const size_t write_buffer = WriteBufferBytes();
     const size_t fixed = TunnelBufferBytes();
     std::printf("buffers from the code (per side of a tunnel):\n");
     std::printf(
-        "  tunnel, allocated at set-up: read %zu + 2 x write %zu (limit %zu + 4 records "
-        "of %zu) = %zu bytes (%.1f KiB)\n",
-        read_buffer, write_buffer, c.write_buffer_limit, dvpn::tunnel::kMaxRecordSize, fixed,
-        fixed / 1024.0);
+        "  tunnel, allocated at set-up: read buffer %zu bytes (%.1f KiB); write queues grow on "
+        "demand up to %zu bytes each (limit %zu + 4 records of %zu), empty when idle\n",
+        fixed, fixed / 1024.0, write_buffer, c.write_buffer_limit, dvpn::tunnel::kMaxRecordSize);
     std::printf(
         "  tunnel, receive buffering bound (tunnel window): %u bytes (not held when idle)\n",
         dvpn::tunnel::kInitialTunnelWindow);

@@ -22,12 +22,11 @@
 #   --no-install        do not apt-get install shadowsocks-libev when it is missing
 #   --results FILE      also append the raw RESULT lines to FILE
 #   --run-timeout SEC   upper bound for one socks_bench run, default 600
+#   --client-flag FLAG  pass FLAG to dvpn-tunnel-client (repeatable), e.g. --socks-fast-reply
 # Environment: SOCKS_BENCH_SRC overrides the path of socks_bench.c.
-# Note: the proxies (and so one dVPN tunnel) stay up for all rounds, and the exit limits new
-# streams per tunnel (burst 500, then 200/s). With the default --bytes the bulk phases give it
-# time to refill between connect phases; with a small --bytes (e.g. 64M) and --conns 500 a dvpn
-# round right after another one can be refused (socks_bench exit 2, REP=1). Use --bytes >= 256M
-# or fewer --conns for quick checks. For RTT comparisons that do not depend on where the
+# Note: the proxies (and so one dVPN tunnel) stay up for all rounds; the exit runs with
+# --new-streams-per-second 0 (no per-tunnel stream rate limit) so back-to-back connect phases
+# are not refused. For RTT comparisons that do not depend on where the
 # scheduler puts the processes, run the whole script under `taskset -c 1` (one CPU).
 # Exit status: 0 when every run succeeded, 1 on usage/setup errors, 2 when a run failed.
 set -euo pipefail
@@ -48,6 +47,7 @@ START_TIMEOUT=20  # seconds to wait for a proxy to listen
 
 die() { echo "run_socks_compare: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
+CLIENT_FLAGS=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,6 +63,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --results) RESULTS_OUT=${2:?}; shift 2 ;;
     --run-timeout) RUN_TIMEOUT=${2:?}; shift 2 ;;
+    --client-flag) CLIENT_FLAGS+=("${2:?}"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -214,13 +215,15 @@ if [ $WANT_DVPN = 1 ]; then
     # (IPv6 too with --domain, since "localhost" may resolve to ::1).
     "$EXIT_BIN" --listen 127.0.0.1:0 --port-file "$TMP/exit.port" \
       --static-key-file "$TMP/exit.key" \
-      --allow 127.0.0.1/32 --allow '[::1]/128' >"$TMP/exit.log" 2>&1 &
+      --allow 127.0.0.1/32 --allow '[::1]/128' --new-streams-per-second 0 \
+      >"$TMP/exit.log" 2>&1 &
     exit_pid=$!; PIDS+=("$exit_pid")
     wait_file "$TMP/exit.port" "$exit_pid" dvpn-tunnel-exit || { show_log "$TMP/exit.log"; exit 1; }
     exit_port=$(tr -dc '0-9' <"$TMP/exit.port")
     wait_port "$exit_port" "$exit_pid" dvpn-tunnel-exit || { show_log "$TMP/exit.log"; exit 1; }
     "$CLIENT_BIN" --provider "127.0.0.1:$exit_port" --provider-key "$provider_key" \
-      --socks 127.0.0.1:0 --socks-port-file "$TMP/client.port" >"$TMP/client.log" 2>&1 &
+      --socks 127.0.0.1:0 --socks-port-file "$TMP/client.port" ${CLIENT_FLAGS[@]+"${CLIENT_FLAGS[@]}"} \
+      >"$TMP/client.log" 2>&1 &
     client_pid=$!; PIDS+=("$client_pid")
     wait_file "$TMP/client.port" "$client_pid" dvpn-tunnel-client ||
       { show_log "$TMP/client.log"; exit 1; }
