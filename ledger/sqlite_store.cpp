@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "ledger/sqlite_statement.h"
+
 namespace dvpn::ledger {
 namespace {
 
@@ -65,77 +67,10 @@ static_assert(std::size(kMigrations) == kSchemaVersion);
 constexpr uint64_t kMaxTime = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 constexpr size_t kMaxCachedKeys = 1 << 16;
 
-// Amounts and nonces are uint64 and stored bit for bit in SQLite's int64; SQL never does
-// arithmetic or comparisons on them.
-int64_t ToDb(uint64_t v) { return std::bit_cast<int64_t>(v); }
-uint64_t FromDb(int64_t v) { return std::bit_cast<uint64_t>(v); }
-
-// Owns one prepared statement.
-class Statement {
- public:
-  Statement() = default;
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  int Prepare(sqlite3* db, const char* sql) {
-    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
-  }
-  sqlite3_stmt* get() const { return stmt_; }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-// Binds and steps one statement; resets it when it goes out of scope so it never keeps a read
-// open or points at bound data that is gone.
-class Run {
- public:
-  explicit Run(const Statement& s) : s_(s.get()) {}
-  ~Run() { sqlite3_reset(s_); }
-  Run(const Run&) = delete;
-  Run& operator=(const Run&) = delete;
-
-  Run& Blob(int i, ByteSpan b) {
-    sqlite3_bind_blob(s_, i, b.data(), static_cast<int>(b.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Run& Null(int i) {
-    sqlite3_bind_null(s_, i);
-    return *this;
-  }
-  Run& U64(int i, uint64_t v) {
-    sqlite3_bind_int64(s_, i, ToDb(v));
-    return *this;
-  }
-  Run& I64(int i, int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
-    return *this;
-  }
-  Run& Text(int i, const char* text) {
-    sqlite3_bind_text(s_, i, text, -1, SQLITE_STATIC);
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(s_); }
-
-  bool IsBlob(int i) const { return sqlite3_column_type(s_, i) == SQLITE_BLOB; }
-  bool IsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
-  int64_t I64(int i) const { return sqlite3_column_int64(s_, i); }
-  uint64_t U64(int i) const { return FromDb(sqlite3_column_int64(s_, i)); }
-  Amount Money(int i) const { return Amount::FromMicro(U64(i)); }
-  template <size_t N>
-  std::optional<ByteArray<N>> Array(int i) const {
-    if (sqlite3_column_type(s_, i) != SQLITE_BLOB) return std::nullopt;
-    if (sqlite3_column_bytes(s_, i) != static_cast<int>(N)) return std::nullopt;
-    ByteArray<N> out;
-    std::memcpy(out.data(), sqlite3_column_blob(s_, i), N);
-    return out;
-  }
-
- private:
-  sqlite3_stmt* s_;
-};
+using sqlite::FromDb;
+using sqlite::Run;
+using sqlite::Statement;
+using sqlite::ToDb;
 
 // Keys are chosen by clients; a per-process secret keeps them from aiming at one bucket.
 struct KeyHash {

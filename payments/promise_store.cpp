@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "ledger/sqlite_statement.h"
 
 namespace dvpn::payments {
 namespace {
@@ -66,8 +67,6 @@ static_assert(std::size(kMigrations) == kSchemaVersion);
 constexpr uint64_t kMaxTime = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 constexpr size_t kMaxOutcomeText = 300;
 
-int64_t ToDb(uint64_t v) { return std::bit_cast<int64_t>(v); }
-uint64_t FromDb(int64_t v) { return std::bit_cast<uint64_t>(v); }
 // Times are compared in SQL (ordering by deadline), so they are kept within int64.
 int64_t TimeToDb(uint64_t t) { return static_cast<int64_t>(std::min(t, kMaxTime)); }
 
@@ -85,85 +84,15 @@ std::string Clip(std::string text) {
   return text;
 }
 
-// Owns one prepared statement.
-class Statement {
- public:
-  Statement() = default;
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  int Prepare(sqlite3* db, const char* sql) {
-    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
-  }
-  sqlite3_stmt* get() const { return stmt_; }
+using sqlite::FromDb;
+using sqlite::Run;
+using sqlite::Statement;
+using sqlite::ToDb;
 
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-// Binds and steps one statement; resets it (and clears its bindings) when it goes out of scope.
-class Run {
- public:
-  explicit Run(const Statement& s) : s_(s.get()) {}
-  ~Run() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
-  }
-  Run(const Run&) = delete;
-  Run& operator=(const Run&) = delete;
-
-  Run& Blob(int i, ByteSpan b) {
-    sqlite3_bind_blob(s_, i, b.data(), static_cast<int>(b.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Run& U64(int i, uint64_t v) {
-    sqlite3_bind_int64(s_, i, ToDb(v));
-    return *this;
-  }
-  Run& I64(int i, int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
-    return *this;
-  }
-  Run& OptI64(int i, std::optional<int64_t> v) {
-    if (v) return I64(i, *v);
-    sqlite3_bind_null(s_, i);
-    return *this;
-  }
-  // Copied: callers pass temporaries.
-  Run& Text(int i, const std::string& text) {
-    sqlite3_bind_text(s_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  int Step() { return sqlite3_step(s_); }
-
-  bool IsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
-  int64_t I64(int i) const { return sqlite3_column_int64(s_, i); }
-  uint64_t U64(int i) const { return FromDb(sqlite3_column_int64(s_, i)); }
-  Amount Money(int i) const { return Amount::FromMicro(U64(i)); }
-  std::optional<Amount> OptMoney(int i) const {
-    if (IsNull(i)) return std::nullopt;
-    return Money(i);
-  }
-  std::optional<uint64_t> OptTime(int i) const {
-    if (IsNull(i)) return std::nullopt;
-    return static_cast<uint64_t>(std::max<int64_t>(0, I64(i)));
-  }
-  std::string Str(int i) const {
-    const unsigned char* text = sqlite3_column_text(s_, i);
-    return text ? std::string(reinterpret_cast<const char*>(text)) : std::string();
-  }
-  template <size_t N>
-  std::optional<ByteArray<N>> Array(int i) const {
-    if (sqlite3_column_type(s_, i) != SQLITE_BLOB) return std::nullopt;
-    if (sqlite3_column_bytes(s_, i) != static_cast<int>(N)) return std::nullopt;
-    ByteArray<N> out;
-    std::memcpy(out.data(), sqlite3_column_blob(s_, i), N);
-    return out;
-  }
-
- private:
-  sqlite3_stmt* s_;
-};
+std::optional<uint64_t> OptTime(const Run& r, int i) {
+  if (r.IsNull(i)) return std::nullopt;
+  return static_cast<uint64_t>(std::max<int64_t>(0, r.I64(i)));
+}
 
 constexpr const char* kRowColumns =
     "channel, ledger, client_key, cumulative, signature, first_received, last_received, "
@@ -187,13 +116,13 @@ StoreResult<StoredChannel> RowFrom(const Run& r) {
       .client_key = *key,
       .cumulative = r.Money(3),
       .signature = *signature,
-      .first_received_unix = r.OptTime(5).value_or(0),
-      .last_received_unix = r.OptTime(6).value_or(0),
+      .first_received_unix = OptTime(r, 5).value_or(0),
+      .last_received_unix = OptTime(r, 6).value_or(0),
       .settled_known = r.Money(7),
       .deposit_known = r.OptMoney(8),
-      .deadline_unix = r.OptTime(9),
-      .info_checked_unix = r.OptTime(10),
-      .unsettled_since_unix = r.OptTime(11),
+      .deadline_unix = OptTime(r, 9),
+      .info_checked_unix = OptTime(r, 10),
+      .unsettled_since_unix = OptTime(r, 11),
       .state = static_cast<ChannelSettleState>(state),
       .last_outcome = r.Str(13),
   };
@@ -800,10 +729,10 @@ StoreResult<SettleOverview> PromiseStore::Impl::Overview(const LedgerId& ledger)
     out.total_unsettled = SaturatingAdd(
         out.total_unsettled,
         UnsettledOf(r.Money(0), r.Money(1), r.OptMoney(2), ChannelSettleState::kActive));
-    if (auto d = r.OptTime(3)) {
+    if (auto d = OptTime(r, 3)) {
       out.nearest_deadline_unix = std::min(out.nearest_deadline_unix.value_or(*d), *d);
     }
-    if (auto s = r.OptTime(4)) {
+    if (auto s = OptTime(r, 4)) {
       out.oldest_unsettled_since_unix = std::min(out.oldest_unsettled_since_unix.value_or(*s), *s);
     }
   }
@@ -885,7 +814,7 @@ StoreResult<std::vector<SettleAttempt>> PromiseStore::Impl::Attempts(size_t limi
     if (rc != SQLITE_ROW) return read_.Error("read settlement attempts");
     out.push_back(SettleAttempt{
         .id = static_cast<uint64_t>(r.I64(0)),
-        .time_unix = r.OptTime(1).value_or(0),
+        .time_unix = OptTime(r, 1).value_or(0),
         .nonce = r.U64(2),
         .items = static_cast<uint32_t>(r.I64(3)),
         .total_moved = r.Money(4),
@@ -951,7 +880,7 @@ StoreResult<void> PromiseStore::Impl::FinishAttempt(uint64_t id, Amount total_mo
                     "no settlement attempt " + std::to_string(id) + " in the log");
       }
       if (rc != SQLITE_ROW) return write_.Error("read settlement attempt");
-      started = r.OptTime(0);
+      started = OptTime(r, 0);
     }
     {
       DVPN_TRY_STMT(put, write_,

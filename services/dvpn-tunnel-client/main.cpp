@@ -197,11 +197,7 @@ int main(int argc, char** argv) {
   if (!socks_ep) return Refuse("--socks: " + error);
 
   auto log = dvpn::Logger("dvpn-tunnel-client");
-  if (auto limit = session::RaiseOpenFileLimit(&error)) {
-    log->debug("open-file limit {} (was {})", limit->after, limit->before);
-  } else {
-    log->warn("cannot raise the open-file limit: {}", error);
-  }
+  session::RaiseOpenFileLimit(*log);
 
   session::TunnelKeeper::Options keeper_options;
   keeper_options.provider = *provider_ep;

@@ -183,11 +183,7 @@ int main(int argc, char** argv) {
   if (!policy) return Refuse("exit policy: " + policy.error().message);
 
   auto log = dvpn::Logger("dvpn-tunnel-exit");
-  if (auto limit = session::RaiseOpenFileLimit(&error)) {
-    log->debug("open-file limit {} (was {})", limit->after, limit->before);
-  } else {
-    log->warn("cannot raise the open-file limit: {}", error);
-  }
+  session::RaiseOpenFileLimit(*log);
   session::ExitServer::Options options;
   options.log_destinations = log_destinations;
   options.max_tunnels = max_tunnels;

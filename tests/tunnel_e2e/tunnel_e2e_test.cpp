@@ -147,22 +147,28 @@ int UnusedPort() {
   return ntohs(addr.sin_port);
 }
 
+// A socket of `type` listening on 127.0.0.1 on a port the kernel picks (stored in `*port`).
+Fd ListenLoopback(int type, int backlog, int* port) {
+  Fd fd(::socket(AF_INET, type, 0));
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::listen(fd.get(), backlog);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // A loopback TCP echo server: echoes every byte, and after the peer's FIN, finishes echoing
 // and half-closes (so it also checks FIN propagation through the tunnel).
 class EchoServer {
  public:
   EchoServer() {
-    listen_ = Fd(::socket(AF_INET, SOCK_STREAM, 0));
-    int one = 1;
-    setsockopt(listen_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_.get(), 256);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    listen_ = ListenLoopback(SOCK_STREAM, 256, &port_);
     acceptor_ = std::thread([this] { AcceptLoop(); });
   }
   ~EchoServer() {
@@ -351,17 +357,7 @@ bool PollUntil(F condition, std::chrono::milliseconds timeout) {
 class EpollEchoServer {
  public:
   EpollEchoServer() {
-    listen_ = Fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
-    int one = 1;
-    setsockopt(listen_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_.get(), 4096);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    listen_ = ListenLoopback(SOCK_STREAM | SOCK_NONBLOCK, 4096, &port_);
     epoll_ = Fd(::epoll_create1(0));
     wake_ = Fd(::eventfd(0, EFD_NONBLOCK));
     Watch(listen_.get(), EPOLLIN, EPOLL_CTL_ADD);
@@ -478,17 +474,7 @@ class EpollEchoServer {
 class HttpServer {
  public:
   explicit HttpServer(std::vector<uint8_t> body) : body_(std::move(body)) {
-    listen_ = Fd(::socket(AF_INET, SOCK_STREAM, 0));
-    int one = 1;
-    setsockopt(listen_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_.get(), 64);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    listen_ = ListenLoopback(SOCK_STREAM, 64, &port_);
     thread_ = std::thread([this] { Loop(); });
   }
   ~HttpServer() {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 
 #include <boost/asio.hpp>
@@ -12,11 +13,26 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/log.h"
+
 namespace dvpn::tunnel::session {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
+
+// The session layer's logger ("tunnel").
+inline std::shared_ptr<spdlog::logger> TunnelLog() {
+  static auto log = Logger("tunnel");
+  return log;
+}
+
+// Milliseconds on the steady clock: rate limits, keepalive and open deadlines.
+inline uint64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Waits until `signal` is cancelled (Notify) or `deadline` passes. Returns true when the
 // deadline passed. Used as a condition variable on a single-threaded io_context: callers

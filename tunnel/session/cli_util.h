@@ -41,23 +41,18 @@ inline std::optional<tcp::endpoint> ResolveHostPort(asio::io_context& io, const 
   return results.begin()->endpoint();
 }
 
-struct OpenFileLimit {
-  uint64_t before = 0;  // soft limit found at start
-  uint64_t after = 0;   // soft limit now
-};
-
 // Raises the soft RLIMIT_NOFILE to the hard limit: every SOCKS connection and every exit stream
 // holds a descriptor, and the usual soft limit (1024) is far below the thousands of streams a
 // tunnel carries. An unlimited hard limit is capped at /proc/sys/fs/nr_open (the kernel's
-// ceiling). nullopt with `error` set when getrlimit/setrlimit fail; the process may go on with
-// its old limit.
-inline std::optional<OpenFileLimit> RaiseOpenFileLimit(std::string* error) {
+// ceiling). Logs the outcome on `log`; on failure (a warning) the process goes on with its old
+// limit.
+inline void RaiseOpenFileLimit(spdlog::logger& log) {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
-    *error = std::string("getrlimit(RLIMIT_NOFILE): ") + std::strerror(errno);
-    return std::nullopt;
+    log.warn("cannot raise the open-file limit: getrlimit(RLIMIT_NOFILE): {}",
+             std::strerror(errno));
+    return;
   }
-  OpenFileLimit result{lim.rlim_cur, lim.rlim_cur};
   rlim_t target = lim.rlim_max;
   if (target == RLIM_INFINITY) {
     target = 1 << 20;
@@ -65,15 +60,18 @@ inline std::optional<OpenFileLimit> RaiseOpenFileLimit(std::string* error) {
     uint64_t v = 0;
     if (nr_open >> v && v > 0) target = static_cast<rlim_t>(v);
   }
-  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= target) return result;
-  if (lim.rlim_cur == RLIM_INFINITY) return result;
+  const rlim_t before = lim.rlim_cur;
+  if (before == RLIM_INFINITY || before >= target) {
+    log.debug("open-file limit {} (unchanged)", before);
+    return;
+  }
   lim.rlim_cur = target;
   if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
-    *error = "setrlimit(RLIMIT_NOFILE, " + std::to_string(target) + "): " + std::strerror(errno);
-    return std::nullopt;
+    log.warn("cannot raise the open-file limit: setrlimit(RLIMIT_NOFILE, {}): {}", target,
+             std::strerror(errno));
+    return;
   }
-  result.after = target;
-  return result;
+  log.debug("open-file limit {} (was {})", target, before);
 }
 
 // Reads a secret (e.g. a password) from the first line of `path`, without its line ending

@@ -13,11 +13,6 @@
 namespace dvpn::tunnel::session {
 namespace {
 
-std::shared_ptr<spdlog::logger> Log() {
-  static auto log = Logger("tunnel");
-  return log;
-}
-
 uint64_t WallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -86,7 +81,7 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
     keys = std::move(*k);
   }
   if (!socket.is_open()) co_return std::unexpected(std::string("handshake timed out"));
-  Log()->info("tunnel to {} established ({})",
+  TunnelLog()->info("tunnel to {} established ({})",
               provider.address().to_string() + ":" + std::to_string(provider.port()),
               CipherName(keys.cipher));
   co_return std::make_shared<TunnelConnection>(std::move(socket), keys, Role::kClient, options,
@@ -214,7 +209,7 @@ asio::awaitable<void> TunnelKeeper::Run() {
     if (lived >= options_.stable_after) step = 0;
     uint64_t attempt = 1;
     auto delay = next_delay();
-    Log()->warn("the tunnel to {} was lost after {}; its streams are closed; reconnecting in {} ms",
+    TunnelLog()->warn("the tunnel to {} was lost after {}; its streams are closed; reconnecting in {} ms",
                 ProviderText(), Seconds(lived), delay.count());
     for (;;) {
       auto deadline = asio::steady_timer::clock_type::now() + delay;
@@ -230,7 +225,7 @@ asio::awaitable<void> TunnelKeeper::Run() {
       if (t) {
         ++reconnects_;
         install(*t);
-        Log()->info("the tunnel to {} is back (reconnect attempt {}, down for {})", ProviderText(),
+        TunnelLog()->info("the tunnel to {} is back (reconnect attempt {}, down for {})", ProviderText(),
                     attempt, Seconds(std::chrono::steady_clock::now() - lost_at));
         break;
       }
@@ -241,7 +236,7 @@ asio::awaitable<void> TunnelKeeper::Run() {
       }
       ++attempt;
       delay = next_delay();
-      Log()->warn("reconnect attempt {} to {} failed: {}; next attempt in {} ms", attempt - 1,
+      TunnelLog()->warn("reconnect attempt {} to {} failed: {}; next attempt in {} ms", attempt - 1,
                   ProviderText(), t.error(), delay.count());
     }
   }
@@ -316,7 +311,7 @@ asio::awaitable<void> SocksFrontend::AcceptLoop() {
         co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-      Log()->warn("socks: accept failed: {}", ec.message());
+      TunnelLog()->warn("socks: accept failed: {}", ec.message());
       pause.expires_after(kAcceptRetryDelay);
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
@@ -355,7 +350,7 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
       while (have > 0 && !requested) {
         auto p = parser.Feed(ByteSpan(buf.data(), have));
         if (!p) {
-          Log()->debug("socks: {}", p.error().message);
+          TunnelLog()->debug("socks: {}", p.error().message);
           // The buffer may hold the password the client sent: wipe it.
           Wipe(std::span<uint8_t>(buf.data(), buf.size()));
           auto reply = parser.error_reply();
@@ -388,7 +383,7 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
   auto tunnel = slot_->current();
   error_code ec;
   if (!tunnel) {
-    Log()->debug("socks: no tunnel is up; request refused (general failure)");
+    TunnelLog()->debug("socks: no tunnel is up; request refused (general failure)");
     auto reply = EncodeSocks5Failure(Socks5Reply::kGeneralFailure);
     co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
                                asio::redirect_error(asio::use_awaitable, ec));
@@ -414,7 +409,7 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
   }
   auto opened = co_await tunnel->OpenStream(parser.request());
   if (!opened) {
-    Log()->debug("socks: stream refused: {}", opened.error().message);
+    TunnelLog()->debug("socks: stream refused: {}", opened.error().message);
     auto reply = EncodeSocks5Failure(opened.error().code);
     co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
                                asio::redirect_error(asio::use_awaitable, ec));

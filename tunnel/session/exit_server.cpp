@@ -8,17 +8,6 @@
 namespace dvpn::tunnel::session {
 namespace {
 
-std::shared_ptr<spdlog::logger> Log() {
-  static auto log = Logger("tunnel");
-  return log;
-}
-
-uint64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 SourceKey SourceOf(const asio::ip::address& a) {
   if (a.is_v4()) return SourceKeyFromIpv4(a.to_v4().to_bytes());
   auto v6 = a.to_v6();
@@ -71,7 +60,7 @@ asio::awaitable<void> ExitServer::AcceptLoop() {
         co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-      Log()->warn("exit: accept failed: {}", ec.message());
+      TunnelLog()->warn("exit: accept failed: {}", ec.message());
       // Out of descriptors (or similar) fails again at once: pause instead of spinning.
       asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -80,11 +69,11 @@ asio::awaitable<void> ExitServer::AcceptLoop() {
     tcp::endpoint remote = socket.remote_endpoint(ec);
     if (ec) continue;
     if (!rate_limiter_.Allow(SourceOf(remote.address()), MonotonicMs())) {
-      Log()->debug("exit: handshake rate limit reached for a source; connection dropped");
+      TunnelLog()->debug("exit: handshake rate limit reached for a source; connection dropped");
       continue;
     }
     if (tunnels_.size() >= options_.max_tunnels) {
-      Log()->warn("exit: {} tunnels open (the maximum); connection dropped", tunnels_.size());
+      TunnelLog()->warn("exit: {} tunnels open (the maximum); connection dropped", tunnels_.size());
       continue;
     }
     asio::co_spawn(
@@ -109,19 +98,19 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
     co_await asio::async_read(socket, asio::buffer(buf.data(), kHandshakeHeaderSize),
                               asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      Log()->debug("exit: handshake aborted before msg1: {}", ec.message());
+      TunnelLog()->debug("exit: handshake aborted before msg1: {}", ec.message());
       co_return;
     }
     auto size = HandshakeMessageSize(ByteSpan(buf.data(), kHandshakeHeaderSize));
     if (!size || *size != kMsg1Size) {
-      Log()->debug("exit: not a handshake (bad msg1 header); connection dropped");
+      TunnelLog()->debug("exit: not a handshake (bad msg1 header); connection dropped");
       co_return;
     }
     co_await asio::async_read(
         socket, asio::buffer(buf.data() + kHandshakeHeaderSize, kMsg1Size - kHandshakeHeaderSize),
         asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      Log()->debug("exit: msg1 truncated: {}", ec.message());
+      TunnelLog()->debug("exit: msg1 truncated: {}", ec.message());
       co_return;
     }
     HandshakeResponder::Options responder_options;
@@ -131,30 +120,30 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
     HandshakeResponder responder(std::move(responder_options));
     ByteSpan msg1(buf.data(), kMsg1Size);
     if (!responder.CheckMac1(msg1)) {
-      Log()->debug("exit: msg1 with a bad mac1 (client does not know our key); dropped");
+      TunnelLog()->debug("exit: msg1 with a bad mac1 (client does not know our key); dropped");
       co_return;
     }
     auto h = responder.ReadMessage1(msg1);
     if (!h) {
-      Log()->debug("exit: msg1 rejected: {}: {}", HandshakeErrcName(h.error().code),
+      TunnelLog()->debug("exit: msg1 rejected: {}: {}", HandshakeErrcName(h.error().code),
                    h.error().message);
       co_return;
     }
     hello = *h;
     auto cipher = ChooseCipher(hello->ciphers, LocalCiphers());
     if (!cipher) {
-      Log()->debug("exit: no common cipher; dropped");
+      TunnelLog()->debug("exit: no common cipher; dropped");
       co_return;
     }
     auto n = responder.WriteMessage2(buf, *cipher, {});
     if (!n) {
-      Log()->warn("exit: cannot write msg2: {}", n.error().message);
+      TunnelLog()->warn("exit: cannot write msg2: {}", n.error().message);
       co_return;
     }
     co_await asio::async_write(socket, asio::buffer(buf.data(), *n),
                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      Log()->debug("exit: cannot send msg2: {}", ec.message());
+      TunnelLog()->debug("exit: cannot send msg2: {}", ec.message());
       co_return;
     }
     auto k = responder.TakeKeys();
@@ -163,7 +152,7 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
   }
   if (!socket.is_open()) co_return;
   std::string name = "tunnel#" + std::to_string(next_tunnel_++);
-  Log()->info("exit: {} established ({}, client {})", name, CipherName(keys.cipher),
+  TunnelLog()->info("exit: {} established ({}, client {})", name, CipherName(keys.cipher),
               ToHex(hello->identity.bytes()).substr(0, 16));
   auto tunnel = std::make_shared<TunnelConnection>(std::move(socket), keys, Role::kExit,
                                                    options_.connection, name);
@@ -178,7 +167,7 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
             [self, t, id, dest]() { return self->ServeOpen(t, id, dest); }, asio::detached);
       },
       [self, weak, name]() {
-        Log()->info("exit: {} closed", name);
+        TunnelLog()->info("exit: {} closed", name);
         if (auto t = weak.lock()) self->tunnels_.erase(t);
       });
 }
@@ -188,7 +177,7 @@ asio::awaitable<void> ExitServer::ServeOpen(std::shared_ptr<TunnelConnection> tu
   auto self = shared_from_this();
   auto ex = co_await asio::this_coro::executor;
   if (options_.log_destinations) {
-    Log()->info("exit: {} stream {} -> {}", tunnel->name(), id, ToString(dest));
+    TunnelLog()->info("exit: {} stream {} -> {}", tunnel->name(), id, ToString(dest));
   }
   std::vector<tcp::endpoint> candidates;
   if (dest.kind == Destination::Kind::kDomain) {
@@ -207,7 +196,7 @@ asio::awaitable<void> ExitServer::ServeOpen(std::shared_ptr<TunnelConnection> tu
     }
     if (ec) {
       if (options_.log_destinations) {
-        Log()->info("exit: {} stream {}: cannot resolve: {}", tunnel->name(), id, ec.message());
+        TunnelLog()->info("exit: {} stream {}: cannot resolve: {}", tunnel->name(), id, ec.message());
       }
       tunnel->RefuseStream(id,
                            timed_out ? OpenFailure::kTtlExpired : OpenFailure::kHostUnreachable);
@@ -227,7 +216,7 @@ asio::awaitable<void> ExitServer::ServeOpen(std::shared_ptr<TunnelConnection> tu
     if (decision.allowed) {
       allowed.push_back(ep);
     } else if (options_.log_destinations) {
-      Log()->info("exit: {} stream {}: {} refused by rule \"{}\"", tunnel->name(), id,
+      TunnelLog()->info("exit: {} stream {}: {} refused by rule \"{}\"", tunnel->name(), id,
                   ep.address().to_string(), decision.rule);
     }
   }
@@ -260,7 +249,7 @@ asio::awaitable<void> ExitServer::ServeOpen(std::shared_ptr<TunnelConnection> tu
     }
     failure = FailureFor(ec, timed_out);
     if (options_.log_destinations) {
-      Log()->info("exit: {} stream {}: connect to {} failed: {}", tunnel->name(), id,
+      TunnelLog()->info("exit: {} stream {}: connect to {} failed: {}", tunnel->name(), id,
                   ep.address().to_string(), timed_out ? "timeout" : ec.message());
     }
     if (timed_out || tunnel->closed()) break;

@@ -21,11 +21,6 @@ constexpr size_t kStreamChunk = kMaxReadSegments * kMaxFramePayload;
 // otherwise the record is finished and the frame starts a new one.
 constexpr size_t kMinDataRoom = 1024;
 
-std::shared_ptr<spdlog::logger> Log() {
-  static auto log = Logger("tunnel");
-  return log;
-}
-
 }  // namespace
 
 struct TunnelConnection::Stream {
@@ -110,12 +105,6 @@ TunnelConnection::TunnelConnection(tcp::socket socket, const SessionKeys& keys, 
 
 TunnelConnection::~TunnelConnection() = default;
 
-uint64_t TunnelConnection::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 void TunnelConnection::Start(OpenHandler on_open, ClosedHandler on_closed) {
   on_open_ = std::move(on_open);
   on_closed_ = std::move(on_closed);
@@ -182,10 +171,10 @@ void TunnelConnection::SetForwardingPaused(bool paused) {
   if (paused == paused_) return;
   paused_ = paused;
   if (paused) {
-    Log()->debug("{}: forwarding paused", name_);
+    TunnelLog()->debug("{}: forwarding paused", name_);
     return;
   }
-  Log()->debug("{}: forwarding resumed", name_);
+  TunnelLog()->debug("{}: forwarding resumed", name_);
   for (auto& [id, s] : streams_) {
     if (s->withheld_credit != 0) {
       SendWindowFrames(id, s->withheld_credit);
@@ -237,7 +226,7 @@ bool TunnelConnection::AppendFrame(bool control, size_t frame_size, Fn&& fn) {
   FrameWriter w(q.Room(frame_size));
   auto r = fn(w);
   if (!r) {
-    Log()->error("{}: cannot encode a frame: {}", name_, r.error().message);
+    TunnelLog()->error("{}: cannot encode a frame: {}", name_, r.error().message);
     return false;
   }
   q.Commit(w.size());
@@ -322,7 +311,7 @@ bool TunnelConnection::SealForWrite() {
     ++rekeys;
     iov_.emplace_back(out.data(), *r);
     last_rekey_ = std::chrono::steady_clock::now();
-    Log()->debug("{}: rekeyed the send direction (generation {})", name_, sealer_.generation());
+    TunnelLog()->debug("{}: rekeyed the send direction (generation {})", name_, sealer_.generation());
     return true;
   };
   auto seal_queue = [&](RecordQueue& q) -> bool {
@@ -335,7 +324,7 @@ bool TunnelConnection::SealForWrite() {
       std::span<uint8_t> out(q.bytes.data() + rec.start, rec.plain + kRecordOverhead);
       auto sealed = sealer_.Seal(out.subspan(kRecordHeaderSize, rec.plain), out);
       if (!sealed) {
-        Log()->error("{}: cannot seal a record: {}", name_, sealed.error().message);
+        TunnelLog()->error("{}: cannot seal a record: {}", name_, sealed.error().message);
         return false;
       }
       if (extend) {
@@ -446,7 +435,7 @@ asio::awaitable<void> TunnelConnection::ReadLoop() {
 
 bool TunnelConnection::HandleRecord(ByteSpan plaintext) {
   FrameReader reader(plaintext);
-  uint64_t now = NowMs();
+  uint64_t now = MonotonicMs();
   while (!reader.done()) {
     auto frame = reader.Next();
     if (!frame) {
@@ -554,7 +543,7 @@ bool TunnelConnection::HandleAction(const Action& a) {
         auto handler = on_control_;  // the handler may replace itself
         handler(a.data);
       } else {
-        Log()->debug("{}: control message of {} bytes ignored", name_, a.data.size());
+        TunnelLog()->debug("{}: control message of {} bytes ignored", name_, a.data.size());
       }
       break;
     case Kind::kClose: {
@@ -656,9 +645,9 @@ void TunnelConnection::Close(CloseReason reason, const std::string& why, bool se
   if (closing_) return;
   // Things a remote peer can trigger are logged at debug level; our own failures at warn.
   if (reason == CloseReason::kInternal) {
-    Log()->warn("{}: tunnel closed: {}", name_, why);
+    TunnelLog()->warn("{}: tunnel closed: {}", name_, why);
   } else {
-    Log()->debug("{}: tunnel closed: {}", name_, why);
+    TunnelLog()->debug("{}: tunnel closed: {}", name_, why);
   }
   if (send_close && !writer_done_) {
     std::string_view text = why;
@@ -781,7 +770,7 @@ Result<uint32_t, OpenFailure> TunnelConnection::OpenStreamEarly(const Destinatio
       [self = shared_from_this(), st = *s]() -> asio::awaitable<void> {
         auto r = co_await self->AwaitOpen(st);
         if (!r) {
-          Log()->debug("{}: early stream {} failed: {}", self->name_, st->id, r.error().message);
+          TunnelLog()->debug("{}: early stream {} failed: {}", self->name_, st->id, r.error().message);
         }
       },
       asio::detached);

@@ -212,7 +212,6 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   bool CanQueueData() const { return data_.used < options_.write_buffer_limit; }
   void CountData(uint64_t n, bool sent);
   void RunMeterObserver();
-  uint64_t NowMs() const;
 
   tcp::socket socket_;
   Role role_;
