@@ -64,8 +64,13 @@ enum class CloseReason : uint8_t {
   kFlowControl = 2,    // the peer sent beyond its window
   kIdleTimeout = 3,
   kShutdown = 4,         // the node is going away
-  kPaymentRequired = 5,  // reserved for the payment layer (next issue)
+  kPaymentRequired = 5,  // payment layer (docs/payments.md §8): channel unusable, escrow gone
   kInternal = 6,
+  kPaymentTimeout = 7,  // provider: paused for the grace time without payment
+  kPaymentError = 8,    // either: bad signature, repeated refusals, overflow, bad message
+  kOvercharge = 9,      // client: an invoice beyond its meter and tolerance
+  kSpendCap = 10,       // client: a spending cap reached
+  kTermsRefused = 11,   // client: terms outside its policy
 };
 
 inline constexpr size_t kFrameHeaderSize = 7;  // type, stream id, length

@@ -2,9 +2,15 @@
 // and manual runs. Wiring only: flags -> identity -> TunnelKeeper (handshake, reconnects) ->
 // SocksFrontend on one io_context thread. SIGINT/SIGTERM stop it cleanly at any moment.
 //
+// Paid sessions (docs/payments.md): when the exit's msg2 carries session terms, they are checked
+// against the spend policy (--max-price-per-mb, ...) and every invoice is answered with a promise
+// signed by --identity-key-hex.
+//
 // Exit codes: 0 clean shutdown; 2 refused to start (bad flag, key or password); 1 cannot reach
 // the exit at start, handshake failed, cannot listen, or the tunnel was lost and could not be
-// re-established within --max-reconnects attempts.
+// re-established within --max-reconnects attempts; 3 a spending cap (--session-cap,
+// --daily-cap) was reached: the client stopped without signing more; 4 the provider's payment
+// terms were refused (price above the policy, wrong payee, bad base) or it overcharged.
 
 #include <csignal>
 #include <cstdlib>
@@ -13,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/amount.h"
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
@@ -22,11 +29,14 @@
 #include "tunnel/kdf.h"
 #include "tunnel/session/cli_util.h"
 #include "tunnel/session/client.h"
+#include "tunnel/session/paid_client.h"
 
 namespace {
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
+constexpr int kExitSpendCap = 3;
+constexpr int kExitPaymentRefused = 4;
 constexpr const char* kPasswordEnv = "DVPN_SOCKS_PASSWORD";
 constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
 // After SIGINT/SIGTERM, at most this long for the tunnel's CLOSE frame to go out.
@@ -106,6 +116,28 @@ int main(int argc, char** argv) {
   app.add_option("--reconnect-max-ms", reconnect_max_ms, "longest reconnect delay")
       ->capture_default_str()
       ->check(CLI::Range(1u, 3'600'000u));
+  // Spend policy (docs/payments.md §5). Amounts are decimal credits.
+  std::string max_price_per_mb_text;
+  std::string max_price_per_minute_text;
+  std::string session_cap_text;
+  std::string daily_cap_text;
+  uint64_t tolerance_bytes = 65'536;
+  std::string payee_text;
+  app.add_option("--max-price-per-mb", max_price_per_mb_text,
+                 "refuse terms above this price per 10^6 bytes (credits; default: the protocol "
+                 "limit, 10^6 credits)");
+  app.add_option("--max-price-per-minute", max_price_per_minute_text,
+                 "refuse terms above this price per minute (credits)");
+  app.add_option("--session-cap", session_cap_text,
+                 "sign at most this many credits per session; reached: exit code 3 (0: no cap)");
+  app.add_option("--daily-cap", daily_cap_text,
+                 "sign at most this many credits per UTC day in this process (0: no cap)");
+  app.add_option("--tolerance-bytes", tolerance_bytes,
+                 "accept invoices up to this many bytes above our own meter")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000'000}));
+  app.add_option("--payee", payee_text,
+                 "the provider's account address (dv...): terms naming another payee are refused");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   try {
@@ -199,6 +231,36 @@ int main(int argc, char** argv) {
   auto log = dvpn::Logger("dvpn-tunnel-client");
   session::RaiseOpenFileLimit(*log);
 
+  session::ClientPaymentConfig pay;
+  {
+    auto amount = [](const std::string& text, const char* flag,
+                     dvpn::Amount* out) -> std::optional<std::string> {
+      if (text.empty()) return std::nullopt;
+      auto a = dvpn::Amount::Parse(text);
+      if (!a) return std::string(flag) + ": not an amount of credits: " + text;
+      *out = *a;
+      return std::nullopt;
+    };
+    if (auto e = amount(max_price_per_mb_text, "--max-price-per-mb", &pay.policy.max_price_per_mb))
+      return Refuse(*e);
+    if (auto e = amount(max_price_per_minute_text, "--max-price-per-minute",
+                        &pay.policy.max_price_per_minute))
+      return Refuse(*e);
+    if (auto e = amount(session_cap_text, "--session-cap", &pay.policy.session_cap))
+      return Refuse(*e);
+    if (auto e = amount(daily_cap_text, "--daily-cap", &pay.policy.daily_cap)) return Refuse(*e);
+    pay.policy.tolerance_bytes = tolerance_bytes;
+    if (!payee_text.empty()) {
+      pay.expected_payee = dvpn::payments::Address::Parse(payee_text);
+      if (!pay.expected_payee) return Refuse("--payee: not an address: " + payee_text);
+    }
+    pay.identity = &*identity;
+    pay.ledger = ledger;
+    pay.channel = channel;
+    pay.daily = std::make_shared<dvpn::payments::DailySpend>();
+  }
+  int payment_exit_code = 0;  // set when the payment layer ended the client for good
+
   session::TunnelKeeper::Options keeper_options;
   keeper_options.provider = *provider_ep;
   keeper_options.handshake.provider_static = *provider_key;
@@ -216,11 +278,20 @@ int main(int argc, char** argv) {
   frontend_options.fast_reply = socks_fast_reply;
   if (credentials) WipeString(credentials->password);
 
+  std::function<void(dvpn::payments::CloseReason, const std::string&)> on_payment_final;
+  keeper_options.on_tunnel =
+      [&pay, &on_payment_final](const std::shared_ptr<session::TunnelConnection>& t) {
+        session::PayerController::Attach(
+            t, pay, [&on_payment_final](dvpn::payments::CloseReason r, const std::string& why) {
+              if (on_payment_final) on_payment_final(r, why);
+            });
+      };
   int exit_code = 0;
   auto slot = std::make_shared<session::TunnelSlot>();
   auto keeper =
       std::make_shared<session::TunnelKeeper>(io.get_executor(), slot, std::move(keeper_options));
   std::shared_ptr<session::SocksFrontend> frontend;
+  std::weak_ptr<session::TunnelKeeper> weak_keeper = keeper;
   session::asio::steady_timer grace(io);
   session::asio::signal_set stop(io, SIGINT, SIGTERM);
   auto fail = [&](int code) {
@@ -239,6 +310,11 @@ int main(int argc, char** argv) {
     grace.async_wait([&io](const session::error_code&) { io.stop(); });
   });
 
+  on_payment_final = [&](dvpn::payments::CloseReason reason, const std::string& why) {
+    payment_exit_code =
+        reason == dvpn::payments::CloseReason::kSpendCap ? kExitSpendCap : kExitPaymentRefused;
+    if (auto k = weak_keeper.lock()) k->Halt(why);
+  };
   keeper->Start(
       [&]() {
         try {
@@ -261,6 +337,16 @@ int main(int argc, char** argv) {
       },
       [&](const std::string& why) {
         log->error("{}", why);
+        if (payment_exit_code != 0) {
+          // Let the CLOSE frame (kSpendCap / kTermsRefused / kOvercharge) go out first.
+          std::cerr << "dvpn-tunnel-client: stopped: " << why << "\n";
+          exit_code = payment_exit_code;
+          if (frontend) frontend->Stop();
+          stop.cancel();
+          grace.expires_after(std::chrono::milliseconds(300));
+          grace.async_wait([&io](const session::error_code&) { io.stop(); });
+          return;
+        }
         fail(kExitRuntime);
       });
   io.run();

@@ -1,9 +1,12 @@
 // dvpn-tunnel-exit: a tunnel exit node (the provider side) for tests and manual runs.
 // Wiring only: flags -> static key file -> exit policy -> ExitServer on one io_context thread;
-// SIGINT/SIGTERM stop it cleanly.
+// SIGINT/SIGTERM stop it cleanly. With --price-per-mb / --price-per-minute the sessions are
+// paid (docs/payments.md): channels are checked on the ledger (--ledger), promises kept in
+// --promise-db, and a SettlementScheduler settles them; on SIGTERM it makes a final settlement
+// attempt (bounded by --shutdown-settle-timeout-ms) before exiting.
 //
 // Exit codes: 0 clean shutdown (or --print-public-key); 2 refused to start (bad flag or value
-// out of range, key file, rule); 1 cannot listen.
+// out of range, key file, rule, payment configuration); 1 cannot listen.
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,9 +23,16 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/amount.h"
 #include "common/bytes.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "ledger/rpc/ledger_gateway_rpc.h"
+#include "payments/keys.h"
+#include "payments/keystore.h"
+#include "payments/promise_store.h"
+#include "payments/settlement.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -139,6 +149,49 @@ int main(int argc, char** argv) {
                  "handshakes a source may start at once (1..1000000)")
       ->capture_default_str()
       ->check(CLI::Range(uint32_t{1}, kMaxRate));
+  // Payments (docs/payments.md). Free sessions unless a price is given.
+  std::string price_per_mb_text;
+  std::string price_per_minute_text;
+  uint64_t invoice_interval_bytes = dvpn::payments::kDefaultInvoiceIntervalBytes;
+  uint64_t credit_window_bytes = dvpn::payments::kDefaultCreditWindowBytes;
+  uint32_t payment_grace_ms = dvpn::payments::kDefaultPaymentGraceMs;
+  std::string ledger_target;
+  std::string identity_key_hex;
+  std::string keystore_path;
+  std::string promise_db;
+  std::string settle_threshold_text = "1";
+  uint64_t settle_max_age_s = 600;
+  uint64_t shutdown_settle_timeout_ms = 10'000;
+  app.add_option("--price-per-mb", price_per_mb_text,
+                 "price per 10^6 metered bytes in credits (decimal, e.g. 0.25); enables payments");
+  app.add_option("--price-per-minute", price_per_minute_text,
+                 "price per minute of session in credits (decimal); enables payments");
+  app.add_option("--invoice-interval-bytes", invoice_interval_bytes,
+                 "invoice every this many metered bytes (65536..64000000)")
+      ->capture_default_str();
+  app.add_option("--credit-window-bytes", credit_window_bytes,
+                 "unpaid bytes served before pausing (interval..256000000)")
+      ->capture_default_str();
+  app.add_option("--payment-grace-ms", payment_grace_ms,
+                 "paused this long without payment: the session ends (100..600000)")
+      ->capture_default_str();
+  app.add_option("--ledger", ledger_target, "ledger gRPC HOST:PORT (required with a price)");
+  app.add_option("--identity-key-hex", identity_key_hex,
+                 "provider account secret key, 64 hex digits (or --keystore)");
+  app.add_option("--keystore", keystore_path,
+                 "provider account keystore file (passphrase from $DVPN_PASSPHRASE)");
+  app.add_option("--promise-db", promise_db, "promise store SQLite file (required with a price)");
+  app.add_option("--settle-threshold", settle_threshold_text,
+                 "settle when this many credits are unsettled (decimal)")
+      ->capture_default_str();
+  app.add_option("--settle-max-age-s", settle_max_age_s,
+                 "settle a promise at most this many seconds after it arrived")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86'400 * 30}));
+  app.add_option("--shutdown-settle-timeout-ms", shutdown_settle_timeout_ms,
+                 "on SIGTERM/SIGINT, the final settlement attempt's deadline")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{600'000}));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   try {
@@ -195,6 +248,71 @@ int main(int argc, char** argv) {
   options.connection.table.new_streams_burst = new_streams_per_second == 0 ? 0 : new_streams_burst;
   options.rate_limit.per_second = handshakes_per_second;
   options.rate_limit.burst = handshake_burst;
+  // ---- payments ----
+  const bool paid = !price_per_mb_text.empty() || !price_per_minute_text.empty();
+  dvpn::SystemClock wall_clock;
+  std::optional<dvpn::payments::PrivateKey> provider_key;
+  std::unique_ptr<dvpn::payments::PromiseStore> store;
+  std::unique_ptr<dvpn::ledger::rpc::RpcLedgerGateway> gateway;
+  std::unique_ptr<dvpn::payments::SettlementScheduler> scheduler;
+  if (paid) {
+    session::ExitPaymentConfig pay;
+    auto parse_price = [](const std::string& text, const char* flag,
+                          dvpn::Amount* out) -> std::optional<std::string> {
+      if (text.empty()) return std::nullopt;
+      auto a = dvpn::Amount::Parse(text);
+      if (!a) return std::string(flag) + ": not an amount of credits: " + text;
+      *out = *a;
+      return std::nullopt;
+    };
+    if (auto e = parse_price(price_per_mb_text, "--price-per-mb", &pay.price.per_mb))
+      return Refuse(*e);
+    if (auto e = parse_price(price_per_minute_text, "--price-per-minute", &pay.price.per_minute))
+      return Refuse(*e);
+    pay.invoice_interval_bytes = invoice_interval_bytes;
+    pay.credit_window_bytes = credit_window_bytes;
+    pay.payment_grace_ms = payment_grace_ms;
+    if (ledger_target.empty()) return Refuse("--ledger HOST:PORT is required with a price");
+    if (promise_db.empty()) return Refuse("--promise-db FILE is required with a price");
+    if (identity_key_hex.empty() == keystore_path.empty()) {
+      return Refuse("a price needs exactly one of --identity-key-hex and --keystore");
+    }
+    if (!identity_key_hex.empty()) {
+      auto bytes = dvpn::FromHex(identity_key_hex);
+      if (bytes && bytes->size() == 32)
+        provider_key = dvpn::payments::PrivateKey::FromBytes(*bytes);
+      if (!provider_key) return Refuse("--identity-key-hex: expected 64 hex digits of a valid key");
+    } else {
+      const char* pass = std::getenv("DVPN_PASSPHRASE");
+      if (!pass) return Refuse("--keystore: set DVPN_PASSPHRASE");
+      auto k = dvpn::payments::LoadKeystore(keystore_path, pass);
+      if (!k) return Refuse("--keystore: " + k.error().message);
+      provider_key = std::move(*k);
+    }
+    auto threshold = dvpn::Amount::Parse(settle_threshold_text);
+    if (!threshold) return Refuse("--settle-threshold: not an amount: " + settle_threshold_text);
+    gateway = std::make_unique<dvpn::ledger::rpc::RpcLedgerGateway>(ledger_target);
+    auto params = gateway->GetParams(std::chrono::steady_clock::now() + std::chrono::seconds(10));
+    if (!params) return Refuse("--ledger " + ledger_target + ": " + params.error().message);
+    auto opened = dvpn::payments::PromiseStore::Open(promise_db, wall_clock);
+    if (!opened) return Refuse("--promise-db " + promise_db + ": " + opened.error().message);
+    store = std::move(*opened);
+    pay.provider_key = &*provider_key;
+    pay.ledger = params->id;
+    pay.store = store.get();
+    pay.gateway = gateway.get();
+    dvpn::payments::SettlementPolicy policy;
+    policy.settle_threshold = *threshold;
+    policy.settle_max_age = std::chrono::seconds(settle_max_age_s);
+    scheduler = std::make_unique<dvpn::payments::SettlementScheduler>(
+        *store, *gateway, *provider_key, params->id, wall_clock, policy);
+    scheduler->Start();
+    log->info("paid sessions: {} per MB, {} per minute; provider {}; ledger {}",
+              pay.price.per_mb.ToString(), pay.price.per_minute.ToString(),
+              dvpn::payments::Address::FromPublicKey(provider_key->public_key()).ToString(),
+              ledger_target);
+    options.payments = std::make_shared<session::ExitPayments>(pay);
+  }
   std::shared_ptr<session::ExitServer> server;
   try {
     server =
@@ -220,5 +338,21 @@ int main(int argc, char** argv) {
     io.stop();
   });
   io.run();
+  if (options.payments) {
+    // Ledger reads still running post to `io` and use the gateway: let them finish (each is
+    // bounded by its 5 s deadline).
+    options.payments->WaitForLedgerCalls(std::chrono::steady_clock::now() +
+                                         std::chrono::seconds(10));
+  }
+  if (scheduler) {
+    // Promises still on their way to the disk are committed first, then one final settlement.
+    store->Close();
+    log->info("final settlement (deadline {} ms)", shutdown_settle_timeout_ms);
+    scheduler->Shutdown(std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(shutdown_settle_timeout_ms));
+    auto stats = scheduler->Stats();
+    log->info("settlement: {} batch(es) settled, {} failed{}{}", stats.successes, stats.failures,
+              stats.last_error.empty() ? "" : "; last error: ", stats.last_error);
+  }
   return 0;
 }

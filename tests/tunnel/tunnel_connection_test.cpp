@@ -528,6 +528,51 @@ TEST_F(ControlPriorityTest, ControlFrameOvertakesQueuedData) {
   EXPECT_FALSE(r_up->corrupt);
 }
 
+// An after-data control message (an invoice) must not overtake DATA that was counted before it:
+// several times while megabytes are queued toward a slow reader, the sender records its meter
+// and sends an ordered control message; when each arrives, the receiver's meter is already at
+// least that value.
+TEST_F(ControlPriorityTest, AfterDataControlArrivesOnlyAfterTheDataCountedBeforeIt) {
+  auto ends = OpenStream();
+  ASSERT_NE(ends.id, 0u);
+  auto w_up = std::make_shared<Writer>();
+  auto r_up = std::make_shared<Reader>();
+  w_up->total = 48 * 1024 * 1024;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 11, true), asio::detached);
+  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 11), asio::detached);
+  uint64_t last = 0;
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        RunFor(100ms, false);
+        bool stable = client_->data_bytes_sent() == last && last > 0;
+        last = client_->data_bytes_sent();
+        return stable;
+      },
+      kWait, false));
+  std::vector<uint64_t> sent_at;      // client's meter when message i was sent
+  std::vector<uint64_t> received_at;  // exit's meter when message i arrived
+  exit_->SetControlHandler([&](ByteSpan m) {
+    EXPECT_EQ(Text(m), "invoice " + std::to_string(received_at.size()));
+    received_at.push_back(exit_->data_bytes_received());
+  });
+  sent_at.push_back(client_->data_bytes_sent());
+  ASSERT_TRUE(client_->SendControl(Bytes("invoice 0"), TunnelConnection::ControlOrder::kAfterData));
+  // More, while the transfer runs (a few bursts of both sides running).
+  for (int i = 1; i < 6; ++i) {
+    RunFor(20ms);
+    sent_at.push_back(client_->data_bytes_sent());
+    ASSERT_TRUE(client_->SendControl(Bytes("invoice " + std::to_string(i)),
+                                     TunnelConnection::ControlOrder::kAfterData));
+  }
+  ASSERT_TRUE(RunUntil([&] { return received_at.size() == sent_at.size(); }));
+  for (size_t i = 0; i < sent_at.size(); ++i) {
+    EXPECT_GE(received_at[i], sent_at[i]) << "message " << i;
+  }
+  ASSERT_TRUE(RunUntil([&] { return r_up->eof; }));
+  EXPECT_EQ(r_up->got, w_up->total);
+  EXPECT_FALSE(r_up->corrupt);
+}
+
 }  // namespace
 }  // namespace dvpn::tunnel::session
 

@@ -37,6 +37,7 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
   tcp::socket socket(ex);
   std::array<uint8_t, kMaxHandshakeMessage> buf{};
   SessionKeys keys;
+  std::vector<uint8_t> params;
   {
     bool expired = false;
     Watchdog deadline(ex, timeout, [&] {
@@ -79,13 +80,16 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
                                 HandshakeErrcName(k.error().code) + ": " + k.error().message);
     }
     keys = std::move(*k);
+    params = initiator.session_params();
   }
   if (!socket.is_open()) co_return std::unexpected(std::string("handshake timed out"));
   TunnelLog()->info("tunnel to {} established ({})",
               provider.address().to_string() + ":" + std::to_string(provider.port()),
               CipherName(keys.cipher));
-  co_return std::make_shared<TunnelConnection>(std::move(socket), keys, Role::kClient, options,
-                                               "client");
+  auto tunnel = std::make_shared<TunnelConnection>(std::move(socket), keys, Role::kClient,
+                                                   options, "client");
+  tunnel->set_session_params(std::move(params));
+  co_return tunnel;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +142,14 @@ void TunnelKeeper::Stop(std::function<void()> on_stopped) {
   if (on_stopped) on_stopped();
 }
 
+void TunnelKeeper::Halt(const std::string& why) {
+  if (stopped_) return;
+  stopped_ = true;
+  slot_->Clear();
+  Notify(wake_);
+  if (on_gave_up_) on_gave_up_(why);
+}
+
 asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>>
 TunnelKeeper::Connect() {
   HandshakeInitiator::Options hs = options_.handshake;
@@ -175,6 +187,7 @@ asio::awaitable<void> TunnelKeeper::Run() {
         cb();
       }
     });
+    if (options_.on_tunnel) options_.on_tunnel(t);
   };
 
   auto first = co_await Connect();
@@ -187,6 +200,7 @@ asio::awaitable<void> TunnelKeeper::Run() {
     co_return;
   }
   install(*first);
+  if (stopped_) co_return;  // the payment layer refused the session (Halt)
   if (on_up_) on_up_();
 
   uint32_t step = 0;  // backoff exponent, carried over tunnels that die young

@@ -77,6 +77,9 @@ class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
     // A tunnel that lived at least this long resets the backoff delay; one that dies sooner
     // (an exit that accepts and drops us at once) keeps it growing.
     std::chrono::milliseconds stable_after{10'000};
+    // Called on every new tunnel right after it started (the payment layer attaches here, and
+    // may Close the tunnel and call Halt). Optional.
+    std::function<void(const std::shared_ptr<TunnelConnection>&)> on_tunnel;
   };
   // The first tunnel is up (called once).
   using UpHandler = std::function<void()>;
@@ -92,6 +95,10 @@ class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
   // tunnel's socket is closed (at once when there is none); the close is bounded by the
   // connection's own flush timeout.
   void Stop(std::function<void()> on_stopped = nullptr);
+
+  // Stops for good without reconnecting (e.g. a spending cap was reached): the current tunnel
+  // is left to whoever closed it; the GaveUpHandler runs with `why` (not after Stop()).
+  void Halt(const std::string& why);
 
   bool up() const { return slot_->current() != nullptr; }
   uint64_t reconnects() const { return reconnects_; }  // successful reconnects so far

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "payments/wire/control_codec.h"
 
 namespace dvpn::tunnel::session {
 namespace {
@@ -88,6 +89,18 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
   std::array<uint8_t, kMaxHandshakeMessage> buf{};
   SessionKeys keys;
   std::optional<ClientHello> hello;
+  std::optional<ExitPayments::Admission> admission;
+  std::optional<std::string> refusal;
+  std::chrono::steady_clock::time_point msg2_sent;
+  // A channel admitted but never served is released.
+  struct ReleaseGuard {
+    ExitPayments* payments = nullptr;
+    std::optional<ExitPayments::Admission>* admission;
+    bool armed = true;
+    ~ReleaseGuard() {
+      if (armed && payments && admission->has_value()) payments->Release((*admission)->channel.id);
+    }
+  } release_guard{options_.payments.get(), &admission};
   {
     Watchdog deadline(socket.get_executor(), options_.handshake_timeout, [&socket] {
       error_code ignored;
@@ -135,7 +148,22 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
       TunnelLog()->debug("exit: no common cipher; dropped");
       co_return;
     }
-    auto n = responder.WriteMessage2(buf, *cipher, {});
+    std::vector<uint8_t> params;
+    if (options_.payments) {
+      auto admitted = co_await options_.payments->Admit(*hello);
+      if (!socket.is_open()) {  // the handshake timed out meanwhile
+        if (admitted) options_.payments->Release(hello->channel);
+        co_return;
+      }
+      if (admitted) {
+        params = payments::wire::EncodeTerms(admitted->terms);
+        admission = std::move(*admitted);
+      } else {
+        refusal = admitted.error();
+      }
+    }
+    msg2_sent = std::chrono::steady_clock::now();
+    auto n = responder.WriteMessage2(buf, *cipher, params);
     if (!n) {
       TunnelLog()->warn("exit: cannot write msg2: {}", n.error().message);
       co_return;
@@ -158,6 +186,22 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
                                                    options_.connection, name);
   tunnels_.insert(tunnel);
   std::weak_ptr<TunnelConnection> weak = tunnel;
+  std::shared_ptr<PayeeController> controller;
+  if (admission) {
+    payments::PayeeSession::Options po{.terms = admission->terms,
+                                       .ledger = hello->ledger,
+                                       .channel = hello->channel,
+                                       .client = hello->identity,
+                                       .deposit = admission->channel.deposit};
+    auto session = payments::PayeeSession::Create(std::move(po));
+    if (!session) {
+      refusal = session.error().message;
+    } else {
+      release_guard.armed = false;
+      controller = std::make_shared<PayeeController>(options_.payments, std::move(*session), tunnel,
+                                                     admission->channel, msg2_sent);
+    }
+  }
   tunnel->Start(
       [self, weak](uint32_t id, const Destination& dest) {
         auto t = weak.lock();
@@ -166,10 +210,17 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
             self->acceptor_.get_executor(),
             [self, t, id, dest]() { return self->ServeOpen(t, id, dest); }, asio::detached);
       },
-      [self, weak, name]() {
+      [self, weak, name, controller]() {
         TunnelLog()->info("exit: {} closed", name);
+        if (controller) controller->OnClosed();
         if (auto t = weak.lock()) self->tunnels_.erase(t);
       });
+  if (refusal) {
+    TunnelLog()->info("exit: {} refused: payment required: {}", name, *refusal);
+    tunnel->Close(CloseReason::kPaymentRequired, *refusal, true);
+    co_return;
+  }
+  if (controller) controller->Start();
 }
 
 asio::awaitable<void> ExitServer::ServeOpen(std::shared_ptr<TunnelConnection> tunnel, uint32_t id,

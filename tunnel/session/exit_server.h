@@ -18,6 +18,7 @@
 #include "tunnel/handshake.h"
 #include "tunnel/rate_limit.h"
 #include "tunnel/session/asio.h"
+#include "tunnel/session/paid_exit.h"
 #include "tunnel/session/tunnel_connection.h"
 
 namespace dvpn::tunnel::session {
@@ -32,6 +33,8 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
     std::chrono::milliseconds connect_timeout{10'000};
     size_t max_tunnels = 4096;
     bool log_destinations = false;
+    // Paid sessions (docs/payments.md); null: free sessions (empty msg2 params).
+    std::shared_ptr<ExitPayments> payments;
   };
 
   // Binds and listens on `listen` (throws boost::system::system_error when it cannot).

@@ -126,9 +126,21 @@ void TunnelConnection::SetControlHandler(ControlHandler handler) {
 }
 
 bool TunnelConnection::SendControl(ByteSpan message) {
+  return SendControl(message, ControlOrder::kUrgent);
+}
+
+bool TunnelConnection::SendControl(ByteSpan message, ControlOrder order) {
   if (closing_ || message.size() > kMaxControlPayload) return false;
-  return AppendFrame(true, kFrameHeaderSize + message.size(),
-                     [&](FrameWriter& w) { return w.Control(message); });
+  const size_t frame_size = kFrameHeaderSize + message.size();
+  if (order == ControlOrder::kAfterData) {
+    // Stream-ordered: behind every DATA frame already queued (and so already counted).
+    if (data_.used + frame_size > options_.write_buffer_limit + kControlQueueLimit) {
+      Close(CloseReason::kFlowControl, "the peer does not read (data queue full)", false);
+      return false;
+    }
+    return AppendFrame(false, frame_size, [&](FrameWriter& w) { return w.Control(message); });
+  }
+  return AppendFrame(true, frame_size, [&](FrameWriter& w) { return w.Control(message); });
 }
 
 void TunnelConnection::SetMeterObserver(uint64_t every_bytes, std::function<void()> fn) {

@@ -104,6 +104,15 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // pile up beyond the tunnel's slack (1 MiB) ends the tunnel (kFlowControl); SendControl then
   // returns false as well. Accepted messages are never dropped while the tunnel lives.
   bool SendControl(ByteSpan message);
+  // Ordered variant. kUrgent is SendControl(message) above. kAfterData appends the CONTROL frame
+  // to the stream-ordered data queue instead: the peer receives it only after every DATA frame
+  // queued before it (so after every byte data_bytes_sent() counted at the time of the call);
+  // it is not held back by windows or the pause (it carries no payload), only by the DATA ahead
+  // of it. The data queue may then grow to the write buffer limit plus the control slack
+  // (1 MiB); beyond that the tunnel ends (kFlowControl) and false is returned. Invoices use
+  // kAfterData (docs/payments.md, section 3).
+  enum class ControlOrder { kUrgent, kAfterData };
+  bool SendControl(ByteSpan message, ControlOrder order);
 
   // ---- Metering -----------------------------------------------------------------------------
   // Metered bytes are DATA frame payload bytes only (no frame or record headers, tags, control,
@@ -135,6 +144,10 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   bool closed() const { return closing_; }
   size_t stream_count() const { return streams_.size(); }
   const std::string& name() const { return name_; }
+  asio::any_io_executor socket_executor() { return socket_.get_executor(); }
+  // Client: the session params of the handshake's msg2 (empty: a free session).
+  void set_session_params(std::vector<uint8_t> params) { session_params_ = std::move(params); }
+  const std::vector<uint8_t>& session_params() const { return session_params_; }
 
  private:
   struct Stream;
@@ -256,6 +269,7 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   std::shared_ptr<std::function<void()>> meter_fn_;
   bool paused_ = false;
   uint64_t withheld_tunnel_credit_ = 0;
+  std::vector<uint8_t> session_params_;
 };
 
 }  // namespace dvpn::tunnel::session

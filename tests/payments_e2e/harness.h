@@ -1,0 +1,331 @@
+#pragma once
+// Shared harness of the paid-tunnel end-to-end tests (docs/payments.md): a real dvpn-ledger, a paid
+// dvpn-tunnel-exit and a dvpn-tunnel-client on 127.0.0.1; the test funds the client, opens the
+// channel (LedgerClient + ledger/requests.h) and moves bytes through the SOCKS5 front end to a
+// loopback echo server. Every socket has timeouts, every wait a deadline; every child is
+// stopped by PID (Subprocess kills leftovers).
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/amount.h"
+#include "common/bytes.h"
+#include "ledger/requests.h"
+#include "ledger/rpc/ledger_client.h"
+#include "payments/keys.h"
+#include "payments/signed_messages.h"
+#include "tests/support/subprocess.h"
+
+namespace dvpn::payments_e2e {
+
+using dvpn::testing::Subprocess;
+using dvpn::testing::TempDir;
+using ledger::rpc::LedgerClient;
+using payments::Address;
+using payments::PrivateKey;
+using namespace std::chrono_literals;
+
+constexpr Amount Micro(uint64_t v) { return Amount::FromMicro(v); }
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+inline std::string Tail(const std::string& path) {
+  auto t = ReadFile(path);
+  return t.size() > 3000 ? t.substr(t.size() - 3000) : t;
+}
+
+inline void SetTimeouts(int fd, std::chrono::seconds t) {
+  timeval tv{};
+  tv.tv_sec = t.count();
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+inline int ConnectLoopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  SetTimeouts(fd, 10s);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+inline bool WriteAll(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+inline bool ReadExactly(int fd, uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = ::recv(fd, p, n, 0);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Loopback echo server (one thread per connection; bounded by socket timeouts).
+class EchoServer {
+ public:
+  EchoServer() {
+    listen_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(listen_, 16);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{listen_, POLLIN, 0};
+        if (::poll(&p, 1, 100) <= 0) continue;
+        int fd = ::accept(listen_, nullptr, nullptr);
+        if (fd < 0) continue;
+        std::lock_guard<std::mutex> lock(mu_);
+        workers_.emplace_back([fd] {
+          SetTimeouts(fd, 10s);
+          std::vector<uint8_t> buf(65536);
+          for (;;) {
+            ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+            if (r <= 0 || !WriteAll(fd, buf.data(), static_cast<size_t>(r))) break;
+          }
+          ::shutdown(fd, SHUT_WR);
+          ::close(fd);
+        });
+      }
+    });
+  }
+  ~EchoServer() {
+    stop_ = true;
+    thread_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& t : workers_) t.join();
+    ::close(listen_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int listen_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::thread> workers_;
+};
+
+// SOCKS5 CONNECT to 127.0.0.1:`port` through the client at `socks_port`; -1 on failure.
+inline int SocksConnect(int socks_port, int port) {
+  int fd = ConnectLoopback(socks_port);
+  if (fd < 0) return -1;
+  uint8_t greet[] = {5, 1, 0};
+  uint8_t reply[10];
+  uint8_t req[] = {
+      5, 1, 0, 1, 127, 0, 0, 1, static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port & 0xFF)};
+  if (!WriteAll(fd, greet, 3) || !ReadExactly(fd, reply, 2) || reply[1] != 0 ||
+      !WriteAll(fd, req, sizeof(req)) || !ReadExactly(fd, reply, 10) || reply[1] != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `n` bytes and reads the echo back, interleaved in chunks. Returns the bytes echoed.
+inline size_t EchoThrough(int fd, size_t n) {
+  std::vector<uint8_t> out(64 * 1024, 0x5A);
+  std::vector<uint8_t> in(64 * 1024);
+  size_t done = 0;
+  while (done < n) {
+    size_t k = std::min(out.size(), n - done);
+    if (!WriteAll(fd, out.data(), k) || !ReadExactly(fd, in.data(), k)) break;
+    done += k;
+  }
+  return done;
+}
+
+constexpr uint64_t kPricePerMbMicro = 10'000;  // 0.01 credits per MB
+constexpr uint64_t kIntervalBytes = 1'000'000;
+constexpr uint64_t kDepositMicro = 5'000'000;
+
+class PaymentsE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Ledger.
+    std::string port_file = dir_.File("ledger.port");
+    auto proc = Subprocess::Spawn(
+        {DVPN_LEDGER_BIN, "--db", dir_.File("ledger.db"), "--listen", "127.0.0.1:0", "--port-file",
+         port_file, "--name", "pay-e2e", "--operator-pubkey", ToHex(operator_.public_key().bytes()),
+         "--log-level", "warn"},
+        dir_.File("ledger.log"));
+    ASSERT_TRUE(proc) << proc.error();
+    ledger_.emplace(*std::move(proc));
+    auto port = testing::WaitForPortFile(port_file, 15'000ms);
+    ASSERT_TRUE(port) << Tail(dir_.File("ledger.log"));
+    ledger_target_ = "127.0.0.1:" + std::to_string(*port);
+    client_ = std::make_unique<LedgerClient>(ledger_target_, 5000ms);
+    ASSERT_TRUE(client_->WaitForConnected(5000ms));
+    auto info = client_->GetInfo();
+    ASSERT_TRUE(info) << info.error().message;
+    ledger_id_ = info->id;
+    // Fund the client and open the channel to the provider.
+    Address client_addr = Address::FromPublicKey(payer_.public_key());
+    auto d = client_->Deposit(
+        ledger::MakeDeposit(operator_, ledger_id_, client_addr, Micro(10'000'000), 1));
+    ASSERT_TRUE(d) << d.error().message;
+    auto open = ledger::MakeOpenChannel(payer_, ledger_id_, ProviderAddress(), Micro(kDepositMicro),
+                                        1, info->server_time_unix + 86'400);
+    auto c = client_->OpenChannel(open);
+    ASSERT_TRUE(c) << c.error().message;
+    channel_ = c->id;
+    // The exit's static key (created by the exit itself).
+    auto pk = Subprocess::Spawn(
+        {DVPN_TUNNEL_EXIT_BIN, "--static-key-file", dir_.File("exit.key"), "--print-public-key"},
+        dir_.File("pubkey.out"));
+    ASSERT_TRUE(pk);
+    auto st = pk->WaitFor(10'000ms);
+    ASSERT_TRUE(st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0);
+    exit_pub_ = ReadFile(dir_.File("pubkey.out")).substr(0, 64);
+  }
+
+  Address ProviderAddress() const { return Address::FromPublicKey(provider_.public_key()); }
+
+  // Starts the paid exit; returns its port (0 on failure).
+  int StartExit(std::vector<std::string> extra = {}) {
+    std::string port_file = dir_.File("exit.port");
+    std::remove(port_file.c_str());
+    std::vector<std::string> argv = {DVPN_TUNNEL_EXIT_BIN,
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--port-file",
+                                     port_file,
+                                     "--static-key-file",
+                                     dir_.File("exit.key"),
+                                     "--allow",
+                                     "127.0.0.1/32",
+                                     "--price-per-mb",
+                                     "0.01",
+                                     "--invoice-interval-bytes",
+                                     std::to_string(kIntervalBytes),
+                                     "--ledger",
+                                     ledger_target_,
+                                     "--identity-key-hex",
+                                     ToHex(provider_secret_),
+                                     "--promise-db",
+                                     dir_.File("promises.db"),
+                                     "--settle-threshold",
+                                     "1000",
+                                     "--settle-max-age-s",
+                                     "3600",
+                                     "--log-level",
+                                     "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = Subprocess::Spawn(argv, dir_.File("exit.log"));
+    if (!p) return 0;
+    exit_.emplace(*std::move(p));
+    auto port = testing::WaitForPortFile(port_file, 15'000ms);
+    if (!port) {
+      ADD_FAILURE() << "exit did not start:\n" << Tail(dir_.File("exit.log"));
+      return 0;
+    }
+    return *port;
+  }
+
+  // Starts the client; returns its SOCKS port (0 when it did not come up).
+  int StartClient(int exit_port, std::vector<std::string> extra = {}, bool wait = true) {
+    std::string port_file = dir_.File("socks.port");
+    std::remove(port_file.c_str());
+    std::vector<std::string> argv = {DVPN_TUNNEL_CLIENT_BIN,
+                                     "--provider",
+                                     "127.0.0.1:" + std::to_string(exit_port),
+                                     "--provider-key",
+                                     exit_pub_,
+                                     "--socks",
+                                     "127.0.0.1:0",
+                                     "--socks-port-file",
+                                     port_file,
+                                     "--identity-key-hex",
+                                     ToHex(payer_secret_),
+                                     "--channel",
+                                     ToHex(channel_.bytes),
+                                     "--ledger",
+                                     ToHex(ledger_id_.bytes),
+                                     "--payee",
+                                     ProviderAddress().ToString(),
+                                     "--max-reconnects",
+                                     "0",
+                                     "--log-level",
+                                     "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = Subprocess::Spawn(argv, dir_.File("client.log"));
+    if (!p) return 0;
+    tunnel_client_.emplace(*std::move(p));
+    if (!wait) return 0;
+    auto port = testing::WaitForPortFile(port_file, 15'000ms);
+    return port ? *port : 0;
+  }
+
+  Amount ProviderBalance() {
+    auto a = client_->GetAccount(ProviderAddress());
+    return a ? a->balance : Amount();
+  }
+
+  TempDir dir_;
+  PrivateKey operator_ = PrivateKey::Generate();
+  ByteArray<32> provider_secret_ = RandomSecret();
+  ByteArray<32> payer_secret_ = RandomSecret();
+  PrivateKey provider_ = *PrivateKey::FromBytes(provider_secret_);
+  PrivateKey payer_ = *PrivateKey::FromBytes(payer_secret_);
+  std::optional<Subprocess> ledger_;
+  std::optional<Subprocess> exit_;
+  std::optional<Subprocess> tunnel_client_;
+  std::unique_ptr<LedgerClient> client_;
+  std::string ledger_target_;
+  payments::LedgerId ledger_id_;
+  payments::ChannelId channel_;
+  std::string exit_pub_;
+  EchoServer echo_;
+
+  static ByteArray<32> RandomSecret() {
+    std::random_device rd;
+    for (;;) {  // almost every 32-byte string is a valid key
+      ByteArray<32> b{};
+      for (auto& x : b) x = static_cast<uint8_t>(rd());
+      if (PrivateKey::FromBytes(b)) return b;
+    }
+  }
+};
+
+}  // namespace dvpn::payments_e2e

@@ -1,0 +1,117 @@
+#include "tunnel/session/paid_client.h"
+
+#include "common/log.h"
+#include "payments/wire/control_codec.h"
+
+namespace dvpn::tunnel::session {
+namespace {
+
+uint64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::shared_ptr<PayerController> PayerController::Attach(
+    const std::shared_ptr<TunnelConnection>& tunnel, const ClientPaymentConfig& config,
+    FinalHandler on_final) {
+  auto terms = payments::wire::DecodeTerms(tunnel->session_params());
+  if (!terms) {
+    const std::string why = "the provider's session terms do not decode";
+    TunnelLog()->error("{}", why);
+    tunnel->Close(CloseReason::kTermsRefused, why, true);
+    if (on_final) on_final(payments::CloseReason::kTermsRefused, why);
+    return nullptr;
+  }
+  if (!*terms) return nullptr;  // free session
+  payments::PayerSession::Options o;
+  o.terms = **terms;
+  o.policy = config.policy;
+  o.identity = config.identity;
+  o.ledger = config.ledger;
+  o.channel = config.channel;
+  o.expected_payee = config.expected_payee;
+  o.daily = config.daily;
+  auto session = payments::PayerSession::Accept(std::move(o));
+  if (!session) {
+    const std::string why = "session terms refused: " + session.error().message;
+    TunnelLog()->error("{}", why);
+    tunnel->Close(CloseReason::kTermsRefused, session.error().message, true);
+    if (on_final) on_final(payments::CloseReason::kTermsRefused, why);
+    return nullptr;
+  }
+  TunnelLog()->info("paid session: {} per MB, {} per minute, base {}, invoice every {} bytes",
+              (**terms).price.per_mb.ToString(), (**terms).price.per_minute.ToString(),
+              (**terms).base_cumulative.ToString(), (**terms).invoice_interval_bytes);
+  auto c = std::shared_ptr<PayerController>(
+      new PayerController(std::move(*session), tunnel, std::move(on_final)));
+  std::weak_ptr<PayerController> weak = c;
+  // The handler holds the controller: it lives as long as the tunnel keeps its handler.
+  tunnel->SetControlHandler([c](ByteSpan m) { c->OnControl(m); });
+  return c;
+}
+
+PayerController::PayerController(payments::PayerSession session,
+                                 std::shared_ptr<TunnelConnection> tunnel, FinalHandler on_final)
+    : session_(std::move(session)),
+      tunnel_(tunnel),
+      on_final_(std::move(on_final)),
+      start_(std::chrono::steady_clock::now()) {}
+
+uint64_t PayerController::ElapsedMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start_)
+      .count();
+}
+
+void PayerController::End(payments::CloseReason reason, const std::string& why) {
+  if (auto t = tunnel_.lock()) {
+    t->Close(static_cast<CloseReason>(static_cast<uint8_t>(reason)), why, true);
+  }
+  if (on_final_ &&
+      (reason == payments::CloseReason::kSpendCap || reason == payments::CloseReason::kOvercharge ||
+       reason == payments::CloseReason::kTermsRefused)) {
+    auto cb = std::move(on_final_);
+    on_final_ = nullptr;
+    cb(reason, why);
+  }
+}
+
+void PayerController::OnControl(ByteSpan message) {
+  auto t = tunnel_.lock();
+  if (!t || t->closed()) return;
+  auto decoded = payments::wire::DecodeControl(message);
+  if (!decoded) {
+    t->Close(CloseReason::kProtocolError, "malformed payment control message", true);
+    return;
+  }
+  if (!*decoded) return;
+  if (auto* inv = std::get_if<payments::Invoice>(&**decoded)) {
+    const uint64_t meter = t->data_bytes_sent() + t->data_bytes_received();
+    auto r = session_.OnInvoice(*inv, meter, ElapsedMs(), payments::UtcDay(UnixSeconds()));
+    if (!r) {
+      TunnelLog()->error("invoice {} refused: {}", inv->seq, r.error().message);
+      if (r.error().close) End(*r.error().close, r.error().message);
+      return;
+    }
+    if (*r) {
+      TunnelLog()->debug("invoice {}: {} bytes, due {}; promising cumulative {}", inv->seq,
+                   inv->metered_bytes, inv->amount_due.ToString(), (*r)->cumulative.ToString());
+      if (!t->SendControl(payments::wire::EncodeControl(**r))) {
+        TunnelLog()->warn("cannot send the promise (tunnel closing)");
+      }
+    }
+  } else if (auto* rc = std::get_if<payments::Receipt>(&**decoded)) {
+    if (!session_.OnReceipt(*rc)) {
+      TunnelLog()->warn("receipt for {} above what was signed; ignored", rc->cumulative.ToString());
+    } else {
+      TunnelLog()->debug("receipt: cumulative {} acknowledged", rc->cumulative.ToString());
+    }
+  } else if (auto* n = std::get_if<payments::Notice>(&**decoded)) {
+    TunnelLog()->info("provider notice {}: {}", static_cast<uint32_t>(n->code), n->text);
+  }
+}
+
+}  // namespace dvpn::tunnel::session

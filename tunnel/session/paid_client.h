@@ -1,0 +1,58 @@
+#pragma once
+// The client's payment layer (docs/payments.md §2, §5): PayerController checks the terms a
+// provider put in msg2 against the client's spend policy and answers each invoice with a signed
+// cumulative promise (or ends the tunnel with the reason PayerSession gives). A spending cap
+// reached is final: `on_final` is told so that the tunnel keeper stops reconnecting.
+//
+// Threading: io thread only (the tunnel's). Ownership: shared_ptr, held by the tunnel's
+// handlers; the identity key and the DailySpend are borrowed / shared.
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "payments/payer_session.h"
+#include "tunnel/session/tunnel_connection.h"
+
+namespace dvpn::tunnel::session {
+
+struct ClientPaymentConfig {
+  payments::SpendPolicy policy;
+  const payments::PrivateKey* identity = nullptr;  // the channel's client key; not owned
+  payments::LedgerId ledger;
+  payments::ChannelId channel;
+  std::optional<payments::Address> expected_payee;
+  std::shared_ptr<payments::DailySpend> daily;  // shared by every tunnel of the process
+};
+
+class PayerController : public std::enable_shared_from_this<PayerController> {
+ public:
+  // Called once when the session ends for a reason that must not be retried by reconnecting
+  // (spending cap, overcharge, terms refused); `why` is one line for the user.
+  using FinalHandler = std::function<void(payments::CloseReason reason, const std::string& why)>;
+
+  // Attaches the payment layer to a tunnel whose msg2 params are `tunnel->session_params()`.
+  // Empty params: a free session, nothing attached, returns null. Terms that do not decode or
+  // are refused: the tunnel is closed (kTermsRefused), `on_final` is called, returns null.
+  // Call on the io thread, right after the tunnel started.
+  static std::shared_ptr<PayerController> Attach(const std::shared_ptr<TunnelConnection>& tunnel,
+                                                 const ClientPaymentConfig& config,
+                                                 FinalHandler on_final);
+
+  const payments::PayerSession& session() const { return session_; }
+
+ private:
+  PayerController(payments::PayerSession session, std::shared_ptr<TunnelConnection> tunnel,
+                  FinalHandler on_final);
+  void OnControl(ByteSpan message);
+  void End(payments::CloseReason reason, const std::string& why);
+  uint64_t ElapsedMs() const;
+
+  payments::PayerSession session_;
+  std::weak_ptr<TunnelConnection> tunnel_;
+  FinalHandler on_final_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace dvpn::tunnel::session
