@@ -23,7 +23,10 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
+#include "payments/spend_journal.h"
+#include "services/dvpn-tunnel-client/escrow_top_up.h"
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -37,6 +40,13 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
 constexpr int kExitSpendCap = 3;
 constexpr int kExitPaymentRefused = 4;
+constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
+
+uint64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 constexpr const char* kPasswordEnv = "DVPN_SOCKS_PASSWORD";
 constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
 // After SIGINT/SIGTERM, at most this long for the tunnel's CLOSE frame to go out.
@@ -74,6 +84,11 @@ int main(int argc, char** argv) {
   std::string identity_hex;
   std::string channel_hex;
   std::string ledger_hex;
+  std::string keystore_path;
+  std::string ledger_target;
+  std::string spend_file;
+  std::string top_up_amount_text;
+  std::string top_up_below_text;
   std::string log_level = "info";
   unsigned handshake_timeout_ms = 10'000;
   uint64_t max_reconnects = 0;
@@ -98,9 +113,18 @@ int main(int argc, char** argv) {
                "answer SOCKS CONNECT at once and send the first bytes with the open (faster "
                "set-up; exit-side failures then show as a reset, not a SOCKS reply code)");
   app.add_option("--identity-key-hex", identity_hex,
-                 "secp256k1 secret key (hex) of the payment identity; random when absent");
+                 "secp256k1 secret key (hex) of the payment identity (or --keystore); random "
+                 "when both are absent (free exits only)");
+  app.add_option("--keystore", keystore_path,
+                 "payment identity keystore file, as dvpnctl writes it (passphrase from "
+                 "$DVPN_PASSPHRASE)");
   app.add_option("--channel", channel_hex, "escrow channel id (hex, 32 bytes); zeros when absent");
-  app.add_option("--ledger", ledger_hex, "ledger id (hex, 32 bytes); zeros when absent");
+  app.add_option("--ledger-id", ledger_hex,
+                 "id of the ledger the channel is on (hex, 32 bytes); read from --ledger when "
+                 "absent; zeros when both are absent");
+  app.add_option("--ledger", ledger_target,
+                 "ledger gRPC HOST:PORT (optional): the ledger id is read from it; top-ups "
+                 "need it");
   app.add_option("--handshake-timeout-ms", handshake_timeout_ms, "connect + handshake timeout")
       ->capture_default_str()
       ->check(CLI::Range(1u, 600'000u));
@@ -136,6 +160,13 @@ int main(int argc, char** argv) {
                  "accept invoices up to this many bytes above our own meter")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000'000}));
+  app.add_option("--spend-file", spend_file,
+                 "keep today's spending in this file so that --daily-cap holds across restarts");
+  app.add_option("--top-up-amount", top_up_amount_text,
+                 "with --ledger: add this much to the channel's escrow when it runs low (credits)");
+  app.add_option("--top-up-below", top_up_below_text,
+                 "top up when the escrow left after the latest promise is below this (credits; "
+                 "default: the top-up amount)");
   app.add_option("--payee", payee_text,
                  "the provider's account address (dv...): terms naming another payee are refused");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -201,12 +232,12 @@ int main(int argc, char** argv) {
   auto provider_key = Hex32(provider_key_hex);
   if (!provider_key) return Refuse("--provider-key: expected 64 hex digits");
   std::optional<dvpn::payments::PrivateKey> identity;
-  if (identity_hex.empty()) {
+  if (identity_hex.empty() && keystore_path.empty()) {
     identity = dvpn::payments::PrivateKey::Generate();
   } else {
-    auto bytes = dvpn::FromHex(identity_hex);
-    if (bytes) identity = dvpn::payments::PrivateKey::FromBytes(*bytes);
-    if (!identity) return Refuse("--identity-key-hex: not a valid secp256k1 secret key");
+    auto key = session::LoadAccountKey(identity_hex, keystore_path);
+    if (!key) return Refuse(key.error());
+    identity = std::move(*key);
   }
   dvpn::payments::ChannelId channel;
   dvpn::payments::LedgerId ledger;
@@ -217,8 +248,19 @@ int main(int argc, char** argv) {
   }
   if (!ledger_hex.empty()) {
     auto l = Hex32(ledger_hex);
-    if (!l) return Refuse("--ledger: expected 64 hex digits");
+    if (!l) return Refuse("--ledger-id: expected 64 hex digits");
     ledger.bytes = *l;
+  }
+  std::shared_ptr<dvpn::ledger::rpc::LedgerClient> ledger_client;
+  if (!ledger_target.empty()) {
+    ledger_client = std::make_shared<dvpn::ledger::rpc::LedgerClient>(ledger_target,
+                                                                      kLedgerCallTimeout);
+    auto info = ledger_client->GetInfo();
+    if (!info) return Refuse("--ledger " + ledger_target + ": " + info.error().message);
+    if (!ledger_hex.empty() && info->id != ledger) {
+      return Refuse("--ledger " + ledger_target + " is not the ledger named by --ledger-id");
+    }
+    ledger = info->id;
   }
 
   session::asio::io_context io(1);
@@ -258,6 +300,36 @@ int main(int argc, char** argv) {
     pay.ledger = ledger;
     pay.channel = channel;
     pay.daily = std::make_shared<dvpn::payments::DailySpend>();
+    if (!spend_file.empty()) {
+      if (pay.policy.daily_cap.IsZero()) return Refuse("--spend-file needs --daily-cap");
+      auto journal = dvpn::payments::SpendJournal::Open(spend_file, pay.policy.daily_cap);
+      if (!journal) return Refuse("--spend-file: " + journal.error());
+      pay.journal = std::make_shared<dvpn::payments::SpendJournal>(std::move(*journal));
+      const uint64_t today = dvpn::payments::UtcDay(UnixSeconds());
+      pay.daily->Record(today, pay.journal->ReservedFor(today));
+      log->info("spent today so far (from {}): {} of the daily cap {}", spend_file,
+                pay.journal->ReservedFor(today).ToString(), pay.policy.daily_cap.ToString());
+    }
+    if (auto e = amount(top_up_amount_text, "--top-up-amount", &pay.policy.top_up_amount))
+      return Refuse(*e);
+    pay.policy.low_escrow_threshold = pay.policy.top_up_amount;
+    if (auto e = amount(top_up_below_text, "--top-up-below", &pay.policy.low_escrow_threshold))
+      return Refuse(*e);
+  }
+  std::unique_ptr<dvpn::tunnel_client::EscrowTopUp> top_up;
+  if (!pay.policy.top_up_amount.IsZero()) {
+    if (!ledger_client) return Refuse("--top-up-amount needs --ledger HOST:PORT");
+    top_up = std::make_unique<dvpn::tunnel_client::EscrowTopUp>(
+        ledger_client, dvpn::tunnel_client::EscrowTopUp::Options{
+                           .client = &*identity,
+                           .ledger = ledger,
+                           .channel = channel,
+                           .amount = pay.policy.top_up_amount,
+                           .below = pay.policy.low_escrow_threshold});
+    if (auto started = top_up->Start(); !started) return Refuse("--top-up-amount: " + started.error());
+    pay.on_escrow_use = [t = top_up.get()](dvpn::Amount cumulative, bool low) {
+      t->OnEscrowUse(cumulative, low);
+    };
   }
   int payment_exit_code = 0;  // set when the payment layer ended the client for good
 
@@ -350,5 +422,9 @@ int main(int argc, char** argv) {
         fail(kExitRuntime);
       });
   io.run();
+  if (pay.journal) {  // a clean stop gives back the unused part of today's reservation
+    const uint64_t today = dvpn::payments::UtcDay(UnixSeconds());
+    if (auto t = pay.journal->Trim(today, pay.daily->SpentOn(today)); !t) log->warn("{}", t.error());
+  }
   return exit_code;
 }

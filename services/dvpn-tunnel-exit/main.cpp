@@ -274,21 +274,9 @@ int main(int argc, char** argv) {
     pay.payment_grace_ms = payment_grace_ms;
     if (ledger_target.empty()) return Refuse("--ledger HOST:PORT is required with a price");
     if (promise_db.empty()) return Refuse("--promise-db FILE is required with a price");
-    if (identity_key_hex.empty() == keystore_path.empty()) {
-      return Refuse("a price needs exactly one of --identity-key-hex and --keystore");
-    }
-    if (!identity_key_hex.empty()) {
-      auto bytes = dvpn::FromHex(identity_key_hex);
-      if (bytes && bytes->size() == 32)
-        provider_key = dvpn::payments::PrivateKey::FromBytes(*bytes);
-      if (!provider_key) return Refuse("--identity-key-hex: expected 64 hex digits of a valid key");
-    } else {
-      const char* pass = std::getenv("DVPN_PASSPHRASE");
-      if (!pass) return Refuse("--keystore: set DVPN_PASSPHRASE");
-      auto k = dvpn::payments::LoadKeystore(keystore_path, pass);
-      if (!k) return Refuse("--keystore: " + k.error().message);
-      provider_key = std::move(*k);
-    }
+    auto key = session::LoadAccountKey(identity_key_hex, keystore_path);
+    if (!key) return Refuse(key.error());
+    provider_key = std::move(*key);
     auto threshold = dvpn::Amount::Parse(settle_threshold_text);
     if (!threshold) return Refuse("--settle-threshold: not an amount: " + settle_threshold_text);
     gateway = std::make_unique<dvpn::ledger::rpc::RpcLedgerGateway>(ledger_target);

@@ -236,7 +236,7 @@ class PaymentsE2E : public ::testing::Test {
                                      "--allow",
                                      "127.0.0.1/32",
                                      "--price-per-mb",
-                                     "0.01",
+                                     price_per_mb_,
                                      "--invoice-interval-bytes",
                                      std::to_string(kIntervalBytes),
                                      "--ledger",
@@ -280,7 +280,7 @@ class PaymentsE2E : public ::testing::Test {
                                      ToHex(payer_secret_),
                                      "--channel",
                                      ToHex(channel_.bytes),
-                                     "--ledger",
+                                     "--ledger-id",
                                      ToHex(ledger_id_.bytes),
                                      "--payee",
                                      ProviderAddress().ToString(),
@@ -316,6 +316,7 @@ class PaymentsE2E : public ::testing::Test {
   payments::LedgerId ledger_id_;
   payments::ChannelId channel_;
   std::string exit_pub_;
+  std::string price_per_mb_ = "0.01";  // the exit's --price-per-mb (kPricePerMbMicro)
   EchoServer echo_;
 
   static ByteArray<32> RandomSecret() {

@@ -1,6 +1,6 @@
 #pragma once
 // Small helpers shared by the tunnel executables (wiring only): HOST:PORT parsing, the open-file
-// limit, and reading a secret from a file.
+// limit, reading a secret from a file, and loading the payment account key.
 
 #include <sys/resource.h>
 
@@ -11,8 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <cstdlib>
+#include <expected>
 #include <string>
 
+#include "common/bytes.h"
+#include "payments/keys.h"
+#include "payments/keystore.h"
 #include "tunnel/session/asio.h"
 
 namespace dvpn::tunnel::session {
@@ -99,6 +104,29 @@ inline std::optional<std::string> ReadSecretFile(const std::string& path, size_t
     return std::nullopt;
   }
   return text;
+}
+
+// The payment account key from exactly one of `key_hex` (64 hex digits) and `keystore_path`
+// (a dvpnctl keystore; passphrase from $DVPN_PASSPHRASE). Error: a message naming the flag.
+inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
+    const std::string& key_hex, const std::string& keystore_path) {
+  if (key_hex.empty() == keystore_path.empty()) {
+    return std::unexpected(std::string("give exactly one of --identity-key-hex and --keystore"));
+  }
+  if (!key_hex.empty()) {
+    auto bytes = FromHex(key_hex);
+    std::optional<payments::PrivateKey> key;
+    if (bytes && bytes->size() == 32) key = payments::PrivateKey::FromBytes(*bytes);
+    if (!key) {
+      return std::unexpected(std::string("--identity-key-hex: expected 64 hex digits of a valid key"));
+    }
+    return std::move(*key);
+  }
+  const char* pass = std::getenv("DVPN_PASSPHRASE");
+  if (!pass) return std::unexpected(std::string("--keystore: set DVPN_PASSPHRASE"));
+  auto k = payments::LoadKeystore(keystore_path, pass);
+  if (!k) return std::unexpected("--keystore: " + k.error().message);
+  return std::move(*k);
 }
 
 }  // namespace dvpn::tunnel::session

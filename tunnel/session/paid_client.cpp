@@ -33,7 +33,7 @@ std::shared_ptr<PayerController> PayerController::Attach(
   o.ledger = config.ledger;
   o.channel = config.channel;
   o.expected_payee = config.expected_payee;
-  o.daily = config.daily;
+  o.daily = config.daily ? config.daily : std::make_shared<payments::DailySpend>();
   auto session = payments::PayerSession::Accept(std::move(o));
   if (!session) {
     const std::string why = "session terms refused: " + session.error().message;
@@ -46,7 +46,7 @@ std::shared_ptr<PayerController> PayerController::Attach(
               (**terms).price.per_mb.ToString(), (**terms).price.per_minute.ToString(),
               (**terms).base_cumulative.ToString(), (**terms).invoice_interval_bytes);
   auto c = std::shared_ptr<PayerController>(
-      new PayerController(std::move(*session), tunnel, std::move(on_final)));
+      new PayerController(std::move(*session), tunnel, config, std::move(on_final)));
   std::weak_ptr<PayerController> weak = c;
   // The handler holds the controller: it lives as long as the tunnel keeps its handler.
   tunnel->SetControlHandler([c](ByteSpan m) { c->OnControl(m); });
@@ -54,10 +54,14 @@ std::shared_ptr<PayerController> PayerController::Attach(
 }
 
 PayerController::PayerController(payments::PayerSession session,
-                                 std::shared_ptr<TunnelConnection> tunnel, FinalHandler on_final)
+                                 std::shared_ptr<TunnelConnection> tunnel,
+                                 const ClientPaymentConfig& config, FinalHandler on_final)
     : session_(std::move(session)),
       tunnel_(tunnel),
       on_final_(std::move(on_final)),
+      journal_(config.journal),
+      daily_(config.daily),
+      on_escrow_use_(config.on_escrow_use),
       start_(std::chrono::steady_clock::now()) {}
 
 uint64_t PayerController::ElapsedMs() const {
@@ -90,17 +94,27 @@ void PayerController::OnControl(ByteSpan message) {
   if (!*decoded) return;
   if (auto* inv = std::get_if<payments::Invoice>(&**decoded)) {
     const uint64_t meter = t->data_bytes_sent() + t->data_bytes_received();
-    auto r = session_.OnInvoice(*inv, meter, ElapsedMs(), payments::UtcDay(UnixSeconds()));
+    const uint64_t day = payments::UtcDay(UnixSeconds());
+    auto r = session_.OnInvoice(*inv, meter, ElapsedMs(), day);
     if (!r) {
       TunnelLog()->error("invoice {} refused: {}", inv->seq, r.error().message);
       if (r.error().close) End(*r.error().close, r.error().message);
       return;
+    }
+    if (*r && journal_ && daily_) {
+      if (auto covered = journal_->Cover(day, daily_->SpentOn(day)); !covered) {
+        TunnelLog()->error("cannot record today's spending: {}", covered.error());
+        End(payments::CloseReason::kSpendCap, "cannot record today's spending");
+        return;
+      }
     }
     if (*r) {
       TunnelLog()->debug("invoice {}: {} bytes, due {}; promising cumulative {}", inv->seq,
                    inv->metered_bytes, inv->amount_due.ToString(), (*r)->cumulative.ToString());
       if (!t->SendControl(payments::wire::EncodeControl(**r))) {
         TunnelLog()->warn("cannot send the promise (tunnel closing)");
+      } else if (on_escrow_use_) {
+        on_escrow_use_((*r)->cumulative, false);
       }
     }
   } else if (auto* rc = std::get_if<payments::Receipt>(&**decoded)) {
@@ -111,6 +125,9 @@ void PayerController::OnControl(ByteSpan message) {
     }
   } else if (auto* n = std::get_if<payments::Notice>(&**decoded)) {
     TunnelLog()->info("provider notice {}: {}", static_cast<uint32_t>(n->code), n->text);
+    if (n->code == payments::NoticeCode::kEscrowLow && on_escrow_use_) {
+      on_escrow_use_(session_.last_signed(), true);
+    }
   }
 }
 

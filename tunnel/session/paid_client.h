@@ -13,6 +13,7 @@
 #include <string>
 
 #include "payments/payer_session.h"
+#include "payments/spend_journal.h"
 #include "tunnel/session/tunnel_connection.h"
 
 namespace dvpn::tunnel::session {
@@ -24,6 +25,13 @@ struct ClientPaymentConfig {
   payments::ChannelId channel;
   std::optional<payments::Address> expected_payee;
   std::shared_ptr<payments::DailySpend> daily;  // shared by every tunnel of the process
+  // Optional (--spend-file): today's spending is made durable before each promise goes out
+  // (docs/payments.md §5); a journal that cannot be written ends the session (kSpendCap).
+  std::shared_ptr<payments::SpendJournal> journal;
+  // Optional: called on the io thread after each promise went out (its cumulative) and when the
+  // provider says the escrow is low (the last cumulative signed, escrow_low = true). The
+  // top-up policy listens here. Must not block.
+  std::function<void(Amount cumulative, bool escrow_low)> on_escrow_use;
 };
 
 class PayerController : public std::enable_shared_from_this<PayerController> {
@@ -44,7 +52,7 @@ class PayerController : public std::enable_shared_from_this<PayerController> {
 
  private:
   PayerController(payments::PayerSession session, std::shared_ptr<TunnelConnection> tunnel,
-                  FinalHandler on_final);
+                  const ClientPaymentConfig& config, FinalHandler on_final);
   void OnControl(ByteSpan message);
   void End(payments::CloseReason reason, const std::string& why);
   uint64_t ElapsedMs() const;
@@ -52,6 +60,9 @@ class PayerController : public std::enable_shared_from_this<PayerController> {
   payments::PayerSession session_;
   std::weak_ptr<TunnelConnection> tunnel_;
   FinalHandler on_final_;
+  std::shared_ptr<payments::SpendJournal> journal_;
+  std::shared_ptr<payments::DailySpend> daily_;
+  std::function<void(Amount, bool)> on_escrow_use_;
   std::chrono::steady_clock::time_point start_;
 };
 
