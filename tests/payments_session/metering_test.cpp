@@ -31,6 +31,14 @@ bool Overflows(uint64_t per_mb, uint64_t per_minute, uint64_t bytes, uint64_t ms
   return true;
 }
 
+// The worked examples of docs/protocol.md §5.
+TEST(Charge, ProtocolDocumentExamples) {
+  EXPECT_EQ(C(10'000, 0, 999'999, 0), 9'999u);
+  EXPECT_EQ(C(10'000, 0, 1'000'000, 0), 10'000u);
+  EXPECT_EQ(C(10'000, 0, 1'500'001, 0), 15'000u);
+  EXPECT_TRUE(Overflows(1'000'000'000'000, 0, UINT64_MAX, 0));
+}
+
 TEST(Charge, ExactValues) {
   EXPECT_EQ(C(0, 0, 0, 0), 0u);
   EXPECT_EQ(C(1000, 0, 1'000'000, 0), 1000u);            // 1 MB at 1000u/MB
