@@ -58,6 +58,11 @@ class LedgerGateway {
   // nothing).
   virtual GatewayResult<ledger::SettleBatchResult> SettleBatch(
       const ledger::SettleBatchRequest& request, GatewayDeadline deadline) = 0;
+  // Makes the calls in flight return kUnreachable now instead of at their deadline; later calls
+  // are not affected. Used at shutdown, so that a ledger that does not answer cannot hold the
+  // process past its own deadline. Any thread. The default does nothing (calls that return
+  // quickly anyway).
+  virtual void CancelInFlight() {}
 };
 
 inline const char* GatewayErrcName(GatewayErrc code) {

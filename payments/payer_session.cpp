@@ -83,14 +83,14 @@ PayResult<std::optional<PromiseMessage>> PayerSession::OnInvoice(const Invoice& 
   std::optional<Refusal> refusal;
   if (invoice.metered_bytes > byte_bound) {
     refusal = Refusal{PaymentErrc::kOvercharge,
-                      what + to_string(invoice.metered_bytes) + " bytes, own meter " +
+                      "overcharge: " + what + to_string(invoice.metered_bytes) + " bytes, own meter " +
                           to_string(own_metered_bytes) + " + tolerance " +
                           to_string(policy.tolerance_bytes),
                       CloseReason::kOvercharge, false};
   } else if (invoice.elapsed_ms > time_bound) {
     refusal =
         Refusal{PaymentErrc::kOvercharge,
-                what + to_string(invoice.elapsed_ms) + " ms, own clock " +
+                "overcharge: " + what + to_string(invoice.elapsed_ms) + " ms, own clock " +
                     to_string(own_elapsed_ms) + " + tolerance " + to_string(policy.tolerance_ms),
                 CloseReason::kOvercharge, false};
   }
@@ -106,7 +106,7 @@ PayResult<std::optional<PromiseMessage>> PayerSession::OnInvoice(const Invoice& 
   if (invoice.amount_due > *fair) {
     ended_ = true;
     return Refuse(PaymentErrc::kOvercharge,
-                  what + "asks " + invoice.amount_due.ToString() + " for " +
+                  "overcharge: " + what + "asks " + invoice.amount_due.ToString() + " for " +
                       to_string(invoice.metered_bytes) + " bytes and " +
                       to_string(invoice.elapsed_ms) + " ms, which cost " + fair->ToString(),
                   CloseReason::kOvercharge);

@@ -190,6 +190,10 @@ void SettlementScheduler::Shutdown(SteadyTime deadline) {
     if (!shutdown_) {
       shutdown_ = true;
       shutdown_deadline_ = deadline;
+      // A call in flight (bounded only by call_timeout) must not hold the final pass past
+      // `deadline`. Under mu_: the loop cannot have begun the final pass, whose calls must
+      // not be cancelled.
+      gateway_.CancelInFlight();
     }
     cv_.notify_all();
   }

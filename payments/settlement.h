@@ -98,8 +98,9 @@ class SettlementScheduler {
   // Settles everything with unsettled value now, even while backing off after failures.
   void SettleNow();
   // Makes one final attempt to settle everything, every ledger call bounded by `deadline`
-  // (no call starts after it), then stops the thread and returns. A pass or call already
-  // running finishes first (each call is bounded by call_timeout). Idempotent.
+  // (no call starts after it), then stops the thread and returns. A ledger call already
+  // running is cancelled (LedgerGateway::CancelInFlight) and the pass it belongs to stops, so
+  // the whole shutdown ends by `deadline` plus a small slack. Idempotent.
   void Shutdown(std::chrono::steady_clock::time_point deadline);
 
   SchedulerStats Stats() const;

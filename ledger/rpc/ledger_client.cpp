@@ -1,5 +1,8 @@
 #include "ledger/rpc/ledger_client.h"
 
+#include <mutex>
+#include <set>
+
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -110,19 +113,44 @@ class LedgerClient::Impl {
     return ctx;
   }
 
+  // Runs `rpc(ctx)` (one unary call) with a fresh context that CancelCalls() can reach while
+  // the call runs. After CancelCalls() no call starts: CANCELLED at once.
+  template <class Rpc>
+  grpc::Status Unary(Rpc&& rpc) {
+    auto ctx = Context();
+    {
+      std::lock_guard lock(live_mu_);
+      if (cancelled_) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      live_.insert(ctx.get());
+    }
+    grpc::Status status = rpc(ctx.get());
+    std::lock_guard lock(live_mu_);
+    live_.erase(ctx.get());
+    return status;
+  }
+
+  void CancelCalls() {
+    std::lock_guard lock(live_mu_);
+    cancelled_ = true;
+    for (grpc::ClientContext* ctx : live_) ctx->TryCancel();
+  }
+
   // One unary call with the default deadline, its reply parsed into the domain type.
   template <class Request, class Reply>
   auto Call(grpc::Status (v1::Ledger::Stub::*method)(grpc::ClientContext*, const Request&, Reply*),
             const Request& req) {
-    auto ctx = Context();
     Reply reply;
-    grpc::Status status = (stub_.get()->*method)(ctx.get(), req, &reply);
+    grpc::Status status = Unary(
+        [&](grpc::ClientContext* ctx) { return (stub_.get()->*method)(ctx, req, &reply); });
     return ParseReply(status, reply);
   }
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Ledger::Stub> stub_;
   std::chrono::milliseconds timeout_;
+  std::mutex live_mu_;
+  std::set<grpc::ClientContext*> live_;  // calls in flight
+  bool cancelled_ = false;
 };
 
 std::shared_ptr<grpc::Channel> LedgerClient::MakeChannel(const std::string& target) {
@@ -140,6 +168,8 @@ LedgerClient::LedgerClient(const std::string& target, std::chrono::milliseconds 
     : LedgerClient(MakeChannel(target), timeout) {}
 
 LedgerClient::~LedgerClient() = default;
+
+void LedgerClient::CancelCalls() { impl_->CancelCalls(); }
 
 bool LedgerClient::WaitForConnected(std::chrono::milliseconds timeout) {
   return impl_->channel_->WaitForConnected(std::chrono::system_clock::now() + timeout);
@@ -163,12 +193,12 @@ RpcResult<ChannelState> LedgerClient::GetChannel(const ChannelId& id) {
 
 RpcResult<std::vector<ChannelState>> LedgerClient::ListChannels(const Address& address,
                                                                 uint32_t limit) {
-  auto ctx = impl_->Context();
   v1::ListChannelsRequest req;
   req.set_address(address.ToString());
   req.set_limit(limit);
   v1::ListChannelsReply reply;
-  grpc::Status status = impl_->stub_->ListChannels(ctx.get(), req, &reply);
+  grpc::Status status = impl_->Unary(
+      [&](grpc::ClientContext* ctx) { return impl_->stub_->ListChannels(ctx, req, &reply); });
   if (!status.ok()) return FromStatus(status);
   std::vector<ChannelState> out;
   out.reserve(reply.channels_size());
@@ -182,13 +212,13 @@ RpcResult<std::vector<ChannelState>> LedgerClient::ListChannels(const Address& a
 
 RpcResult<HistoryPage> LedgerClient::History(const Address& address, uint64_t after_seq,
                                              uint32_t limit) {
-  auto ctx = impl_->Context();
   v1::HistoryRequest req;
   req.set_address(address.ToString());
   req.set_after_seq(after_seq);
   req.set_limit(limit);
   v1::HistoryReply reply;
-  grpc::Status status = impl_->stub_->History(ctx.get(), req, &reply);
+  grpc::Status status = impl_->Unary(
+      [&](grpc::ClientContext* ctx) { return impl_->stub_->History(ctx, req, &reply); });
   if (!status.ok()) return FromStatus(status);
   HistoryPage page;
   page.movements.reserve(reply.movements_size());

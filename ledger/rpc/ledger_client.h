@@ -67,6 +67,11 @@ class LedgerClient {
   LedgerClient(const LedgerClient&) = delete;
   LedgerClient& operator=(const LedgerClient&) = delete;
 
+  // Cancels the unary calls in flight on this client (they fail with CANCELLED) and makes every
+  // later unary call fail the same way at once. For shutting down while a ledger does not
+  // answer. Any thread; irreversible.
+  void CancelCalls();
+
   // Waits up to `timeout` for the channel to connect. False when it did not.
   bool WaitForConnected(std::chrono::milliseconds timeout);
 

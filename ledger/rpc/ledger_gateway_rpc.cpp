@@ -19,23 +19,6 @@ using payments::GatewayResult;
 // As LedgerClient::MakeChannel: a SettleBatch of max_batch_items promises and its reply fit.
 constexpr int kMaxMessageBytes = 16 << 20;
 
-// Runs `call` on a LedgerClient whose per-call timeout ends at `deadline` (or call_timeout,
-// whichever is first). Stubs are cheap; the connection is the shared channel's.
-template <class T, class Call>
-GatewayResult<T> WithDeadline(const std::shared_ptr<grpc::Channel>& channel,
-                              std::chrono::milliseconds call_timeout, GatewayDeadline deadline,
-                              Call&& call) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
-  if (left <= std::chrono::milliseconds(0)) {
-    return Fail(GatewayErrc::kUnreachable, "deadline passed before the call");
-  }
-  LedgerClient client(channel, std::min(left, call_timeout));
-  auto result = call(client);
-  if (!result) return Fail(GatewayErrcFor(result.error().code), std::move(result.error().message));
-  return std::move(*result);
-}
-
 }  // namespace
 
 GatewayErrc GatewayErrcFor(grpc::StatusCode code) {
@@ -84,9 +67,36 @@ RpcLedgerGateway::RpcLedgerGateway(std::shared_ptr<grpc::Channel> channel,
 
 RpcLedgerGateway::~RpcLedgerGateway() = default;
 
+template <class T, class Call>
+GatewayResult<T> RpcLedgerGateway::WithDeadline(GatewayDeadline deadline, Call&& call) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  if (left <= std::chrono::milliseconds(0)) {
+    return Fail(GatewayErrc::kUnreachable, "deadline passed before the call");
+  }
+  // Stubs are cheap; the connection is the shared channel's.
+  LedgerClient client(channel_, std::min(left, options_.call_timeout));
+  {
+    std::lock_guard lock(mu_);
+    in_flight_.insert(&client);
+  }
+  auto result = call(client);
+  {
+    std::lock_guard lock(mu_);
+    in_flight_.erase(&client);
+  }
+  if (!result) return Fail(GatewayErrcFor(result.error().code), std::move(result.error().message));
+  return std::move(*result);
+}
+
+void RpcLedgerGateway::CancelInFlight() {
+  std::lock_guard lock(mu_);
+  for (LedgerClient* client : in_flight_) client->CancelCalls();
+}
+
 GatewayResult<payments::LedgerParams> RpcLedgerGateway::GetParams(GatewayDeadline deadline) {
   return WithDeadline<payments::LedgerParams>(
-      channel_, options_.call_timeout, deadline,
+      deadline,
       [](LedgerClient& c) -> RpcResult<payments::LedgerParams> {
         auto info = c.GetInfo();
         if (!info) return std::unexpected(info.error());
@@ -97,7 +107,7 @@ GatewayResult<payments::LedgerParams> RpcLedgerGateway::GetParams(GatewayDeadlin
 
 GatewayResult<uint64_t> RpcLedgerGateway::LastNonce(const Address& account,
                                                     GatewayDeadline deadline) {
-  return WithDeadline<uint64_t>(channel_, options_.call_timeout, deadline,
+  return WithDeadline<uint64_t>(deadline,
                                 [&](LedgerClient& c) -> RpcResult<uint64_t> {
                                   auto acct = c.GetAccount(account);
                                   if (!acct) return std::unexpected(acct.error());
@@ -107,13 +117,13 @@ GatewayResult<uint64_t> RpcLedgerGateway::LastNonce(const Address& account,
 
 GatewayResult<ChannelState> RpcLedgerGateway::GetChannel(const ChannelId& channel,
                                                          GatewayDeadline deadline) {
-  return WithDeadline<ChannelState>(channel_, options_.call_timeout, deadline,
+  return WithDeadline<ChannelState>(deadline,
                                     [&](LedgerClient& c) { return c.GetChannel(channel); });
 }
 
 GatewayResult<SettleBatchResult> RpcLedgerGateway::SettleBatch(const SettleBatchRequest& request,
                                                                GatewayDeadline deadline) {
-  return WithDeadline<SettleBatchResult>(channel_, options_.call_timeout, deadline,
+  return WithDeadline<SettleBatchResult>(deadline,
                                          [&](LedgerClient& c) { return c.SettleBatch(request); });
 }
 

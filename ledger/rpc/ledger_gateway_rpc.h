@@ -18,6 +18,8 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include <grpcpp/channel.h>
@@ -26,6 +28,8 @@
 #include "payments/ledger_gateway.h"
 
 namespace dvpn::ledger::rpc {
+
+class LedgerClient;
 
 struct RpcGatewayOptions {
   std::chrono::milliseconds call_timeout{10'000};
@@ -55,10 +59,18 @@ class RpcLedgerGateway final : public payments::LedgerGateway {
                                                    payments::GatewayDeadline deadline) override;
   payments::GatewayResult<SettleBatchResult> SettleBatch(
       const SettleBatchRequest& request, payments::GatewayDeadline deadline) override;
+  void CancelInFlight() override;
 
  private:
+  // Runs `call` on a LedgerClient of its own whose per-call timeout ends at `deadline` (or
+  // call_timeout, whichever is first), registered in `in_flight_` meanwhile.
+  template <class T, class Call>
+  payments::GatewayResult<T> WithDeadline(payments::GatewayDeadline deadline, Call&& call);
+
   std::shared_ptr<grpc::Channel> channel_;
   RpcGatewayOptions options_;
+  std::mutex mu_;
+  std::set<rpc::LedgerClient*> in_flight_;
 };
 
 }  // namespace dvpn::ledger::rpc

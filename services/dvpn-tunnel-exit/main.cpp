@@ -327,8 +327,9 @@ int main(int argc, char** argv) {
   });
   io.run();
   if (options.payments) {
-    // Ledger reads still running post to `io` and use the gateway: let them finish (each is
-    // bounded by its 5 s deadline).
+    // Channel reads still running post to `io` and use the gateway: cut them short (no new
+    // session needs them now) and wait until their threads are gone.
+    gateway->CancelInFlight();
     options.payments->WaitForLedgerCalls(std::chrono::steady_clock::now() +
                                          std::chrono::seconds(10));
   }

@@ -183,30 +183,14 @@ constexpr uint64_t kDepositMicro = 5'000'000;
 class PaymentsE2E : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Ledger.
-    std::string port_file = dir_.File("ledger.port");
-    auto proc = Subprocess::Spawn(
-        {DVPN_LEDGER_BIN, "--db", dir_.File("ledger.db"), "--listen", "127.0.0.1:0", "--port-file",
-         port_file, "--name", "pay-e2e", "--operator-pubkey", ToHex(operator_.public_key().bytes()),
-         "--log-level", "warn"},
-        dir_.File("ledger.log"));
-    ASSERT_TRUE(proc) << proc.error();
-    ledger_.emplace(*std::move(proc));
-    auto port = testing::WaitForPortFile(port_file, 15'000ms);
-    ASSERT_TRUE(port) << Tail(dir_.File("ledger.log"));
-    ledger_target_ = "127.0.0.1:" + std::to_string(*port);
-    client_ = std::make_unique<LedgerClient>(ledger_target_, 5000ms);
-    ASSERT_TRUE(client_->WaitForConnected(5000ms));
-    auto info = client_->GetInfo();
-    ASSERT_TRUE(info) << info.error().message;
-    ledger_id_ = info->id;
+    ASSERT_NO_FATAL_FAILURE(StartLedger("127.0.0.1:0"));
     // Fund the client and open the channel to the provider.
     Address client_addr = Address::FromPublicKey(payer_.public_key());
     auto d = client_->Deposit(
         ledger::MakeDeposit(operator_, ledger_id_, client_addr, Micro(10'000'000), 1));
     ASSERT_TRUE(d) << d.error().message;
     auto open = ledger::MakeOpenChannel(payer_, ledger_id_, ProviderAddress(), Micro(kDepositMicro),
-                                        1, info->server_time_unix + 86'400);
+                                        1, ServerTime() + 86'400);
     auto c = client_->OpenChannel(open);
     ASSERT_TRUE(c) << c.error().message;
     channel_ = c->id;
@@ -222,8 +206,44 @@ class PaymentsE2E : public ::testing::Test {
 
   Address ProviderAddress() const { return Address::FromPublicKey(provider_.public_key()); }
 
-  // Starts the paid exit; returns its port (0 on failure).
-  int StartExit(std::vector<std::string> extra = {}) {
+  // Starts dvpn-ledger on `listen` with the test's SQLite file (a restart on the same address
+  // keeps the ledger id) and (re)connects client_ to it.
+  void StartLedger(const std::string& listen) {
+    std::string port_file = dir_.File("ledger.port");
+    std::remove(port_file.c_str());
+    auto proc = Subprocess::Spawn(
+        {DVPN_LEDGER_BIN, "--db", dir_.File("ledger.db"), "--listen", listen, "--port-file",
+         port_file, "--name", "pay-e2e", "--operator-pubkey", ToHex(operator_.public_key().bytes()),
+         "--log-level", "warn"},
+        dir_.File("ledger.log"));
+    ASSERT_TRUE(proc) << proc.error();
+    ledger_.emplace(*std::move(proc));
+    auto port = testing::WaitForPortFile(port_file, 15'000ms, *ledger_);
+    ASSERT_TRUE(port) << "the ledger did not start on " << listen << ":\n"
+                      << Tail(dir_.File("ledger.log"));
+    ledger_target_ = "127.0.0.1:" + std::to_string(*port);
+    client_ = std::make_unique<LedgerClient>(ledger_target_, 5000ms);
+    ASSERT_TRUE(client_->WaitForConnected(5000ms));
+    auto info = client_->GetInfo();
+    ASSERT_TRUE(info) << info.error().message;
+    if (ledger_id_ != payments::LedgerId{}) {
+      ASSERT_EQ(info->id.bytes, ledger_id_.bytes) << "the restarted ledger is another ledger";
+    }
+    ledger_id_ = info->id;
+  }
+
+  // The exit's payment flags (it refuses a flag given twice, so tests set them here).
+  struct ExitFlags {
+    std::string price_per_mb = "0.01";  // kPricePerMbMicro
+    uint64_t invoice_interval_bytes = kIntervalBytes;
+    std::string settle_threshold = "1000";  // credits: no settlement before shutdown
+    uint64_t settle_max_age_s = 3600;
+    std::vector<std::string> extra;         // any other flags
+  };
+
+  // Starts the paid exit (replacing a previous one: killed if still running), logging to
+  // `log_name`; returns its port (0 on failure).
+  int StartExit(const ExitFlags& f, const std::string& log_name = "exit.log") {
     std::string port_file = dir_.File("exit.port");
     std::remove(port_file.c_str());
     std::vector<std::string> argv = {DVPN_TUNNEL_EXIT_BIN,
@@ -236,9 +256,9 @@ class PaymentsE2E : public ::testing::Test {
                                      "--allow",
                                      "127.0.0.1/32",
                                      "--price-per-mb",
-                                     price_per_mb_,
+                                     f.price_per_mb,
                                      "--invoice-interval-bytes",
-                                     std::to_string(kIntervalBytes),
+                                     std::to_string(f.invoice_interval_bytes),
                                      "--ledger",
                                      ledger_target_,
                                      "--identity-key-hex",
@@ -246,21 +266,28 @@ class PaymentsE2E : public ::testing::Test {
                                      "--promise-db",
                                      dir_.File("promises.db"),
                                      "--settle-threshold",
-                                     "1000",
+                                     f.settle_threshold,
                                      "--settle-max-age-s",
-                                     "3600",
+                                     std::to_string(f.settle_max_age_s),
                                      "--log-level",
                                      "debug"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto p = Subprocess::Spawn(argv, dir_.File("exit.log"));
-    if (!p) return 0;
+    argv.insert(argv.end(), f.extra.begin(), f.extra.end());
+    exit_.reset();
+    auto p = Subprocess::Spawn(argv, dir_.File(log_name));
+    if (!p) {
+      ADD_FAILURE() << p.error();
+      return 0;
+    }
     exit_.emplace(*std::move(p));
-    auto port = testing::WaitForPortFile(port_file, 15'000ms);
+    auto port = testing::WaitForPortFile(port_file, 15'000ms, *exit_);
     if (!port) {
-      ADD_FAILURE() << "exit did not start:\n" << Tail(dir_.File("exit.log"));
+      ADD_FAILURE() << "exit did not start:\n" << Tail(dir_.File(log_name));
       return 0;
     }
     return *port;
+  }
+  int StartExit(std::vector<std::string> extra = {}) {
+    return StartExit(ExitFlags{.extra = std::move(extra)});
   }
 
   // Starts the client; returns its SOCKS port (0 when it did not come up).
@@ -293,8 +320,14 @@ class PaymentsE2E : public ::testing::Test {
     if (!p) return 0;
     tunnel_client_.emplace(*std::move(p));
     if (!wait) return 0;
-    auto port = testing::WaitForPortFile(port_file, 15'000ms);
+    auto port = testing::WaitForPortFile(port_file, 15'000ms, *tunnel_client_);
     return port ? *port : 0;
+  }
+
+  uint64_t ServerTime() {
+    auto info = client_->GetInfo();
+    EXPECT_TRUE(info);
+    return info ? info->server_time_unix : 0;
   }
 
   Amount ProviderBalance() {
@@ -316,7 +349,6 @@ class PaymentsE2E : public ::testing::Test {
   payments::LedgerId ledger_id_;
   payments::ChannelId channel_;
   std::string exit_pub_;
-  std::string price_per_mb_ = "0.01";  // the exit's --price-per-mb (kPricePerMbMicro)
   EchoServer echo_;
 
   static ByteArray<32> RandomSecret() {

@@ -574,5 +574,24 @@ TEST_F(SchedulerTest, ShutdownIsPromptWhileBackingOff) {
   EXPECT_EQ(Unsettled(), Micro(1000)) << "still owed, on disk for the next start";
 }
 
+// A call already hanging when Shutdown comes (its own deadline is call_timeout, far away) is
+// cancelled: the shutdown still ends by its deadline and the final pass runs.
+TEST_F(SchedulerTest, ShutdownCancelsACallInFlight) {
+  SettlementPolicy policy = FastPolicy();
+  policy.call_timeout = std::chrono::seconds(60);
+  TestChannel& a = Open(kCredit);
+  Submit(a, 1000);
+  faulty_->hang = true;
+  auto& s = Start(policy);
+  s.SettleNow();
+  ASSERT_TRUE(WaitUntil([&] { return faulty_->hanging.load() > 0; }));
+  const auto t = steady_clock::now();
+  s.Shutdown(t + milliseconds(300));
+  const auto took = steady_clock::now() - t;
+  EXPECT_LT(took, std::chrono::seconds(2)) << "the call in flight held the shutdown";
+  EXPECT_FALSE(s.Stats().running);
+  EXPECT_EQ(Unsettled(), Micro(1000)) << "still owed, on disk for the next start";
+}
+
 }  // namespace
 }  // namespace dvpn::payments

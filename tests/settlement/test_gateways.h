@@ -74,7 +74,8 @@ class FaultyGateway final : public LedgerGateway {
   // The next N SettleBatch calls reach the ledger, which applies them, but the answer is lost:
   // the call fails with kUnreachable.
   std::atomic<int> lose_settle_answers{0};
-  // Calls block until their deadline, then fail with kUnreachable (a black-holed ledger).
+  // Calls block until their deadline (or CancelInFlight), then fail with kUnreachable (a
+  // black-holed ledger).
   std::atomic<bool> hang{false};
   // Overrides the max_batch_items GetParams reports (0: the ledger's own).
   std::atomic<uint32_t> report_max_batch{0};
@@ -84,6 +85,9 @@ class FaultyGateway final : public LedgerGateway {
   std::atomic<int> settle_calls{0};    // SettleBatch calls made to this gateway
   std::atomic<int> settle_reached{0};  // ... that reached the wrapped ledger
   std::atomic<int> channel_reads{0};   // GetChannel calls that reached it
+  std::atomic<int> hanging{0};         // calls blocked in `hang` right now
+
+  void CancelInFlight() override { ++cancel_epoch_; }
 
   GatewayResult<LedgerParams> GetParams(GatewayDeadline deadline) override {
     if (auto f = Fault(deadline)) return *f;
@@ -119,17 +123,22 @@ class FaultyGateway final : public LedgerGateway {
  private:
   std::optional<std::unexpected<Error<GatewayErrc>>> Fault(GatewayDeadline deadline) {
     if (hang.load()) {
-      // Bounded by the caller's deadline, as the interface promises.
-      while (std::chrono::steady_clock::now() < deadline && hang.load()) {
+      // Bounded by the caller's deadline, as the interface promises, and cut by a cancel.
+      const int epoch = cancel_epoch_.load();
+      ++hanging;
+      while (std::chrono::steady_clock::now() < deadline && hang.load() &&
+             cancel_epoch_.load() == epoch) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
-      return Fail(GatewayErrc::kUnreachable, "injected: deadline exceeded");
+      --hanging;
+      return Fail(GatewayErrc::kUnreachable, "injected: deadline exceeded or cancelled");
     }
     if (down.load()) return Fail(GatewayErrc::kUnreachable, "injected: ledger unreachable");
     return std::nullopt;
   }
 
   LedgerGateway& inner_;
+  std::atomic<int> cancel_epoch_{0};
 };
 
 }  // namespace dvpn::payments::testing

@@ -103,7 +103,10 @@ void Subprocess::KillAndReap() {
   WaitFor(std::chrono::seconds(10));
 }
 
-std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout) {
+namespace {
+
+std::optional<int> PollPortFile(const std::string& path, std::chrono::milliseconds timeout,
+                                Subprocess* child) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     std::ifstream in(path);
@@ -113,9 +116,21 @@ std::optional<int> WaitForPortFile(const std::string& path, std::chrono::millise
       long port = std::strtol(line.c_str(), &end, 10);
       if (end != line.c_str() && port > 0 && port < 65536) return static_cast<int>(port);
     }
+    if (child && child->WaitFor(std::chrono::milliseconds(0))) return std::nullopt;  // it died
     std::this_thread::sleep_for(kPollInterval);
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout) {
+  return PollPortFile(path, timeout, nullptr);
+}
+
+std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout,
+                                   Subprocess& child) {
+  return PollPortFile(path, timeout, &child);
 }
 
 TempDir::TempDir() {

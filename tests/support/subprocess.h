@@ -49,6 +49,9 @@ class Subprocess {
 // Polls until `path` exists and holds a complete line with a port number (1..65535), or the
 // timeout passes (nullopt).
 std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout);
+// The same, giving up early (nullopt) when `child` exits meanwhile (it is then reaped).
+std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout,
+                                   Subprocess& child);
 
 // A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
 class TempDir {
