@@ -53,24 +53,33 @@ bool PublicKey::Verify(const Hash32& digest, const Signature& sig) const {
                                      &parsed) == 1;
 }
 
-PrivateKey::PrivateKey(const ByteArray<32>& secret, const PublicKey& pub)
-    : secret_(secret), public_key_(pub) {}
+static_assert(sizeof(secp256k1_keypair) == 96, "PrivateKey::keypair_ holds a secp256k1_keypair");
+
+PrivateKey::PrivateKey(const ByteArray<32>& secret, const PublicKey& pub,
+                       const ByteArray<96>& keypair)
+    : secret_(secret), keypair_(keypair), public_key_(pub) {}
 
 PrivateKey::PrivateKey(PrivateKey&& other) noexcept
-    : secret_(other.secret_), public_key_(other.public_key_) {
-  sodium_memzero(other.secret_.data(), other.secret_.size());
+    : secret_(other.secret_), keypair_(other.keypair_), public_key_(other.public_key_) {
+  other.Wipe();
 }
 
 PrivateKey& PrivateKey::operator=(PrivateKey&& other) noexcept {
   if (this != &other) {
     secret_ = other.secret_;
+    keypair_ = other.keypair_;
     public_key_ = other.public_key_;
-    sodium_memzero(other.secret_.data(), other.secret_.size());
+    other.Wipe();
   }
   return *this;
 }
 
-PrivateKey::~PrivateKey() { sodium_memzero(secret_.data(), secret_.size()); }
+PrivateKey::~PrivateKey() { Wipe(); }
+
+void PrivateKey::Wipe() {
+  sodium_memzero(secret_.data(), secret_.size());
+  sodium_memzero(keypair_.data(), keypair_.size());
+}
 
 std::optional<PrivateKey> PrivateKey::FromBytes(ByteSpan bytes) {
   if (bytes.size() != 32) return std::nullopt;
@@ -83,13 +92,16 @@ std::optional<PrivateKey> PrivateKey::FromBytes(ByteSpan bytes) {
   (void)ok;
   ByteArray<32> pub_bytes;
   secp256k1_xonly_pubkey_serialize(Context(), pub_bytes.data(), &xonly);
-  sodium_memzero(&keypair, sizeof keypair);
   auto pub = PublicKey::Parse(pub_bytes);
   assert(pub.has_value());
   ByteArray<32> secret;
   std::memcpy(secret.data(), bytes.data(), 32);
-  PrivateKey key(secret, *pub);
+  ByteArray<96> pair;
+  std::memcpy(pair.data(), &keypair, pair.size());
+  sodium_memzero(&keypair, sizeof keypair);
+  PrivateKey key(secret, *pub, pair);
   sodium_memzero(secret.data(), secret.size());
+  sodium_memzero(pair.data(), pair.size());
   return key;
 }
 
@@ -105,11 +117,12 @@ PrivateKey PrivateKey::Generate() {
 }
 
 Signature PrivateKey::SignWithAux(const Hash32& digest, const Hash32& aux) const {
+  // The keypair was made once (a point multiplication saved per signature).
   secp256k1_keypair keypair;
-  int ok = secp256k1_keypair_create(Context(), &keypair, secret_.data());
-  assert(ok);
+  std::memcpy(&keypair, keypair_.data(), sizeof keypair);
   Signature sig;
-  ok = secp256k1_schnorrsig_sign32(Context(), sig.data(), digest.data(), &keypair, aux.data());
+  int ok =
+      secp256k1_schnorrsig_sign32(Context(), sig.data(), digest.data(), &keypair, aux.data());
   assert(ok);
   (void)ok;
   sodium_memzero(&keypair, sizeof keypair);

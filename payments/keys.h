@@ -61,8 +61,10 @@ class PrivateKey {
   Signature SignWithAux(const Hash32& digest, const Hash32& aux) const;
 
  private:
-  PrivateKey(const ByteArray<32>& secret, const PublicKey& pub);
+  PrivateKey(const ByteArray<32>& secret, const PublicKey& pub, const ByteArray<96>& keypair);
+  void Wipe();
   ByteArray<32> secret_{};
+  ByteArray<96> keypair_{};  // libsecp256k1's keypair of secret_ (holds the secret too)
   PublicKey public_key_;
 };
 

@@ -3,6 +3,9 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
 #include <bit>
 #include <condition_variable>
 #include <cstring>
@@ -14,6 +17,7 @@
 
 #include "common/log.h"
 #include "ledger/sqlite_statement.h"
+#include "payments/promise_log.h"
 
 namespace dvpn::payments {
 namespace {
@@ -318,6 +322,16 @@ StoreResult<void> ApplyUpdatesIn(Connection& c, std::span<const ChannelUpdate> u
 
 }  // namespace
 
+const char* DurabilityName(Durability durability) {
+  switch (durability) {
+    case Durability::kProcessCrash:
+      return "process";
+    case Durability::kPowerLoss:
+      return "power";
+  }
+  return "?";
+}
+
 const char* StoreErrcName(StoreErrc code) {
   switch (code) {
     case StoreErrc::kStorage:
@@ -356,6 +370,10 @@ Amount StoredChannel::Lost() const {
 }
 
 // --- Impl ----------------------------------------------------------------------------------
+
+// Logged promises are folded into the tables after this long, or once this many are waiting.
+constexpr std::chrono::milliseconds kApplyAfter{200};
+constexpr size_t kApplyBatch = 512;
 
 class PromiseStore::Impl {
  public:
@@ -398,6 +416,8 @@ class PromiseStore::Impl {
     }
     std::lock_guard join_lock(join_mu_);
     if (writer_.joinable()) writer_.join();
+    std::lock_guard write_lock(write_mu_);
+    if (log_) (void)ApplyLogLocked();
   }
 
   WriterStats Stats() const {
@@ -409,8 +429,15 @@ class PromiseStore::Impl {
 
   // Reads.
   StoreResult<std::optional<StoredChannel>> Get(const ChannelId& channel) {
+    if (auto ok = ApplyPending(); !ok) return std::unexpected(ok.error());
     std::lock_guard lock(read_mu_);
     return ReadRow(read_, channel);
+  }
+
+  // Folds the log into the tables now (readers call it first, so they see every promise).
+  StoreResult<void> ApplyPending() {
+    std::lock_guard lock(write_mu_);
+    return ApplyLogLocked();
   }
   StoreResult<std::vector<StoredChannel>> Settleable(const LedgerId& ledger, size_t limit);
   StoreResult<SettleOverview> Overview(const LedgerId& ledger);
@@ -429,6 +456,7 @@ class PromiseStore::Impl {
                                   std::span<const ChannelUpdate> updates);
   StoreResult<void> ApplyUpdates(std::span<const ChannelUpdate> updates) {
     std::lock_guard lock(write_mu_);
+    if (auto ok = ApplyLogLocked(); !ok) return ok;  // the rows updated must exist
     const uint64_t now = clock_.NowSeconds();
     return write_.Transact("channel updates",
                            [&] { return ApplyUpdatesIn(write_, updates, now, std::nullopt); });
@@ -441,8 +469,11 @@ class PromiseStore::Impl {
   };
 
   void WriterLoop();
-  // Commits `group` in one transaction; one result per promise.
-  std::vector<StoreResult<SubmitResult>> CommitGroup(std::vector<Pending>& group);
+  // Makes `group` durable with one log append; one result per promise.
+  std::vector<StoreResult<SubmitResult>> LogGroup(std::vector<Pending>& group);
+  // Writes the logged promises into the tables in one transaction, then empties the log.
+  // Caller holds write_mu_.
+  StoreResult<void> ApplyLogLocked();
   StoreResult<SubmitResult> StoreOne(const AcceptedPromise& p, uint64_t now);
   StoreResult<void> CheckExisting();
   StoreResult<void> Migrate();
@@ -451,7 +482,19 @@ class PromiseStore::Impl {
   PromiseStoreOptions options_;
   std::string path_;
 
-  std::mutex write_mu_;  // guards write_
+  // What the log holds that the tables do not yet, and the latest promise known per channel
+  // (tables + log), which Submit's checks use without a SQL query.
+  struct Known {
+    LedgerId ledger;
+    PublicKey client_key;
+    Amount cumulative;
+  };
+  std::optional<PromiseLog> log_;
+  std::vector<LoggedPromise> unapplied_;
+  std::map<ChannelId, Known> known_;
+  std::chrono::steady_clock::time_point last_apply_ = std::chrono::steady_clock::now();
+  std::atomic<bool> has_unapplied_{false};
+  std::mutex write_mu_;  // guards write_, log_, unapplied_, known_
   Connection write_;
   std::mutex read_mu_;  // guards read_
   Connection read_;
@@ -574,8 +617,19 @@ StoreResult<void> PromiseStore::Impl::Setup(const std::string& path) {
   // header): a newer or foreign file is left as it is.
   if (auto ok = CheckExisting(); !ok) return ok;
   if (auto ok = write_.Exec("PRAGMA journal_mode = WAL", "enable WAL"); !ok) return ok;
-  if (auto ok = write_.Exec("PRAGMA synchronous = FULL", "set synchronous"); !ok) return ok;
+  const char* sync = options_.durability == Durability::kPowerLoss ? "PRAGMA synchronous = FULL"
+                                                                   : "PRAGMA synchronous = NORMAL";
+  if (auto ok = write_.Exec(sync, "set synchronous"); !ok) return ok;
   if (auto ok = Migrate(); !ok) return ok;
+  // Promises logged before a crash (credited, not yet in the tables) go in first.
+  auto log = PromiseLog::Open(path + ".log", &unapplied_);
+  if (!log) return std::unexpected(log.error());
+  log_.emplace(std::move(*log));
+  if (!unapplied_.empty()) {
+    Logger("payments")->info("promise store: {} promise(s) recovered from the log",
+                             unapplied_.size());
+  }
+  if (auto ok = ApplyLogLocked(); !ok) return ok;
   if (auto ok = read_.Open(path, /*create=*/false); !ok) return ok;
   if (auto ok = read_.Exec("PRAGMA query_only = ON", "set query_only"); !ok) return ok;
   return {};
@@ -584,8 +638,22 @@ StoreResult<void> PromiseStore::Impl::Setup(const std::string& path) {
 void PromiseStore::Impl::WriterLoop() {
   std::unique_lock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
-    if (queue_.empty()) break;  // closing and drained
+    // With promises only in the log, wake up in time to fold them into the tables.
+    if (has_unapplied_) {
+      cv_.wait_for(lock, kApplyAfter, [&] { return !queue_.empty() || closing_; });
+    } else {
+      cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+    }
+    if (queue_.empty()) {
+      if (closing_) break;  // closing and drained (Close folds the log in)
+      lock.unlock();
+      {
+        std::lock_guard write_lock(write_mu_);
+        if (std::chrono::steady_clock::now() - last_apply_ >= kApplyAfter) (void)ApplyLogLocked();
+      }
+      lock.lock();
+      continue;
+    }
     std::vector<Pending> group;
     const size_t n = std::min(queue_.size(), options_.max_group);
     group.reserve(n);
@@ -594,7 +662,7 @@ void PromiseStore::Impl::WriterLoop() {
       queue_.pop_front();
     }
     lock.unlock();
-    std::vector<StoreResult<SubmitResult>> results = CommitGroup(group);
+    std::vector<StoreResult<SubmitResult>> results = LogGroup(group);
     for (size_t i = 0; i < group.size(); ++i) {
       if (group[i].done) group[i].done(std::move(results[i]));
     }
@@ -655,40 +723,121 @@ StoreResult<SubmitResult> PromiseStore::Impl::StoreOne(const AcceptedPromise& p,
   return SubmitResult{p.cumulative, true};
 }
 
-std::vector<StoreResult<SubmitResult>> PromiseStore::Impl::CommitGroup(
-    std::vector<Pending>& group) {
+std::vector<StoreResult<SubmitResult>> PromiseStore::Impl::LogGroup(std::vector<Pending>& group) {
   std::vector<StoreResult<SubmitResult>> results;
   results.reserve(group.size());
-  StoreResult<void> ok;
-  {
-    std::lock_guard lock(write_mu_);
-    const uint64_t now = clock_.NowSeconds();
-    ok = write_.Transact("promises", [&]() -> StoreResult<void> {
-      for (Pending& p : group) {
-        auto r = StoreOne(p.promise, now);
-        if (!r && r.error().code == StoreErrc::kStorage) return std::unexpected(r.error());
-        results.push_back(std::move(r));
+  std::lock_guard lock(write_mu_);
+  const uint64_t now = clock_.NowSeconds();
+  std::vector<LoggedPromise> append;
+  std::map<ChannelId, std::optional<Known>> before;  // to undo known_ if the append fails
+  std::vector<size_t> appended_index;                // results[i] of each appended promise
+  std::optional<Error<StoreErrc>> failure;
+  for (Pending& p : group) {
+    const AcceptedPromise& a = p.promise;
+    auto it = known_.find(a.channel);
+    if (it == known_.end()) {
+      auto row = ReadRow(write_, a.channel);
+      if (!row) {
+        failure = row.error();
+        results.push_back(std::unexpected(row.error()));
+        continue;
       }
-      return {};
-    });
+      if (*row) {
+        it = known_.emplace(a.channel, Known{(*row)->ledger, (*row)->client_key,
+                                             (*row)->cumulative}).first;
+      }
+    }
+    if (it != known_.end()) {
+      if (it->second.ledger != a.ledger || !(it->second.client_key == a.client_key)) {
+        results.push_back(Fail(StoreErrc::kConflict,
+                               "channel " + ToHex(ByteSpan(a.channel.bytes.data(), 8)) +
+                                   " is stored with another ledger or client key"));
+        continue;
+      }
+      if (a.cumulative <= it->second.cumulative) {
+        results.push_back(SubmitResult{it->second.cumulative, false});
+        continue;
+      }
+    }
+    before.try_emplace(a.channel, it == known_.end() ? std::nullopt : std::optional(it->second));
+    known_.insert_or_assign(a.channel, Known{a.ledger, a.client_key, a.cumulative});
+    append.push_back(LoggedPromise{a, now});
+    appended_index.push_back(results.size());
+    results.push_back(SubmitResult{a.cumulative, true});
+  }
+  if (!append.empty()) {
+    auto ok = log_->Append(append, options_.durability == Durability::kPowerLoss);
+    if (!ok) {
+      failure = ok.error();
+      for (auto& [channel, prev] : before) {
+        if (prev) {
+          known_.insert_or_assign(channel, *prev);
+        } else {
+          known_.erase(channel);
+        }
+      }
+      for (size_t i : appended_index) results[i] = std::unexpected(ok.error());
+    } else {
+      unapplied_.insert(unapplied_.end(), append.begin(), append.end());
+      has_unapplied_ = true;
+    }
   }
   {
-    std::lock_guard lock(mu_);
-    if (ok) {
+    std::lock_guard stats_lock(mu_);
+    if (!failure) {
       ++stats_.commits;
       stats_.promises += group.size();
     } else {
       ++stats_.failures;
     }
   }
-  if (!ok) {
-    Logger("payments")
-        ->error("promise store: a group of {} promises was not stored: {}", group.size(),
-                ok.error().message);
-    results.clear();
-    for (size_t i = 0; i < group.size(); ++i) results.push_back(std::unexpected(ok.error()));
+  if (failure) {
+    Logger("payments")->error("promise store: promises not stored: {}", failure->message);
   }
+  if (unapplied_.size() >= kApplyBatch) (void)ApplyLogLocked();
   return results;
+}
+
+StoreResult<void> PromiseStore::Impl::ApplyLogLocked() {
+  if (unapplied_.empty()) return {};
+  // Per channel, the first logged promise (its receive time starts the row's clocks) and the
+  // greatest (the one held): the ones between would be replaced at once.
+  struct FirstAndGreatest {
+    const LoggedPromise* first;
+    const LoggedPromise* greatest;
+  };
+  std::map<ChannelId, FirstAndGreatest> per_channel;
+  for (const LoggedPromise& p : unapplied_) {
+    auto [it, fresh] = per_channel.try_emplace(p.promise.channel, FirstAndGreatest{&p, &p});
+    if (!fresh && p.promise.cumulative > it->second.greatest->promise.cumulative) {
+      it->second.greatest = &p;
+    }
+  }
+  auto ok = write_.Transact("promises", [&]() -> StoreResult<void> {
+    for (const auto& [channel, p] : per_channel) {
+      auto r = StoreOne(p.first->promise, p.first->received_unix);
+      if (!r && r.error().code == StoreErrc::kStorage) return std::unexpected(r.error());
+      if (p.greatest != p.first) {
+        r = StoreOne(p.greatest->promise, p.greatest->received_unix);
+        if (!r && r.error().code == StoreErrc::kStorage) return std::unexpected(r.error());
+      }
+    }
+    return {};
+  });
+  if (!ok) {  // kept in the log and in memory; tried again later
+    Logger("payments")->error("promise store: cannot fold {} logged promise(s) into the tables: {}",
+                              unapplied_.size(), ok.error().message);
+    return ok;
+  }
+  last_apply_ = std::chrono::steady_clock::now();
+  unapplied_.clear();
+  has_unapplied_ = false;
+  // A log that cannot be emptied would be applied again later: harmless (only a greater
+  // cumulative replaces a row), so this is logged, not fatal.
+  if (auto cleared = log_->Clear(); !cleared) {
+    Logger("payments")->error("promise store: {}", cleared.error().message);
+  }
+  return {};
 }
 
 StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::Settleable(const LedgerId& ledger,
@@ -697,6 +846,7 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::Settleable(const Led
       std::string("SELECT ") + kRowColumns +
       " FROM promises WHERE ledger = ?1 AND settleable = 1 "
       "ORDER BY deadline IS NULL, deadline, unsettled_since, channel LIMIT ?2";
+  if (auto ok = ApplyPending(); !ok) return std::unexpected(ok.error());
   std::lock_guard lock(read_mu_);
   DVPN_TRY_STMT(stmt, read_, sql.c_str());
   Run r(stmt);
@@ -714,6 +864,7 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::Settleable(const Led
 }
 
 StoreResult<SettleOverview> PromiseStore::Impl::Overview(const LedgerId& ledger) {
+  if (auto ok = ApplyPending(); !ok) return std::unexpected(ok.error());
   std::lock_guard lock(read_mu_);
   DVPN_TRY_STMT(stmt, read_,
                 "SELECT cumulative, settled_known, deposit_known, deadline, unsettled_since "
@@ -747,6 +898,7 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::NeedingInfo(const Le
       " FROM promises WHERE ledger = ?1 AND owed = 1 AND "
       "(info_checked IS NULL OR info_checked <= ?2) "
       "ORDER BY info_checked IS NOT NULL, info_checked, channel LIMIT ?3";
+  if (auto ok = ApplyPending(); !ok) return std::unexpected(ok.error());
   std::lock_guard lock(read_mu_);
   DVPN_TRY_STMT(stmt, read_, sql.c_str());
   Run r(stmt);
@@ -766,6 +918,7 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::NeedingInfo(const Le
 }
 
 StoreResult<Earnings> PromiseStore::Impl::GetEarnings() {
+  if (auto ok = ApplyPending(); !ok) return std::unexpected(ok.error());
   std::lock_guard lock(read_mu_);
   DVPN_TRY_STMT(stmt, read_,
                 "SELECT cumulative, settled_known, deposit_known, state FROM promises");
@@ -826,6 +979,7 @@ StoreResult<std::vector<SettleAttempt>> PromiseStore::Impl::Attempts(size_t limi
 
 StoreResult<uint64_t> PromiseStore::Impl::BeginAttempt(uint64_t nonce, uint32_t items) {
   std::lock_guard lock(write_mu_);
+  if (auto ok = ApplyLogLocked(); !ok) return std::unexpected(ok.error());
   const uint64_t now = clock_.NowSeconds();
   uint64_t id = 0;
   auto ok = write_.Transact("settlement attempt", [&]() -> StoreResult<void> {
@@ -867,6 +1021,7 @@ StoreResult<void> PromiseStore::Impl::FinishAttempt(uint64_t id, Amount total_mo
                                                     const std::string& outcome,
                                                     std::span<const ChannelUpdate> updates) {
   std::lock_guard lock(write_mu_);
+  if (auto ok = ApplyLogLocked(); !ok) return std::unexpected(ok.error());
   const uint64_t now = clock_.NowSeconds();
   return write_.Transact("settlement result", [&]() -> StoreResult<void> {
     std::optional<uint64_t> started;

@@ -141,7 +141,21 @@ struct ChannelUpdate {
   std::string outcome;  // replaces last_outcome when not empty
 };
 
+// What a committed promise survives (docs/payments.md §6, "Durability").
+enum class Durability {
+  // Committed = written to the operating system (SQLite WAL, synchronous=NORMAL): survives the
+  // provider being killed (kill -9) at any moment; a power loss or kernel crash may take the
+  // commits since the last WAL checkpoint. A lost promise only costs the provider.
+  kProcessCrash,
+  // Committed = fsync'd (synchronous=FULL): survives a power loss too, at one fsync per group
+  // commit on the path of every credit.
+  kPowerLoss,
+};
+
+const char* DurabilityName(Durability durability);
+
 struct PromiseStoreOptions {
+  Durability durability = Durability::kProcessCrash;
   size_t max_pending = 4096;  // Submit fails with kQueueFull beyond this many waiting promises
   size_t max_group = 1024;    // promises per transaction at most
   size_t max_attempt_rows = 10'000;  // older attempt-log rows are pruned

@@ -181,6 +181,12 @@ int main(int argc, char** argv) {
   app.add_option("--keystore", keystore_path,
                  "provider account keystore file (passphrase from $DVPN_PASSPHRASE)");
   app.add_option("--promise-db", promise_db, "promise store SQLite file (required with a price)");
+  std::string promise_durability = "process";
+  app.add_option("--promise-durability", promise_durability,
+                 "what an accepted promise survives before it is credited: 'process' (a crash or "
+                 "kill -9 of the exit) or 'power' (also a power loss: one fsync per commit)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"process", "power"}));
   app.add_option("--settle-threshold", settle_threshold_text,
                  "settle when this many credits are unsettled (decimal)")
       ->capture_default_str();
@@ -282,7 +288,11 @@ int main(int argc, char** argv) {
     gateway = std::make_unique<dvpn::ledger::rpc::RpcLedgerGateway>(ledger_target);
     auto params = gateway->GetParams(std::chrono::steady_clock::now() + std::chrono::seconds(10));
     if (!params) return Refuse("--ledger " + ledger_target + ": " + params.error().message);
-    auto opened = dvpn::payments::PromiseStore::Open(promise_db, wall_clock);
+    dvpn::payments::PromiseStoreOptions store_options;
+    store_options.durability = promise_durability == "power"
+                                   ? dvpn::payments::Durability::kPowerLoss
+                                   : dvpn::payments::Durability::kProcessCrash;
+    auto opened = dvpn::payments::PromiseStore::Open(promise_db, wall_clock, store_options);
     if (!opened) return Refuse("--promise-db " + promise_db + ": " + opened.error().message);
     store = std::move(*opened);
     pay.provider_key = &*provider_key;

@@ -120,7 +120,9 @@ TEST_F(PaymentsE2E, KilledExitSettlesAcknowledgedPromisesAfterRestart) {
 // (3.5 MB each way) without a pause for lack of escrow, and every top-up came from the client's
 // balance into the escrow (balance + escrow unchanged until settlement).
 TEST_F(PaymentsE2E, ClientTopsUpALowEscrowAndTheSessionGoesOn) {
-  int exit_port = StartExit(ExitFlags{.price_per_mb = "1"});
+  ExitFlags flags;
+  flags.price_per_mb = "1";
+  int exit_port = StartExit(flags);
   ASSERT_NE(exit_port, 0);
   int socks = StartClient(exit_port, {"--ledger", ledger_target_, "--top-up-amount", "2",
                                       "--top-up-below", "2"});

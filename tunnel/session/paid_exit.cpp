@@ -199,16 +199,22 @@ void PayeeController::Apply(payments::PayeeActions actions) {
 
 void PayeeController::Rearm() {
   auto next = session_.NextDeadlineMs();
+  if (done_) next.reset();
+  // Most calls (every meter check) leave the deadline as it is: no timer syscalls then.
+  if (next == armed_deadline_) return;
+  armed_deadline_ = next;
   timer_.cancel();
-  if (!next || done_) return;
+  if (!next) return;
   const uint64_t now = ElapsedMs();
   const uint64_t wait = *next > now ? *next - now : 0;
   timer_.expires_after(std::chrono::milliseconds(wait));
   std::weak_ptr<PayeeController> weak = shared_from_this();
   timer_.async_wait([weak](error_code ec) {
     if (ec) return;
-    if (auto c = weak.lock(); c && !c->done_)
+    if (auto c = weak.lock(); c && !c->done_) {
+      c->armed_deadline_.reset();
       c->Apply(c->session_.OnMetered(c->Metered(), c->ElapsedMs()));
+    }
   });
 }
 

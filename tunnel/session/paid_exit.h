@@ -110,6 +110,7 @@ class PayeeController : public std::enable_shared_from_this<PayeeController> {
   ledger::ChannelState channel_;
   std::chrono::steady_clock::time_point start_;
   asio::steady_timer timer_;
+  std::optional<uint64_t> armed_deadline_;  // the session deadline timer_ waits for, if any
   bool deposit_reading_ = false;
   bool done_ = false;
 };
