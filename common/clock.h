@@ -19,6 +19,9 @@ class SystemClock final : public Clock {
   uint64_t NowSeconds() const override;
 };
 
+// Seconds since the Unix epoch by the system clock (where no Clock is injected).
+uint64_t UnixSeconds();
+
 // A clock that moves only when told to. For tests.
 class ManualClock final : public Clock {
  public:

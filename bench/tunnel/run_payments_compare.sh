@@ -51,40 +51,22 @@ KEEP=""
 START_TIMEOUT=20  # seconds to wait for a process to listen
 CLIENT_FLAGS=()
 EXIT_FLAGS=()
-
-die() { echo "run_payments_compare: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+BENCH_NAME=run_payments_compare
+source "$(dirname "$0")/common.sh"
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --runs) RUNS=${2:?}; shift 2 ;;
-    --bytes) BYTES=${2:?}; shift 2 ;;
-    --pings) PINGS=${2:?}; shift 2 ;;
-    --conns) CONNS=${2:?}; shift 2 ;;
     --price) PRICE=${2:?}; shift 2 ;;
-    --build-dir) BUILD_DIR=${2:?}; shift 2 ;;
     --exit-flag) EXIT_FLAGS+=("${2:?}"); shift 2 ;;
-    --client-flag) CLIENT_FLAGS+=("${2:?}"); shift 2 ;;
-    --results) RESULTS_OUT=${2:?}; shift 2 ;;
-    --run-timeout) RUN_TIMEOUT=${2:?}; shift 2 ;;
     --keep) KEEP=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (see --help)" ;;
+    *) parse_common_option "$@"; shift "$OPT_SHIFT" ;;
   esac
 done
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
-[[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "--run-timeout must be a positive integer"
+check_common_options
 [[ "$PRICE" =~ ^[0-9]+(\.[0-9]{1,6})?$ ]] || die "--price: credits with at most six decimals"
 [[ "$BYTES" =~ ^[0-9]+[KMGT]?$ ]] || die "--bytes: a number with an optional K/M/G/T suffix"
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
-[ -n "$BUILD_DIR" ] || BUILD_DIR="$REPO_ROOT/build"
-case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$PWD/$BUILD_DIR" ;; esac
-SRC=${SOCKS_BENCH_SRC:-$REPO_ROOT/../shared/bench/socks_bench.c}
-[ -f "$SRC" ] || die "socks_bench.c not found at $SRC (set SOCKS_BENCH_SRC)"
-command -v python3 >/dev/null || die "python3 is required (medians, JSON)"
-command -v timeout >/dev/null || die "timeout (coreutils) is required"
+setup_common "medians, JSON"
 LEDGER_BIN="$BUILD_DIR/bin/dvpn-ledger"
 CTL_BIN="$BUILD_DIR/bin/dvpnctl"
 EXIT_BIN="$BUILD_DIR/bin/dvpn-tunnel-exit"
@@ -95,28 +77,7 @@ for b in "$LEDGER_BIN" "$CTL_BIN" "$EXIT_BIN" "$CLIENT_BIN"; do
 done
 
 # ---- process bookkeeping -------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/payments_compare.XXXXXX")
-PIDS=()
-BENCH_PID=""  # the socks_bench run in progress (its `timeout` wrapper), if any
-cleanup() {
-  local pid
-  if [ -n "$BENCH_PID" ]; then  # `timeout` passes the signal on to socks_bench
-    kill -TERM "$BENCH_PID" 2>/dev/null || true
-    wait "$BENCH_PID" 2>/dev/null || true
-  fi
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do  # up to 15 s for each to exit (the exit settles), then SIGKILL
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ -n "$KEEP" ]; then
-    mkdir -p "$KEEP" && cp -r "$TMP"/. "$KEEP"/ && echo "== logs kept in $KEEP" >&2 || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_bookkeeping payments_compare 150  # up to 15 s for each process to stop (the exit settles)
 
 # stop_pid PID NAME: SIGTERM, then up to 15 s for it to exit (SIGKILL after); its exit status in
 # STOP_RC. The PID is taken off the cleanup list once reaped.
@@ -136,45 +97,12 @@ stop_pid() {
   PIDS=(${rest[@]+"${rest[@]}"})
 }
 
-wait_port() {  # PORT PID NAME: until 127.0.0.1:PORT accepts; fails if PID dies or on timeout
-  local port=$1 pid=$2 name=$3 deadline=$((SECONDS + START_TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run_payments_compare: $name (pid $pid) exited early" >&2
-      return 1
-    fi
-    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "run_payments_compare: $name did not listen on 127.0.0.1:$port within ${START_TIMEOUT}s" >&2
-  return 1
-}
-
-wait_file() {  # FILE PID NAME: until FILE is non-empty; same bounds as wait_port
-  local file=$1 pid=$2 name=$3 deadline=$((SECONDS + START_TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    [ -s "$file" ] && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run_payments_compare: $name (pid $pid) exited early" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "run_payments_compare: $name wrote nothing to $file within ${START_TIMEOUT}s" >&2
-  return 1
-}
-
-show_log() {
-  if [ -f "$1" ]; then echo "--- last lines of $1:" >&2; tail -n 20 "$1" >&2; fi
-}
-
 json_field() {  # FIELD: reads one JSON document on stdin, prints its member FIELD
   python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 
 # ---- socks_bench ---------------------------------------------------------------------------
-BENCH="$TMP/socks_bench"
-cc -O2 -o "$BENCH" "$SRC" -lpthread || die "could not compile $SRC"
+build_socks_bench
 
 # ---- ledger, accounts, channel -------------------------------------------------------------
 # Keystores with --kdf-cost test: they open instantly and are not protected by their
@@ -225,41 +153,21 @@ declare -A SIDE_PIDS   # side -> "exit_pid client_pid"
 # start_side NAME [extra exit flags...]: an exit and a client for it.
 start_side() {
   local side=$1; shift
-  local key pub exit_pid client_pid exit_port client_port
   local -a client_extra=()
-  pub=$(timeout "$START_TIMEOUT" "$EXIT_BIN" --static-key-file "$TMP/$side-exit.key" \
-    --print-public-key 2>"$TMP/$side-exit.log" | tr -d '[:space:]') || pub=""
-  [[ "$pub" =~ ^[0-9a-fA-F]{64}$ ]] || { show_log "$TMP/$side-exit.log";
-    die "dvpn-tunnel-exit --print-public-key printed no 64-hex-digit key: '$pub'"; }
-  # Loopback is refused by the exit's default policy; the bench's sink is on loopback.
-  "$EXIT_BIN" --listen 127.0.0.1:0 --port-file "$TMP/$side-exit.port" \
-    --static-key-file "$TMP/$side-exit.key" --allow 127.0.0.1/32 --allow '[::1]/128' \
-    --new-streams-per-second 0 "$@" >"$TMP/$side-exit.log" 2>&1 &
-  exit_pid=$!; PIDS+=("$exit_pid")
-  wait_file "$TMP/$side-exit.port" "$exit_pid" "$side exit" ||
-    { show_log "$TMP/$side-exit.log"; exit 1; }
-  exit_port=$(tr -dc '0-9' <"$TMP/$side-exit.port")
-  wait_port "$exit_port" "$exit_pid" "$side exit" || { show_log "$TMP/$side-exit.log"; exit 1; }
+  start_tunnel_exit "$TMP/$side-exit" "$side exit" "$@"
   if [ "$side" = paid ]; then
     client_extra=(--keystore "$TMP/client.json" --channel "$CHANNEL" --ledger "$DVPN_LEDGER"
                   --payee "$PROVIDER_ADDR")
   fi
   # --max-reconnects 0: a lost tunnel ends the client, so a paid session that broke off shows
   # as a failed run instead of a silent reconnect.
-  "$CLIENT_BIN" --provider "127.0.0.1:$exit_port" --provider-key "$pub" \
-    --socks 127.0.0.1:0 --socks-port-file "$TMP/$side-client.port" --max-reconnects 0 \
-    ${client_extra[@]+"${client_extra[@]}"} ${CLIENT_FLAGS[@]+"${CLIENT_FLAGS[@]}"} \
-    >"$TMP/$side-client.log" 2>&1 &
-  client_pid=$!; PIDS+=("$client_pid")
-  wait_file "$TMP/$side-client.port" "$client_pid" "$side client" ||
-    { show_log "$TMP/$side-client.log"; show_log "$TMP/$side-exit.log"; exit 1; }
-  client_port=$(tr -dc '0-9' <"$TMP/$side-client.port")
-  wait_port "$client_port" "$client_pid" "$side client" ||
-    { show_log "$TMP/$side-client.log"; exit 1; }
-  SOCKS_PORT[$side]=$client_port
-  SIDE_PIDS[$side]="$exit_pid $client_pid"
-  log "$side: exit 127.0.0.1:$exit_port (pid $exit_pid), client SOCKS5" \
-      "127.0.0.1:$client_port (pid $client_pid)"
+  start_tunnel_client "$TMP/$side-client" "$side client" "$TMP/$side-exit.log" \
+    --max-reconnects 0 ${client_extra[@]+"${client_extra[@]}"} \
+    ${CLIENT_FLAGS[@]+"${CLIENT_FLAGS[@]}"}
+  SOCKS_PORT[$side]=$TUNNEL_CLIENT_PORT
+  SIDE_PIDS[$side]="$TUNNEL_EXIT_PID $TUNNEL_CLIENT_PID"
+  log "$side: exit 127.0.0.1:$TUNNEL_EXIT_PORT (pid $TUNNEL_EXIT_PID), client SOCKS5" \
+      "127.0.0.1:$TUNNEL_CLIENT_PORT (pid $TUNNEL_CLIENT_PID)"
 }
 
 start_side free
@@ -270,46 +178,15 @@ start_side paid --price-per-mb "$PRICE" --ledger "$DVPN_LEDGER" --keystore "$TMP
 RESULTS="$TMP/results"
 : >"$RESULTS"
 FAILED=0
-cpu_ticks() {  # summed utime+stime (clock ticks) of the given PIDs
-  local total=0 pid stat
-  local -a f
-  for pid in "$@"; do
-    stat=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-    read -r -a f <<<"$stat"  # f[0] is field 3 (state): utime, stime are fields 14, 15
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 bench_once() {  # SIDE ROUND
-  local side=$1 round=$2
-  local out="$TMP/run.$side.$round" rc=0 t0 t1 line load
-  local -a pids
-  read -r -a pids <<<"${SIDE_PIDS[$side]}"
+  local side=$1 round=$2 load
   load=$(cut -d' ' -f1 /proc/loadavg)
-  t0=$(cpu_ticks "${pids[@]}")
-  # In the background so that a signal to this script runs the EXIT trap at once.
-  timeout "$RUN_TIMEOUT" "$BENCH" --socks "127.0.0.1:${SOCKS_PORT[$side]}" --bytes "$BYTES" \
-    --pings "$PINGS" --conns "$CONNS" --label "$side" >"$out" 2>&1 &
-  BENCH_PID=$!
-  wait "$BENCH_PID" || rc=$?
-  BENCH_PID=""
-  t1=$(cpu_ticks "${pids[@]}")
-  line=$(grep '^RESULT ' "$out" || true)
-  if [ $rc -ne 0 ] || [ -z "$line" ]; then
-    local why="exit $rc"
-    [ "$rc" = 124 ] && why+=", timeout after ${RUN_TIMEOUT}s"
-    echo "run_payments_compare: round $round, $side FAILED ($why):" >&2
-    tail -n 5 "$out" >&2
-    FAILED=1
-    return 0
-  fi
+  run_socks_bench "$side" "$round" "${SIDE_PIDS[$side]}" \
+    --socks "127.0.0.1:${SOCKS_PORT[$side]}" --bytes "$BYTES" --pings "$PINGS" --conns "$CONNS"
+  [ -n "$RUN_LINE" ] || return 0
   # proxy_cpu_s: CPU seconds of the side's exit + client over the whole run.
-  line+=" proxy_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", d / hz }')"
-  line+=" load1_before=$load"
-  echo "round $round: $line"
-  echo "$line" >>"$RESULTS"
+  record_result "$round" "$RUN_LINE proxy_cpu_s=$RUN_CPU_S load1_before=$load"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -334,35 +211,16 @@ done
 [ -n "$RESULTS_OUT" ] && cat "$RESULTS" >>"$RESULTS_OUT"
 
 # ---- medians and ratios --------------------------------------------------------------------
-python3 - "$RESULTS" <<'EOF'
-import statistics, sys
+python_medians "$RESULTS" <<'EOF'
 fields = [("up_MBps", "higher"), ("down_MBps", "higher"), ("rtt_p50_us", "lower"),
           ("rtt_p99_us", "lower"), ("conn_p50_ms", "lower"), ("proxy_cpu_s", "lower")]
-runs = {}
-for line in open(sys.argv[1]):
-    kv = dict(t.split("=", 1) for t in line.split()[1:] if "=" in t)
-    runs.setdefault(kv.get("label", "?"), []).append(kv)
-def med(side, f):
-    vals = [float(r[f]) for r in runs.get(side, []) if r.get(f, "NA") not in ("NA", "")]
-    return statistics.median(vals) if vals else None
-def fmt(v):
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}"
+runs = load_runs(sys.argv[1])
 def ratio(f):
-    a, b = med("paid", f), med("free", f)
+    a, b = median(runs, "paid", f), median(runs, "free", f)
     return None if a is None or not b else a / b
-print()
-print("medians (n = runs per row)")
-print(f"{'':20}{'n':>3}" + "".join(f"{f:>13}" for f, _ in fields))
-for side, name in (("free", "payments off"), ("paid", "payments on")):
-    if side in runs:
-        print(f"{name:20}{len(runs[side]):>3}" +
-              "".join(f"{fmt(med(side, f)):>13}" for f, _ in fields))
+print_medians(runs, fields, (("free", "payments off"), ("paid", "payments on")))
 if "free" in runs and "paid" in runs:
-    print(f"{'ratio paid/free':23}" + "".join(
-        f"{'-' if ratio(f) is None else format(ratio(f), '.3f'):>13}" for f, _ in fields))
-    print(f"{'(better is)':23}" + "".join(f"{b:>13}" for _, b in fields))
+    print_ratios("ratio paid/free", ratio, fields, ".3f")
     # Per-round ratios: the two runs of a round are back to back, so they share the load.
     pairs = list(zip(runs["free"], runs["paid"]))
     for f in ("up_MBps", "down_MBps"):

@@ -44,102 +44,31 @@ INSTALL=1
 RESULTS_OUT=""
 RUN_TIMEOUT=600
 START_TIMEOUT=20  # seconds to wait for a proxy to listen
-
-die() { echo "run_socks_compare: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
 CLIENT_FLAGS=()
+BENCH_NAME=run_socks_compare
+source "$(dirname "$0")/common.sh"
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --runs) RUNS=${2:?}; shift 2 ;;
-    --bytes) BYTES=${2:?}; shift 2 ;;
-    --pings) PINGS=${2:?}; shift 2 ;;
-    --conns) CONNS=${2:?}; shift 2 ;;
-    --build-dir) BUILD_DIR=${2:?}; shift 2 ;;
     --only) ONLY=${2:?}; shift 2 ;;
     --no-direct) DIRECT=0; shift ;;
     --domain) DOMAIN=1; shift ;;
     --ss-no-delay) SS_NO_DELAY=1; shift ;;
     --no-install) INSTALL=0; shift ;;
-    --results) RESULTS_OUT=${2:?}; shift 2 ;;
-    --run-timeout) RUN_TIMEOUT=${2:?}; shift 2 ;;
-    --client-flag) CLIENT_FLAGS+=("${2:?}"); shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (see --help)" ;;
+    *) parse_common_option "$@"; shift "$OPT_SHIFT" ;;
   esac
 done
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
-[[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "--run-timeout must be a positive integer"
+check_common_options
 case "$ONLY" in ""|ss|dvpn) ;; *) die "--only takes ss or dvpn" ;; esac
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
-[ -n "$BUILD_DIR" ] || BUILD_DIR="$REPO_ROOT/build"
-case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$PWD/$BUILD_DIR" ;; esac
-SRC=${SOCKS_BENCH_SRC:-$REPO_ROOT/../shared/bench/socks_bench.c}
-[ -f "$SRC" ] || die "socks_bench.c not found at $SRC (set SOCKS_BENCH_SRC)"
-command -v python3 >/dev/null || die "python3 is required (medians and port allocation)"
-command -v timeout >/dev/null || die "timeout (coreutils) is required"
+setup_common "medians and port allocation"
 
 # ---- process bookkeeping -------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/socks_compare.XXXXXX")
-PIDS=()
-BENCH_PID=""  # the socks_bench run in progress (its `timeout` wrapper), if any
-cleanup() {
-  local pid
-  if [ -n "$BENCH_PID" ]; then  # `timeout` passes the signal on to socks_bench
-    kill -TERM "$BENCH_PID" 2>/dev/null || true
-    wait "$BENCH_PID" 2>/dev/null || true
-  fi
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do  # up to 5 s for each to exit, then SIGKILL
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_bookkeeping socks_compare 50  # up to 5 s for each process to stop
 
 free_port() {  # a currently free TCP port on 127.0.0.1
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
-}
-
-# wait_port PORT PID NAME: until 127.0.0.1:PORT accepts a connection; fails if PID dies first
-# or after START_TIMEOUT seconds.
-wait_port() {
-  local port=$1 pid=$2 name=$3 deadline=$((SECONDS + START_TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run_socks_compare: $name (pid $pid) exited early" >&2
-      return 1
-    fi
-    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "run_socks_compare: $name did not listen on 127.0.0.1:$port within ${START_TIMEOUT}s" >&2
-  return 1
-}
-
-# wait_file FILE PID NAME: until FILE is non-empty (a port file); same bounds as wait_port.
-wait_file() {
-  local file=$1 pid=$2 name=$3 deadline=$((SECONDS + START_TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    [ -s "$file" ] && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run_socks_compare: $name (pid $pid) exited early" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "run_socks_compare: $name wrote nothing to $file within ${START_TIMEOUT}s" >&2
-  return 1
-}
-
-show_log() {
-  if [ -f "$1" ]; then echo "--- last lines of $1:" >&2; tail -n 20 "$1" >&2; fi
 }
 
 # ---- shadowsocks-libev ---------------------------------------------------------------------
@@ -161,8 +90,7 @@ if [ $WANT_SS = 1 ] && ! { command -v ss-server && command -v ss-local; } >/dev/
 fi
 
 # ---- socks_bench ---------------------------------------------------------------------------
-BENCH="$TMP/socks_bench"
-cc -O2 -o "$BENCH" "$SRC" -lpthread || die "could not compile $SRC"
+build_socks_bench
 
 # ---- start the proxies ---------------------------------------------------------------------
 declare -A SOCKS_PORT  # peer name -> SOCKS5 port on 127.0.0.1
@@ -205,36 +133,14 @@ if [ $WANT_DVPN = 1 ]; then
     DVPN_SKIPPED+=" (cmake --build $BUILD_DIR --target dvpn-tunnel-exit dvpn-tunnel-client)"
     echo "run_socks_compare: SKIPPING dvpn: $DVPN_SKIPPED" >&2
   else
-    # The static key file is created (mode 0600) on first use; --print-public-key prints the
-    # public half and exits.
-    provider_key=$(timeout "$START_TIMEOUT" "$EXIT_BIN" --static-key-file "$TMP/exit.key" \
-      --print-public-key 2>"$TMP/exit.log" | tr -d '[:space:]') || provider_key=""
-    [[ "$provider_key" =~ ^[0-9a-fA-F]{64}$ ]] || { show_log "$TMP/exit.log";
-      die "dvpn-tunnel-exit --print-public-key printed no 64-hex-digit key: '$provider_key'"; }
-    # Loopback is refused by the exit's default policy; the bench target is the loopback sink
-    # (IPv6 too with --domain, since "localhost" may resolve to ::1).
-    "$EXIT_BIN" --listen 127.0.0.1:0 --port-file "$TMP/exit.port" \
-      --static-key-file "$TMP/exit.key" \
-      --allow 127.0.0.1/32 --allow '[::1]/128' --new-streams-per-second 0 \
-      >"$TMP/exit.log" 2>&1 &
-    exit_pid=$!; PIDS+=("$exit_pid")
-    wait_file "$TMP/exit.port" "$exit_pid" dvpn-tunnel-exit || { show_log "$TMP/exit.log"; exit 1; }
-    exit_port=$(tr -dc '0-9' <"$TMP/exit.port")
-    wait_port "$exit_port" "$exit_pid" dvpn-tunnel-exit || { show_log "$TMP/exit.log"; exit 1; }
-    "$CLIENT_BIN" --provider "127.0.0.1:$exit_port" --provider-key "$provider_key" \
-      --socks 127.0.0.1:0 --socks-port-file "$TMP/client.port" ${CLIENT_FLAGS[@]+"${CLIENT_FLAGS[@]}"} \
-      >"$TMP/client.log" 2>&1 &
-    client_pid=$!; PIDS+=("$client_pid")
-    wait_file "$TMP/client.port" "$client_pid" dvpn-tunnel-client ||
-      { show_log "$TMP/client.log"; exit 1; }
-    client_port=$(tr -dc '0-9' <"$TMP/client.port")
-    wait_port "$client_port" "$client_pid" dvpn-tunnel-client ||
-      { show_log "$TMP/client.log"; exit 1; }
-    SOCKS_PORT[dvpn]=$client_port
-    PEER_PIDS[dvpn]="$exit_pid $client_pid"
+    start_tunnel_exit "$TMP/exit" dvpn-tunnel-exit
+    start_tunnel_client "$TMP/client" dvpn-tunnel-client "" \
+      ${CLIENT_FLAGS[@]+"${CLIENT_FLAGS[@]}"}
+    SOCKS_PORT[dvpn]=$TUNNEL_CLIENT_PORT
+    PEER_PIDS[dvpn]="$TUNNEL_EXIT_PID $TUNNEL_CLIENT_PID"
     PEERS+=(dvpn)
-    log "dvpn: exit 127.0.0.1:$exit_port (pid $exit_pid), client SOCKS5 127.0.0.1:$client_port" \
-        "(pid $client_pid), build dir $BUILD_DIR"
+    log "dvpn: exit 127.0.0.1:$TUNNEL_EXIT_PORT (pid $TUNNEL_EXIT_PID), client SOCKS5" \
+        "127.0.0.1:$TUNNEL_CLIENT_PORT (pid $TUNNEL_CLIENT_PID), build dir $BUILD_DIR"
   fi
 fi
 [ ${#PEERS[@]} -gt 0 ] || die "nothing to measure"
@@ -243,54 +149,25 @@ fi
 RESULTS="$TMP/results"
 : >"$RESULTS"
 FAILED=0
-cpu_ticks() {  # summed utime+stime (clock ticks) of the given PIDs
-  local total=0 pid stat
-  local -a f
-  for pid in "$@"; do
-    stat=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-    read -r -a f <<<"$stat"  # f[0] is field 3 (state): utime, stime are fields 14, 15
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
-# bench_once PEER ROUND [extra socks_bench args...]
+# bench_once PEER ROUND
 bench_once() {
-  local peer=$1 round=$2; shift 2
-  local out="$TMP/run.$peer.$round" rc=0 args=(--bytes "$BYTES" --pings "$PINGS" --conns "$CONNS")
-  local t0 t1
-  local -a pids
-  read -r -a pids <<<"${PEER_PIDS[$peer]:-}"
+  local peer=$1 round=$2
+  local -a args=(--bytes "$BYTES" --pings "$PINGS" --conns "$CONNS")
   if [ "$peer" = direct ]; then
     args+=(--direct)
   else
     args+=(--socks "127.0.0.1:${SOCKS_PORT[$peer]}")
   fi
   [ $DOMAIN = 1 ] && [ "$peer" != direct ] && args+=(--domain)
-  t0=$(cpu_ticks "${pids[@]}")
-  # In the background so that a signal to this script runs the EXIT trap at once.
-  timeout "$RUN_TIMEOUT" "$BENCH" "${args[@]}" --label "$peer" >"$out" 2>&1 &
-  BENCH_PID=$!
-  wait "$BENCH_PID" || rc=$?
-  BENCH_PID=""
-  t1=$(cpu_ticks "${pids[@]}")
-  local line
-  line=$(grep '^RESULT ' "$out" || true)
-  if [ $rc -ne 0 ] || [ -z "$line" ]; then
-    local why="exit $rc"
-    [ "$rc" = 124 ] && why+=", timeout after ${RUN_TIMEOUT}s"
-    echo "run_socks_compare: round $round, $peer FAILED ($why):" >&2
-    tail -n 5 "$out" >&2
-    FAILED=1
-    return 0
-  fi
+  run_socks_bench "$peer" "$round" "${PEER_PIDS[$peer]:-}" "${args[@]}"
+  [ -n "$RUN_LINE" ] || return 0
   # proxy_cpu_s: CPU seconds used by the proxy's own processes during the whole run.
-  if [ ${#pids[@]} -gt 0 ]; then
-    line+=" proxy_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", d / hz }')"
+  if [ -n "${PEER_PIDS[$peer]:-}" ]; then
+    record_result "$round" "$RUN_LINE proxy_cpu_s=$RUN_CPU_S"
+  else
+    record_result "$round" "$RUN_LINE"
   fi
-  echo "round $round: $line"
-  echo "$line" >>"$RESULTS"
 }
 
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
@@ -315,38 +192,19 @@ done
 [ -n "$RESULTS_OUT" ] && cat "$RESULTS" >>"$RESULTS_OUT"
 
 # ---- medians and ratios --------------------------------------------------------------------
-python3 - "$RESULTS" "$DVPN_SKIPPED" <<'EOF'
-import statistics, sys
+python_medians "$RESULTS" "$DVPN_SKIPPED" <<'EOF'
 path, skipped = sys.argv[1], sys.argv[2]
 fields = [("up_MBps", "higher"), ("down_MBps", "higher"), ("rtt_p50_us", "lower"),
           ("rtt_p99_us", "lower"), ("conn_p50_ms", "lower"), ("conns_per_s", "higher"),
           ("proxy_cpu_s", "lower")]
-runs = {}
-for line in open(path):
-    kv = dict(t.split("=", 1) for t in line.split()[1:] if "=" in t)
-    runs.setdefault(kv.get("label", "?"), []).append(kv)
-def med(peer, f):
-    vals = [float(r[f]) for r in runs.get(peer, []) if r.get(f, "NA") not in ("NA", "")]
-    return statistics.median(vals) if vals else None
-def fmt(v):
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}"
-peers = [p for p in ("ss", "dvpn", "direct") if p in runs]
-names = {"ss": "shadowsocks-libev", "dvpn": "dvpn tunnel", "direct": "direct (floor)"}
-print()
-print("medians (n = runs per row)")
-header = f"{'':20}{'n':>3}" + "".join(f"{f:>13}" for f, _ in fields)
-print(header)
-for p in peers:
-    print(f"{names[p]:20}{len(runs[p]):>3}" + "".join(f"{fmt(med(p, f)):>13}" for f, _ in fields))
+runs = load_runs(path)
+print_medians(runs, fields, (("ss", "shadowsocks-libev"), ("dvpn", "dvpn tunnel"),
+                             ("direct", "direct (floor)")))
 def ratio(f):
-    a, b = med("dvpn", f), med("ss", f)
+    a, b = median(runs, "dvpn", f), median(runs, "ss", f)
     return None if a is None or not b else a / b
 if "ss" in runs and "dvpn" in runs:
-    print(f"{'ratio dvpn/ss':23}" + "".join(
-        f"{'-' if ratio(f) is None else format(ratio(f), '.2f'):>13}" for f, _ in fields))
-    print(f"{'(better is)':23}" + "".join(f"{b:>13}" for _, b in fields))
+    print_ratios("ratio dvpn/ss", ratio, fields, ".2f")
     checks = [("upload >= shadowsocks", ratio("up_MBps"), lambda r: r >= 1.0),
               ("download >= shadowsocks", ratio("down_MBps"), lambda r: r >= 1.0),
               ("rtt p50 <= 1.2 x shadowsocks", ratio("rtt_p50_us"), lambda r: r <= 1.2)]

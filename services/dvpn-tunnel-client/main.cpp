@@ -23,6 +23,7 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "common/clock.h"
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
 #include "payments/spend_journal.h"
@@ -42,11 +43,6 @@ constexpr int kExitSpendCap = 3;
 constexpr int kExitPaymentRefused = 4;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 
-uint64_t UnixSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 constexpr const char* kPasswordEnv = "DVPN_SOCKS_PASSWORD";
 constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
 // After SIGINT/SIGTERM, at most this long for the tunnel's CLOSE frame to go out.
@@ -275,14 +271,7 @@ int main(int argc, char** argv) {
 
   session::ClientPaymentConfig pay;
   {
-    auto amount = [](const std::string& text, const char* flag,
-                     dvpn::Amount* out) -> std::optional<std::string> {
-      if (text.empty()) return std::nullopt;
-      auto a = dvpn::Amount::Parse(text);
-      if (!a) return std::string(flag) + ": not an amount of credits: " + text;
-      *out = *a;
-      return std::nullopt;
-    };
+    const auto& amount = session::ParseAmountFlag;
     if (auto e = amount(max_price_per_mb_text, "--max-price-per-mb", &pay.policy.max_price_per_mb))
       return Refuse(*e);
     if (auto e = amount(max_price_per_minute_text, "--max-price-per-minute",
@@ -305,7 +294,7 @@ int main(int argc, char** argv) {
       auto journal = dvpn::payments::SpendJournal::Open(spend_file, pay.policy.daily_cap);
       if (!journal) return Refuse("--spend-file: " + journal.error());
       pay.journal = std::make_shared<dvpn::payments::SpendJournal>(std::move(*journal));
-      const uint64_t today = dvpn::payments::UtcDay(UnixSeconds());
+      const uint64_t today = dvpn::payments::UtcDay(dvpn::UnixSeconds());
       pay.daily->Record(today, pay.journal->ReservedFor(today));
       log->info("spent today so far (from {}): {} of the daily cap {}", spend_file,
                 pay.journal->ReservedFor(today).ToString(), pay.policy.daily_cap.ToString());
@@ -423,7 +412,7 @@ int main(int argc, char** argv) {
       });
   io.run();
   if (pay.journal) {  // a clean stop gives back the unused part of today's reservation
-    const uint64_t today = dvpn::payments::UtcDay(UnixSeconds());
+    const uint64_t today = dvpn::payments::UtcDay(dvpn::UnixSeconds());
     if (auto t = pay.journal->Trim(today, pay.daily->SpentOn(today)); !t) log->warn("{}", t.error());
   }
   return exit_code;

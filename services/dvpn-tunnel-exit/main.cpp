@@ -263,14 +263,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<dvpn::payments::SettlementScheduler> scheduler;
   if (paid) {
     session::ExitPaymentConfig pay;
-    auto parse_price = [](const std::string& text, const char* flag,
-                          dvpn::Amount* out) -> std::optional<std::string> {
-      if (text.empty()) return std::nullopt;
-      auto a = dvpn::Amount::Parse(text);
-      if (!a) return std::string(flag) + ": not an amount of credits: " + text;
-      *out = *a;
-      return std::nullopt;
-    };
+    const auto& parse_price = session::ParseAmountFlag;
     if (auto e = parse_price(price_per_mb_text, "--price-per-mb", &pay.price.per_mb))
       return Refuse(*e);
     if (auto e = parse_price(price_per_minute_text, "--price-per-minute", &pay.price.per_minute))

@@ -157,6 +157,18 @@ class PaymentsOutage : public PaymentsE2E {
   }
 
   // SIGTERM to the exit; returns its wait status (nullopt: still running after `timeout`).
+  // SIGTERM to the exit: it must exit 0 within `bound_ms` (its settlement deadline + a margin).
+  void ExpectExitStopsWithin(int64_t bound_ms) {
+    const auto t0 = SteadyClock::now();
+    const auto st = TerminateExit(30'000ms);
+    const auto took =
+        std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count();
+    ASSERT_TRUE(st) << "the exit did not stop";
+    EXPECT_TRUE(ExitedWith(st, 0)) << Tail(dir_.File("exit.log"));
+    EXPECT_LE(took, bound_ms) << "shutdown took " << took << " ms\n"
+                              << Tail(dir_.File("exit.log"));
+  }
+
   std::optional<int> TerminateExit(std::chrono::milliseconds timeout = 20'000ms) {
     if (!exit_ || !exit_->Signal(SIGTERM)) return std::nullopt;
     return exit_->WaitFor(timeout);
@@ -341,14 +353,7 @@ TEST_F(PaymentsOutage, LedgerDownAtShutdownSettlesAfterRestart) {
   EXPECT_EQ(ProviderMicro(), 0u);
 
   ASSERT_NO_FATAL_FAILURE(KillLedger());
-  const auto t0 = SteadyClock::now();
-  const auto st = TerminateExit(20'000ms);
-  const auto took =
-      std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count();
-  ASSERT_TRUE(st) << "the exit did not stop";
-  EXPECT_TRUE(ExitedWith(st, 0)) << Tail(dir_.File("exit.log"));
-  EXPECT_LE(took, static_cast<int64_t>(kShutdownTimeoutMs + 2500))
-      << "shutdown took " << took << " ms";
+  ASSERT_NO_FATAL_FAILURE(ExpectExitStopsWithin(kShutdownTimeoutMs + 2500));
   const std::string exit_log = ReadFile(dir_.File("exit.log"));
   EXPECT_NE(exit_log.find("final settlement (deadline 1500 ms)"), std::string::npos);
   EXPECT_TRUE(
@@ -401,15 +406,7 @@ TEST_F(PaymentsOutage, HungLedgerAtShutdownDoesNotHoldTheExitPastItsDeadline) {
   ASSERT_TRUE(hole.AcceptOne(10'000ms)) << "the exit never called the ledger:\n"
                                         << Tail(dir_.File("exit.log"));
   ASSERT_NO_FATAL_FAILURE(StopClient());
-  const auto t0 = SteadyClock::now();
-  const auto st = TerminateExit(30'000ms);
-  const auto took =
-      std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count();
-  ASSERT_TRUE(st) << "the exit did not stop";
-  EXPECT_TRUE(ExitedWith(st, 0)) << Tail(dir_.File("exit.log"));
-  EXPECT_LE(took, static_cast<int64_t>(kShutdownTimeoutMs + 2500))
-      << "shutdown took " << took << " ms with a hung ledger\n"
-      << Tail(dir_.File("exit.log"));
+  ASSERT_NO_FATAL_FAILURE(ExpectExitStopsWithin(kShutdownTimeoutMs + 2500));
 }
 
 // "A kill -9 at any moment loses no promise it acknowledged": the exit is killed at random

@@ -489,27 +489,35 @@ class ControlPriorityTest : public TunnelConnectionTest {
     options.table.tunnel_window = 64 * 1024 * 1024;
     Connect(options);
   }
+
+  // Streams 48 MiB from the client's application towards the exit while only the client's io
+  // runs: it fills the TCP buffers, then its data queue (512 KiB), then stops reading its
+  // application socket. Returns when the client's meter is stable.
+  void FillTowardsTheExit(uint64_t seed, std::shared_ptr<Writer>* w_up,
+                          std::shared_ptr<Reader>* r_up) {
+    auto ends = OpenStream();
+    ASSERT_NE(ends.id, 0u);
+    *w_up = std::make_shared<Writer>();
+    *r_up = std::make_shared<Reader>();
+    (*w_up)->total = 48 * 1024 * 1024;
+    asio::co_spawn(client_io_, WritePattern(ends.app, *w_up, seed, true), asio::detached);
+    asio::co_spawn(exit_io_, ReadPattern(ends.upstream, *r_up, seed), asio::detached);
+    uint64_t last = 0;
+    ASSERT_TRUE(RunUntil(
+        [&] {
+          RunFor(100ms, false);
+          bool stable = client_->data_bytes_sent() == last && last > 0;
+          last = client_->data_bytes_sent();
+          return stable;
+        },
+        kWait, false));
+  }
 };
 
 TEST_F(ControlPriorityTest, ControlFrameOvertakesQueuedData) {
-  auto ends = OpenStream();
-  ASSERT_NE(ends.id, 0u);
-  auto w_up = std::make_shared<Writer>();
-  auto r_up = std::make_shared<Reader>();
-  w_up->total = 48 * 1024 * 1024;
-  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 9, true), asio::detached);
-  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 9), asio::detached);
-  // Only the client runs: it fills the TCP buffers towards the exit, then its data queue
-  // (512 KiB); then it stops reading its application socket.
-  uint64_t last = 0;
-  ASSERT_TRUE(RunUntil(
-      [&] {
-        RunFor(100ms, false);
-        bool stable = client_->data_bytes_sent() == last && last > 0;
-        last = client_->data_bytes_sent();
-        return stable;
-      },
-      kWait, false));
+  std::shared_ptr<Reader> r_up;
+  std::shared_ptr<Writer> w_up;
+  ASSERT_NO_FATAL_FAILURE(FillTowardsTheExit(9, &w_up, &r_up));
   const uint64_t queued_by_client = client_->data_bytes_sent();
   uint64_t received_at_control = 0;
   bool got_control = false;
@@ -533,22 +541,9 @@ TEST_F(ControlPriorityTest, ControlFrameOvertakesQueuedData) {
 // and sends an ordered control message; when each arrives, the receiver's meter is already at
 // least that value.
 TEST_F(ControlPriorityTest, AfterDataControlArrivesOnlyAfterTheDataCountedBeforeIt) {
-  auto ends = OpenStream();
-  ASSERT_NE(ends.id, 0u);
-  auto w_up = std::make_shared<Writer>();
-  auto r_up = std::make_shared<Reader>();
-  w_up->total = 48 * 1024 * 1024;
-  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 11, true), asio::detached);
-  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 11), asio::detached);
-  uint64_t last = 0;
-  ASSERT_TRUE(RunUntil(
-      [&] {
-        RunFor(100ms, false);
-        bool stable = client_->data_bytes_sent() == last && last > 0;
-        last = client_->data_bytes_sent();
-        return stable;
-      },
-      kWait, false));
+  std::shared_ptr<Reader> r_up;
+  std::shared_ptr<Writer> w_up;
+  ASSERT_NO_FATAL_FAILURE(FillTowardsTheExit(11, &w_up, &r_up));
   std::vector<uint64_t> sent_at;      // client's meter when message i was sent
   std::vector<uint64_t> received_at;  // exit's meter when message i arrived
   exit_->SetControlHandler([&](ByteSpan m) {

@@ -15,6 +15,7 @@
 #include <expected>
 #include <string>
 
+#include "common/amount.h"
 #include "common/bytes.h"
 #include "payments/keys.h"
 #include "payments/keystore.h"
@@ -104,6 +105,17 @@ inline std::optional<std::string> ReadSecretFile(const std::string& path, size_t
     return std::nullopt;
   }
   return text;
+}
+
+// Parses the decimal credits of flag `flag` into `*out`; an empty `text` leaves `*out` as it
+// is. Returns the error line for the user, or nullopt.
+inline std::optional<std::string> ParseAmountFlag(const std::string& text, const char* flag,
+                                                  Amount* out) {
+  if (text.empty()) return std::nullopt;
+  auto a = Amount::Parse(text);
+  if (!a) return std::string(flag) + ": not an amount of credits: " + text;
+  *out = *a;
+  return std::nullopt;
 }
 
 // The payment account key from exactly one of `key_hex` (64 hex digits) and `keystore_path`

@@ -1,18 +1,10 @@
 #include "tunnel/session/paid_client.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "payments/wire/control_codec.h"
 
 namespace dvpn::tunnel::session {
-namespace {
-
-uint64_t UnixSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 std::shared_ptr<PayerController> PayerController::Attach(
     const std::shared_ptr<TunnelConnection>& tunnel, const ClientPaymentConfig& config,
@@ -94,7 +86,7 @@ void PayerController::OnControl(ByteSpan message) {
   if (!*decoded) return;
   if (auto* inv = std::get_if<payments::Invoice>(&**decoded)) {
     const uint64_t meter = t->data_bytes_sent() + t->data_bytes_received();
-    const uint64_t day = payments::UtcDay(UnixSeconds());
+    const uint64_t day = payments::UtcDay(dvpn::UnixSeconds());
     auto r = session_.OnInvoice(*inv, meter, ElapsedMs(), day);
     if (!r) {
       TunnelLog()->error("invoice {} refused: {}", inv->seq, r.error().message);

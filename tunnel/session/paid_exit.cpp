@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "payments/wire/control_codec.h"
 
@@ -12,12 +13,6 @@ constexpr size_t kMaxCachedChannels = 4096;
 
 CloseReason ToTunnelReason(payments::CloseReason r) {
   return static_cast<CloseReason>(static_cast<uint8_t>(r));
-}
-
-uint64_t WallSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -107,7 +102,7 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
   payments::ChannelFacts facts;
   facts.provider = state->provider;
   facts.client_key = state->client_key.bytes();
-  const uint64_t now_s = WallSeconds();
+  const uint64_t now_s = dvpn::UnixSeconds();
   facts.open_and_live = state->status == ledger::ChannelStatus::kOpen && now_s < state->expiry_unix;
   facts.deposit = state->deposit;
   auto ok =
