@@ -374,6 +374,8 @@ Amount StoredChannel::Lost() const {
 // Logged promises are folded into the tables after this long, or once this many are waiting.
 constexpr std::chrono::milliseconds kApplyAfter{200};
 constexpr size_t kApplyBatch = 512;
+// Promises in the log at most (about 20 MB of file) while folds keep failing; then kQueueFull.
+constexpr size_t kMaxUnapplied = 100'000;
 
 class PromiseStore::Impl {
  public:
@@ -758,6 +760,13 @@ std::vector<StoreResult<SubmitResult>> PromiseStore::Impl::LogGroup(std::vector<
         results.push_back(SubmitResult{it->second.cumulative, false});
         continue;
       }
+    }
+    if (unapplied_.size() + append.size() >= kMaxUnapplied) {  // the tables are not keeping up
+      failure = Error<StoreErrc>{StoreErrc::kQueueFull,
+                                 "the promise log is not being folded in (" +
+                                     std::to_string(unapplied_.size()) + " promises waiting)"};
+      results.push_back(std::unexpected(*failure));
+      continue;
     }
     before.try_emplace(a.channel, it == known_.end() ? std::nullopt : std::optional(it->second));
     known_.insert_or_assign(a.channel, Known{a.ledger, a.client_key, a.cumulative});

@@ -49,6 +49,8 @@ constexpr uint64_t kMaxCount = 1'000'000;
 constexpr uint32_t kMaxRate = 1'000'000;
 
 namespace session = dvpn::tunnel::session;
+
+constexpr std::chrono::milliseconds kShutdownGrace{2'000};
 using dvpn::tunnel::X25519KeyPair;
 
 int Refuse(const std::string& message) {
@@ -322,13 +324,17 @@ int main(int argc, char** argv) {
   }
 
   session::asio::signal_set stop(io, SIGINT, SIGTERM);
+  session::asio::steady_timer grace(io);
   stop.async_wait([&](const session::error_code& ec, int sig) {
     if (ec) return;
     log->info("signal {}: shutting down", sig);
-    server->Stop();
-    io.stop();
+    // Tunnels get their CLOSE out (and their payment state settles) within a short grace time.
+    server->Stop([&io] { io.stop(); });
+    grace.expires_after(kShutdownGrace);
+    grace.async_wait([&io](const session::error_code&) { io.stop(); });
   });
   io.run();
+  server->DropTunnels();
   if (options.payments) {
     // Channel reads still running post to `io` and use the gateway: cut them short (no new
     // session needs them now) and wait until their threads are gone.

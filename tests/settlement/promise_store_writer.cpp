@@ -37,17 +37,23 @@ void WriteLine(const std::string& line) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s <db> <channels> <threads>\n", argv[0]);
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: %s <db> <channels> <threads> process|power\n", argv[0]);
     return 2;
   }
+  const std::string durability = argv[4];
+  if (durability != "process" && durability != "power") return 2;
   const std::string path = argv[1];
   const int channels = std::atoi(argv[2]);
   const int threads = std::atoi(argv[3]);
   if (channels < 1 || threads < 1 || channels > 1000 || threads > 64) return 2;
 
   SystemClock clock;
-  auto store = PromiseStore::Open(path, clock, PromiseStoreOptions{.max_pending = 256});
+  auto store = PromiseStore::Open(
+      path, clock,
+      PromiseStoreOptions{.durability = durability == "power" ? Durability::kPowerLoss
+                                                              : Durability::kProcessCrash,
+                          .max_pending = 256});
   if (!store) {
     std::fprintf(stderr, "open: %s\n", store.error().message.c_str());
     return 1;

@@ -1,6 +1,7 @@
 #include "tunnel/session/exit_server.h"
 
 #include <array>
+#include <utility>
 #include <vector>
 
 #include "common/log.h"
@@ -46,9 +47,14 @@ void ExitServer::Start() {
       acceptor_.get_executor(), [self]() { return self->AcceptLoop(); }, asio::detached);
 }
 
-void ExitServer::Stop() {
+void ExitServer::Stop(std::function<void()> on_idle) {
   error_code ignored;
   acceptor_.close(ignored);
+  on_idle_ = std::move(on_idle);
+  if (tunnels_.empty()) {
+    if (on_idle_) asio::post(acceptor_.get_executor(), std::exchange(on_idle_, nullptr));
+    return;
+  }
   auto tunnels = tunnels_;
   for (auto& t : tunnels) t->Close(CloseReason::kShutdown, "exit shutting down", true);
 }
@@ -214,6 +220,7 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
         TunnelLog()->info("exit: {} closed", name);
         if (controller) controller->OnClosed();
         if (auto t = weak.lock()) self->tunnels_.erase(t);
+        if (self->tunnels_.empty() && self->on_idle_) std::exchange(self->on_idle_, nullptr)();
       });
   if (refusal) {
     TunnelLog()->info("exit: {} refused: payment required: {}", name, *refusal);

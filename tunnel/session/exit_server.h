@@ -10,6 +10,7 @@
 // must outlive the io_context's run.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <unordered_set>
 
@@ -43,8 +44,12 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
 
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
   void Start();
-  // Stops accepting and closes every tunnel.
-  void Stop();
+  // Stops accepting and closes every tunnel (CLOSE kShutdown); `on_idle`, if given, runs on
+  // the io thread once the last tunnel has closed (at once when there is none).
+  void Stop(std::function<void()> on_idle = nullptr);
+  // After the io_context stopped: lets go of tunnels that did not close in time (their handlers
+  // hold the server, so they would keep each other alive). Not on a running io thread.
+  void DropTunnels() { tunnels_.clear(); }
   size_t tunnel_count() const { return tunnels_.size(); }
 
  private:
@@ -61,6 +66,7 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   ReplayGuard replay_guard_;
   HandshakeRateLimiter rate_limiter_;
   std::unordered_set<std::shared_ptr<TunnelConnection>> tunnels_;
+  std::function<void()> on_idle_;  // set by Stop()
   uint64_t next_tunnel_ = 1;
 };
 
