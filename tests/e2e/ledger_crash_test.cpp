@@ -47,21 +47,13 @@ namespace dvpn::ledger {
 namespace {
 
 using dvpn::testing::Subprocess;
+using dvpn::testing::FileTail;
 using dvpn::testing::TempDir;
 using payments::PrivateKey;
 using rpc::LedgerClient;
 using std::chrono::milliseconds;
 
 constexpr Amount Micro(uint64_t v) { return Amount::FromMicro(v); }
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  std::string text = s.str();
-  // The tail is what matters when a test fails.
-  return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
-}
 
 // One dvpn-ledger process over a database in `dir`, with its client.
 class LedgerProcess {
@@ -85,7 +77,7 @@ class LedgerProcess {
     proc_.emplace(*std::move(proc));
     auto port = dvpn::testing::WaitForPortFile(port_file, milliseconds(10'000));
     if (!port) {
-      ADD_FAILURE() << "dvpn-ledger did not write its port file; log:\n" << ReadFile(log());
+      ADD_FAILURE() << "dvpn-ledger did not write its port file; log:\n" << FileTail(log(), 4000);
       return false;
     }
     client_ =
@@ -288,7 +280,7 @@ TEST_F(CrashTest, KillNineWhileSettlingMovesEachCreditOnce) {
     ASSERT_TRUE(status) << "dvpn-ledger did not die";
     ASSERT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL)
         << "dvpn-ledger ended by itself, status " << *status << "; log:\n"
-        << ReadFile(ledger_->log());
+        << FileTail(ledger_->log(), 4000);
     EXPECT_GT(batches, 0);
 
     // Restart on the same file: consistent, nothing acknowledged lost.
@@ -336,7 +328,7 @@ int RunToExit(const std::vector<std::string>& args, const std::string& log) {
   }
   auto status = proc->WaitFor(milliseconds(10'000));
   if (!status) {
-    ADD_FAILURE() << "still running after 10 s: " << ReadFile(log);
+    ADD_FAILURE() << "still running after 10 s: " << FileTail(log, 4000);
     return -1;
   }
   return WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status);
@@ -348,7 +340,7 @@ TEST(LedgerExecutable, RefusesToStartOnBadConfiguration) {
   std::string key = ToHex(PrivateKey::Generate().public_key().bytes());
   std::string db = dir.File("l.db");
   EXPECT_EQ(RunToExit({"--db", db, "--listen", "127.0.0.1:0"}, log), 2) << "no operator key";
-  EXPECT_NE(ReadFile(log).find("operator key"), std::string::npos) << ReadFile(log);
+  EXPECT_NE(FileTail(log, 4000).find("operator key"), std::string::npos) << FileTail(log, 4000);
   EXPECT_EQ(RunToExit({"--db", db, "--operator-pubkey", "abcd"}, log), 2);
   EXPECT_EQ(RunToExit({"--db", db, "--operator-pubkey", std::string(64, 'f')}, log), 2)
       << "not a curve point";
@@ -366,7 +358,7 @@ TEST(LedgerExecutable, RefusesToStartOnBadConfiguration) {
                                    "--port-file", port_file, "--operator-pubkey", key},
                                   log);
     ASSERT_TRUE(proc) << proc.error();
-    ASSERT_TRUE(dvpn::testing::WaitForPortFile(port_file, milliseconds(10'000))) << ReadFile(log);
+    ASSERT_TRUE(dvpn::testing::WaitForPortFile(port_file, milliseconds(10'000))) << FileTail(log, 4000);
     ASSERT_TRUE(proc->Signal(SIGINT));
     auto status = proc->WaitFor(milliseconds(10'000));
     ASSERT_TRUE(status);
@@ -396,7 +388,7 @@ TEST(LedgerExecutable, ReadsTheOperatorKeyFromAKeystore) {
                         log);
   ASSERT_TRUE(proc) << proc.error();
   auto port = dvpn::testing::WaitForPortFile(port_file, milliseconds(10'000));
-  ASSERT_TRUE(port) << ReadFile(log);
+  ASSERT_TRUE(port) << FileTail(log, 4000);
   LedgerClient client("127.0.0.1:" + std::to_string(*port), milliseconds(5000));
   auto info = client.GetInfo();
   ASSERT_TRUE(info) << info.error().message;

@@ -36,6 +36,7 @@
 
 namespace dvpn::payments_e2e {
 
+using dvpn::testing::ReadFile;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
 using ledger::rpc::LedgerClient;
@@ -44,17 +45,8 @@ using payments::PrivateKey;
 using namespace std::chrono_literals;
 
 constexpr Amount Micro(uint64_t v) { return Amount::FromMicro(v); }
-
-inline std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-inline std::string Tail(const std::string& path) {
-  auto t = ReadFile(path);
-  return t.size() > 3000 ? t.substr(t.size() - 3000) : t;
-}
+// A child's log, its end.
+inline std::string Tail(const std::string& path) { return dvpn::testing::FileTail(path); }
 
 inline void SetTimeouts(int fd, std::chrono::seconds t) {
   timeval tv{};

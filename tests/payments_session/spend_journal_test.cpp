@@ -18,10 +18,6 @@ namespace {
 
 constexpr Amount Micro(uint64_t v) { return Amount::FromMicro(v); }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 void WriteAll(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
@@ -43,13 +39,13 @@ TEST_F(SpendJournalTest, CoverReservesOneBlockAheadAndReadsBack) {
   auto j = SpendJournal::Open(path_, Micro(3200));  // block = 100
   ASSERT_TRUE(j);
   ASSERT_TRUE(j->Cover(20000, Micro(10)));
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 20000 110\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 20000 110\n");
   EXPECT_EQ(j->ReservedFor(20000), Micro(110));
   ASSERT_TRUE(j->Cover(20000, Micro(110)));  // covered: no write
   EXPECT_EQ(j->writes(), 1u);
   ASSERT_TRUE(j->Cover(20000, Micro(111)));
   EXPECT_EQ(j->writes(), 2u);
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 20000 211\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 20000 211\n");
 
   auto again = SpendJournal::Open(path_, Micro(3200));
   ASSERT_TRUE(again) << again.error();
@@ -72,11 +68,11 @@ TEST_F(SpendJournalTest, NewDayStartsAgainAndClockGoingBackKeepsTheLaterDay) {
   ASSERT_TRUE(j);
   ASSERT_TRUE(j->Cover(7, Micro(3000)));
   ASSERT_TRUE(j->Cover(8, Micro(5)));
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 8 105\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 8 105\n");
   ASSERT_TRUE(j->Cover(7, Micro(50)));  // day 7 again (clock back): counted on day 8
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 8 105\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 8 105\n");
   ASSERT_TRUE(j->Cover(7, Micro(106)));
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 8 206\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 8 206\n");
 }
 
 TEST_F(SpendJournalTest, TrimGivesBackTheUnusedReservationOnACleanStop) {
@@ -85,11 +81,11 @@ TEST_F(SpendJournalTest, TrimGivesBackTheUnusedReservationOnACleanStop) {
   ASSERT_TRUE(j->Cover(9, Micro(40)));
   EXPECT_EQ(j->ReservedFor(9), Micro(140));
   ASSERT_TRUE(j->Trim(9, Micro(40)));
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 9 40\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 9 40\n");
   ASSERT_TRUE(j->Trim(9, Micro(60)));  // never raises
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 9 40\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 9 40\n");
   ASSERT_TRUE(j->Trim(10, Micro(0)));  // another day: untouched
-  EXPECT_EQ(ReadAll(path_), "dvpn-daily-spend v1 9 40\n");
+  EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 9 40\n");
 }
 
 TEST_F(SpendJournalTest, BadFilesAreRefusedWithTheirName) {

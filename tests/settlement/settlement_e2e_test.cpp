@@ -36,6 +36,7 @@
 namespace dvpn::payments {
 namespace {
 
+using dvpn::testing::FileTail;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
 using ledger::rpc::GatewayErrcFor;
@@ -51,14 +52,6 @@ using testing::WaitUntil;
 
 constexpr uint64_t kCredit = 1'000'000;
 constexpr uint64_t kChallenge = 60;
-
-std::string Tail(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  std::string text = s.str();
-  return text.size() > 3000 ? text.substr(text.size() - 3000) : text;
-}
 
 // One dvpn-ledger process over a database in `dir`; restarts on the same file and port.
 class LedgerProcess {
@@ -92,12 +85,12 @@ class LedgerProcess {
       }
       auto status = proc_->WaitFor(milliseconds(2000));  // it exits when it cannot listen
       if (!status) {
-        ADD_FAILURE() << "dvpn-ledger neither listens nor exits; log:\n" << Tail(log());
+        ADD_FAILURE() << "dvpn-ledger neither listens nor exits; log:\n" << FileTail(log());
         return false;
       }
       std::this_thread::sleep_for(milliseconds(100));  // bounded retry of a busy port
     }
-    ADD_FAILURE() << "dvpn-ledger could not listen on port " << port_ << "; log:\n" << Tail(log());
+    ADD_FAILURE() << "dvpn-ledger could not listen on port " << port_ << "; log:\n" << FileTail(log());
     return false;
   }
 
@@ -153,7 +146,7 @@ class SettlementE2E : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "ledger log:\n%s\n", Tail(ledger_->log()).c_str());
+    if (HasFailure()) std::fprintf(stderr, "ledger log:\n%s\n", FileTail(ledger_->log()).c_str());
     scheduler_.reset();
     ledger_.reset();  // kills the process by PID
   }

@@ -133,6 +133,16 @@ std::optional<int> WaitForPortFile(const std::string& path, std::chrono::millise
   return PollPortFile(path, timeout, &child);
 }
 
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string FileTail(const std::string& path, size_t max_bytes) {
+  std::string text = ReadFile(path);
+  return text.size() > max_bytes ? text.substr(text.size() - max_bytes) : text;
+}
+
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
   std::string templ = std::string(base && *base ? base : "/tmp") + "/dvpn-test-XXXXXX";

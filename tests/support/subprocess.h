@@ -49,6 +49,11 @@ class Subprocess {
 // Polls until `path` exists and holds a complete line with a port number (1..65535), or the
 // timeout passes (nullopt).
 std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout);
+
+// The whole file (empty when it cannot be read).
+std::string ReadFile(const std::string& path);
+// Its last `max_bytes` (a child's log: the end is what matters when a test fails).
+std::string FileTail(const std::string& path, size_t max_bytes = 3000);
 // The same, giving up early (nullopt) when `child` exits meanwhile (it is then reaped).
 std::optional<int> WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout,
                                    Subprocess& child);

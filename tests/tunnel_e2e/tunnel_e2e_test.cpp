@@ -48,6 +48,7 @@
 
 namespace {
 
+using dvpn::testing::ReadFile;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
 using namespace std::chrono_literals;
@@ -276,11 +277,6 @@ bool EchoRoundTrip(int fd, const std::vector<uint8_t>& data) {
   auto echoed = ReadToEof(fd, &eof);
   writer.join();
   return wrote && eof && echoed == data;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 using SteadyClock = std::chrono::steady_clock;

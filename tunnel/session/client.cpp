@@ -403,25 +403,14 @@ asio::awaitable<void> SocksFrontend::Serve(tcp::socket socket) {
                                asio::redirect_error(asio::use_awaitable, ec));
     co_return;
   }
+  // Fast reply: the stream opens with early data and CONNECT succeeds at once (only local
+  // failures are reported); otherwise the reply waits for the exit's answer.
+  Result<uint32_t, OpenFailure> opened;
   if (fast_reply_) {
-    auto id = tunnel->OpenStreamEarly(parser.request());
-    if (!id) {  // local failures only: the tunnel is closing, the stream limit
-      auto reply = EncodeSocks5Failure(id.error().code);
-      co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
-                                 asio::redirect_error(asio::use_awaitable, ec));
-      co_return;
-    }
-    auto reply = EncodeSocks5Success(Destination::Ipv4({0, 0, 0, 0}, 0));
-    co_await asio::async_write(socket, asio::buffer(reply.bytes().data(), reply.size()),
-                               asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      tunnel->CancelStream(*id);
-      co_return;
-    }
-    tunnel->AttachStream(*id, std::move(socket), ByteSpan(buf.data(), have));
-    co_return;
+    opened = tunnel->OpenStreamEarly(parser.request());
+  } else {
+    opened = co_await tunnel->OpenStream(parser.request());
   }
-  auto opened = co_await tunnel->OpenStream(parser.request());
   if (!opened) {
     TunnelLog()->debug("socks: stream refused: {}", opened.error().message);
     auto reply = EncodeSocks5Failure(opened.error().code);
