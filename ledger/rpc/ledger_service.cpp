@@ -6,6 +6,7 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_context.h>
 
+#include "common/counted_slot.h"
 #include "common/log.h"
 #include "ledger/rpc/convert.h"
 
@@ -31,18 +32,6 @@ uint32_t ClampLimit(uint32_t requested, uint32_t max) {
   if (requested == 0) return std::min(kDefaultListLimit, max);
   return std::min(requested, max);
 }
-
-// Decrements the watcher count when a WatchAccount handler returns.
-class WatcherSlot {
- public:
-  explicit WatcherSlot(std::atomic<uint32_t>& count) : count_(count) {}
-  ~WatcherSlot() { count_.fetch_sub(1); }
-  WatcherSlot(const WatcherSlot&) = delete;
-  WatcherSlot& operator=(const WatcherSlot&) = delete;
-
- private:
-  std::atomic<uint32_t>& count_;
-};
 
 }  // namespace
 
@@ -114,14 +103,13 @@ grpc::Status LedgerService::WatchAccount(grpc::ServerContext* ctx,
                                          grpc::ServerWriter<v1::Movement>* writer) {
   auto address = ParseAddress(req->address(), "address");
   if (!address) return Refused("WatchAccount", address.error());
-  if (watchers_.fetch_add(1) >= max_watchers_) {
-    watchers_.fetch_sub(1);
+  auto slot = CountedSlot::TryTake(watchers_, max_watchers_);
+  if (!slot) {
     Log().debug("WatchAccount refused: {} watchers already", max_watchers_);
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         "too many watchers: the ledger serves at most " +
                             std::to_string(max_watchers_) + " WatchAccount streams at once");
   }
-  WatcherSlot slot(watchers_);
 
   auto stopping = [&] { return ctx->IsCancelled() || shutting_down_.load(); };
   // The last committed seq before reading history: anything committed later wakes the wait

@@ -10,7 +10,8 @@
 // the exit at start, handshake failed, cannot listen, or the tunnel was lost and could not be
 // re-established within --max-reconnects attempts; 3 a spending cap (--session-cap,
 // --daily-cap) was reached: the client stopped without signing more; 4 the provider's payment
-// terms were refused (price above the policy, wrong payee, bad base) or it overcharged.
+// terms were refused (price above the policy, wrong payee, bad base) or it overcharged (with
+// --offers-from these move to the next offer instead; exit 1 when none is left).
 
 #include <csignal>
 #include <cstdlib>
@@ -28,6 +29,7 @@
 #include "payments/keys.h"
 #include "payments/spend_journal.h"
 #include "services/dvpn-tunnel-client/escrow_top_up.h"
+#include "services/dvpn-tunnel-client/offer_picker.h"
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -92,9 +94,30 @@ int main(int argc, char** argv) {
   unsigned reconnect_max_ms = 30'000;
 
   CLI::App app{"dvpn-tunnel-client: a dVPN tunnel client with a SOCKS5 front end"};
-  app.add_option("--provider", provider, "HOST:PORT of the exit")->required();
-  app.add_option("--provider-key", provider_key_hex, "the exit's static X25519 public key (hex)")
-      ->required();
+  auto* provider_opt = app.add_option("--provider", provider, "HOST:PORT of the exit");
+  auto* provider_key_opt =
+      app.add_option("--provider-key", provider_key_hex, "the exit's static X25519 public key (hex)");
+  // Provider choice from marketplace offers (docs/marketplace.md §3) instead of --provider.
+  std::string offers_from;
+  std::string region;
+  uint32_t min_capacity_mbps = 0;
+  std::string provider_stats_path;
+  std::string open_deposit_text;
+  auto* offers_from_opt = app.add_option(
+      "--offers-from", offers_from,
+      "HOST:PORT of a dvpn-node's OfferBook (gRPC): choose the best offer under the policy "
+      "(--max-price-per-mb, --region, --min-capacity-mbps) and fail over to the next");
+  app.add_option("--region", region, "with --offers-from: only offers from this region");
+  app.add_option("--min-capacity-mbps", min_capacity_mbps,
+                 "with --offers-from: only offers advertising at least this capacity");
+  app.add_option("--provider-stats", provider_stats_path,
+                 "with --offers-from: keep what this client measured of each provider in this "
+                 "SQLite file (handshake time, failures, overcharges) and rank offers by it");
+  app.add_option("--open-deposit", open_deposit_text,
+                 "with --offers-from and --ledger: open a channel with this deposit (credits) to "
+                 "a chosen paid provider that has none");
+  provider_opt->excludes(offers_from_opt);
+  provider_key_opt->excludes(offers_from_opt);
   app.add_option("--socks", socks, "HOST:PORT of the SOCKS5 server (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--socks-port-file", socks_port_file,
@@ -225,8 +248,24 @@ int main(int argc, char** argv) {
     WipeString(password);
   }
 
-  auto provider_key = Hex32(provider_key_hex);
-  if (!provider_key) return Refuse("--provider-key: expected 64 hex digits");
+  const bool choose_from_offers = !offers_from.empty();
+  if (!choose_from_offers && (provider.empty() || provider_key_hex.empty())) {
+    return Refuse("--provider and --provider-key are required (or --offers-from)");
+  }
+  if (choose_from_offers && max_price_per_mb_text.empty()) {
+    return Refuse("--offers-from needs --max-price-per-mb (the highest price to choose)");
+  }
+  if (choose_from_offers && (!channel_hex.empty() || !payee_text.empty() ||
+                             !top_up_amount_text.empty())) {
+    return Refuse("--offers-from chooses the provider: --channel, --payee and --top-up-amount "
+                  "do not apply");
+  }
+  dvpn::Hash32 provider_key_bytes{};
+  if (!choose_from_offers) {
+    auto provider_key = Hex32(provider_key_hex);
+    if (!provider_key) return Refuse("--provider-key: expected 64 hex digits");
+    provider_key_bytes = *provider_key;
+  }
   std::optional<dvpn::payments::PrivateKey> identity;
   if (identity_hex.empty() && keystore_path.empty()) {
     identity = dvpn::payments::PrivateKey::Generate();
@@ -261,8 +300,11 @@ int main(int argc, char** argv) {
 
   session::asio::io_context io(1);
   std::string error;
-  auto provider_ep = session::ResolveHostPort(io, provider, &error);
-  if (!provider_ep) return Refuse("--provider: " + error);
+  std::optional<session::tcp::endpoint> provider_ep;
+  if (!choose_from_offers) {
+    provider_ep = session::ResolveHostPort(io, provider, &error);
+    if (!provider_ep) return Refuse("--provider: " + error);
+  }
   auto socks_ep = session::ResolveHostPort(io, socks, &error);
   if (!socks_ep) return Refuse("--socks: " + error);
 
@@ -322,9 +364,68 @@ int main(int argc, char** argv) {
   }
   int payment_exit_code = 0;  // set when the payment layer ended the client for good
 
+  std::shared_ptr<dvpn::tunnel_client::OfferPicker> picker;
+  dvpn::SystemClock system_clock;
+  if (choose_from_offers) {
+    std::unique_ptr<dvpn::marketplace::ProviderStats> stats;
+    if (provider_stats_path.empty()) {
+      stats = std::make_unique<dvpn::marketplace::ProviderStats>(
+          dvpn::marketplace::ProviderStats::InMemory(system_clock));
+    } else {
+      auto opened = dvpn::marketplace::ProviderStats::Open(provider_stats_path, system_clock);
+      if (!opened) {
+        return Refuse("--provider-stats " + provider_stats_path + ": " +
+                      dvpn::marketplace::StatsErrcName(opened.error().code) + ": " +
+                      opened.error().message);
+      }
+      stats = std::make_unique<dvpn::marketplace::ProviderStats>(std::move(*opened));
+    }
+    dvpn::tunnel_client::OfferPicker::Options po;
+    po.offers_from = offers_from;
+    po.policy.ledger = ledger;
+    po.policy.max_price_per_mb = pay.policy.max_price_per_mb;
+    if (!max_price_per_minute_text.empty()) po.policy.max_price_per_minute = pay.policy.max_price_per_minute;
+    po.policy.region = region;
+    po.policy.min_capacity_mbps = min_capacity_mbps;
+    po.client = &*identity;
+    po.ledger = ledger_client;
+    if (auto e = session::ParseAmountFlag(open_deposit_text, "--open-deposit", &po.open_deposit))
+      return Refuse(*e);
+    if (!po.open_deposit.IsZero() && !ledger_client) return Refuse("--open-deposit needs --ledger");
+    picker = std::make_shared<dvpn::tunnel_client::OfferPicker>(std::move(po), std::move(stats));
+  }
+
   session::TunnelKeeper::Options keeper_options;
-  keeper_options.provider = *provider_ep;
-  keeper_options.handshake.provider_static = *provider_key;
+  if (provider_ep) keeper_options.provider = *provider_ep;
+  keeper_options.handshake.provider_static = provider_key_bytes;
+  // Throughput of the chosen provider, for its score: the busiest second seen on its tunnels
+  // (only seconds that moved at least 1 MB count: an idle tunnel says nothing of capacity).
+  struct ThroughputSample {
+    std::optional<session::ProviderTarget> target;
+    const session::TunnelConnection* tunnel = nullptr;
+    uint64_t bytes = 0;
+    double best_mbps = 0;
+  } sample;
+  auto report_throughput = [&sample, &picker] {
+    if (picker && sample.target && sample.best_mbps > 0)
+      picker->MeasuredThroughput(*sample.target, sample.best_mbps);
+    sample.best_mbps = 0;
+  };
+  if (picker) {
+    keeper_options.picker = picker;
+    // The chosen provider's channel and payee become the payment layer's for that session.
+    keeper_options.on_target = [&pay, &picker, &sample,
+                                &report_throughput](const session::ProviderTarget& t) {
+      if (sample.target && sample.target->provider_static != t.provider_static) report_throughput();
+      sample.target = t;
+      pay.channel = t.channel;
+      pay.expected_payee.reset();
+      if (auto offer = picker->current_offer()) {
+        if (auto key = dvpn::payments::PublicKey::Parse(offer->provider))
+          pay.expected_payee = dvpn::payments::Address::FromPublicKey(*key);
+      }
+    };
+  }
   keeper_options.handshake.identity = &*identity;
   keeper_options.handshake.ledger = ledger;
   keeper_options.handshake.channel = channel;
@@ -372,6 +473,17 @@ int main(int argc, char** argv) {
   });
 
   on_payment_final = [&](dvpn::payments::CloseReason reason, const std::string& why) {
+    if (picker && reason != dvpn::payments::CloseReason::kSpendCap) {
+      // An overcharge or refused terms: this provider failed; the keeper moves on when the
+      // tunnel (already closed by the payment layer) is gone.
+      if (auto k = weak_keeper.lock()) {
+        k->ProviderFailed(reason == dvpn::payments::CloseReason::kOvercharge
+                              ? session::ProviderFailure::kOvercharge
+                              : session::ProviderFailure::kRefused,
+                          why);
+      }
+      return;
+    }
     payment_exit_code =
         reason == dvpn::payments::CloseReason::kSpendCap ? kExitSpendCap : kExitPaymentRefused;
     if (auto k = weak_keeper.lock()) k->Halt(why);
@@ -410,7 +522,25 @@ int main(int argc, char** argv) {
         }
         fail(kExitRuntime);
       });
+  session::asio::steady_timer sampler(io);
+  std::function<void()> sample_tick = [&] {
+    sampler.expires_after(std::chrono::seconds(1));
+    sampler.async_wait([&](const session::error_code& ec) {
+      if (ec) return;
+      auto t = slot->current();
+      if (t) {
+        const uint64_t bytes = t->data_bytes_sent() + t->data_bytes_received();
+        if (t.get() == sample.tunnel && bytes - sample.bytes >= 1'000'000)
+          sample.best_mbps = std::max(sample.best_mbps, (bytes - sample.bytes) * 8.0 / 1e6);
+        sample.tunnel = t.get();
+        sample.bytes = bytes;
+      }
+      sample_tick();
+    });
+  };
+  if (picker) sample_tick();  // every shutdown path ends in io.stop(): the timer needs no cancel
   io.run();
+  report_throughput();
   if (pay.journal) {  // a clean stop gives back the unused part of today's reservation
     const uint64_t today = dvpn::payments::UtcDay(dvpn::UnixSeconds());
     if (auto t = pay.journal->Trim(today, pay.daily->SpentOn(today)); !t) log->warn("{}", t.error());

@@ -167,6 +167,35 @@ def main():
             print(f"FAIL {name}.sig does not verify")
             return 1
 
+    # Signed offers (docs/protocol.md §6): a block of its own, long values split over lines.
+    offer_block = doc.split("<!-- offer-vectors:begin -->")[1].split("<!-- offer-vectors:end -->")[0]
+    for name, part in re.findall(r"^([\w.]+) = ([0-9a-f]+)$", offer_block, re.M):
+        vectors[name] = vectors.get(name, "") + part
+
+    def u8(v):
+        return bytes([v])
+
+    def offer(seq, issued, expires, retired, tunnel_key, price_mb, capacity, sessions, region,
+              endpoints):
+        out = (tag("dvpn.v1.Offer") + ledger + pk_pr + u32(1) + u64(seq) + u64(issued) +
+               u64(expires) + u8(retired) + tunnel_key + u64(price_mb) + u64(0) +
+               u32(capacity) + u32(sessions) + str16(region) + u8(len(endpoints)))
+        for host, port in endpoints:
+            out += str16(host) + u16(port)
+        return out
+
+    offers = {
+        "offer": offer(5, 1900000000, 1900003600, 0, bytes([0xA4]) * 32, 250000, 800, 64,
+                       "eu-west", [("exit1.example.net", 7443), ("192.0.2.7", 7443)]),
+        "retired": offer(6, 1900000100, 1900003700, 1, bytes(32), 0, 0, 0, "", []),
+    }
+    for name, encoding in offers.items():
+        digest = sha256(encoding)
+        expected[name + ".encoding"] = encoding.hex()
+        expected[name + ".digest"] = digest.hex()
+        expected[name + ".sig"] = sign(sk_pr, digest, aux).hex()
+    expected["offer.key"] = sha256(tag("dvpn.v1.OfferKey") + pk_pr + u32(1))[:8].hex()
+
     failed = 0
     for name, value in expected.items():
         if vectors.get(name) != value:

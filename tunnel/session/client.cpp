@@ -1,5 +1,7 @@
 #include "tunnel/session/client.h"
 
+#include <thread>
+
 #include <sodium.h>
 
 #include <algorithm>
@@ -116,9 +118,17 @@ TunnelKeeper::TunnelKeeper(asio::any_io_executor ex, std::shared_ptr<TunnelSlot>
       rng_(std::random_device{}()) {}
 
 std::string TunnelKeeper::ProviderText() const {
-  const auto& a = options_.provider.address();
+  const tcp::endpoint& ep = target_ ? target_->endpoint : options_.provider;
+  const auto& a = ep.address();
   std::string host = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
-  return host + ":" + std::to_string(options_.provider.port());
+  std::string text = host + ":" + std::to_string(ep.port());
+  if (target_ && !target_->name.empty()) text += " (" + target_->name + ")";
+  return text;
+}
+
+void TunnelKeeper::ProviderFailed(ProviderFailure failure, const std::string& why) {
+  if (!options_.picker || !target_) return;
+  options_.picker->Failed(*target_, failure, why);
 }
 
 void TunnelKeeper::Start(UpHandler on_up, GaveUpHandler on_gave_up) {
@@ -153,10 +163,52 @@ void TunnelKeeper::Halt(const std::string& why) {
 asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>>
 TunnelKeeper::Connect() {
   HandshakeInitiator::Options hs = options_.handshake;
+  tcp::endpoint endpoint = options_.provider;
+  if (options_.picker) {
+    auto target = co_await PickTarget();
+    if (!target) {
+      no_provider_left_ = true;
+      co_return std::unexpected(target.error());
+    }
+    target_ = *target;
+    if (options_.on_target) options_.on_target(*target_);
+    endpoint = target_->endpoint;
+    hs.provider_static = target_->provider_static;
+    hs.channel = target_->channel;
+  }
   last_timestamp_ms_ = std::max(WallClockMs(), last_timestamp_ms_ + 1);
   hs.timestamp_ms = last_timestamp_ms_;
-  co_return co_await ConnectTunnel(options_.provider, std::move(hs), options_.connection,
-                                   options_.handshake_timeout);
+  const auto started = std::chrono::steady_clock::now();
+  auto t = co_await ConnectTunnel(endpoint, std::move(hs), options_.connection,
+                                  options_.handshake_timeout);
+  if (options_.picker && !stopped_) {
+    if (t) {
+      options_.picker->Connected(*target_, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::steady_clock::now() - started));
+    } else {
+      options_.picker->Failed(*target_, ProviderFailure::kConnect, t.error());
+    }
+  }
+  co_return t;
+}
+
+asio::awaitable<std::expected<ProviderTarget, std::string>> TunnelKeeper::PickTarget() {
+  // Next() may block on the network: run it on a helper thread and wait here without blocking
+  // the io thread. The result outlives this frame if the keeper goes away first.
+  using Result = std::expected<ProviderTarget, std::string>;
+  auto result = std::make_shared<std::optional<Result>>();
+  auto done = std::make_shared<asio::steady_timer>(ex_, asio::steady_timer::time_point::max());
+  std::thread([picker = options_.picker, result, done, ex = ex_]() mutable {
+    Result r = picker->Next();
+    asio::post(ex, [result, done, r = std::move(r)]() mutable {
+      *result = std::move(r);
+      done->cancel();
+    });
+  }).detach();
+  error_code ec;
+  co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  if (!result->has_value()) co_return std::unexpected(std::string("stopped"));
+  co_return std::move(**result);
 }
 
 asio::awaitable<void> TunnelKeeper::Run() {
@@ -191,12 +243,20 @@ asio::awaitable<void> TunnelKeeper::Run() {
   };
 
   auto first = co_await Connect();
+  // With a picker, a failed first attempt moves on to the next provider until none is left.
+  while (options_.picker && !first && !no_provider_left_ && !stopped_) {
+    TunnelLog()->warn("cannot establish the tunnel to {}: {}; trying the next provider",
+                      ProviderText(), first.error());
+    first = co_await Connect();
+  }
   if (stopped_) {
     if (first) (*first)->Close(CloseReason::kNormal, "client shutting down", false);
     co_return;
   }
   if (!first) {
-    give_up("cannot establish the tunnel to " + ProviderText() + ": " + first.error());
+    give_up(no_provider_left_ ? first.error()
+                              : "cannot establish the tunnel to " + ProviderText() + ": " +
+                                    first.error());
     co_return;
   }
   install(*first);
@@ -242,6 +302,10 @@ asio::awaitable<void> TunnelKeeper::Run() {
         TunnelLog()->info("the tunnel to {} is back (reconnect attempt {}, down for {})", ProviderText(),
                     attempt, Seconds(std::chrono::steady_clock::now() - lost_at));
         break;
+      }
+      if (no_provider_left_) {
+        give_up("the tunnel was lost and no provider is left to try: " + t.error());
+        co_return;
       }
       if (options_.max_reconnects && attempt >= *options_.max_reconnects) {
         give_up("the tunnel to " + ProviderText() + " was lost and " + std::to_string(attempt) +

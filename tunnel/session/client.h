@@ -24,6 +24,7 @@
 #include <string>
 
 #include "common/bytes.h"
+#include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/asio.h"
 #include "tunnel/session/tunnel_connection.h"
@@ -58,10 +59,39 @@ class TunnelSlot {
 std::chrono::milliseconds ReconnectDelay(uint32_t attempt, std::chrono::milliseconds initial,
                                          std::chrono::milliseconds max, std::mt19937_64& rng);
 
+// One provider to connect to.
+struct ProviderTarget {
+  tcp::endpoint endpoint;
+  Key32 provider_static{};            // its tunnel's X25519 key
+  payments::ChannelId channel{};      // zeros: a free session
+  std::string name;                   // for logs
+};
+
+enum class ProviderFailure {
+  kConnect,     // no connection, or the handshake failed
+  kRefused,     // the provider's terms or its session were refused (or it refused ours)
+  kOvercharge,  // it invoiced more than the client's own meter allows
+};
+
+// Chooses the provider of each connection attempt (docs/marketplace.md §3: the best offer under
+// the client's policy, the next one after a failure). Next() may block (it may ask a node or a
+// ledger): the keeper calls it on a helper thread, one call at a time. Failed and Connected are
+// called on the keeper's io thread. Implementations synchronise themselves.
+class ProviderPicker {
+ public:
+  virtual ~ProviderPicker() = default;
+  // The provider to use now: the last one until it failed, then the next best. An error (why)
+  // when none is left.
+  virtual std::expected<ProviderTarget, std::string> Next() = 0;
+  virtual void Failed(const ProviderTarget& target, ProviderFailure failure,
+                      const std::string& why) = 0;
+  virtual void Connected(const ProviderTarget& target, std::chrono::milliseconds handshake) = 0;
+};
+
 class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
  public:
   struct Options {
-    tcp::endpoint provider;
+    tcp::endpoint provider;  // unless `picker` is set
     // Handshake parameters; timestamp_ms is replaced on every attempt by
     // max(now_ms, last_used + 1) (the exit's replay guard refuses an old timestamp).
     // `identity` is not owned and must outlive the keeper.
@@ -80,6 +110,12 @@ class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
     // Called on every new tunnel right after it started (the payment layer attaches here, and
     // may Close the tunnel and call Halt). Optional.
     std::function<void(const std::shared_ptr<TunnelConnection>&)> on_tunnel;
+    // When set, every connection attempt goes to picker->Next() (provider, its key and the
+    // channel replace `provider`, handshake.provider_static and handshake.channel); a failed
+    // attempt moves to the next provider at once, and the first connection fails only when no
+    // provider is left. `on_target` (optional) learns each target before it is tried.
+    std::shared_ptr<ProviderPicker> picker;
+    std::function<void(const ProviderTarget&)> on_target;
   };
   // The first tunnel is up (called once).
   using UpHandler = std::function<void()>;
@@ -100,12 +136,17 @@ class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
   // is left to whoever closed it; the GaveUpHandler runs with `why` (not after Stop()).
   void Halt(const std::string& why);
 
+  // With a picker: the current provider failed (e.g. it overcharged); the keeper moves to the
+  // next one when the current tunnel closes. Without a picker: nothing.
+  void ProviderFailed(ProviderFailure failure, const std::string& why);
+
   bool up() const { return slot_->current() != nullptr; }
   uint64_t reconnects() const { return reconnects_; }  // successful reconnects so far
 
  private:
   asio::awaitable<void> Run();
   asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> Connect();
+  asio::awaitable<std::expected<ProviderTarget, std::string>> PickTarget();
   std::string ProviderText() const;
 
   asio::any_io_executor ex_;
@@ -121,6 +162,8 @@ class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
   bool stopped_ = false;
   uint64_t last_timestamp_ms_ = 0;
   uint64_t reconnects_ = 0;
+  std::optional<ProviderTarget> target_;  // with a picker: the provider of the last attempt
+  bool no_provider_left_ = false;
 };
 
 // RFC 1929 credentials for the SOCKS front end.

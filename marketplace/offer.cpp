@@ -1,0 +1,106 @@
+#include "marketplace/offer.h"
+
+#include <cassert>
+
+namespace dvpn::marketplace {
+namespace {
+
+bool RegionChar(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
+
+bool HostChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '-' || c == ':';
+}
+
+}  // namespace
+
+std::string Endpoint::ToString() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+std::vector<uint8_t> EncodeOffer(const Offer& o) {
+  assert(o.region.size() <= kMaxRegion && o.endpoints.size() <= kMaxEndpoints);
+  Encoder enc;
+  enc.Tag("dvpn.v1.Offer")
+      .Raw(o.ledger.bytes)
+      .Raw(o.provider)
+      .U32(o.offer_id)
+      .U64(o.seq)
+      .U64(o.issued_unix)
+      .U64(o.expires_unix)
+      .U8(o.retired ? 1 : 0)
+      .Raw(o.tunnel_key)
+      .U64(o.price_per_mb.micro())
+      .U64(o.price_per_minute.micro())
+      .U32(o.capacity_mbps)
+      .U32(o.max_sessions)
+      .Bytes16(AsBytes(o.region))
+      .U8(static_cast<uint8_t>(o.endpoints.size()));
+  for (const auto& e : o.endpoints) {
+    assert(e.host.size() <= kMaxHost);
+    enc.Bytes16(AsBytes(e.host)).U16(e.port);
+  }
+  return enc.bytes();
+}
+
+Hash32 OfferDigest(const Offer& offer) { return payments::Sha256(EncodeOffer(offer)); }
+
+OfferKey OfferKeyOf(const ByteArray<32>& provider, uint32_t offer_id) {
+  Encoder enc;
+  enc.Tag("dvpn.v1.OfferKey").Raw(provider).U32(offer_id);
+  const Hash32 h = payments::Sha256(enc.bytes());
+  OfferKey key = 0;
+  for (int i = 0; i < 8; ++i) key = (key << 8) | h[i];
+  return key;
+}
+
+std::expected<void, std::string> CheckFields(const Offer& o) {
+  auto fail = [](std::string why) { return std::unexpected(std::move(why)); };
+  if (o.seq == 0) return fail("seq must be at least 1");
+  if (o.expires_unix <= o.issued_unix) return fail("expires_unix must be after issued_unix");
+  if (o.expires_unix - o.issued_unix > kMaxOfferLifetimeS)
+    return fail("lifetime longer than 24 hours");
+  if (o.region.size() > kMaxRegion) return fail("region longer than 32 bytes");
+  for (char c : o.region)
+    if (!RegionChar(c)) return fail("region may hold only a-z, 0-9 and '-'");
+  if (o.price_per_mb.micro() > kMaxOfferPrice) return fail("price_per_mb above 10^12");
+  if (o.price_per_minute.micro() > kMaxOfferPrice) return fail("price_per_minute above 10^12");
+  if (o.retired) {
+    if (!o.endpoints.empty()) return fail("a retired offer has no endpoints");
+    return {};
+  }
+  if (o.endpoints.empty() || o.endpoints.size() > kMaxEndpoints)
+    return fail("an offer has 1 to 4 endpoints");
+  for (const auto& e : o.endpoints) {
+    if (e.host.empty() || e.host.size() > kMaxHost) return fail("endpoint host of 1 to 253 bytes");
+    for (char c : e.host)
+      if (!HostChar(c)) return fail("endpoint host has a character outside a-z A-Z 0-9 . - :");
+    if (e.port == 0) return fail("endpoint port 0");
+  }
+  if (o.tunnel_key == ByteArray<32>{}) return fail("tunnel_key is all zero");
+  return {};
+}
+
+TimeCheck CheckTime(const Offer& o, uint64_t now_unix) {
+  if (o.expires_unix <= now_unix) return TimeCheck::kExpired;
+  if (o.issued_unix > now_unix + kMaxClockSkewS) return TimeCheck::kFromTheFuture;
+  return TimeCheck::kOk;
+}
+
+void SignOffer(Offer& offer, const payments::PrivateKey& key) {
+  offer.provider = key.public_key().bytes();
+  offer.signature = key.Sign(OfferDigest(offer));
+}
+
+void SignOfferWithAux(Offer& offer, const payments::PrivateKey& key, const Hash32& aux) {
+  offer.provider = key.public_key().bytes();
+  offer.signature = key.SignWithAux(OfferDigest(offer), aux);
+}
+
+bool VerifyOfferSignature(const Offer& offer, const Hash32& digest) {
+  auto key = payments::PublicKey::Parse(offer.provider);
+  return key && key->Verify(digest, offer.signature);
+}
+
+}  // namespace dvpn::marketplace

@@ -1,0 +1,85 @@
+#pragma once
+// A provider's signed offer (docs/protocol.md §6): the byte-exact encoding its signature
+// covers, the field rules every reader applies, signing and verification. No protobuf here:
+// marketplace/wire.h converts to and from dvpn.v1.Offer.
+//
+// Pure functions and value types; thread-safe.
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/amount.h"
+#include "common/bytes.h"
+#include "payments/keys.h"
+#include "payments/signed_messages.h"
+
+namespace dvpn::marketplace {
+
+// Limits of protocol.md §6.
+inline constexpr size_t kMaxOfferEncoding = 1400;
+inline constexpr size_t kMaxRegion = 32;
+inline constexpr size_t kMaxEndpoints = 4;
+inline constexpr size_t kMaxHost = 253;
+inline constexpr uint64_t kMaxOfferLifetimeS = 86400;
+inline constexpr uint64_t kMaxClockSkewS = 120;
+inline constexpr uint64_t kMaxOfferPrice = 1'000'000'000'000;  // micro-credits, as §5
+
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  bool operator==(const Endpoint&) const = default;
+  std::string ToString() const;  // "host:port", IPv6 hosts in brackets
+};
+
+// Names an offer's slot in digests: 8 bytes of SHA-256(tag || provider || offer_id).
+using OfferKey = uint64_t;
+
+struct Offer {
+  payments::LedgerId ledger;
+  ByteArray<32> provider{};  // BIP-340 x-only public key
+  uint32_t offer_id = 0;
+  uint64_t seq = 0;
+  uint64_t issued_unix = 0;
+  uint64_t expires_unix = 0;
+  bool retired = false;
+  ByteArray<32> tunnel_key{};
+  Amount price_per_mb;
+  Amount price_per_minute;
+  uint32_t capacity_mbps = 0;
+  uint32_t max_sessions = 0;
+  std::string region;
+  std::vector<Endpoint> endpoints;
+  payments::Signature signature{};
+
+  bool operator==(const Offer&) const = default;
+};
+
+// The encoding the signature covers (protocol.md §6). Call only on an offer that passed
+// CheckFields (it asserts the length limits).
+std::vector<uint8_t> EncodeOffer(const Offer& offer);
+// SHA-256 of EncodeOffer: what is signed, and the name of this exact version.
+Hash32 OfferDigest(const Offer& offer);
+OfferKey OfferKeyOf(const ByteArray<32>& provider, uint32_t offer_id);
+inline OfferKey OfferKeyOf(const Offer& o) { return OfferKeyOf(o.provider, o.offer_id); }
+
+// The field rules of protocol.md §6 that need no clock and no signature check: sizes,
+// characters, seq >= 1, lifetime, prices, endpoints (none when retired, 1..4 otherwise).
+// The error names the field. Whether `provider` is a curve point is left to the signature
+// check (a point decompression costs as much as a small part of a verification).
+std::expected<void, std::string> CheckFields(const Offer& offer);
+
+// Why an offer is not usable at `now_unix` (expired, or issued too far in the future).
+enum class TimeCheck { kOk, kExpired, kFromTheFuture };
+TimeCheck CheckTime(const Offer& offer, uint64_t now_unix);
+
+// Signs `offer` in place with `key` (sets provider to key's public key first).
+void SignOffer(Offer& offer, const payments::PrivateKey& key);
+// Deterministic signature for test vectors.
+void SignOfferWithAux(Offer& offer, const payments::PrivateKey& key, const Hash32& aux);
+// True when the signature is `provider`'s over OfferDigest. Call after CheckFields.
+bool VerifyOfferSignature(const Offer& offer, const Hash32& digest);
+
+}  // namespace dvpn::marketplace

@@ -1,0 +1,38 @@
+#pragma once
+// Conversions between the domain Offer and dvpn.v1.Offer, and the helpers that build the
+// gossip messages of docs/protocol.md §7 (packed digest entries and pull keys).
+// Pure functions; thread-safe.
+
+#include <expected>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dvpn/v1/marketplace.pb.h"
+#include "marketplace/offer.h"
+#include "marketplace/offer_book.h"
+
+namespace dvpn::marketplace {
+
+inline constexpr size_t kMaxGossipFrame = 65536;
+inline constexpr size_t kMaxOffersPerMessage = 32;
+inline constexpr size_t kMaxDigestEntries = 2048;  // per Digest part, and keys per Pull
+inline constexpr size_t kMaxPeersPerMessage = 16;
+inline constexpr uint32_t kGossipVersion = 1;
+
+void ToProto(const Offer& offer, v1::Offer* out);
+// Fails (naming the field) on wrong byte lengths, a port above 65535, more than 4 endpoints,
+// or a protobuf form larger than kMaxOfferEncoding; then CheckFields' rules.
+std::expected<Offer, std::string> FromProto(const v1::Offer& in);
+
+// Digest entries and pull keys packed as protocol.md §7 says. Unpacking fails on a length
+// that is not a multiple of the entry size or more than kMaxDigestEntries entries.
+std::string PackDigest(std::span<const DigestEntry> entries);
+std::optional<std::vector<DigestEntry>> UnpackDigest(const std::string& bytes);
+std::string PackKeys(std::span<const OfferKey> keys);
+std::optional<std::vector<OfferKey>> UnpackKeys(const std::string& bytes);
+
+// The serialized GossipMessage (the payload of one frame).
+std::vector<uint8_t> Serialize(const v1::GossipMessage& m);
+
+}  // namespace dvpn::marketplace

@@ -1,0 +1,74 @@
+#pragma once
+// OfferAdvertiser: the provider side of dvpn-node. It turns what the provider sells (its flags)
+// into signed offers (docs/protocol.md §6) for one slot (provider key, offer_id), publishes the
+// first version at start, a fresh version before the previous one expires, and a retired version
+// at shutdown. docs/node-cli.md explains the choice of seq.
+//
+// seq: the wall clock in milliseconds, and always at least one more than the last seq this
+// object signed. Nothing is stored: a restarted node signs a larger seq than before as long as
+// the wall clock did not go back by more than the time the node was down.
+//
+// Single-threaded: the node's main thread drives it. Publishing goes through `publish`, which
+// the caller bounds (the gossip transport's future with a deadline).
+
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/amount.h"
+#include "marketplace/offer.h"
+#include "payments/keys.h"
+#include "payments/signed_messages.h"
+
+namespace dvpn::node {
+
+// The fields of the provider's offer that do not change from one version to the next.
+struct OfferTemplate {
+  payments::LedgerId ledger;
+  uint32_t offer_id = 1;
+  ByteArray<32> tunnel_key{};
+  Amount price_per_mb;
+  Amount price_per_minute;
+  uint32_t capacity_mbps = 0;
+  uint32_t max_sessions = 0;
+  std::string region;
+  std::vector<marketplace::Endpoint> endpoints;
+  uint64_t lifetime_s = 3600;  // each version expires this long after it is issued
+};
+
+class OfferAdvertiser {
+ public:
+  using PublishFn = std::function<std::expected<void, std::string>(const marketplace::Offer&)>;
+
+  // `key` must outlive the advertiser.
+  OfferAdvertiser(OfferTemplate offer, const payments::PrivateKey& key, PublishFn publish);
+
+  // Checks a live version of `offer` with the readers' field rules (CheckFields). The error
+  // names the field; nothing is published.
+  static std::expected<void, std::string> Check(const OfferTemplate& offer,
+                                                const payments::PrivateKey& key);
+
+  // Signs and publishes a new live version issued at `now_unix_ms`. Returns it, or why the
+  // node refused it (nothing changes then: the next call signs a larger seq anyway).
+  std::expected<marketplace::Offer, std::string> PublishLive(uint64_t now_unix_ms);
+  // Signs and publishes the retired version of the slot (protocol.md §6 "Retiring"), valid for
+  // one lifetime so it outlives every live version signed before.
+  std::expected<marketplace::Offer, std::string> Retire(uint64_t now_unix_ms);
+
+  // The last version published, if any.
+  const std::optional<marketplace::Offer>& last() const { return last_; }
+
+ private:
+  marketplace::Offer Sign(bool retired, uint64_t now_unix_ms);
+
+  OfferTemplate template_;
+  const payments::PrivateKey& key_;
+  PublishFn publish_;
+  uint64_t last_seq_ = 0;
+  std::optional<marketplace::Offer> last_;
+};
+
+}  // namespace dvpn::node

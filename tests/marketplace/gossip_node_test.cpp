@@ -1,0 +1,368 @@
+// The gossip logic (docs/marketplace.md §1): one node driven by a scripted host (every frame it
+// sends is inspected; attackers are played frame by frame), and small networks in the
+// simulator (bench/gossip_sim/sim_network.h) for spreading, retirement and catch-up.
+#include <gtest/gtest.h>
+
+#include "bench/gossip_sim/sim_network.h"
+#include "dvpn/v1/marketplace.pb.h"
+#include "marketplace/gossip_node.h"
+#include "marketplace/wire.h"
+
+namespace dvpn::marketplace {
+namespace {
+
+constexpr uint64_t kStartUnix = 1'900'000'000;
+
+payments::LedgerId Network() {
+  payments::LedgerId id;
+  id.bytes.fill(0x5c);
+  return id;
+}
+
+Offer MakeOffer(const payments::PrivateKey& key, uint64_t seq, uint64_t issued = kStartUnix,
+                uint32_t slot = 1) {
+  Offer o;
+  o.ledger = Network();
+  o.offer_id = slot;
+  o.seq = seq;
+  o.issued_unix = issued;
+  o.expires_unix = issued + 3600;
+  o.tunnel_key.fill(0xa4);
+  o.price_per_mb = Amount::FromMicro(10'000);
+  o.capacity_mbps = 100;
+  o.max_sessions = 8;
+  o.region = "eu";
+  o.endpoints = {{"127.0.0.1", 7443}};
+  SignOffer(o, key);
+  return o;
+}
+
+class ScriptedHost : public GossipHost {
+ public:
+  void Send(PeerId peer, std::vector<uint8_t> payload) override {
+    v1::GossipMessage m;
+    EXPECT_TRUE(m.ParseFromArray(payload.data(), static_cast<int>(payload.size())));
+    EXPECT_LE(payload.size(), kMaxGossipFrame);
+    sent.emplace_back(peer, std::move(m));
+  }
+  void Dial(const Endpoint& to) override { dials.push_back(to); }
+  void Close(PeerId peer) override { closed.push_back(peer); }
+  uint64_t NowMs() override { return now_ms; }
+  uint64_t NowUnix() override { return kStartUnix + now_ms / 1000; }
+
+  // Offers sent to `peer` since the last call.
+  std::vector<Offer> TakeOffers(PeerId peer) {
+    std::vector<Offer> out;
+    std::erase_if(sent, [&](const auto& s) {
+      if (s.first != peer || !s.second.has_offers()) return false;
+      for (const auto& o : s.second.offers().offers()) out.push_back(*FromProto(o));
+      return true;
+    });
+    return out;
+  }
+  bool Closed(PeerId peer) const { return std::find(closed.begin(), closed.end(), peer) != closed.end(); }
+
+  std::vector<std::pair<PeerId, v1::GossipMessage>> sent;
+  std::vector<Endpoint> dials;
+  std::vector<PeerId> closed;
+  uint64_t now_ms = 0;
+};
+
+std::vector<uint8_t> HelloFrom(uint8_t id, payments::LedgerId network = Network()) {
+  v1::GossipMessage m;
+  auto* h = m.mutable_hello();
+  h->set_version(kGossipVersion);
+  h->set_node_id(std::string(16, static_cast<char>(id)));
+  h->set_listen_port(7000 + id);
+  h->set_network(std::string(network.bytes.begin(), network.bytes.end()));
+  return Serialize(m);
+}
+
+std::vector<uint8_t> OffersFrame(const std::vector<Offer>& offers) {
+  v1::GossipMessage m;
+  for (const auto& o : offers) ToProto(o, m.mutable_offers()->add_offers());
+  return Serialize(m);
+}
+
+class GossipNodeTest : public ::testing::Test {
+ protected:
+  GossipNodeTest() : node_(Config(), host_) {}
+  static GossipConfig Config() {
+    GossipConfig c;
+    c.network = Network();
+    c.node_id.fill(0xee);
+    c.listen_port = 7000;
+    c.seed = 1;
+    return c;
+  }
+  // A peer that has said hello.
+  void Connect(PeerId peer, uint8_t id) {
+    node_.OnConnected(peer, false, Endpoint{"127.0.0.1", 0});
+    node_.OnFrame(peer, HelloFrom(id));
+  }
+  ScriptedHost host_;
+  GossipNode node_;
+};
+
+TEST_F(GossipNodeTest, ValidOfferIsStoredAndPushedToOtherPeers) {
+  Connect(1, 1);
+  Connect(2, 2);
+  auto key = payments::PrivateKey::Generate();
+  node_.OnFrame(1, OffersFrame({MakeOffer(key, 1)}));
+  EXPECT_EQ(node_.book().live_count(), 1u);
+  EXPECT_EQ(host_.TakeOffers(2).size(), 1u) << "eager push to the other peer";
+  EXPECT_TRUE(host_.TakeOffers(1).empty()) << "never back to the peer it came from";
+  EXPECT_EQ(node_.stats().verdicts[static_cast<size_t>(OfferVerdict::kAccepted)], 1u);
+}
+
+TEST_F(GossipNodeTest, ForgedExpiredFutureAndForeignOffersAreNeverStoredOrForwarded) {
+  Connect(1, 1);
+  Connect(2, 2);
+  auto key = payments::PrivateKey::Generate();
+  Offer forged = MakeOffer(key, 1);
+  forged.price_per_mb = Amount::FromMicro(1);  // changed after signing
+  Offer expired = MakeOffer(key, 2, kStartUnix - 7200);
+  Offer future = MakeOffer(key, 3, kStartUnix + 3600);
+  Offer foreign = MakeOffer(key, 4);
+  foreign.ledger.bytes[0] ^= 1;
+  SignOffer(foreign, key);
+  node_.OnFrame(1, OffersFrame({forged, expired, future, foreign}));
+  EXPECT_EQ(node_.book().size(), 0u);
+  EXPECT_TRUE(host_.TakeOffers(2).empty());
+  auto s = node_.stats();
+  EXPECT_EQ(s.verdicts[static_cast<size_t>(OfferVerdict::kBadSignature)], 1u);
+  EXPECT_EQ(s.verdicts[static_cast<size_t>(OfferVerdict::kExpired)], 1u);
+  EXPECT_EQ(s.verdicts[static_cast<size_t>(OfferVerdict::kFromTheFuture)], 1u);
+  EXPECT_EQ(s.verdicts[static_cast<size_t>(OfferVerdict::kWrongNetwork)], 1u);
+  EXPECT_FALSE(host_.Closed(1)) << "-55 so far: not yet banned";
+  node_.OnFrame(1, OffersFrame({forged, forged}));  // -25 each: past -100
+  EXPECT_TRUE(host_.Closed(1));
+  EXPECT_EQ(node_.stats().peers_banned, 1u);
+  // The honest peer's offer still arrives and spreads.
+  Connect(3, 3);
+  node_.OnFrame(2, OffersFrame({MakeOffer(key, 5)}));
+  EXPECT_EQ(node_.book().live_count(), 1u);
+  EXPECT_EQ(host_.TakeOffers(3).size(), 1u);
+  // The banned node id cannot come back.
+  node_.OnConnected(4, false, Endpoint{"127.0.0.1", 0});
+  node_.OnFrame(4, HelloFrom(1));
+  EXPECT_TRUE(host_.Closed(4));
+}
+
+TEST_F(GossipNodeTest, FloodIsRateLimitedThenDroppedWhileHonestOffersArrive) {
+  Connect(1, 1);  // the flooder
+  Connect(2, 2);  // honest
+  std::vector<payments::PrivateKey> keys;
+  for (int i = 0; i < 400; ++i) keys.push_back(payments::PrivateKey::Generate());
+  size_t sent = 0;
+  for (size_t i = 0; i < keys.size() && !host_.Closed(1); i += 20) {
+    std::vector<Offer> batch;
+    for (size_t j = i; j < i + 20; ++j) batch.push_back(MakeOffer(keys[j], 1));
+    node_.OnFrame(1, OffersFrame(batch));
+    sent += batch.size();
+    if (i % 100 == 0) node_.OnFrame(2, OffersFrame({MakeOffer(keys[i], 2, kStartUnix, 2)}));
+  }
+  EXPECT_TRUE(host_.Closed(1)) << "the flooder is dropped";
+  const auto s = node_.stats();
+  EXPECT_EQ(s.peers_banned, 1u);
+  EXPECT_GT(s.verdicts[static_cast<size_t>(OfferVerdict::kRateLimited)], 0u);
+  // Accepted from the flooder: at most the burst (200) plus what the rate refilled (no time
+  // passed here: nothing), then +1 each bought 20 more penalties of -5 before the ban.
+  EXPECT_LE(s.verdicts[static_cast<size_t>(OfferVerdict::kAccepted)], 200u + 3u);
+  EXPECT_LT(sent, keys.size()) << "cut off before the flood ended";
+  // The honest peer's offers (slot 2 of a few keys) were all taken.
+  size_t honest = 0;
+  for (size_t i = 0; i < keys.size(); i += 100)
+    honest += node_.book().SeqOf(OfferKeyOf(keys[i].public_key().bytes(), 2)) == 2 ? 1 : 0;
+  EXPECT_EQ(honest, (sent + 99) / 100);
+}
+
+TEST_F(GossipNodeTest, SlotRefreshLimitDropsRapidResigningWithoutPenalty) {
+  Connect(1, 1);
+  auto key = payments::PrivateKey::Generate();
+  for (uint64_t seq = 1; seq <= 10; ++seq) node_.OnFrame(1, OffersFrame({MakeOffer(key, seq)}));
+  const auto s = node_.stats();
+  EXPECT_EQ(s.verdicts[static_cast<size_t>(OfferVerdict::kAccepted)], 3u);
+  EXPECT_EQ(s.verdicts[static_cast<size_t>(OfferVerdict::kSlotTooBusy)], 7u);
+  EXPECT_FALSE(host_.Closed(1));
+  host_.now_ms += 60'000;
+  node_.OnFrame(1, OffersFrame({MakeOffer(key, 11, kStartUnix + 60)}));
+  EXPECT_EQ(node_.book().SeqOf(OfferKeyOf(key.public_key().bytes(), 1)), 11u);
+}
+
+TEST_F(GossipNodeTest, BadFramesAndHellosCloseTheConnection) {
+  node_.OnConnected(1, false, {"127.0.0.1", 0});
+  node_.OnFrame(1, std::vector<uint8_t>{0xff, 0xff, 0xff});
+  EXPECT_TRUE(host_.Closed(1)) << "unparsable payload";
+  node_.OnConnected(2, false, {"127.0.0.1", 0});
+  v1::GossipMessage ping;
+  ping.mutable_ping()->set_nonce(1);
+  node_.OnFrame(2, Serialize(ping));
+  EXPECT_TRUE(host_.Closed(2)) << "first message not Hello";
+  node_.OnConnected(3, false, {"127.0.0.1", 0});
+  payments::LedgerId other;
+  other.bytes.fill(0x01);
+  node_.OnFrame(3, HelloFrom(3, other));
+  EXPECT_TRUE(host_.Closed(3)) << "another network";
+  node_.OnConnected(4, false, {"127.0.0.1", 0});
+  node_.OnFrame(4, HelloFrom(0xee));
+  EXPECT_TRUE(host_.Closed(4)) << "ourselves";
+  Connect(5, 5);
+  node_.OnFrame(5, HelloFrom(5));
+  EXPECT_TRUE(host_.Closed(5)) << "a second Hello";
+  Connect(6, 6);
+  v1::GossipMessage digest;
+  digest.mutable_digest()->set_parts(1);
+  digest.mutable_digest()->set_range_last(UINT64_MAX);
+  digest.mutable_digest()->set_entries(std::string(15, 'x'));
+  node_.OnFrame(6, Serialize(digest));
+  EXPECT_TRUE(host_.Closed(6)) << "digest entries not a multiple of 16";
+  node_.OnConnected(7, false, {"127.0.0.1", 0});
+  host_.now_ms += 5000;
+  node_.Tick();
+  EXPECT_TRUE(host_.Closed(7)) << "no Hello within 5 s";
+  EXPECT_EQ(node_.stats().peers, 0u);
+}
+
+TEST_F(GossipNodeTest, DigestAnswersWithWhatThePeerLacksAndPullsWhatItHasNewer) {
+  Connect(1, 1);
+  auto a = payments::PrivateKey::Generate(), b = payments::PrivateKey::Generate();
+  ASSERT_TRUE(node_.Publish(MakeOffer(a, 3)));
+  ASSERT_TRUE(node_.Publish(MakeOffer(b, 1)));
+  host_.sent.clear();
+  const OfferKey ka = OfferKeyOf(a.public_key().bytes(), 1);
+  const OfferKey kb = OfferKeyOf(b.public_key().bytes(), 1);
+  const OfferKey kc = 42;  // something the node never heard of
+  std::vector<DigestEntry> theirs = {{ka, 2}, {kb, 5}, {kc, 1}};
+  std::sort(theirs.begin(), theirs.end());
+  v1::GossipMessage m;
+  m.mutable_digest()->set_parts(1);
+  m.mutable_digest()->set_range_last(UINT64_MAX);
+  m.mutable_digest()->set_entries(PackDigest(theirs));
+  node_.OnFrame(1, Serialize(m));
+  EXPECT_TRUE(host_.TakeOffers(1).empty()) << "announced with Have, sent when pulled";
+  std::vector<OfferKey> pulled;
+  std::vector<DigestEntry> announced;
+  for (const auto& [peer, msg] : host_.sent) {
+    if (msg.has_pull()) pulled = *UnpackKeys(msg.pull().keys());
+    if (msg.has_have()) announced = *UnpackDigest(msg.have().entries());
+  }
+  EXPECT_EQ(announced, (std::vector<DigestEntry>{{ka, 3}})) << "ours is newer: announced";
+  std::sort(pulled.begin(), pulled.end());
+  std::vector<OfferKey> want = {kb, kc};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(pulled, want);
+}
+
+TEST_F(GossipNodeTest, OnlyPulledKeysSkipTheRateLimit) {
+  Connect(1, 1);
+  std::vector<payments::PrivateKey> keys;
+  for (int i = 0; i < 260; ++i) keys.push_back(payments::PrivateKey::Generate());
+  // The peer announces one offer; the node pulls exactly that key.
+  v1::GossipMessage have;
+  have.mutable_have()->set_entries(
+      PackDigest(std::vector<DigestEntry>{{OfferKeyOf(keys[0].public_key().bytes(), 1), 1}}));
+  node_.OnFrame(1, Serialize(have));
+  bool pulled = false;
+  for (const auto& [peer, msg] : host_.sent) pulled = pulled || msg.has_pull();
+  EXPECT_TRUE(pulled);
+  // Offers marked "answer" that were never pulled count against the limit like any others.
+  for (size_t i = 1; i < keys.size() && !host_.Closed(1); i += 20) {
+    v1::GossipMessage m;
+    m.mutable_offers()->set_answer(true);
+    for (size_t j = i; j < std::min(keys.size(), i + 20); ++j)
+      ToProto(MakeOffer(keys[j], 1), m.mutable_offers()->add_offers());
+    node_.OnFrame(1, Serialize(m));
+  }
+  EXPECT_GT(node_.stats().verdicts[static_cast<size_t>(OfferVerdict::kRateLimited)], 0u);
+  EXPECT_LE(node_.book().size(), 201u);
+}
+
+// --- small networks in the simulator ---------------------------------------------------------
+
+GossipConfig SimConfig(std::vector<Endpoint> bootstrap) {
+  GossipConfig c;
+  c.network = Network();
+  c.bootstrap = std::move(bootstrap);
+  c.anti_entropy = std::chrono::milliseconds(5000);
+  return c;
+}
+
+TEST(GossipSim, ChainOfBootstrapsSpreadsAndRetires) {
+  sim::Network net({.seed = 3, .loss = 0.01, .start_unix = kStartUnix});
+  const size_t n = 60;
+  for (size_t i = 0; i < n; ++i)
+    net.AddNode(SimConfig(i == 0 ? std::vector<Endpoint>{} : std::vector{net.AddressOf(i - 1)}));
+  net.RunUntil(30'000);
+  auto key = payments::PrivateKey::Generate();
+  ASSERT_TRUE(net.node(n - 1).Publish(MakeOffer(key, 1, net.now_unix())));
+  net.RunUntil(net.now_ms() + 10'000);
+  for (size_t i = 0; i < n; ++i) EXPECT_EQ(net.node(i).book().live_count(), 1u) << "node " << i;
+  Offer retired = MakeOffer(key, 2, net.now_unix());
+  retired.retired = true;
+  retired.endpoints.clear();
+  SignOffer(retired, key);
+  ASSERT_TRUE(net.node(n - 1).Publish(retired));
+  net.RunUntil(net.now_ms() + 10'000);
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(net.node(i).book().live_count(), 0u) << "node " << i;
+    EXPECT_TRUE(net.node(i).book().Query({}, net.now_unix()).empty());
+  }
+}
+
+// Push alone (anti-entropy far away) reaches every node within a few rounds: eager push and
+// the hot rounds do the spreading, anti-entropy only repairs.
+TEST(GossipSim, PushAloneReachesEveryNodeWithinThreeRounds) {
+  sim::Network net({.seed = 6, .loss = 0.01, .start_unix = kStartUnix});
+  const size_t n = 300;
+  for (size_t i = 0; i < n; ++i) {
+    GossipConfig c = SimConfig(i == 0 ? std::vector<Endpoint>{}
+                                      : std::vector{net.AddressOf(net.rng()() % i)});
+    c.anti_entropy = std::chrono::milliseconds(3'600'000);
+    net.AddNode(std::move(c));
+  }
+  net.RunUntil(60'000);
+  for (int trial = 0; trial < 3; ++trial) {
+    auto key = payments::PrivateKey::Generate();
+    ASSERT_TRUE(net.node(trial * 50).Publish(MakeOffer(key, 1, net.now_unix())));
+    net.RunUntil(net.now_ms() + 3'000);
+    size_t have = 0;
+    for (size_t i = 0; i < n; ++i)
+      have += net.node(i).book().SeqOf(OfferKeyOf(key.public_key().bytes(), 1)) == 1 ? 1 : 0;
+    EXPECT_EQ(have, n) << "trial " << trial;
+  }
+}
+
+TEST(GossipSim, LateJoinerCatchesUpByAntiEntropy) {
+  sim::Network net({.seed = 4, .loss = 0.0, .start_unix = kStartUnix});
+  for (size_t i = 0; i < 20; ++i)
+    net.AddNode(SimConfig(i == 0 ? std::vector<Endpoint>{} : std::vector{net.AddressOf(0)}));
+  net.RunUntil(20'000);
+  std::vector<payments::PrivateKey> keys;
+  for (int i = 0; i < 12; ++i) {
+    keys.push_back(payments::PrivateKey::Generate());
+    ASSERT_TRUE(net.node(i).Publish(MakeOffer(keys.back(), 1, net.now_unix())));
+  }
+  net.RunUntil(net.now_ms() + 30'000);  // long past the hot rounds: nothing is pushed any more
+  const size_t late = net.AddNode(SimConfig({net.AddressOf(5)}));
+  net.RunUntil(net.now_ms() + 3'000);
+  EXPECT_EQ(net.node(late).book().live_count(), 12u);
+}
+
+TEST(GossipSim, HeavyLossStillReachesEveryone) {
+  sim::Network net({.seed = 5, .loss = 0.10, .start_unix = kStartUnix});
+  const size_t n = 100;
+  for (size_t i = 0; i < n; ++i)
+    net.AddNode(SimConfig(i == 0 ? std::vector<Endpoint>{}
+                                 : std::vector{net.AddressOf(net.rng()() % i)}));
+  net.RunUntil(40'000);
+  auto key = payments::PrivateKey::Generate();
+  ASSERT_TRUE(net.node(7).Publish(MakeOffer(key, 1, net.now_unix())));
+  net.RunUntil(net.now_ms() + 20'000);
+  size_t have = 0;
+  for (size_t i = 0; i < n; ++i) have += net.node(i).book().live_count();
+  EXPECT_EQ(have, n);
+}
+
+}  // namespace
+}  // namespace dvpn::marketplace

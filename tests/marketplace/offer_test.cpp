@@ -1,0 +1,223 @@
+// Signed offers (docs/protocol.md §6): the test vectors printed in the document, the field
+// rules, the protobuf round trip, and that a signature binds every field.
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "marketplace/offer.h"
+#include "marketplace/wire.h"
+
+namespace dvpn::marketplace {
+namespace {
+
+payments::PrivateKey KeyOf(uint8_t fill) {
+  ByteArray<32> secret;
+  secret.fill(fill);
+  return *payments::PrivateKey::FromBytes(secret);
+}
+
+payments::LedgerId TestLedger() { return payments::LedgerIdFor("dvpn-test", KeyOf(0x11).public_key()); }
+
+// The two offers of protocol.md §6 "Test vectors", signed with zero aux randomness.
+Offer LiveVectorOffer() {
+  Offer o;
+  o.ledger = TestLedger();
+  o.offer_id = 1;
+  o.seq = 5;
+  o.issued_unix = 1'900'000'000;
+  o.expires_unix = 1'900'003'600;
+  o.tunnel_key.fill(0xa4);
+  o.price_per_mb = Amount::FromMicro(250'000);
+  o.capacity_mbps = 800;
+  o.max_sessions = 64;
+  o.region = "eu-west";
+  o.endpoints = {{"exit1.example.net", 7443}, {"192.0.2.7", 7443}};
+  SignOfferWithAux(o, KeyOf(0x33), Hash32{});
+  return o;
+}
+
+Offer RetiredVectorOffer() {
+  Offer o;
+  o.ledger = TestLedger();
+  o.offer_id = 1;
+  o.seq = 6;
+  o.issued_unix = 1'900'000'100;
+  o.expires_unix = 1'900'003'700;
+  o.retired = true;
+  SignOfferWithAux(o, KeyOf(0x33), Hash32{});
+  return o;
+}
+
+std::map<std::string, std::string> ComputedVectors() {
+  std::map<std::string, std::string> v;
+  for (auto [name, offer] : {std::pair{"offer", LiveVectorOffer()},
+                             std::pair{"retired", RetiredVectorOffer()}}) {
+    v[std::string(name) + ".encoding"] = ToHex(EncodeOffer(offer));
+    v[std::string(name) + ".digest"] = ToHex(OfferDigest(offer));
+    v[std::string(name) + ".sig"] = ToHex(offer.signature);
+  }
+  char key[17];
+  std::snprintf(key, sizeof key, "%016llx",
+                static_cast<unsigned long long>(OfferKeyOf(LiveVectorOffer())));
+  v["offer.key"] = key;
+  return v;
+}
+
+std::map<std::string, std::string> DocumentVectors() {
+  std::ifstream in(DVPN_PROTOCOL_MD);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str();
+  auto begin = doc.find("<!-- offer-vectors:begin -->");
+  auto end = doc.find("<!-- offer-vectors:end -->");
+  std::map<std::string, std::string> out;
+  if (begin == std::string::npos || end == std::string::npos) return out;
+  const std::string block = doc.substr(begin, end - begin);
+  std::regex line(R"(([\w.]+) = ([0-9a-f]+))");
+  for (std::sregex_iterator it(block.begin(), block.end(), line), last; it != last; ++it)
+    out[(*it)[1]] += (*it)[2];  // long values may wrap over several "name = part" lines
+  return out;
+}
+
+TEST(OfferVectors, MatchTheDocument) {
+  const auto computed = ComputedVectors();
+  if (std::getenv("DVPN_PRINT_OFFER_VECTORS")) {
+    for (const auto& [k, v] : computed) std::printf("%s = %s\n", k.c_str(), v.c_str());
+  }
+  const auto doc = DocumentVectors();
+  ASSERT_EQ(doc.size(), computed.size()) << "offer vectors block of " << DVPN_PROTOCOL_MD;
+  for (const auto& [k, v] : computed) EXPECT_EQ(doc.at(k), v) << k;
+}
+
+TEST(Offer, SignatureVerifiesAndBindsEveryField) {
+  const Offer good = LiveVectorOffer();
+  ASSERT_TRUE(CheckFields(good));
+  EXPECT_TRUE(VerifyOfferSignature(good, OfferDigest(good)));
+  std::vector<std::function<void(Offer&)>> changes = {
+      [](Offer& o) { o.ledger.bytes[0] ^= 1; },
+      [](Offer& o) { o.offer_id++; },
+      [](Offer& o) { o.seq++; },
+      [](Offer& o) { o.issued_unix++; },
+      [](Offer& o) { o.expires_unix++; },
+      [](Offer& o) { o.retired = true; o.endpoints.clear(); },
+      [](Offer& o) { o.tunnel_key[5] ^= 1; },
+      [](Offer& o) { o.price_per_mb = Amount::FromMicro(o.price_per_mb.micro() - 1); },
+      [](Offer& o) { o.price_per_minute = Amount::FromMicro(1); },
+      [](Offer& o) { o.capacity_mbps++; },
+      [](Offer& o) { o.max_sessions++; },
+      [](Offer& o) { o.region = "eu-east"; },
+      [](Offer& o) { o.endpoints[1].port = 7444; },
+      [](Offer& o) { o.endpoints[0].host = "exit2.example.net"; },
+      [](Offer& o) { o.endpoints.pop_back(); },
+      [](Offer& o) { o.provider = KeyOf(0x22).public_key().bytes(); },
+  };
+  for (size_t i = 0; i < changes.size(); ++i) {
+    Offer o = good;
+    changes[i](o);
+    EXPECT_FALSE(VerifyOfferSignature(o, OfferDigest(o))) << "change " << i;
+  }
+}
+
+TEST(Offer, FieldRules) {
+  struct Case {
+    const char* what;
+    std::function<void(Offer&)> change;
+  } cases[] = {
+      {"seq 0", [](Offer& o) { o.seq = 0; }},
+      {"expiry before issue", [](Offer& o) { o.expires_unix = o.issued_unix; }},
+      {"lifetime over a day", [](Offer& o) { o.expires_unix = o.issued_unix + 86401; }},
+      {"long region", [](Offer& o) { o.region = std::string(33, 'a'); }},
+      {"upper-case region", [](Offer& o) { o.region = "EU"; }},
+      {"price too high", [](Offer& o) { o.price_per_mb = Amount::FromMicro(kMaxOfferPrice + 1); }},
+      {"minute price too high",
+       [](Offer& o) { o.price_per_minute = Amount::FromMicro(kMaxOfferPrice + 1); }},
+      {"no endpoint", [](Offer& o) { o.endpoints.clear(); }},
+      {"five endpoints", [](Offer& o) { o.endpoints.resize(5, {"a.example", 1}); }},
+      {"empty host", [](Offer& o) { o.endpoints[0].host = ""; }},
+      {"long host", [](Offer& o) { o.endpoints[0].host = std::string(254, 'a'); }},
+      {"host with a space", [](Offer& o) { o.endpoints[0].host = "a b"; }},
+      {"host with a slash", [](Offer& o) { o.endpoints[0].host = "a/b"; }},
+      {"port 0", [](Offer& o) { o.endpoints[0].port = 0; }},
+      {"zero tunnel key", [](Offer& o) { o.tunnel_key = {}; }},
+      {"retired with endpoints", [](Offer& o) { o.retired = true; }},
+  };
+  for (const auto& c : cases) {
+    Offer o = LiveVectorOffer();
+    c.change(o);
+    EXPECT_FALSE(CheckFields(o)) << c.what;
+  }
+  EXPECT_TRUE(CheckFields(RetiredVectorOffer()));
+  Offer longest = LiveVectorOffer();
+  longest.region = std::string(32, 'z');
+  longest.endpoints.assign(4, Endpoint{std::string(253, 'h'), 65535});
+  ASSERT_TRUE(CheckFields(longest));
+  EXPECT_LE(EncodeOffer(longest).size(), kMaxOfferEncoding);
+  v1::Offer pb;
+  ToProto(longest, &pb);
+  EXPECT_TRUE(FromProto(pb)) << "the largest valid offer fits the protobuf size limit";
+}
+
+TEST(Offer, TimeRules) {
+  const Offer o = LiveVectorOffer();
+  EXPECT_EQ(CheckTime(o, o.issued_unix), TimeCheck::kOk);
+  EXPECT_EQ(CheckTime(o, o.issued_unix - kMaxClockSkewS), TimeCheck::kOk);
+  EXPECT_EQ(CheckTime(o, o.issued_unix - kMaxClockSkewS - 1), TimeCheck::kFromTheFuture);
+  EXPECT_EQ(CheckTime(o, o.expires_unix - 1), TimeCheck::kOk);
+  EXPECT_EQ(CheckTime(o, o.expires_unix), TimeCheck::kExpired);
+}
+
+TEST(OfferWire, RoundTripAndBadFields) {
+  for (const Offer& o : {LiveVectorOffer(), RetiredVectorOffer()}) {
+    v1::Offer pb;
+    ToProto(o, &pb);
+    std::string bytes;
+    ASSERT_TRUE(pb.SerializeToString(&bytes));
+    v1::Offer back;
+    ASSERT_TRUE(back.ParseFromString(bytes));
+    auto decoded = FromProto(back);
+    ASSERT_TRUE(decoded) << decoded.error();
+    EXPECT_EQ(*decoded, o);
+    EXPECT_TRUE(VerifyOfferSignature(*decoded, OfferDigest(*decoded)));
+  }
+  v1::Offer pb;
+  ToProto(LiveVectorOffer(), &pb);
+  auto refuse = [&](std::function<void(v1::Offer&)> change, const char* what) {
+    v1::Offer bad = pb;
+    change(bad);
+    EXPECT_FALSE(FromProto(bad)) << what;
+  };
+  refuse([](v1::Offer& o) { o.set_provider("short"); }, "short provider");
+  refuse([](v1::Offer& o) { o.set_ledger_id(std::string(33, 'x')); }, "long ledger id");
+  refuse([](v1::Offer& o) { o.set_signature(""); }, "no signature");
+  refuse([](v1::Offer& o) { o.set_tunnel_key(std::string(31, 'k')); }, "short tunnel key");
+  refuse([](v1::Offer& o) { o.mutable_endpoints(0)->set_port(65536); }, "port above 65535");
+  refuse([](v1::Offer& o) { for (int i = 0; i < 3; ++i) *o.add_endpoints() = o.endpoints(0); },
+         "five endpoints");
+  refuse([](v1::Offer& o) { o.set_region(std::string(2000, 'a')); }, "oversized");
+  refuse([](v1::Offer& o) { o.set_seq(0); }, "seq 0");
+}
+
+TEST(OfferWire, DigestAndKeyPacking) {
+  std::vector<DigestEntry> entries = {{1, 2}, {0xffffffffffffffffull, 7}, {0x0102030405060708, 9}};
+  auto packed = PackDigest(entries);
+  EXPECT_EQ(packed.size(), 48u);
+  EXPECT_EQ(static_cast<uint8_t>(packed[32]), 0x01);  // big-endian key of the third entry
+  auto back = UnpackDigest(packed);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, entries);
+  EXPECT_FALSE(UnpackDigest(packed.substr(0, 47)));
+  EXPECT_FALSE(UnpackDigest(std::string(16 * (kMaxDigestEntries + 1), '\0')));
+  std::vector<OfferKey> keys = {5, 6, 0x8000000000000000ull};
+  auto keys_back = UnpackKeys(PackKeys(keys));
+  ASSERT_TRUE(keys_back);
+  EXPECT_EQ(*keys_back, keys);
+  EXPECT_FALSE(UnpackKeys(std::string(7, '\0')));
+  EXPECT_FALSE(UnpackKeys(std::string(8 * (kMaxDigestEntries + 1), '\0')));
+}
+
+}  // namespace
+}  // namespace dvpn::marketplace

@@ -1,0 +1,185 @@
+// The client's choice of provider from marketplace offers (docs/marketplace.md §3,
+// dvpn-tunnel-client --offers-from), with real processes on 127.0.0.1: dvpn-ledger, one paid
+// dvpn-tunnel-exit, dvpn-node processes advertising three providers' offers (gossiped to the
+// client's own node), and dvpn-tunnel-client.
+//
+//   cheap   0.005/MB  its exit is down (nothing listens at its endpoint)
+//   honest  0.01/MB   the running exit (the fixture's provider)
+//   pricey  0.5/MB    above the client's limit of 0.1/MB
+//
+// The client must try the cheapest first, fail over to the honest one when the connection
+// fails, move data through it, record the failure in its --provider-stats file, and never
+// choose (nor open a channel to) the provider above its price limit.
+#include <map>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/clock.h"
+#include "dvpn/v1/marketplace.grpc.pb.h"
+#include "marketplace/provider_stats.h"
+#include "tests/payments_e2e/harness.h"
+
+namespace dvpn::payments_e2e {
+namespace {
+
+class ProviderChoiceE2E : public PaymentsE2E {
+ protected:
+  // Starts a dvpn-node on 127.0.0.1 (gossip and gRPC on port 0); returns its gRPC port.
+  int StartNode(const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {DVPN_NODE_BIN,
+                                     "--ledger-id",
+                                     ToHex(ledger_id_.bytes),
+                                     "--gossip-listen",
+                                     "127.0.0.1:0",
+                                     "--grpc-listen",
+                                     "127.0.0.1:0",
+                                     "--port-file",
+                                     dir_.File(name + ".port"),
+                                     "--grpc-port-file",
+                                     dir_.File(name + ".grpc"),
+                                     "--round-ms",
+                                     "200",
+                                     "--anti-entropy-ms",
+                                     "1000",
+                                     "--log-level",
+                                     "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = Subprocess::Spawn(argv, dir_.File(name + ".log"));
+    if (!p) {
+      ADD_FAILURE() << p.error();
+      return 0;
+    }
+    nodes_.push_back(*std::move(p));
+    auto gossip = testing::WaitForPortFile(dir_.File(name + ".port"), 15'000ms, nodes_.back());
+    auto grpc = testing::WaitForPortFile(dir_.File(name + ".grpc"), 15'000ms, nodes_.back());
+    if (!gossip || !grpc) {
+      ADD_FAILURE() << name << " did not start:\n" << Tail(dir_.File(name + ".log"));
+      return 0;
+    }
+    gossip_ports_[name] = *gossip;
+    return *grpc;
+  }
+
+  std::vector<std::string> Advertise(const ByteArray<32>& secret, const std::string& tunnel_key,
+                                     int endpoint_port, const std::string& price) {
+    return {"--identity-key-hex", ToHex(secret),       "--tunnel-key",
+            tunnel_key,          "--endpoint",         "127.0.0.1:" + std::to_string(endpoint_port),
+            "--price-per-mb",    price,                "--region",
+            "eu-test",           "--capacity-mbps",    "500"};
+  }
+
+  std::vector<Subprocess> nodes_;
+  std::map<std::string, int> gossip_ports_;
+};
+
+int UnusedPort() {
+  // Bind and release: nothing listens there afterwards (the kernel does not hand a port it just
+  // released to the next bind(0) at once).
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimit) {
+  const ByteArray<32> cheap_secret = RandomSecret(), pricey_secret = RandomSecret();
+  const auto cheap = *PrivateKey::FromBytes(cheap_secret);
+  const auto pricey = *PrivateKey::FromBytes(pricey_secret);
+  // The client also holds a channel to the cheap provider: only its dead exit makes it fail.
+  auto open = ledger::MakeOpenChannel(payer_, ledger_id_, Address::FromPublicKey(cheap.public_key()),
+                                      Micro(1'000'000), 2, ServerTime() + 86'400);
+  ASSERT_TRUE(client_->OpenChannel(open));
+
+  const int exit_port = StartExit();
+  ASSERT_NE(exit_port, 0);
+  const int client_grpc = StartNode("client-node", {});
+  ASSERT_NE(client_grpc, 0);
+  const std::string boot = "127.0.0.1:" + std::to_string(gossip_ports_["client-node"]);
+  auto with_boot = [&](std::vector<std::string> flags) {
+    flags.push_back("--bootstrap");
+    flags.push_back(boot);
+    return flags;
+  };
+  ASSERT_NE(StartNode("honest", with_boot(Advertise(provider_secret_, exit_pub_, exit_port, "0.01"))), 0);
+  ASSERT_NE(StartNode("cheap", with_boot(Advertise(cheap_secret, std::string(64, 'a'), UnusedPort(),
+                                                   "0.005"))),
+            0);
+  ASSERT_NE(StartNode("pricey", with_boot(Advertise(pricey_secret, std::string(64, 'b'), exit_port,
+                                                    "0.5"))),
+            0);
+
+  // The client's node must hold the three offers before the client asks it.
+  auto stub = v1::OfferBook::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(client_grpc), grpc::InsecureChannelCredentials()));
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  size_t seen = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+    v1::ListOffersRequest req;
+    v1::ListOffersResponse resp;
+    if (stub->ListOffers(&ctx, req, &resp).ok() && (seen = resp.offers_size()) == 3) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(seen, 3u) << "the offers did not reach the client's node";
+
+  const std::string stats_file = dir_.File("provider-stats.db");
+  std::string port_file = dir_.File("socks.port");
+  auto p = Subprocess::Spawn(
+      {DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(client_grpc),
+       "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--open-deposit", "1",
+       "--provider-stats", stats_file, "--identity-key-hex", ToHex(payer_secret_), "--socks",
+       "127.0.0.1:0", "--socks-port-file", port_file, "--handshake-timeout-ms", "3000",
+       "--log-level", "debug"},
+      dir_.File("client.log"));
+  ASSERT_TRUE(p) << p.error();
+  tunnel_client_.emplace(*std::move(p));
+  auto socks = testing::WaitForPortFile(port_file, 30'000ms, *tunnel_client_);
+  ASSERT_TRUE(socks) << Tail(dir_.File("client.log"));
+
+  // Data flows through the honest exit.
+  int fd = SocksConnect(*socks, echo_.port());
+  ASSERT_GE(fd, 0) << Tail(dir_.File("client.log"));
+  EXPECT_EQ(EchoThrough(fd, 3'000'000), 3'000'000u);
+  ::close(fd);
+
+  tunnel_client_->Signal(SIGTERM);
+  ASSERT_TRUE(tunnel_client_->WaitFor(10'000ms));
+  const std::string log = ReadFile(dir_.File("client.log"));
+  if (std::getenv("DVPN_SHOW_LOGS")) std::printf("%s\n", log.c_str());
+  const std::string cheap_name = "provider " + ToHex(cheap.public_key().bytes()).substr(0, 16);
+  const std::string honest_name = "provider " + ToHex(provider_.public_key().bytes()).substr(0, 16);
+  const std::string pricey_name = "provider " + ToHex(pricey.public_key().bytes()).substr(0, 16);
+  const auto chose_cheap = log.find("chose " + cheap_name);
+  const auto chose_honest = log.find("chose " + honest_name);
+  ASSERT_NE(chose_cheap, std::string::npos) << Tail(dir_.File("client.log"));
+  ASSERT_NE(chose_honest, std::string::npos) << Tail(dir_.File("client.log"));
+  EXPECT_LT(chose_cheap, chose_honest) << "the cheapest first";
+  EXPECT_EQ(log.find(pricey_name), std::string::npos) << "never above the limit";
+
+  // No channel was ever opened to the provider above the limit.
+  auto channels = client_->ListChannels(Address::FromPublicKey(payer_.public_key()));
+  ASSERT_TRUE(channels);
+  for (const auto& c : *channels)
+    EXPECT_NE(c.provider, Address::FromPublicKey(pricey.public_key()));
+
+  // The measurements survived the client: the failure of the cheap one, the honest handshake.
+  SystemClock clock;
+  auto stats = marketplace::ProviderStats::Open(stats_file, clock);
+  ASSERT_TRUE(stats);
+  auto cheap_record = stats->Get(cheap.public_key().bytes());
+  ASSERT_TRUE(cheap_record);
+  EXPECT_GE(cheap_record->failed, 1u);
+  auto honest_record = stats->Get(provider_.public_key().bytes());
+  ASSERT_TRUE(honest_record);
+  EXPECT_GE(honest_record->succeeded, 1u);
+  EXPECT_TRUE(honest_record->handshake_ms.has_value());
+}
+
+}  // namespace
+}  // namespace dvpn::payments_e2e
