@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -33,6 +34,12 @@
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
 #include "tests/support/subprocess.h"
+
+#ifdef DVPN_NODE_BIN
+#include <grpcpp/grpcpp.h>
+
+#include "dvpn/v1/marketplace.grpc.pb.h"
+#endif
 
 namespace dvpn::payments_e2e {
 
@@ -315,6 +322,64 @@ class PaymentsE2E : public ::testing::Test {
     auto port = testing::WaitForPortFile(port_file, 15'000ms, *tunnel_client_);
     return port ? *port : 0;
   }
+
+#ifdef DVPN_NODE_BIN
+  // Starts a dvpn-node on 127.0.0.1 (gossip and gRPC on port 0, fast rounds), logging to
+  // <name>.log; returns its gRPC port (0 on failure) and records its gossip port.
+  int StartNode(const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {
+        DVPN_NODE_BIN, "--ledger-id", ToHex(ledger_id_.bytes), "--gossip-listen", "127.0.0.1:0",
+        "--grpc-listen", "127.0.0.1:0", "--port-file", dir_.File(name + ".port"),
+        "--grpc-port-file", dir_.File(name + ".grpc"), "--round-ms", "200",
+        "--anti-entropy-ms", "1000", "--log-level", "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = Subprocess::Spawn(argv, dir_.File(name + ".log"));
+    if (!p) {
+      ADD_FAILURE() << p.error();
+      return 0;
+    }
+    nodes_.push_back(*std::move(p));
+    auto gossip = testing::WaitForPortFile(dir_.File(name + ".port"), 15'000ms, nodes_.back());
+    auto grpc = testing::WaitForPortFile(dir_.File(name + ".grpc"), 15'000ms, nodes_.back());
+    if (!gossip || !grpc) {
+      ADD_FAILURE() << name << " did not start:\n" << Tail(dir_.File(name + ".log"));
+      return 0;
+    }
+    gossip_ports_[name] = *gossip;
+    return *grpc;
+  }
+
+  // dvpn-node flags that advertise a provider's offer (region eu-test, 500 Mbit/s).
+  static std::vector<std::string> Advertise(const ByteArray<32>& secret,
+                                            const std::string& tunnel_key, int endpoint_port,
+                                            const std::string& price) {
+    return {"--identity-key-hex", ToHex(secret),
+            "--tunnel-key",       tunnel_key,
+            "--endpoint",         "127.0.0.1:" + std::to_string(endpoint_port),
+            "--price-per-mb",     price,
+            "--region",           "eu-test",
+            "--capacity-mbps",    "500"};
+  }
+
+  // Waits (bounded) until the node with gRPC port `grpc_port` lists `count` offers.
+  static bool WaitForOffers(int grpc_port, int count) {
+    auto stub = v1::OfferBook::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(grpc_port), grpc::InsecureChannelCredentials()));
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+      v1::ListOffersRequest req;
+      v1::ListOffersResponse resp;
+      if (stub->ListOffers(&ctx, req, &resp).ok() && resp.offers_size() == count) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
+  std::vector<Subprocess> nodes_;
+  std::map<std::string, int> gossip_ports_;
+#endif
 
   uint64_t ServerTime() {
     auto info = client_->GetInfo();

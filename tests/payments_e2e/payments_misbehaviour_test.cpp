@@ -23,6 +23,7 @@
 #include <spdlog/sinks/base_sink.h>
 
 #include "ledger/requests.h"
+#include "marketplace/provider_stats.h"
 #include "payments/metering.h"
 #include "payments/payment_session.h"
 #include "payments/wire/control_codec.h"
@@ -323,6 +324,117 @@ class Misbehaviour : public PaymentsE2E {
     tunnel_.reset();
     acceptor_.reset();
     fake_exit_.reset();
+  }
+
+  // What the fake exit (StartFakeExit) saw.
+  struct FakeExitSeen {
+    std::mutex mu;
+    std::optional<tunnel::ClientHello> hello;
+    std::vector<PromiseMessage> promises;
+    Clock::time_point msg2_sent;
+    bool closed = false;
+  };
+
+  // A fake exit in this process (on loop_): it answers one handshake with `params` as its
+  // session terms, sends every stream to the echo server, records the promises it gets, and
+  // invoices only when told (FakeInvoice). Sets fake_exit_; returns its port.
+  int StartFakeExit(std::shared_ptr<FakeExitSeen> seen,
+                    std::shared_ptr<tunnel::X25519KeyPair> static_key,
+                    std::vector<uint8_t> params) {
+    auto replay_guard = std::make_shared<tunnel::ReplayGuard>();
+    auto clock = std::make_shared<SystemClock>();
+    acceptor_ = std::make_shared<tcp::acceptor>(loop_.io(),
+                                                tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    const int echo_port = echo_.port();
+    auto acceptor = acceptor_;
+    asio::co_spawn(
+        loop_.io(),
+        [this, acceptor, seen, static_key, replay_guard, clock, params,
+         echo_port]() -> asio::awaitable<void> {
+          ts::error_code ec;
+          tcp::socket s =
+              co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) co_return;
+          std::array<uint8_t, tunnel::kMaxHandshakeMessage> buf{};
+          co_await asio::async_read(s, asio::buffer(buf.data(), tunnel::kMsg1Size),
+                                    asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) co_return;
+          tunnel::HandshakeResponder responder({.static_key = static_key.get(),
+                                                .replay_guard = replay_guard.get(),
+                                                .clock = clock.get(),
+                                                .ephemeral_secret_for_test = std::nullopt});
+          auto hello = responder.ReadMessage1(ByteSpan(buf.data(), tunnel::kMsg1Size));
+          if (!hello) co_return;
+          auto cipher = tunnel::ChooseCipher(hello->ciphers, tunnel::LocalCiphers());
+          if (!cipher) co_return;
+          auto n = responder.WriteMessage2(buf, *cipher, params);
+          if (!n) co_return;
+          co_await asio::async_write(s, asio::buffer(buf.data(), *n),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) co_return;
+          auto keys = responder.TakeKeys();
+          if (!keys) co_return;
+          {
+            std::lock_guard<std::mutex> lock(seen->mu);
+            seen->hello = *hello;
+            seen->msg2_sent = Clock::now();
+          }
+          auto t = std::make_shared<TunnelConnection>(std::move(s), *keys, tunnel::Role::kExit,
+                                                      ts::ConnectionOptions{}, "fake-exit");
+          fake_exit_ = t;
+          std::weak_ptr<TunnelConnection> weak = t;
+          t->SetControlHandler([seen](ByteSpan message) {
+            auto decoded = wire::DecodeControl(message);
+            if (!decoded || !*decoded) return;
+            if (auto* p = std::get_if<PromiseMessage>(&**decoded)) {
+              std::lock_guard<std::mutex> lock(seen->mu);
+              seen->promises.push_back(*p);
+            }
+          });
+          t->Start(
+              [this, weak, echo_port](uint32_t id, const tunnel::Destination&) {
+                // Every stream goes to the echo server (the real client asks for it anyway).
+                auto up = std::make_shared<tcp::socket>(loop_.io());
+                up->async_connect(
+                    tcp::endpoint(asio::ip::address_v4::loopback(), static_cast<uint16_t>(echo_port)),
+                    [weak, id, up](ts::error_code e) {
+                      auto tun = weak.lock();
+                      if (!tun) return;
+                      if (e) {
+                        tun->RefuseStream(id, tunnel::OpenFailure::kRefused);
+                      } else {
+                        tun->AcceptStream(id, std::move(*up));
+                      }
+                    });
+              },
+              [seen] {
+                std::lock_guard<std::mutex> lock(seen->mu);
+                seen->closed = true;
+              });
+        },
+        asio::detached);
+    return acceptor_->local_endpoint().port();
+  }
+
+  // Sends an invoice from the fake exit (behind the DATA it counts) claiming `extra_bytes` more
+  // than flowed; returns the M it claimed.
+  uint64_t FakeInvoice(const std::shared_ptr<FakeExitSeen>& seen, uint64_t seq,
+                       uint64_t extra_bytes) {
+    auto m = loop_.Call([this, seen, seq, extra_bytes] {
+      const uint64_t metered =
+          fake_exit_->data_bytes_sent() + fake_exit_->data_bytes_received() + extra_bytes;
+      uint64_t elapsed;
+      {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        elapsed =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - seen->msg2_sent)
+                .count();
+      }
+      Invoice inv{seq, metered, elapsed, ChargeFor(metered)};
+      fake_exit_->SendControl(wire::EncodeControl(inv), TunnelConnection::ControlOrder::kAfterData);
+      return metered;
+    });
+    return m ? *m : 0;
   }
 
   // The paid exit with kSmallInterval as the invoice interval, plus `extra` flags.
@@ -761,88 +873,8 @@ TEST_F(Misbehaviour, ClientRefusesAnInflatedInvoiceAndLeaves) {
   terms.payee = ProviderAddress();
   const std::vector<uint8_t> params = wire::EncodeTerms(terms);
 
-  struct Seen {
-    std::mutex mu;
-    std::optional<tunnel::ClientHello> hello;
-    std::vector<PromiseMessage> promises;
-    Clock::time_point msg2_sent;
-    bool closed = false;
-  };
-  auto seen = std::make_shared<Seen>();
-  auto replay_guard = std::make_shared<tunnel::ReplayGuard>();
-  auto clock = std::make_shared<SystemClock>();
-  acceptor_ = std::make_shared<tcp::acceptor>(loop_.io(),
-                                              tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-  const int fake_port = acceptor_->local_endpoint().port();
-  const int echo_port = echo_.port();
-  auto acceptor = acceptor_;
-  asio::co_spawn(
-      loop_.io(),
-      [this, acceptor, seen, static_key, replay_guard, clock, params,
-       echo_port]() -> asio::awaitable<void> {
-        ts::error_code ec;
-        tcp::socket s =
-            co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) co_return;
-        std::array<uint8_t, tunnel::kMaxHandshakeMessage> buf{};
-        co_await asio::async_read(s, asio::buffer(buf.data(), tunnel::kMsg1Size),
-                                  asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) co_return;
-        tunnel::HandshakeResponder responder({.static_key = static_key.get(),
-                                              .replay_guard = replay_guard.get(),
-                                              .clock = clock.get(),
-                                              .ephemeral_secret_for_test = std::nullopt});
-        auto hello = responder.ReadMessage1(ByteSpan(buf.data(), tunnel::kMsg1Size));
-        if (!hello) co_return;
-        auto cipher = tunnel::ChooseCipher(hello->ciphers, tunnel::LocalCiphers());
-        if (!cipher) co_return;
-        auto n = responder.WriteMessage2(buf, *cipher, params);
-        if (!n) co_return;
-        co_await asio::async_write(s, asio::buffer(buf.data(), *n),
-                                   asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) co_return;
-        auto keys = responder.TakeKeys();
-        if (!keys) co_return;
-        {
-          std::lock_guard<std::mutex> lock(seen->mu);
-          seen->hello = *hello;
-          seen->msg2_sent = Clock::now();
-        }
-        auto t = std::make_shared<TunnelConnection>(std::move(s), *keys, tunnel::Role::kExit,
-                                                    ts::ConnectionOptions{}, "fake-exit");
-        fake_exit_ = t;
-        std::weak_ptr<TunnelConnection> weak = t;
-        t->SetControlHandler([seen](ByteSpan message) {
-          auto decoded = wire::DecodeControl(message);
-          if (!decoded || !*decoded) return;
-          if (auto* p = std::get_if<PromiseMessage>(&**decoded)) {
-            std::lock_guard<std::mutex> lock(seen->mu);
-            seen->promises.push_back(*p);
-          }
-        });
-        t->Start(
-            [this, weak, echo_port](uint32_t id, const tunnel::Destination&) {
-              // Every stream goes to the echo server (the real client asks for it anyway).
-              auto up = std::make_shared<tcp::socket>(loop_.io());
-              up->async_connect(
-                  tcp::endpoint(asio::ip::address_v4::loopback(), static_cast<uint16_t>(echo_port)),
-                  [weak, id, up](ts::error_code e) {
-                    auto tun = weak.lock();
-                    if (!tun) return;
-                    if (e) {
-                      tun->RefuseStream(id, tunnel::OpenFailure::kRefused);
-                    } else {
-                      tun->AcceptStream(id, std::move(*up));
-                    }
-                  });
-            },
-            [seen] {
-              std::lock_guard<std::mutex> lock(seen->mu);
-              seen->closed = true;
-            });
-      },
-      asio::detached);
-
+  auto seen = std::make_shared<FakeExitSeen>();
+  const int fake_port = StartFakeExit(seen, static_key, params);
   int socks = StartClient(fake_port);
   ASSERT_NE(socks, 0) << Tail(dir_.File("client.log"));
   {
@@ -861,23 +893,8 @@ TEST_F(Misbehaviour, ClientRefusesAnInflatedInvoiceAndLeaves) {
   ASSERT_GE(fd, 0);
   ASSERT_EQ(EchoThrough(fd, kBytes), kBytes);
 
-  // Sends an invoice from the fake exit (behind the DATA it counts); returns the exit's M.
-  auto invoice = [&](uint64_t seq, uint64_t extra_bytes) -> uint64_t {
-    auto m = loop_.Call([this, seen, seq, extra_bytes] {
-      const uint64_t metered =
-          fake_exit_->data_bytes_sent() + fake_exit_->data_bytes_received() + extra_bytes;
-      uint64_t elapsed;
-      {
-        std::lock_guard<std::mutex> lock(seen->mu);
-        elapsed =
-            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - seen->msg2_sent)
-                .count();
-      }
-      Invoice inv{seq, metered, elapsed, ChargeFor(metered)};
-      fake_exit_->SendControl(wire::EncodeControl(inv), TunnelConnection::ControlOrder::kAfterData);
-      return metered;
-    });
-    return m ? *m : 0;
+  auto invoice = [&](uint64_t seq, uint64_t extra_bytes) {
+    return FakeInvoice(seen, seq, extra_bytes);
   };
   const uint64_t honest_m = invoice(1, 0);
   EXPECT_EQ(honest_m, 2 * kBytes);
@@ -964,6 +981,99 @@ TEST_F(Misbehaviour, HelloForAnotherLedgerOrUnknownChannelIsRefused) {
   EXPECT_NE(log.find("refused: payment required: the channel is on another ledger"),
             std::string::npos);
   EXPECT_NE(log.find("refused: payment required: unknown channel"), std::string::npos);
+}
+
+
+// With --offers-from an overcharge is the provider's failure, not the end of the client: it
+// refuses the inflated invoice (CLOSE kOvercharge), records the overcharge in its stats file and
+// moves to the next offer, through which data flows again (docs/tunnel-cli.md "Choosing from
+// offers"). The cheap provider is a fake exit in this process; the next one the real exit.
+TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheNext) {
+  const ByteArray<32> cheap_secret = RandomSecret();
+  const auto cheap = *PrivateKey::FromBytes(cheap_secret);
+  const Address cheap_addr = Address::FromPublicKey(cheap.public_key());
+  ASSERT_TRUE(client_->OpenChannel(ledger::MakeOpenChannel(payer_, ledger_id_, cheap_addr,
+                                                           Micro(1'000'000), 2,
+                                                           ServerTime() + 86'400)));
+  auto static_key = std::make_shared<tunnel::X25519KeyPair>(tunnel::X25519KeyPair::Generate());
+  payments::SessionTerms terms;
+  terms.price = payments::Price{Micro(5'000), Amount::Zero()};
+  terms.payee = cheap_addr;
+  auto seen = std::make_shared<FakeExitSeen>();
+  const int fake_port = StartFakeExit(seen, static_key, wire::EncodeTerms(terms));
+  const int exit_port = StartExit();
+  ASSERT_NE(exit_port, 0);
+
+  const int client_grpc = StartNode("client-node", {});
+  ASSERT_NE(client_grpc, 0);
+  const std::string boot = "127.0.0.1:" + std::to_string(gossip_ports_["client-node"]);
+  auto with_boot = [&](std::vector<std::string> flags) {
+    flags.push_back("--bootstrap");
+    flags.push_back(boot);
+    return flags;
+  };
+  ASSERT_NE(StartNode("honest", with_boot(Advertise(provider_secret_, exit_pub_, exit_port,
+                                                    "0.01"))),
+            0);
+  ASSERT_NE(StartNode("cheap", with_boot(Advertise(cheap_secret, ToHex(static_key->public_key),
+                                                   fake_port, "0.005"))),
+            0);
+  ASSERT_TRUE(WaitForOffers(client_grpc, 2));
+
+  const std::string stats_file = dir_.File("provider-stats.db");
+  const std::string port_file = dir_.File("socks.port");
+  auto p = Subprocess::Spawn(
+      {DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(client_grpc),
+       "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--provider-stats", stats_file,
+       "--identity-key-hex", ToHex(payer_secret_), "--socks", "127.0.0.1:0", "--socks-port-file",
+       port_file, "--reconnect-min-ms", "100", "--log-level", "debug"},
+      dir_.File("client.log"));
+  ASSERT_TRUE(p) << p.error();
+  tunnel_client_.emplace(*std::move(p));
+  auto socks = testing::WaitForPortFile(port_file, 30'000ms, *tunnel_client_);
+  ASSERT_TRUE(socks) << Tail(dir_.File("client.log"));
+  ASSERT_TRUE(WaitUntil([&] {
+    auto up = loop_.Call([this] { return fake_exit_ != nullptr; });
+    return up && *up;
+  })) << "the client did not choose the cheapest offer\n" << Tail(dir_.File("client.log"));
+
+  int fd = SocksConnect(*socks, echo_.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(EchoThrough(fd, 300'000), 300'000u);
+  FakeInvoice(seen, 1, 50'000'000);  // 50 MB that never flowed
+  ::close(fd);
+
+  // The client leaves the fake exit and carries on through the honest one.
+  const std::string honest_name = "chose provider " + ToHex(provider_.public_key().bytes()).substr(0, 16);
+  ASSERT_TRUE(WaitUntil([&] {
+    return ReadFile(dir_.File("client.log")).find(honest_name) != std::string::npos;
+  })) << Tail(dir_.File("client.log"));
+  ASSERT_TRUE(WaitUntil([&] {
+    int f = SocksConnect(*socks, echo_.port());
+    if (f < 0) return false;
+    const bool ok = EchoThrough(f, 200'000) == 200'000u;
+    ::close(f);
+    return ok;
+  })) << Tail(dir_.File("client.log"));
+  EXPECT_TRUE(tunnel_client_->running() && !tunnel_client_->WaitFor(0ms))
+      << "an overcharge must not end a client that chooses from offers";
+  {
+    std::lock_guard<std::mutex> lock(seen->mu);
+    EXPECT_TRUE(seen->promises.empty()) << "nothing was signed for the inflated invoice";
+  }
+  auto close = PeerClose("fake-exit");
+  ASSERT_TRUE(close);
+  EXPECT_EQ(close->reason, static_cast<int>(CloseReason::kOvercharge));
+
+  tunnel_client_->Signal(SIGTERM);
+  ASSERT_TRUE(tunnel_client_->WaitFor(10'000ms));
+  SystemClock clock;
+  auto stats = marketplace::ProviderStats::Open(stats_file, clock);
+  ASSERT_TRUE(stats);
+  auto cheap_record = stats->Get(cheap.public_key().bytes());
+  ASSERT_TRUE(cheap_record);
+  EXPECT_EQ(cheap_record->overcharges, 1u);
+  EXPECT_GE(cheap_record->failed, 1u);
 }
 
 }  // namespace

@@ -10,67 +10,14 @@
 // The client must try the cheapest first, fail over to the honest one when the connection
 // fails, move data through it, record the failure in its --provider-stats file, and never
 // choose (nor open a channel to) the provider above its price limit.
-#include <map>
-
-#include <grpcpp/grpcpp.h>
-
 #include "common/clock.h"
-#include "dvpn/v1/marketplace.grpc.pb.h"
 #include "marketplace/provider_stats.h"
 #include "tests/payments_e2e/harness.h"
 
 namespace dvpn::payments_e2e {
 namespace {
 
-class ProviderChoiceE2E : public PaymentsE2E {
- protected:
-  // Starts a dvpn-node on 127.0.0.1 (gossip and gRPC on port 0); returns its gRPC port.
-  int StartNode(const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> argv = {DVPN_NODE_BIN,
-                                     "--ledger-id",
-                                     ToHex(ledger_id_.bytes),
-                                     "--gossip-listen",
-                                     "127.0.0.1:0",
-                                     "--grpc-listen",
-                                     "127.0.0.1:0",
-                                     "--port-file",
-                                     dir_.File(name + ".port"),
-                                     "--grpc-port-file",
-                                     dir_.File(name + ".grpc"),
-                                     "--round-ms",
-                                     "200",
-                                     "--anti-entropy-ms",
-                                     "1000",
-                                     "--log-level",
-                                     "debug"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto p = Subprocess::Spawn(argv, dir_.File(name + ".log"));
-    if (!p) {
-      ADD_FAILURE() << p.error();
-      return 0;
-    }
-    nodes_.push_back(*std::move(p));
-    auto gossip = testing::WaitForPortFile(dir_.File(name + ".port"), 15'000ms, nodes_.back());
-    auto grpc = testing::WaitForPortFile(dir_.File(name + ".grpc"), 15'000ms, nodes_.back());
-    if (!gossip || !grpc) {
-      ADD_FAILURE() << name << " did not start:\n" << Tail(dir_.File(name + ".log"));
-      return 0;
-    }
-    gossip_ports_[name] = *gossip;
-    return *grpc;
-  }
-
-  std::vector<std::string> Advertise(const ByteArray<32>& secret, const std::string& tunnel_key,
-                                     int endpoint_port, const std::string& price) {
-    return {"--identity-key-hex", ToHex(secret),       "--tunnel-key",
-            tunnel_key,          "--endpoint",         "127.0.0.1:" + std::to_string(endpoint_port),
-            "--price-per-mb",    price,                "--region",
-            "eu-test",           "--capacity-mbps",    "500"};
-  }
-
-  std::vector<Subprocess> nodes_;
-  std::map<std::string, int> gossip_ports_;
-};
+using ProviderChoiceE2E = PaymentsE2E;
 
 int UnusedPort() {
   // Bind and release: nothing listens there afterwards (the kernel does not hand a port it just
@@ -114,19 +61,7 @@ TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimi
             0);
 
   // The client's node must hold the three offers before the client asks it.
-  auto stub = v1::OfferBook::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(client_grpc), grpc::InsecureChannelCredentials()));
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  size_t seen = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
-    v1::ListOffersRequest req;
-    v1::ListOffersResponse resp;
-    if (stub->ListOffers(&ctx, req, &resp).ok() && (seen = resp.offers_size()) == 3) break;
-    std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_EQ(seen, 3u) << "the offers did not reach the client's node";
+  ASSERT_TRUE(WaitForOffers(client_grpc, 3)) << "the offers did not reach the client's node";
 
   const std::string stats_file = dir_.File("provider-stats.db");
   std::string port_file = dir_.File("socks.port");
