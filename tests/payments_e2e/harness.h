@@ -361,6 +361,13 @@ class PaymentsE2E : public ::testing::Test {
             "--capacity-mbps",    "500"};
   }
 
+  // `flags` plus --bootstrap to the node started as `node`.
+  std::vector<std::string> BootstrapTo(const std::string& node, std::vector<std::string> flags) {
+    flags.push_back("--bootstrap");
+    flags.push_back("127.0.0.1:" + std::to_string(gossip_ports_.at(node)));
+    return flags;
+  }
+
   // Waits (bounded) until the node with gRPC port `grpc_port` lists `count` offers.
   static bool WaitForOffers(int grpc_port, int count) {
     auto stub = v1::OfferBook::NewStub(grpc::CreateChannel(

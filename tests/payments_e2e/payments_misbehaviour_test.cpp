@@ -395,17 +395,17 @@ class Misbehaviour : public PaymentsE2E {
               [this, weak, echo_port](uint32_t id, const tunnel::Destination&) {
                 // Every stream goes to the echo server (the real client asks for it anyway).
                 auto up = std::make_shared<tcp::socket>(loop_.io());
-                up->async_connect(
-                    tcp::endpoint(asio::ip::address_v4::loopback(), static_cast<uint16_t>(echo_port)),
-                    [weak, id, up](ts::error_code e) {
-                      auto tun = weak.lock();
-                      if (!tun) return;
-                      if (e) {
-                        tun->RefuseStream(id, tunnel::OpenFailure::kRefused);
-                      } else {
-                        tun->AcceptStream(id, std::move(*up));
-                      }
-                    });
+                up->async_connect(tcp::endpoint(asio::ip::address_v4::loopback(),
+                                                static_cast<uint16_t>(echo_port)),
+                                  [weak, id, up](ts::error_code e) {
+                                    auto tun = weak.lock();
+                                    if (!tun) return;
+                                    if (e) {
+                                      tun->RefuseStream(id, tunnel::OpenFailure::kRefused);
+                                    } else {
+                                      tun->AcceptStream(id, std::move(*up));
+                                    }
+                                  });
               },
               [seen] {
                 std::lock_guard<std::mutex> lock(seen->mu);
@@ -439,7 +439,8 @@ class Misbehaviour : public PaymentsE2E {
 
   // The paid exit with kSmallInterval as the invoice interval, plus `extra` flags.
   int StartSmallExit(std::vector<std::string> extra) {
-    return StartExit(ExitFlags{.invoice_interval_bytes = kSmallInterval, .extra = std::move(extra)});
+    return StartExit(
+        ExitFlags{.invoice_interval_bytes = kSmallInterval, .extra = std::move(extra)});
   }
 
   PromiseMessage Sign(uint64_t seq, Amount cumulative, const payments::LedgerId& ledger,
@@ -921,10 +922,9 @@ TEST_F(Misbehaviour, ClientRefusesAnInflatedInvoiceAndLeaves) {
   ASSERT_TRUE(st) << "the client did not leave\n" << Tail(dir_.File("client.log"));
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 4) << Tail(dir_.File("client.log"));
   const std::string log = ReadFile(dir_.File("client.log"));
-  EXPECT_NE(
-      log.find("invoice 2 refused: overcharge: invoice 2: " + std::to_string(claimed) +
-               " bytes, own meter"),
-      std::string::npos)
+  EXPECT_NE(log.find("invoice 2 refused: overcharge: invoice 2: " + std::to_string(claimed) +
+                     " bytes, own meter"),
+            std::string::npos)
       << Tail(dir_.File("client.log"));
   // CLOSE kOvercharge reached the fake exit, and no promise above the honest one was signed.
   ASSERT_TRUE(WaitUntil([&] {
@@ -983,7 +983,6 @@ TEST_F(Misbehaviour, HelloForAnotherLedgerOrUnknownChannelIsRefused) {
   EXPECT_NE(log.find("refused: payment required: unknown channel"), std::string::npos);
 }
 
-
 // With --offers-from an overcharge is the provider's failure, not the end of the client: it
 // refuses the inflated invoice (CLOSE kOvercharge), records the overcharge in its stats file and
 // moves to the next offer, through which data flows again (docs/tunnel-cli.md "Choosing from
@@ -992,9 +991,8 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   const ByteArray<32> cheap_secret = RandomSecret();
   const auto cheap = *PrivateKey::FromBytes(cheap_secret);
   const Address cheap_addr = Address::FromPublicKey(cheap.public_key());
-  ASSERT_TRUE(client_->OpenChannel(ledger::MakeOpenChannel(payer_, ledger_id_, cheap_addr,
-                                                           Micro(1'000'000), 2,
-                                                           ServerTime() + 86'400)));
+  ASSERT_TRUE(client_->OpenChannel(ledger::MakeOpenChannel(
+      payer_, ledger_id_, cheap_addr, Micro(1'000'000), 2, ServerTime() + 86'400)));
   auto static_key = std::make_shared<tunnel::X25519KeyPair>(tunnel::X25519KeyPair::Generate());
   payments::SessionTerms terms;
   terms.price = payments::Price{Micro(5'000), Amount::Zero()};
@@ -1006,17 +1004,12 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
 
   const int client_grpc = StartNode("client-node", {});
   ASSERT_NE(client_grpc, 0);
-  const std::string boot = "127.0.0.1:" + std::to_string(gossip_ports_["client-node"]);
-  auto with_boot = [&](std::vector<std::string> flags) {
-    flags.push_back("--bootstrap");
-    flags.push_back(boot);
-    return flags;
-  };
-  ASSERT_NE(StartNode("honest", with_boot(Advertise(provider_secret_, exit_pub_, exit_port,
-                                                    "0.01"))),
+  ASSERT_NE(StartNode("honest", BootstrapTo("client-node", Advertise(provider_secret_, exit_pub_,
+                                                                     exit_port, "0.01"))),
             0);
-  ASSERT_NE(StartNode("cheap", with_boot(Advertise(cheap_secret, ToHex(static_key->public_key),
-                                                   fake_port, "0.005"))),
+  ASSERT_NE(StartNode("cheap", BootstrapTo("client-node",
+                                           Advertise(cheap_secret, ToHex(static_key->public_key),
+                                                     fake_port, "0.005"))),
             0);
   ASSERT_TRUE(WaitForOffers(client_grpc, 2));
 
@@ -1035,7 +1028,8 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   ASSERT_TRUE(WaitUntil([&] {
     auto up = loop_.Call([this] { return fake_exit_ != nullptr; });
     return up && *up;
-  })) << "the client did not choose the cheapest offer\n" << Tail(dir_.File("client.log"));
+  })) << "the client did not choose the cheapest offer\n"
+      << Tail(dir_.File("client.log"));
 
   int fd = SocksConnect(*socks, echo_.port());
   ASSERT_GE(fd, 0);
@@ -1044,7 +1038,8 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   ::close(fd);
 
   // The client leaves the fake exit and carries on through the honest one.
-  const std::string honest_name = "chose provider " + ToHex(provider_.public_key().bytes()).substr(0, 16);
+  const std::string honest_name =
+      "chose provider " + ToHex(provider_.public_key().bytes()).substr(0, 16);
   ASSERT_TRUE(WaitUntil([&] {
     return ReadFile(dir_.File("client.log")).find(honest_name) != std::string::npos;
   })) << Tail(dir_.File("client.log"));

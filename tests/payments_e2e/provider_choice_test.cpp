@@ -38,40 +38,54 @@ TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimi
   const auto cheap = *PrivateKey::FromBytes(cheap_secret);
   const auto pricey = *PrivateKey::FromBytes(pricey_secret);
   // The client also holds a channel to the cheap provider: only its dead exit makes it fail.
-  auto open = ledger::MakeOpenChannel(payer_, ledger_id_, Address::FromPublicKey(cheap.public_key()),
-                                      Micro(1'000'000), 2, ServerTime() + 86'400);
+  auto open =
+      ledger::MakeOpenChannel(payer_, ledger_id_, Address::FromPublicKey(cheap.public_key()),
+                              Micro(1'000'000), 2, ServerTime() + 86'400);
   ASSERT_TRUE(client_->OpenChannel(open));
 
   const int exit_port = StartExit();
   ASSERT_NE(exit_port, 0);
   const int client_grpc = StartNode("client-node", {});
   ASSERT_NE(client_grpc, 0);
-  const std::string boot = "127.0.0.1:" + std::to_string(gossip_ports_["client-node"]);
-  auto with_boot = [&](std::vector<std::string> flags) {
-    flags.push_back("--bootstrap");
-    flags.push_back(boot);
-    return flags;
-  };
-  ASSERT_NE(StartNode("honest", with_boot(Advertise(provider_secret_, exit_pub_, exit_port, "0.01"))), 0);
-  ASSERT_NE(StartNode("cheap", with_boot(Advertise(cheap_secret, std::string(64, 'a'), UnusedPort(),
-                                                   "0.005"))),
+  ASSERT_NE(StartNode("honest", BootstrapTo("client-node", Advertise(provider_secret_, exit_pub_,
+                                                                     exit_port, "0.01"))),
             0);
-  ASSERT_NE(StartNode("pricey", with_boot(Advertise(pricey_secret, std::string(64, 'b'), exit_port,
-                                                    "0.5"))),
-            0);
+  ASSERT_NE(
+      StartNode("cheap", BootstrapTo("client-node", Advertise(cheap_secret, std::string(64, 'a'),
+                                                              UnusedPort(), "0.005"))),
+      0);
+  ASSERT_NE(
+      StartNode("pricey", BootstrapTo("client-node", Advertise(pricey_secret, std::string(64, 'b'),
+                                                               exit_port, "0.5"))),
+      0);
 
   // The client's node must hold the three offers before the client asks it.
   ASSERT_TRUE(WaitForOffers(client_grpc, 3)) << "the offers did not reach the client's node";
 
   const std::string stats_file = dir_.File("provider-stats.db");
   std::string port_file = dir_.File("socks.port");
-  auto p = Subprocess::Spawn(
-      {DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(client_grpc),
-       "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--open-deposit", "1",
-       "--provider-stats", stats_file, "--identity-key-hex", ToHex(payer_secret_), "--socks",
-       "127.0.0.1:0", "--socks-port-file", port_file, "--handshake-timeout-ms", "3000",
-       "--log-level", "debug"},
-      dir_.File("client.log"));
+  auto p = Subprocess::Spawn({DVPN_TUNNEL_CLIENT_BIN,
+                              "--offers-from",
+                              "127.0.0.1:" + std::to_string(client_grpc),
+                              "--max-price-per-mb",
+                              "0.1",
+                              "--ledger",
+                              ledger_target_,
+                              "--open-deposit",
+                              "1",
+                              "--provider-stats",
+                              stats_file,
+                              "--identity-key-hex",
+                              ToHex(payer_secret_),
+                              "--socks",
+                              "127.0.0.1:0",
+                              "--socks-port-file",
+                              port_file,
+                              "--handshake-timeout-ms",
+                              "3000",
+                              "--log-level",
+                              "debug"},
+                             dir_.File("client.log"));
   ASSERT_TRUE(p) << p.error();
   tunnel_client_.emplace(*std::move(p));
   auto socks = testing::WaitForPortFile(port_file, 30'000ms, *tunnel_client_);
