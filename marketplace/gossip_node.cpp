@@ -108,8 +108,7 @@ void GossipNode::SetBookListener(std::function<void(const OfferChange&)> listene
 GossipStats GossipNode::stats() const {
   GossipStats s = stats_;
   s.peers = peers_.size();
-  s.outbound = 0;
-  for (const auto& [id, p] : peers_) s.outbound += p->outbound ? 1 : 0;
+  s.outbound = OutboundCount();
   s.addresses = addresses_.size();
   return s;
 }
@@ -163,23 +162,40 @@ void GossipNode::OnConnected(PeerId id, bool outbound, const Endpoint& remote) {
 }
 
 void GossipNode::RefuseFull(Peer& p) {
-  {
-    // Full: tell the dialler where else to go, then close.
-    v1::GossipMessage m;
-    auto* list = m.mutable_peers();
-    std::vector<size_t> idx(addresses_.size());
-    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    std::shuffle(idx.begin(), idx.end(), rng_);
-    for (size_t i : idx) {
-      if (list->peers_size() >= static_cast<int>(kMaxPeersPerMessage)) break;
-      if (addresses_[i].self) continue;
-      auto* e = list->add_peers();
-      e->set_host(addresses_[i].endpoint.host);
-      e->set_port(addresses_[i].endpoint.port);
-    }
-    Send(p, m);
-    Drop(p.id, false);
+  SendPeers(p, false);  // full: tell the dialler where else to go, then close
+  Drop(p.id, false);
+}
+
+void GossipNode::SendPeers(Peer& p, bool skip_its_own) {
+  v1::GossipMessage m;
+  auto* list = m.mutable_peers();
+  std::vector<size_t> idx(addresses_.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::shuffle(idx.begin(), idx.end(), rng_);
+  const std::string theirs = skip_its_own ? EndpointText(p.remote) : std::string();
+  for (size_t i : idx) {
+    if (list->peers_size() >= static_cast<int>(kMaxPeersPerMessage)) break;
+    const auto& a = addresses_[i];
+    if (a.self || (skip_its_own && a.text == theirs)) continue;
+    auto* e = list->add_peers();
+    e->set_host(a.endpoint.host);
+    e->set_port(a.endpoint.port);
   }
+  Send(p, m);
+}
+
+void GossipNode::SendPeerRequest(Peer& p) {
+  v1::GossipMessage m;
+  m.mutable_peer_request();
+  p.peers_requested = true;
+  p.our_peer_request_ms = host_.NowMs();
+  Send(p, m);
+}
+
+size_t GossipNode::OutboundCount() const {
+  size_t n = 0;
+  for (const auto& [id, p] : peers_) n += p->outbound ? 1 : 0;
+  return n;
 }
 
 void GossipNode::OnDialFailed(const Endpoint& to) {
@@ -270,8 +286,7 @@ void GossipNode::LearnAddress(const Endpoint& e, bool bootstrap) {
 }
 
 void GossipNode::MaintainPeers() {
-  size_t outbound = dialing_.size();
-  for (const auto& [id, p] : peers_) outbound += p->outbound ? 1 : 0;
+  size_t outbound = dialing_.size() + OutboundCount();
   if (outbound >= config_.target_outbound) return;
   const uint64_t now = host_.NowMs();
   std::unordered_set<std::string> linked;  // peers that dialled us, by their listen address
@@ -351,21 +366,7 @@ void GossipNode::Handle(Peer& p, const v1::GossipMessage& m) {
         return;
       }
       p.their_peer_request_ms = now;
-      v1::GossipMessage out;
-      auto* list = out.mutable_peers();
-      std::vector<size_t> idx(addresses_.size());
-      for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-      std::shuffle(idx.begin(), idx.end(), rng_);
-      const std::string theirs = EndpointText(p.remote);
-      for (size_t i : idx) {
-        if (list->peers_size() >= static_cast<int>(kMaxPeersPerMessage)) break;
-        const auto& a = addresses_[i];
-        if (a.self || a.text == theirs) continue;
-        auto* e = list->add_peers();
-        e->set_host(a.endpoint.host);
-        e->set_port(a.endpoint.port);
-      }
-      Send(p, out);
+      SendPeers(p, true);
       return;
     }
     case v1::GossipMessage::kPeers: return HandlePeers(p, m);
@@ -426,15 +427,7 @@ void GossipNode::HandleHello(Peer& p, const v1::GossipMessage& m) {
   p.node_id = *node_id;
   if (!p.outbound && p.remote.port != 0) LearnAddress(p.remote, false);
   if (p.outbound) SendDigest(p);
-  size_t outbound = 0;
-  for (const auto& [id, q] : peers_) outbound += q->outbound ? 1 : 0;
-  if (outbound < config_.target_outbound) {
-    v1::GossipMessage out;
-    out.mutable_peer_request();
-    p.peers_requested = true;
-    p.our_peer_request_ms = host_.NowMs();
-    Send(p, out);
-  }
+  if (OutboundCount() < config_.target_outbound) SendPeerRequest(p);
 }
 
 void GossipNode::HandlePeers(Peer& p, const v1::GossipMessage& m) {
@@ -444,12 +437,7 @@ void GossipNode::HandlePeers(Peer& p, const v1::GossipMessage& m) {
   for (const auto& e : m.peers().peers()) {
     if (++n > static_cast<int>(kMaxPeersPerMessage)) break;
     if (e.port() == 0 || e.port() > 65535) continue;
-    Endpoint ep{e.host(), static_cast<uint16_t>(e.port())};
-    bool ok = !ep.host.empty() && ep.host.size() <= kMaxHost;
-    for (char c : ep.host)
-      ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '-' || c == ':');
-    if (ok) LearnAddress(ep, false);
+    if (ValidHost(e.host())) LearnAddress(Endpoint{e.host(), static_cast<uint16_t>(e.port())}, false);
   }
   MaintainPeers();
 }
@@ -787,22 +775,13 @@ void GossipNode::Tick() {
   }
 
   // Peer exchange while short of outbound peers.
-  size_t outbound = 0;
-  for (const auto& [id, p] : peers_) outbound += p->outbound ? 1 : 0;
-  if (outbound < config_.target_outbound) {
+  if (OutboundCount() < config_.target_outbound) {
     auto peers = ReadyPeers();
     std::erase_if(peers, [&](Peer* q) {
       return q->our_peer_request_ms != 0 &&
              now - q->our_peer_request_ms < static_cast<uint64_t>(config_.peer_exchange.count());
     });
-    if (!peers.empty()) {
-      Peer* q = peers[rng_() % peers.size()];
-      v1::GossipMessage m;
-      m.mutable_peer_request();
-      q->peers_requested = true;
-      q->our_peer_request_ms = now;
-      Send(*q, m);
-    }
+    if (!peers.empty()) SendPeerRequest(*peers[rng_() % peers.size()]);
   }
   MaintainPeers();
 

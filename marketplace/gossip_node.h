@@ -148,6 +148,10 @@ class GossipNode {
   void Handle(Peer& p, const v1::GossipMessage& m);
   void HandleHello(Peer& p, const v1::GossipMessage& m);
   void RefuseFull(Peer& p);  // sends Peers (other addresses to try), then drops
+  // Up to 16 random known addresses (never ours; with skip_its_own, not the peer's own either).
+  void SendPeers(Peer& p, bool skip_its_own);
+  void SendPeerRequest(Peer& p);  // and expect its Peers
+  size_t OutboundCount() const;
   void HandleOffers(Peer& p, const v1::GossipMessage& m);
   void HandleDigest(Peer& p, const v1::GossipMessage& m);
   void HandlePull(Peer& p, const v1::GossipMessage& m);

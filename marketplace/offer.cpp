@@ -14,6 +14,13 @@ bool HostChar(char c) {
 
 }  // namespace
 
+bool ValidHost(std::string_view host) {
+  if (host.empty() || host.size() > kMaxHost) return false;
+  for (char c : host)
+    if (!HostChar(c)) return false;
+  return true;
+}
+
 std::string Endpoint::ToString() const {
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
   return host + ":" + std::to_string(port);
@@ -73,9 +80,8 @@ std::expected<void, std::string> CheckFields(const Offer& o) {
   if (o.endpoints.empty() || o.endpoints.size() > kMaxEndpoints)
     return fail("an offer has 1 to 4 endpoints");
   for (const auto& e : o.endpoints) {
-    if (e.host.empty() || e.host.size() > kMaxHost) return fail("endpoint host of 1 to 253 bytes");
-    for (char c : e.host)
-      if (!HostChar(c)) return fail("endpoint host has a character outside a-z A-Z 0-9 . - :");
+    if (!ValidHost(e.host))
+      return fail("endpoint host: 1 to 253 bytes of a-z A-Z 0-9 . - : only");
     if (e.port == 0) return fail("endpoint port 0");
   }
   if (o.tunnel_key == ByteArray<32>{}) return fail("tunnel_key is all zero");

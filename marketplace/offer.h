@@ -9,6 +9,7 @@
 #include <expected>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/amount.h"
@@ -33,6 +34,9 @@ struct Endpoint {
   bool operator==(const Endpoint&) const = default;
   std::string ToString() const;  // "host:port", IPv6 hosts in brackets
 };
+
+// An endpoint host as protocol.md §6 allows it: 1..253 bytes of a-z A-Z 0-9 . - :
+bool ValidHost(std::string_view host);
 
 // Names an offer's slot in digests: 8 bytes of SHA-256(tag || provider || offer_id).
 using OfferKey = uint64_t;

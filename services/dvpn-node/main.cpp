@@ -134,12 +134,9 @@ std::expected<mp::Endpoint, std::string> ParseEndpoint(const std::string& text) 
   if (hp->host.size() > mp::kMaxHost) {
     return std::unexpected("host longer than " + std::to_string(mp::kMaxHost) + " bytes");
   }
-  for (char c : hp->host) {
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-          c == '-' || c == ':')) {
-      return std::unexpected("host \"" + hp->host +
-                             "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
-    }
+  if (!mp::ValidHost(hp->host)) {
+    return std::unexpected("host \"" + hp->host +
+                           "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
   }
   return mp::Endpoint{hp->host, static_cast<uint16_t>(hp->port)};
 }
