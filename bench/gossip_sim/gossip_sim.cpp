@@ -43,8 +43,19 @@ Offer MakeOffer(const payments::LedgerId& ledger, const payments::PrivateKey& ke
   o.max_sessions = 64;
   o.region = "eu-west";
   o.endpoints = {Endpoint{"203.0.113." + std::to_string(rng() % 250) + ".example.net", 7443}};
-  SignOffer(o, key);
+  Hash32 aux;  // from the seeded generator, so that a seed gives the same signatures
+  for (auto& b : aux) b = static_cast<uint8_t>(rng());
+  SignOfferWithAux(o, key, aux);
   return o;
+}
+
+// A key from the seeded generator (not the OS's randomness): the run depends on the seed only.
+payments::PrivateKey KeyFrom(std::mt19937_64& rng) {
+  for (;;) {  // almost every 32-byte string is a valid key
+    ByteArray<32> secret;
+    for (auto& b : secret) b = static_cast<uint8_t>(rng());
+    if (auto key = payments::PrivateKey::FromBytes(secret)) return std::move(*key);
+  }
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -130,7 +141,7 @@ int main(int argc, char** argv) {
   for (size_t k = 0; k < providers; ++k) {
     Provider p;
     p.node = net.rng()() % nodes;
-    p.key = std::make_shared<payments::PrivateKey>(payments::PrivateKey::Generate());
+    p.key = std::make_shared<payments::PrivateKey>(KeyFrom(net.rng()));
     p.next_refresh_ms = join_s * 1000 + net.rng()() % 10000;  // first offer soon after joining
     provs.push_back(std::move(p));
   }
@@ -176,7 +187,7 @@ int main(int argc, char** argv) {
     size_t origin;
     do origin = net.rng()() % net.size();
     while (!net.alive(origin));
-    auto key = payments::PrivateKey::Generate();
+    auto key = KeyFrom(net.rng());
     auto offer = MakeOffer(ledger, key, 1, net.now_unix(), lifetime_s, net.rng());
     traced = OfferKeyOf(offer);
     std::fill(reached.begin(), reached.end(), -1);
