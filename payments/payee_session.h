@@ -131,6 +131,7 @@ class PayeeSession {
   std::optional<uint64_t> NextDeadlineMs() const;
 
   const SessionTerms& terms() const { return options_.terms; }
+  const ChannelId& channel() const { return options_.channel; }
   Amount base() const { return options_.terms.base_cumulative; }
   Amount deposit() const { return options_.deposit; }
   // The latest promise that passed the checks (handed to the store; maybe not yet durable).

@@ -9,7 +9,7 @@ PACKAGES=(
   libsodium-dev libsecp256k1-dev libsqlite3-dev sqlite3 libssl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev libtomlplusplus-dev chromium
   libclang-rt-14-dev
   python3 procps curl
 )

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# The main job: a local network on loopback with the embedded SQLite ledger.
-# Builds what is missing, starts dvpn-ledger on 127.0.0.1 with a fresh operator key, then walks
-# through the money flow with dvpnctl as a user would: fund a client, open an escrow channel to a
-# provider, sign promises, settle them in a batch, withdraw, close the channel cooperatively.
-# Then a paid tunnel: the provider runs dvpn-tunnel-exit at a price per MB, the client opens a
-# new channel and runs dvpn-tunnel-client (SOCKS5), curl fetches a file from a local web server
-# through the tunnel while the client pays per megabyte, and the exit settles on shutdown.
-# The ledger, exit and client keep running afterwards until Ctrl-C (or everything stops at once
-# with --once). State lives in $DVPN_HOME (default ./.dvpn-local). Everything binds 127.0.0.1.
+# The main job: a whole dVPN network on one machine, on loopback, with the embedded SQLite
+# ledger. Builds what is missing, then starts:
+#   - dvpn-ledger (SQLite file in $DVPN_HOME),
+#   - three sellers, dvpn-node --config with different prices (0.08, 0.05, 0.12 credits per MB),
+#     gossiping their signed offers (2 and 3 bootstrap to 1),
+#   - a client: the operator funds its wallet (dvpnctl deposit); dvpn-tunnel-client asks seller 1's
+#     offer book, chooses the best offer (the cheapest, 0.05), opens an escrow channel to that
+#     seller and serves SOCKS5.
+# curl then fetches a file from a local web server through the SOCKS5 port; the script prints
+# what was paid to whom and the balances, and leaves the dashboards and the SOCKS5 address for
+# you to try until Ctrl-C stops everything (each seller settles what it holds first).
+# --once: stop after the fetch and check that data passed and credits moved (the test suite runs
+# this). State lives in $DVPN_HOME (default ./.dvpn-local). Everything binds 127.0.0.1; ports are
+# $DVPN_BASE_PORT (default 7400) and up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD_DIR=${BUILD_DIR:-build}
 HOME_DIR=${DVPN_HOME:-$ROOT/.dvpn-local}
-PORT=${DVPN_LEDGER_PORT:-7400}
-EXIT_PORT=${DVPN_EXIT_PORT:-7401}
-SOCKS_PORT=${DVPN_SOCKS_PORT:-7402}
-WEB_PORT=${DVPN_WEB_PORT:-7403}
+BASE=${DVPN_BASE_PORT:-7400}
+LEDGER_PORT=$BASE
+SOCKS_PORT=$((BASE + 2))
+WEB_PORT=$((BASE + 3))
+PRICES=(0.08 0.05 0.12)  # sellers 1, 2, 3
+FILE_BYTES=30000000
 ONCE=0
 [ "${1:-}" = "--once" ] && ONCE=1
 
-NEED=(dvpn-ledger dvpnctl dvpn-tunnel-exit dvpn-tunnel-client)
+NEED=(dvpn-ledger dvpnctl dvpn-node dvpn-tunnel-client)
 missing=0
 for b in "${NEED[@]}"; do [ -x "$BUILD_DIR/bin/$b" ] || missing=1; done
 if [ "$missing" = 1 ]; then
@@ -32,88 +39,110 @@ case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 BIN=$BUILD_DIR/bin
 
 rm -rf "$HOME_DIR" && mkdir -p "$HOME_DIR" && chmod 700 "$HOME_DIR"
-export DVPN_LEDGER=127.0.0.1:$PORT
+export DVPN_LEDGER=127.0.0.1:$LEDGER_PORT
 export DVPN_PASSPHRASE=${DVPN_PASSPHRASE:-local-demo-passphrase}
 ctl() { "$BIN/dvpnctl" --kdf-cost interactive "$@"; }
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+seller_port() { echo $((BASE + 10 * $1 + $2)); }  # seller N: +0 tunnel, +1 gossip, +2 gRPC, +3 http
 
-echo "== keys (operator, client, provider) in $HOME_DIR"
-for who in operator client provider; do
-  ctl --keystore "$HOME_DIR/$who.json" key new >/dev/null
-done
-addr() { ctl --keystore "$HOME_DIR/$1.json" --json key show | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])'; }
-CLIENT=$(addr client); PROVIDER=$(addr provider)
-
-echo "== starting dvpn-ledger on $DVPN_LEDGER (db $HOME_DIR/ledger.db)"
-"$BIN/dvpn-ledger" --db "$HOME_DIR/ledger.db" --listen "127.0.0.1:$PORT" \
-  --port-file "$HOME_DIR/ledger.port" --operator-keystore "$HOME_DIR/operator.json" \
-  --challenge-period 60 &
-LEDGER_PID=$!
-PIDS=()  # started after the ledger; stopped first, in reverse order
+PIDS=()  # stopped in reverse order
 cleanup() {
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     kill -TERM "${PIDS[i]}" 2>/dev/null || true
     wait "${PIDS[i]}" 2>/dev/null || true
   done
-  kill -TERM $LEDGER_PID 2>/dev/null || true
-  wait $LEDGER_PID 2>/dev/null || true
 }
 trap cleanup EXIT
-wait_file() {  # wait_file FILE WHAT: up to 15 s for FILE to be non-empty
-  for _ in $(seq 1 150); do [ -s "$1" ] && return 0; sleep 0.1; done
-  echo "$2 did not start" >&2
+wait_for() {  # wait_for WHAT COMMAND...: up to 20 s for COMMAND to succeed
+  local what=$1
+  shift
+  for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$what" >&2
   exit 1
 }
-for _ in $(seq 1 100); do [ -s "$HOME_DIR/ledger.port" ] && break; sleep 0.1; done
-[ -s "$HOME_DIR/ledger.port" ] || { echo "dvpn-ledger did not start" >&2; exit 1; }
 
-step() { echo; echo "\$ dvpnctl $*"; ctl "$@"; }
-step --keystore "$HOME_DIR/operator.json" info
-step --keystore "$HOME_DIR/operator.json" deposit --to "$CLIENT" 100
-CHANNEL=$(ctl --keystore "$HOME_DIR/client.json" --json channel open --provider "$PROVIDER" \
-  --amount 10 --expires-in 24h | python3 -c 'import json,sys; print(json.load(sys.stdin)["channel_id"])')
-echo; echo "opened channel $CHANNEL (10 credits in escrow for $PROVIDER)"
-for cumulative in 1 2.5 4; do
-  SIG=$(ctl --keystore "$HOME_DIR/client.json" --json promise --channel "$CHANNEL" \
-    --cumulative "$cumulative" | python3 -c 'import json,sys; print(json.load(sys.stdin)["signature"])')
-  echo "client signed a promise for $cumulative credits"
+echo "== keys: operator, client, seller1..3 (keystores in $HOME_DIR)"
+for who in operator client seller1 seller2 seller3; do
+  ctl --keystore "$HOME_DIR/$who.json" key new >/dev/null
 done
-step --keystore "$HOME_DIR/provider.json" settle --channel "$CHANNEL" --cumulative 4 --signature "$SIG"
-step --keystore "$HOME_DIR/provider.json" settle --channel "$CHANNEL" --cumulative 4 --signature "$SIG"
-step --keystore "$HOME_DIR/provider.json" withdraw 1.5 --destination "bank:demo"
-step --keystore "$HOME_DIR/provider.json" channel close "$CHANNEL"
-step --keystore "$HOME_DIR/client.json" balance
-step --keystore "$HOME_DIR/provider.json" balance
-step --keystore "$HOME_DIR/client.json" history
+addr() { ctl --keystore "$HOME_DIR/$1.json" --json key show | json '["address"]'; }
+CLIENT=$(addr client)
+
+echo "== dvpn-ledger on $DVPN_LEDGER (SQLite file $HOME_DIR/ledger.db)"
+"$BIN/dvpn-ledger" --db "$HOME_DIR/ledger.db" --listen "$DVPN_LEDGER" \
+  --port-file "$HOME_DIR/ledger.port" --operator-keystore "$HOME_DIR/operator.json" \
+  --challenge-period 60 > "$HOME_DIR/ledger.log" 2>&1 &
+PIDS+=($!)
+wait_for "dvpn-ledger did not start (see $HOME_DIR/ledger.log)" test -s "$HOME_DIR/ledger.port"
+
+echo "== three sellers (dvpn-node --config), gossiping their offers"
+for n in 1 2 3; do
+  bootstrap=""
+  [ "$n" != 1 ] && bootstrap="bootstrap = [\"127.0.0.1:$(seller_port 1 1)\"]"
+  cat > "$HOME_DIR/seller$n.toml" <<EOF
+# Seller $n of the local network (every key: docs/node.md).
+[node]
+ledger = "$DVPN_LEDGER"
+keystore = "$HOME_DIR/seller$n.json"
+data_dir = "$HOME_DIR/seller$n"
+
+[gossip]
+listen = "127.0.0.1:$(seller_port "$n" 1)"
+$bootstrap
+round_ms = 200
+anti_entropy_ms = 2000
+
+[offer]
+price_per_mb = "${PRICES[n - 1]}"
+region = "local"
+capacity_mbps = 100
+max_sessions = 16
+
+[tunnel]
+listen = "127.0.0.1:$(seller_port "$n" 0)"
+allow = ["127.0.0.1/32"]   # the local web server is on loopback, which exits refuse by default
+
+[settlement]
+threshold = "0.5"
+max_age_s = 30
+
+[control]
+grpc_listen = "127.0.0.1:$(seller_port "$n" 2)"
+http_listen = "127.0.0.1:$(seller_port "$n" 3)"
+EOF
+  "$BIN/dvpn-node" --config "$HOME_DIR/seller$n.toml" > "$HOME_DIR/seller$n.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "seller $n did not start (see $HOME_DIR/seller$n.log)" \
+    curl -sf "http://127.0.0.1:$(seller_port "$n" 3)/api/status"
+  echo "seller $n: $(addr "seller$n") sells at ${PRICES[n - 1]} credits/MB;" \
+    "dashboard http://127.0.0.1:$(seller_port "$n" 3)/"
+done
+offers_known() {
+  [ "$(curl -sf "http://127.0.0.1:$(seller_port 1 3)/api/status" | json '["gossip"]["offers"]')" = 3 ]
+}
+wait_for "the offers did not reach seller 1 (see $HOME_DIR/seller*.log)" offers_known
+echo "seller 1's offer book holds all 3 offers"
 
 echo
-echo "== a paid tunnel: $PROVIDER sells bandwidth at 0.05 credits per MB"
-CHANNEL=$(ctl --keystore "$HOME_DIR/client.json" --json channel open --provider "$PROVIDER" \
-  --amount 20 --expires-in 24h | python3 -c 'import json,sys; print(json.load(sys.stdin)["channel_id"])')
-echo "client opened channel $CHANNEL (20 credits in escrow)"
+echo "== the client: the operator funds its wallet, then it connects through the best offer"
+ctl --keystore "$HOME_DIR/operator.json" deposit --to "$CLIENT" 100 >/dev/null
+echo "\$ dvpnctl deposit --to $CLIENT 100   (client balance: $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["balance"]'))"
+"$BIN/dvpn-tunnel-client" --offers-from "127.0.0.1:$(seller_port 1 2)" \
+  --max-price-per-mb 0.1 --open-deposit 20 --keystore "$HOME_DIR/client.json" \
+  --ledger "$DVPN_LEDGER" --socks "127.0.0.1:$SOCKS_PORT" \
+  --socks-port-file "$HOME_DIR/socks.port" --provider-stats "$HOME_DIR/provider-stats.db" \
+  --session-cap 10 --daily-cap 15 --spend-file "$HOME_DIR/spend" \
+  > "$HOME_DIR/client.log" 2>&1 &
+PIDS+=($!)
+wait_for "dvpn-tunnel-client did not start (see $HOME_DIR/client.log)" test -s "$HOME_DIR/socks.port"
+grep -h "opened channel\|chose provider" "$HOME_DIR/client.log" | sed 's/^\[[^]]*\] \[[^]]*\] \[info\] /client: /'
+
 mkdir -p "$HOME_DIR/www"
-head -c 30000000 /dev/urandom > "$HOME_DIR/www/file.bin"
+head -c "$FILE_BYTES" /dev/urandom > "$HOME_DIR/www/file.bin"
 python3 -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$HOME_DIR/www" \
   > "$HOME_DIR/web.log" 2>&1 &
 PIDS+=($!)
-"$BIN/dvpn-tunnel-exit" --static-key-file "$HOME_DIR/exit.key" --print-public-key \
-  > "$HOME_DIR/exit.pub"
-"$BIN/dvpn-tunnel-exit" --listen "127.0.0.1:$EXIT_PORT" --port-file "$HOME_DIR/exit.port" \
-  --static-key-file "$HOME_DIR/exit.key" --allow 127.0.0.1/32 \
-  --price-per-mb 0.05 --ledger "$DVPN_LEDGER" --keystore "$HOME_DIR/provider.json" \
-  --promise-db "$HOME_DIR/promises.db" > "$HOME_DIR/exit.log" 2>&1 &
-EXIT_PID=$!
-PIDS+=($EXIT_PID)
-wait_file "$HOME_DIR/exit.port" "dvpn-tunnel-exit (see $HOME_DIR/exit.log)"
-echo "dvpn-tunnel-exit listening on 127.0.0.1:$EXIT_PORT (log $HOME_DIR/exit.log)"
-"$BIN/dvpn-tunnel-client" --provider "127.0.0.1:$EXIT_PORT" \
-  --provider-key "$(head -c 64 "$HOME_DIR/exit.pub")" --socks "127.0.0.1:$SOCKS_PORT" \
-  --socks-port-file "$HOME_DIR/socks.port" --keystore "$HOME_DIR/client.json" \
-  --channel "$CHANNEL" --ledger "$DVPN_LEDGER" --payee "$PROVIDER" --max-price-per-mb 0.1 \
-  --session-cap 10 --daily-cap 15 --spend-file "$HOME_DIR/spend" --log-level debug \
-  > "$HOME_DIR/client.log" 2>&1 &
-PIDS+=($!)
-wait_file "$HOME_DIR/socks.port" "dvpn-tunnel-client (see $HOME_DIR/client.log)"
-echo "dvpn-tunnel-client: SOCKS5 on 127.0.0.1:$SOCKS_PORT (log $HOME_DIR/client.log)"
+wait_for "the web server did not start" curl -sf -o /dev/null "http://127.0.0.1:$WEB_PORT/"
 echo
 echo "\$ curl --socks5-hostname 127.0.0.1:$SOCKS_PORT http://127.0.0.1:$WEB_PORT/file.bin"
 curl -sS --max-time 60 --socks5-hostname "127.0.0.1:$SOCKS_PORT" \
@@ -121,30 +150,56 @@ curl -sS --max-time 60 --socks5-hostname "127.0.0.1:$SOCKS_PORT" \
   -w 'fetched %{size_download} bytes in %{time_total} s through the tunnel\n'
 cmp -s "$HOME_DIR/www/file.bin" "$HOME_DIR/fetched.bin" || { echo "the copy differs" >&2; exit 1; }
 echo "the copy is identical"
-sleep 1  # the last invoice and promise of the transfer
-echo "promises the client signed: $(grep -c 'promising cumulative' "$HOME_DIR/client.log" || true)" \
-  "(latest: $(grep -o 'promising cumulative [0-9.]*' "$HOME_DIR/client.log" | tail -1 | cut -d' ' -f3))"
+
+# The chosen seller settles on its own once 0.5 credits are unsettled (its [settlement]
+# threshold); wait for the ledger to show it.
+settled() {  # settled N: seller N's settled micro-credits, from its dashboard
+  curl -sf "http://127.0.0.1:$(seller_port "$1" 3)/api/earnings" | json '["settled_micro"]'
+}
+paid_seller() { for n in 1 2 3; do [ "$(settled "$n")" -gt 0 ] && echo "$n" && return 0; done; return 1; }
+wait_for "no seller settled anything (see $HOME_DIR/seller*.log)" paid_seller
+sleep 1  # the last promise of the transfer
+echo
+echo "== who was paid"
+for n in 1 2 3; do
+  earnings=$(curl -sf "http://127.0.0.1:$(seller_port "$n" 3)/api/earnings")
+  printf 'seller %s (%s/MB): settled %s micro-credits, unsettled %s; ledger balance %s\n' "$n" \
+    "${PRICES[n - 1]}" "$(echo "$earnings" | json '["settled_micro"]')" \
+    "$(echo "$earnings" | json '["unsettled_micro"]')" \
+    "$(ctl --keystore "$HOME_DIR/seller$n.json" --json balance | json '["balance"]')"
+done
+echo "client $CLIENT: balance $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["balance"]')," \
+  "in escrow $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["escrowed"]')"
 
 if [ "$ONCE" = 1 ]; then
+  # The cheapest offer (seller 2, 0.05/MB) was chosen, and 30 MB at 0.05 moved about 1.5
+  # credits to it once everything is settled at shutdown.
   echo
-  echo "== stopping the exit: it settles the latest promise on shutdown"
-  kill -TERM "$EXIT_PID"
-  wait "$EXIT_PID" || true
-  step --keystore "$HOME_DIR/provider.json" balance
-  step --keystore "$HOME_DIR/client.json" channel show "$CHANNEL"
-  SETTLED=$(ctl --keystore "$HOME_DIR/client.json" --json channel show "$CHANNEL" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["settled_micro"])')
-  # 30 MB at 0.05 per MB, plus the HTTP request and headers: 1.5 credits and a few micro.
-  if [ "$SETTLED" -lt 1500000 ] || [ "$SETTLED" -gt 1600000 ]; then
-    echo "settled $SETTLED micro-credits, expected about 1500000" >&2
+  echo "== stopping: every seller settles what it holds"
+  for ((i = ${#PIDS[@]} - 1; i >= 1; i--)); do  # all but the ledger (PIDS[0])
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
+  PIDS=("${PIDS[0]}")
+  for n in 1 2 3; do
+    BAL[n]=$(ctl --keystore "$HOME_DIR/seller$n.json" --json balance | json '["balance_micro"]')
+    echo "seller $n balance: ${BAL[n]} micro-credits"
+  done
+  if [ "${BAL[2]}" -lt 1500000 ] || [ "${BAL[2]}" -gt 1600000 ]; then
+    echo "seller 2 was paid ${BAL[2]} micro-credits, expected about 1500000" >&2
     exit 1
   fi
+  if [ "${BAL[1]}" != 0 ] || [ "${BAL[3]}" != 0 ]; then
+    echo "a seller the client did not choose was paid" >&2
+    exit 1
+  fi
+  echo "OK: data passed through the tunnel and 30 MB at 0.05/MB moved ${BAL[2]} micro-credits"
   exit 0
 fi
 echo
-echo "Running: dvpn-ledger on $DVPN_LEDGER, a paid exit on 127.0.0.1:$EXIT_PORT, and a client"
-echo "with SOCKS5 on 127.0.0.1:$SOCKS_PORT. Try, in another shell:"
+echo "Running. Try, in another shell:"
 echo "  curl --socks5-hostname 127.0.0.1:$SOCKS_PORT http://127.0.0.1:$WEB_PORT/file.bin -o /dev/null"
-echo "  DVPN_LEDGER=$DVPN_LEDGER DVPN_PASSPHRASE=$DVPN_PASSPHRASE $BIN/dvpnctl --keystore $HOME_DIR/provider.json watch"
-echo "Ctrl-C stops everything (the exit settles what it holds first)."
-wait $LEDGER_PID
+for n in 1 2 3; do echo "  seller $n dashboard: http://127.0.0.1:$(seller_port "$n" 3)/"; done
+echo "  DVPN_LEDGER=$DVPN_LEDGER DVPN_PASSPHRASE=$DVPN_PASSPHRASE $BIN/dvpnctl --keystore $HOME_DIR/seller2.json balance"
+echo "Ctrl-C stops everything (each seller settles what it holds first)."
+wait "${PIDS[0]}"

@@ -274,6 +274,7 @@ std::expected<std::unique_ptr<OfferBookServer>, std::string> OfferBookServer::St
   int port = 0;
   builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(server->service_.get());
+  for (grpc::Service* extra : options.extra_services) builder.RegisterService(extra);
   // Requests are a filter: small. Replies hold up to 1000 offers of at most ~1.5 KB.
   builder.SetMaxReceiveMessageSize(64 * 1024);
   server->server_ = builder.BuildAndStart();

@@ -139,6 +139,9 @@ struct OfferBookServerOptions {
   // "host:port"; port 0 picks a free port (see OfferBookServer::port()).
   std::string listen_address = "127.0.0.1:0";
   OfferBookServiceOptions service;
+  // Other services served on the same port (dvpn-node's NodeControl); they must outlive the
+  // server.
+  std::vector<grpc::Service*> extra_services;
 };
 
 class OfferBookServer {

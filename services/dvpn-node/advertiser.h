@@ -58,6 +58,13 @@ class OfferAdvertiser {
   // one lifetime so it outlives every live version signed before.
   std::expected<marketplace::Offer, std::string> Retire(uint64_t now_unix_ms);
 
+  // The price of the versions signed from now on (the next PublishLive advertises it).
+  void SetPrice(Amount per_mb, Amount per_minute) {
+    template_.price_per_mb = per_mb;
+    template_.price_per_minute = per_minute;
+  }
+  const OfferTemplate& offer_template() const { return template_; }
+
   // The last version published, if any.
   const std::optional<marketplace::Offer>& last() const { return last_; }
 

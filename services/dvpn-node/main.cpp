@@ -34,6 +34,8 @@
 #include "marketplace/rpc/offer_book_service.h"
 #include "payments/keys.h"
 #include "services/dvpn-node/advertiser.h"
+#include "services/dvpn-node/config.h"
+#include "services/dvpn-node/seller_node.h"
 #include "tunnel/session/cli_util.h"
 
 namespace {
@@ -100,46 +102,11 @@ int Refuse(const std::string& message) {
   return kExitConfig;
 }
 
-struct HostPort {
-  std::string host;
-  uint32_t port = 0;
-};
-
-// "host:port" or "[v6]:port"; port 0..65535. The error says what is wrong with `text`.
-std::expected<HostPort, std::string> SplitHostPort(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    return std::unexpected("expected HOST:PORT, got \"" + text + "\"");
-  }
-  HostPort out;
-  out.host = text.substr(0, colon);
-  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
-    out.host = out.host.substr(1, out.host.size() - 2);
-  }
-  const std::string port = text.substr(colon + 1);
-  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port) > 65535) {
-    return std::unexpected("bad port in \"" + text + "\" (expected 0..65535)");
-  }
-  out.port = static_cast<uint32_t>(std::stoul(port));
-  if (out.host.empty()) return std::unexpected("empty host in \"" + text + "\"");
-  return out;
-}
-
-// A peer or offer endpoint: host by protocol.md §6's rule, port 1..65535.
-std::expected<mp::Endpoint, std::string> ParseEndpoint(const std::string& text) {
-  auto hp = SplitHostPort(text);
-  if (!hp) return std::unexpected(hp.error());
-  if (hp->port == 0) return std::unexpected("port 0 in \"" + text + "\" (expected 1..65535)");
-  if (hp->host.size() > mp::kMaxHost) {
-    return std::unexpected("host longer than " + std::to_string(mp::kMaxHost) + " bytes");
-  }
-  if (!mp::ValidHost(hp->host)) {
-    return std::unexpected("host \"" + hp->host +
-                           "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
-  }
-  return mp::Endpoint{hp->host, static_cast<uint16_t>(hp->port)};
-}
+using dvpn::node::CheckRegion;
+using dvpn::node::ParseEndpoint;
+using dvpn::node::ParseHostPort;
+using dvpn::node::ParseListenAddress;
+using dvpn::node::ParsePrice;
 
 std::optional<dvpn::ByteArray<32>> Hex32(const std::string& text) {
   auto bytes = dvpn::FromHex(text);
@@ -149,8 +116,8 @@ std::optional<dvpn::ByteArray<32>> Hex32(const std::string& text) {
 
 void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--ledger-id", f.ledger_id,
-                 "the network: the id of the ledger this node trades on, 64 hex digits")
-      ->required();
+                 "the network: the id of the ledger this node trades on, 64 hex digits "
+                 "(required without --config)");
   app.add_option("--gossip-listen", f.gossip_listen,
                  "IP:PORT to accept gossip connections on (an IPv4 or IPv6 literal; port 0: any "
                  "free port)")
@@ -225,17 +192,8 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   if (!network) return std::unexpected("--ledger-id: expected 64 hex digits (the ledger id)");
   s.gossip.network.bytes = *network;
 
-  auto listen = SplitHostPort(f.gossip_listen);
+  auto listen = ParseListenAddress(f.gossip_listen);
   if (!listen) return std::unexpected("--gossip-listen: " + listen.error());
-  {
-    in6_addr v6{};
-    in_addr v4{};
-    if (inet_pton(AF_INET, listen->host.c_str(), &v4) != 1 &&
-        inet_pton(AF_INET6, listen->host.c_str(), &v6) != 1) {
-      return std::unexpected("--gossip-listen: \"" + listen->host +
-                             "\" is not an IPv4 or IPv6 literal");
-    }
-  }
   s.transport.listen_address = listen->host;
   s.transport.listen_port = static_cast<uint16_t>(listen->port);
   s.gossip.listen_port = static_cast<uint16_t>(f.advertise_port);
@@ -254,7 +212,7 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   s.gossip.anti_entropy = std::chrono::milliseconds(f.anti_entropy_ms);
   s.gossip.hello_timeout = std::chrono::milliseconds(f.hello_timeout_ms);
 
-  auto grpc = SplitHostPort(f.grpc_listen);
+  auto grpc = ParseHostPort(f.grpc_listen, true);
   if (!grpc) return std::unexpected("--grpc-listen: " + grpc.error());
   s.grpc.listen_address = f.grpc_listen;
   s.port_file = f.port_file;
@@ -280,20 +238,12 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
 
   dvpn::node::OfferTemplate t;
   t.ledger = s.gossip.network;
-  auto price = dvpn::Amount::Parse(f.price_per_mb);
-  if (!price) return std::unexpected("--price-per-mb: not an amount of credits: " + f.price_per_mb);
-  if (price->micro() > mp::kMaxOfferPrice) {
-    return std::unexpected("--price-per-mb: at most 1000000 credits");
-  }
+  auto price = ParsePrice(f.price_per_mb);
+  if (!price) return std::unexpected("--price-per-mb: " + price.error());
   t.price_per_mb = *price;
   if (!f.price_per_minute.empty()) {
-    auto per_minute = dvpn::Amount::Parse(f.price_per_minute);
-    if (!per_minute) {
-      return std::unexpected("--price-per-minute: not an amount of credits: " + f.price_per_minute);
-    }
-    if (per_minute->micro() > mp::kMaxOfferPrice) {
-      return std::unexpected("--price-per-minute: at most 1000000 credits");
-    }
+    auto per_minute = ParsePrice(f.price_per_minute);
+    if (!per_minute) return std::unexpected("--price-per-minute: " + per_minute.error());
     t.price_per_minute = *per_minute;
   }
   if (f.tunnel_key.empty()) return std::unexpected("--tunnel-key is required with --price-per-mb");
@@ -311,14 +261,7 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
     if (!e) return std::unexpected("--endpoint: " + e.error());
     t.endpoints.push_back(*e);
   }
-  if (f.region.size() > mp::kMaxRegion) {
-    return std::unexpected("--region: at most " + std::to_string(mp::kMaxRegion) + " bytes");
-  }
-  for (char c : f.region) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-      return std::unexpected("--region: only a-z, 0-9 and '-' (e.g. eu-west)");
-    }
-  }
+  if (auto ok = CheckRegion(f.region); !ok) return std::unexpected("--region: " + ok.error());
   t.region = f.region;
   t.capacity_mbps = f.capacity_mbps;
   t.max_sessions = f.max_sessions;
@@ -461,7 +404,22 @@ int Run(Settings& s, const sigset_t& signals) {
 
 int main(int argc, char** argv) {
   Flags flags;
-  CLI::App app{"dvpn-node: a dVPN marketplace node (gossip of signed offers, gRPC OfferBook)"};
+  CLI::App app{
+      "dvpn-node: a dVPN provider's daemon (--config: tunnel exit, payments, settlement, offer, "
+      "control service and dashboard) or a marketplace node (flags: gossip of signed offers, "
+      "gRPC OfferBook)"};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string ports_file;
+  app.add_option("--config", config_path,
+                 "seller mode: the node's TOML file (docs/node.md); the flags below are then "
+                 "refused except --set and --ports-file");
+  app.add_option("--set", overrides,
+                 "seller mode: override a file key, TABLE.KEY=VALUE (repeatable), e.g. "
+                 "--set offer.price_per_mb=0.3");
+  app.add_option("--ports-file", ports_file,
+                 "seller mode: write the bound ports (gossip, tunnel, control, http) to this file");
+  app.set_version_flag("--version", "dvpn-node " DVPN_VERSION);
   AddFlags(app, flags);
   try {
     app.parse(argc, argv);
@@ -469,11 +427,6 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitConfig;
   }
-  if (!dvpn::SetLogLevel(flags.log_level)) {
-    return Refuse("--log-level: unknown level \"" + flags.log_level + "\"");
-  }
-  auto settings = Validate(flags);
-  if (!settings) return Refuse(settings.error());
 
   // Block the shutdown signals before any thread starts, so every thread inherits the mask and
   // only the main thread's sigtimedwait receives them.
@@ -481,6 +434,35 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+
+  if (!config_path.empty()) {
+    for (const CLI::Option* o : app.get_options()) {
+      const std::string name = o->get_name();
+      if (o->count() > 0 && name != "--config" && name != "--set" && name != "--ports-file") {
+        return Refuse(name + " cannot be combined with --config (write it in the file, or use "
+                             "--set TABLE.KEY=VALUE)");
+      }
+    }
+    auto config = dvpn::node::LoadNodeConfig(config_path, overrides);
+    if (!config) return Refuse(config.error());
+    dvpn::SetLogLevel(config->log_level);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    try {
+      return dvpn::node::RunSellerNode(*config, {.ports_file = ports_file}, signals);
+    } catch (const std::exception& e) {
+      std::cerr << "dvpn-node: " << e.what() << "\n";
+      return kExitRuntime;
+    }
+  }
+  if (!overrides.empty() || !ports_file.empty()) {
+    return Refuse("--set and --ports-file need --config (seller mode)");
+  }
+  if (flags.ledger_id.empty()) return Refuse("--ledger-id is required (or give --config)");
+  if (!dvpn::SetLogLevel(flags.log_level)) {
+    return Refuse("--log-level: unknown level \"" + flags.log_level + "\"");
+  }
+  auto settings = Validate(flags);
+  if (!settings) return Refuse(settings.error());
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   try {

@@ -8,16 +8,11 @@
 // Exit codes: 0 clean shutdown (or --print-public-key); 2 refused to start (bad flag or value
 // out of range, key file, rule, payment configuration); 1 cannot listen.
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -51,45 +46,10 @@ constexpr uint32_t kMaxRate = 1'000'000;
 namespace session = dvpn::tunnel::session;
 
 constexpr std::chrono::milliseconds kShutdownGrace{2'000};
-using dvpn::tunnel::X25519KeyPair;
 
 int Refuse(const std::string& message) {
   std::cerr << "dvpn-tunnel-exit: " << message << "\n";
   return kExitConfig;
-}
-
-// Reads the hex X25519 secret from `path`, or creates the file (mode 0600) with a fresh one.
-std::optional<X25519KeyPair> LoadOrCreateKey(const std::string& path, std::string* error) {
-  std::ifstream in(path);
-  if (in) {
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string text = ss.str();
-    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-    auto bytes = dvpn::FromHex(text);
-    if (!bytes || bytes->size() != 32) {
-      *error = path + ": expected 64 hex digits (an X25519 secret key)";
-      return std::nullopt;
-    }
-    auto secret = dvpn::ToArray<32>(*bytes);
-    auto pair = X25519KeyPair::FromSecret(*secret);
-    dvpn::tunnel::Wipe(*bytes);
-    return pair;
-  }
-  auto pair = X25519KeyPair::Generate();
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) {
-    *error = "cannot create " + path + ": " + std::strerror(errno);
-    return std::nullopt;
-  }
-  std::string hex = dvpn::ToHex(pair.secret_key) + "\n";
-  bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
-  ok = (::close(fd) == 0) && ok;
-  if (!ok) {
-    *error = "cannot write " + path;
-    return std::nullopt;
-  }
-  return pair;
 }
 
 }  // namespace
@@ -212,23 +172,15 @@ int main(int argc, char** argv) {
   dvpn::tunnel::EnsureSodium();
 
   std::string error;
-  auto key = LoadOrCreateKey(key_file, &error);
-  if (!key) return Refuse(error);
+  auto key = session::LoadOrCreateTunnelKey(key_file);
+  if (!key) return Refuse(key.error());
   std::string public_hex = dvpn::ToHex(key->public_key);
   if (print_public_key) {
     std::cout << public_hex << "\n";
     return 0;
   }
 
-  std::vector<std::string> rules;
-  auto with_action = [](const std::string& action, const std::string& rule) {
-    std::string_view r = rule;
-    while (!r.empty() && r.front() == ' ') r.remove_prefix(1);
-    if (r.starts_with(action + " ")) return std::string(r);
-    return action + " " + std::string(r);
-  };
-  for (const auto& r : deny) rules.push_back(with_action("deny", r));
-  for (const auto& r : allow) rules.push_back(with_action("allow", r));
+  std::vector<std::string> rules = session::PolicyRules(deny, allow);
 
   session::asio::io_context io(1);
   auto endpoint = session::ResolveHostPort(io, listen, &error);

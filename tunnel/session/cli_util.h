@@ -14,11 +14,14 @@
 #include <cstdlib>
 #include <expected>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/amount.h"
 #include "common/bytes.h"
 #include "payments/keys.h"
 #include "payments/keystore.h"
+#include "tunnel/handshake.h"
 #include "tunnel/session/asio.h"
 
 namespace dvpn::tunnel::session {
@@ -140,5 +143,25 @@ inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
   if (!k) return std::unexpected("--keystore: " + k.error().message);
   return std::move(*k);
 }
+
+// The exit policy's rule lines from --deny / --allow style lists ("10.0.0.0/8" or
+// "deny 10.0.0.0/8"): deny rules first, then allow rules (ExitPolicy::FromStrings).
+inline std::vector<std::string> PolicyRules(const std::vector<std::string>& deny,
+                                            const std::vector<std::string>& allow) {
+  auto with_action = [](const std::string& action, const std::string& rule) {
+    std::string_view r = rule;
+    while (!r.empty() && r.front() == ' ') r.remove_prefix(1);
+    if (r.starts_with(action + " ")) return std::string(r);
+    return action + " " + std::string(r);
+  };
+  std::vector<std::string> rules;
+  for (const auto& r : deny) rules.push_back(with_action("deny", r));
+  for (const auto& r : allow) rules.push_back(with_action("allow", r));
+  return rules;
+}
+
+// Reads the tunnel's hex X25519 secret from `path`, or creates the file (mode 0600) with a fresh
+// one. The error names the file.
+std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path);
 
 }  // namespace dvpn::tunnel::session

@@ -56,7 +56,29 @@ void ExitServer::Stop(std::function<void()> on_idle) {
     return;
   }
   auto tunnels = tunnels_;
-  for (auto& t : tunnels) t->Close(CloseReason::kShutdown, "exit shutting down", true);
+  for (auto& [t, entry] : tunnels) t->Close(CloseReason::kShutdown, "exit shutting down", true);
+}
+
+std::vector<ExitServer::TunnelInfo> ExitServer::Tunnels() const {
+  std::vector<TunnelInfo> out;
+  out.reserve(tunnels_.size());
+  for (const auto& [t, entry] : tunnels_) {
+    TunnelInfo info{.name = t->name(),
+                    .peer = entry.peer,
+                    .started_unix_ms = entry.started_unix_ms,
+                    .bytes_sent = t->data_bytes_sent(),
+                    .bytes_received = t->data_bytes_received(),
+                    .payment = std::nullopt};
+    if (entry.controller) info.payment = entry.controller->GetSnapshot();
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+uint64_t ExitServer::metered_bytes_total() const {
+  uint64_t total = closed_metered_bytes_;
+  for (const auto& [t, entry] : tunnels_) total += t->data_bytes_sent() + t->data_bytes_received();
+  return total;
 }
 
 asio::awaitable<void> ExitServer::AcceptLoop() {
@@ -188,9 +210,19 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
   std::string name = "tunnel#" + std::to_string(next_tunnel_++);
   TunnelLog()->info("exit: {} established ({}, client {})", name, CipherName(keys.cipher),
               ToHex(hello->identity.bytes()).substr(0, 16));
+  std::string peer;
+  {
+    error_code ignored;
+    auto remote = socket.remote_endpoint(ignored);
+    peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+  }
   auto tunnel = std::make_shared<TunnelConnection>(std::move(socket), keys, Role::kExit,
                                                    options_.connection, name);
-  tunnels_.insert(tunnel);
+  auto& entry = tunnels_[tunnel];
+  entry.peer = std::move(peer);
+  entry.started_unix_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count());
   std::weak_ptr<TunnelConnection> weak = tunnel;
   std::shared_ptr<PayeeController> controller;
   if (admission) {
@@ -206,6 +238,7 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
       release_guard.armed = false;
       controller = std::make_shared<PayeeController>(options_.payments, std::move(*session), tunnel,
                                                      admission->channel, msg2_sent);
+      entry.controller = controller;
     }
   }
   tunnel->Start(
@@ -219,12 +252,21 @@ asio::awaitable<void> ExitServer::Handshake(tcp::socket socket) {
       [self, weak, name, controller]() {
         TunnelLog()->info("exit: {} closed", name);
         if (controller) controller->OnClosed();
-        if (auto t = weak.lock()) self->tunnels_.erase(t);
+        if (auto t = weak.lock()) {
+          if (self->tunnels_.erase(t) > 0) {
+            self->closed_metered_bytes_ += t->data_bytes_sent() + t->data_bytes_received();
+          }
+        }
         if (self->tunnels_.empty() && self->on_idle_) std::exchange(self->on_idle_, nullptr)();
       });
   if (refusal) {
     TunnelLog()->info("exit: {} refused: payment required: {}", name, *refusal);
     tunnel->Close(CloseReason::kPaymentRequired, *refusal, true);
+    co_return;
+  }
+  if (refusal_) {
+    TunnelLog()->info("exit: {} refused: {}", name, *refusal_);
+    tunnel->Close(CloseReason::kShutdown, *refusal_, true);
     co_return;
   }
   if (controller) controller->Start();

@@ -6,13 +6,17 @@
 // first allowed address is connected to (with a timeout) and the client gets OPEN_OK or
 // OPEN_FAIL with the matching reason. Destinations are logged only when asked to.
 //
-// Threading: single io_context thread; not thread-safe. Owned by the caller (shared_ptr); it
+// Threading: single io_context thread; not thread-safe (post to it to read Tunnels() etc.). Owned by the caller (shared_ptr); it
 // must outlive the io_context's run.
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
-#include <unordered_set>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "common/clock.h"
 #include "tunnel/exit_policy.h"
@@ -38,6 +42,16 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
     std::shared_ptr<ExitPayments> payments;
   };
 
+  // One open tunnel as the operator sees it (NodeControl's ListSessions).
+  struct TunnelInfo {
+    std::string name;  // "tunnel#N"
+    std::string peer;  // the client's IP:port
+    uint64_t started_unix_ms = 0;
+    uint64_t bytes_sent = 0;      // metered (DATA payload) bytes to the client
+    uint64_t bytes_received = 0;  // metered bytes from the client
+    std::optional<PayeeController::Snapshot> payment;  // paid sessions only
+  };
+
   // Binds and listens on `listen` (throws boost::system::system_error when it cannot).
   ExitServer(asio::io_context& io, const tcp::endpoint& listen, const X25519KeyPair& static_key,
              ExitPolicy policy, Options options);
@@ -47,10 +61,21 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   // Stops accepting and closes every tunnel (CLOSE kShutdown); `on_idle`, if given, runs on
   // the io thread once the last tunnel has closed (at once when there is none).
   void Stop(std::function<void()> on_idle = nullptr);
+  // Stops accepting; open tunnels go on (a graceful shutdown's first step).
+  void StopAccepting() {
+    error_code ignored;
+    acceptor_.close(ignored);
+  }
   // After the io_context stopped: lets go of tunnels that did not close in time (their handlers
   // hold the server, so they would keep each other alive). Not on a running io thread.
   void DropTunnels() { tunnels_.clear(); }
   size_t tunnel_count() const { return tunnels_.size(); }
+  std::vector<TunnelInfo> Tunnels() const;
+  // Metered bytes (both directions) of every tunnel since the server started, open or closed.
+  uint64_t metered_bytes_total() const;
+  // While `refusal` is set, new tunnels are closed right after the handshake with CLOSE
+  // kShutdown carrying its text (e.g. a data cap reached); tunnels already open go on.
+  void SetRefusal(std::optional<std::string> refusal) { refusal_ = std::move(refusal); }
 
  private:
   asio::awaitable<void> AcceptLoop();
@@ -65,7 +90,14 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   SystemClock clock_;
   ReplayGuard replay_guard_;
   HandshakeRateLimiter rate_limiter_;
-  std::unordered_set<std::shared_ptr<TunnelConnection>> tunnels_;
+  struct TunnelEntry {
+    std::string peer;
+    uint64_t started_unix_ms = 0;
+    std::shared_ptr<PayeeController> controller;
+  };
+  std::unordered_map<std::shared_ptr<TunnelConnection>, TunnelEntry> tunnels_;
+  uint64_t closed_metered_bytes_ = 0;  // of tunnels no longer in tunnels_
+  std::optional<std::string> refusal_;
   std::function<void()> on_idle_;  // set by Stop()
   uint64_t next_tunnel_ = 1;
 };

@@ -64,6 +64,9 @@ class ExitPayments : public std::enable_shared_from_this<ExitPayments> {
                    std::function<void(payments::GatewayResult<ledger::ChannelState>)> done);
 
   const ExitPaymentConfig& config() const { return config_; }
+  // Sessions admitted from now on get `price` in their terms; open sessions keep theirs.
+  // io thread.
+  void SetPrice(const payments::Price& price) { config_.price = price; }
   // Waits (bounded by `deadline`) until no ReadChannel thread is running any more, so that the
   // gateway and the io_context may be destroyed. Any thread; true when none is left.
   bool WaitForLedgerCalls(std::chrono::steady_clock::time_point deadline);
@@ -93,6 +96,18 @@ class PayeeController : public std::enable_shared_from_this<PayeeController> {
   void Start();
   // The tunnel closed: stops the timer, releases the channel.
   void OnClosed();
+
+  // The session's payment state for the operator (io thread).
+  struct Snapshot {
+    payments::ChannelId channel;
+    payments::Price price;
+    Amount accepted;  // cumulative promise accepted in this session (base included)
+    bool paused = false;
+  };
+  Snapshot GetSnapshot() const {
+    return Snapshot{session_.channel(), session_.terms().price, session_.accepted(),
+                    session_.paused()};
+  }
 
  private:
   uint64_t ElapsedMs() const;

@@ -1,0 +1,425 @@
+#include "services/dvpn-node/seller_node.h"
+
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+
+#include "common/log.h"
+#include "common/port_file.h"
+#include "ledger/rpc/ledger_gateway_rpc.h"
+#include "marketplace/gossip_transport.h"
+#include "marketplace/rpc/offer_book_service.h"
+#include "marketplace/wire.h"
+#include "payments/keystore.h"
+#include "services/dvpn-node/advertiser.h"
+#include "services/dvpn-node/dashboard.h"
+#include "services/dvpn-node/node_control.h"
+#include "services/dvpn-node/seller.h"
+#include "tunnel/session/cli_util.h"
+
+namespace dvpn::node {
+namespace {
+
+namespace mp = marketplace;
+using namespace std::chrono_literals;
+
+constexpr std::chrono::milliseconds kPublishTimeout{5000};
+constexpr std::chrono::seconds kRetryRefresh{5};
+constexpr std::chrono::seconds kLedgerTimeout{10};
+constexpr std::chrono::milliseconds kRetireLinger{1000};
+constexpr size_t kMaxPassphrase = 1024;
+constexpr size_t kMaxChannelsShown = 1000;
+
+uint64_t WallMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+int Fail(int code, const std::string& message) {
+  std::cerr << "dvpn-node: " << message << "\n";
+  return code;
+}
+
+// Waits for one of `signals` until `deadline`. Returns the signal, or 0 at the deadline.
+int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= 0s) return 0;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    int sig = ::sigtimedwait(&signals, nullptr, &ts);
+    if (sig > 0) return sig;
+    if (errno != EAGAIN && errno != EINTR) return 0;
+  }
+}
+
+// The provider's account key from the keystore; the passphrase from passphrase_file or
+// $DVPN_PASSPHRASE. Errors name the key and say what is wrong (the passphrase never appears).
+std::expected<payments::PrivateKey, std::string> LoadProviderKey(const NodeConfig& c) {
+  std::string passphrase;
+  if (!c.passphrase_file.empty()) {
+    std::string error;
+    auto p = tunnel::session::ReadSecretFile(c.passphrase_file, kMaxPassphrase, &error);
+    if (!p) return std::unexpected("node.passphrase_file: " + error);
+    passphrase = std::move(*p);
+  } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
+    passphrase = env;
+  } else {
+    return std::unexpected(
+        "node.keystore: no passphrase (set node.passphrase_file or $DVPN_PASSPHRASE)");
+  }
+  auto key = payments::LoadKeystore(c.keystore, passphrase);
+  if (key) return std::move(*key);
+  switch (key.error().code) {
+    case payments::KeystoreErrc::kWrongPassphrase:
+      return std::unexpected("node.keystore " + c.keystore +
+                             ": wrong passphrase (the file is intact but does not open with it)");
+    case payments::KeystoreErrc::kIo:
+      return std::unexpected("node.keystore " + c.keystore + ": cannot read: " +
+                             key.error().message);
+    default:
+      return std::unexpected("node.keystore " + c.keystore + ": " + key.error().message);
+  }
+}
+
+// The running node: every part, and the NodeControl answers built from them.
+class SellerNode final : public NodeBackend {
+ public:
+  SellerNode(const NodeConfig& config, payments::PrivateKey key, payments::LedgerId ledger)
+      : config_(config),
+        key_(std::move(key)),
+        ledger_(ledger),
+        provider_(payments::Address::FromPublicKey(key_.public_key()).ToString()),
+        started_(std::chrono::steady_clock::now()) {}
+
+  int Run(const SellerRunOptions& options, const sigset_t& signals,
+          const tunnel::X25519KeyPair& tunnel_key, payments::LedgerGateway& gateway);
+
+  v1::GetStatusResponse Status() override;
+  v1::ListSessionsResponse Sessions() override;
+  v1::GetEarningsResponse Earnings() override;
+  v1::SettleNowResponse SettleNow(std::chrono::milliseconds timeout) override;
+  std::expected<v1::Offer, std::string> SetPrice(const payments::Price& price) override;
+
+ private:
+  // Publishes a fresh live version (or, over the data cap, keeps the offer retired).
+  void Refresh();
+  void OnCap(bool over_cap);
+
+  const NodeConfig config_;
+  const payments::PrivateKey key_;
+  const payments::LedgerId ledger_;
+  const std::string provider_;
+  const std::chrono::steady_clock::time_point started_;
+  std::shared_ptr<spdlog::logger> log_ = Logger("dvpn-node");
+
+  std::unique_ptr<mp::GossipTransport> transport_;
+  std::unique_ptr<Seller> seller_;
+  std::mutex advertiser_mu_;  // guards advertiser_, over_cap_ (main, gRPC and sampler threads)
+  std::optional<OfferAdvertiser> advertiser_;
+  bool over_cap_ = false;
+};
+
+void SellerNode::Refresh() {
+  std::lock_guard lock(advertiser_mu_);
+  if (over_cap_) return;
+  auto published = advertiser_->PublishLive(WallMs());
+  if (!published) log_->warn("re-publishing the offer failed: {}", published.error());
+}
+
+void SellerNode::OnCap(bool over_cap) {
+  std::lock_guard lock(advertiser_mu_);
+  over_cap_ = over_cap;
+  auto published = over_cap ? advertiser_->Retire(WallMs()) : advertiser_->PublishLive(WallMs());
+  if (!published) log_->warn("publishing the offer after a data cap change failed: {}",
+                             published.error());
+}
+
+v1::GetStatusResponse SellerNode::Status() {
+  v1::GetStatusResponse s;
+  s.set_version(DVPN_VERSION);
+  s.set_uptime_s(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count()));
+  s.set_provider_address(provider_);
+  s.set_ledger_id(ledger_.bytes.data(), ledger_.bytes.size());
+  {
+    std::lock_guard lock(advertiser_mu_);
+    if (advertiser_ && advertiser_->last()) mp::ToProto(*advertiser_->last(), s.mutable_offer());
+  }
+  auto totals = seller_->Totals();
+  s.set_sessions_open(static_cast<uint32_t>(totals.sessions_open));
+  s.set_bytes_metered(totals.bytes_metered);
+  s.set_month_bytes_metered(totals.month_bytes_metered);
+  s.set_monthly_data_cap_bytes(config_.monthly_data_gb * 1'000'000'000);
+  s.set_accepting(!totals.refusal.has_value());
+  if (totals.refusal) s.set_not_accepting_reason(*totals.refusal);
+  auto stats = transport_->Stats();
+  if (stats.wait_for(1s) == std::future_status::ready) {
+    auto st = stats.get();
+    s.set_gossip_peers(static_cast<uint32_t>(st.node.peers));
+    s.set_gossip_offers(static_cast<uint32_t>(st.live_offers));
+    for (size_t v = 1; v < mp::kOfferVerdicts; ++v) {
+      if (v == static_cast<size_t>(mp::OfferVerdict::kNotNewer)) continue;  // duplicates: normal
+      (*s.mutable_gossip_offers_refused())[mp::OfferVerdictName(static_cast<mp::OfferVerdict>(v))] =
+          st.node.verdicts[v];
+    }
+  }
+  return s;
+}
+
+v1::ListSessionsResponse SellerNode::Sessions() {
+  v1::ListSessionsResponse out;
+  for (const auto& t : seller_->Sessions()) {
+    auto* s = out.add_sessions();
+    s->set_name(t.name);
+    s->set_client_address(t.peer);
+    s->set_started_unix_ms(t.started_unix_ms);
+    s->set_bytes_sent(t.bytes_sent);
+    s->set_bytes_received(t.bytes_received);
+    if (t.payment) {
+      s->set_channel_id(t.payment->channel.bytes.data(), t.payment->channel.bytes.size());
+      s->set_accepted_micro(t.payment->accepted.micro());
+      s->set_paused(t.payment->paused);
+      s->set_price_per_mb_micro(t.payment->price.per_mb.micro());
+    }
+  }
+  return out;
+}
+
+v1::GetEarningsResponse SellerNode::Earnings() {
+  v1::GetEarningsResponse e;
+  if (auto totals = seller_->Earnings()) {
+    e.set_settled_micro(totals->settled.micro());
+    e.set_unsettled_micro(totals->unsettled.micro());
+    e.set_lost_micro(totals->lost.micro());
+  }
+  if (auto channels = seller_->Channels(kMaxChannelsShown)) {
+    for (const auto& c : *channels) {
+      auto* out = e.add_channels();
+      out->set_channel_id(c.channel.bytes.data(), c.channel.bytes.size());
+      out->set_cumulative_micro(c.cumulative.micro());
+      out->set_settled_micro(c.settled_known.micro());
+      out->set_unsettled_micro(c.Unsettled().micro());
+      out->set_state(payments::ChannelSettleStateName(c.state));
+      out->set_last_outcome(c.last_outcome);
+    }
+  }
+  for (const auto& p : seller_->History()) {
+    auto* out = e.add_history();
+    out->set_t_unix_ms(p.t_unix_ms);
+    out->set_settled_micro(p.settled.micro());
+    out->set_unsettled_micro(p.unsettled.micro());
+    out->set_bytes_metered(p.bytes_metered);
+  }
+  auto stats = seller_->SettlementStats();
+  e.set_settlements_ok(stats.successes);
+  e.set_settlements_failed(stats.failures);
+  e.set_last_settlement_error(stats.last_error);
+  return e;
+}
+
+v1::SettleNowResponse SellerNode::SettleNow(std::chrono::milliseconds timeout) {
+  v1::SettleNowResponse r;
+  r.set_completed(seller_->SettleNow(timeout));
+  if (auto totals = seller_->Earnings()) {
+    r.set_settled_micro(totals->settled.micro());
+    r.set_unsettled_micro(totals->unsettled.micro());
+  }
+  r.set_last_error(seller_->SettlementStats().last_error);
+  return r;
+}
+
+std::expected<v1::Offer, std::string> SellerNode::SetPrice(const payments::Price& price) {
+  std::lock_guard lock(advertiser_mu_);
+  const OfferTemplate before = advertiser_->offer_template();
+  advertiser_->SetPrice(price.per_mb, price.per_minute);
+  std::expected<mp::Offer, std::string> published =
+      over_cap_ ? std::expected<mp::Offer, std::string>(*advertiser_->last())
+                : advertiser_->PublishLive(WallMs());
+  if (!published) {
+    advertiser_->SetPrice(before.price_per_mb, before.price_per_minute);
+    return std::unexpected("the offer at the new price was not published: " + published.error());
+  }
+  seller_->SetPrice(price);
+  log_->info("price changed to {} per MB, {} per minute; offer seq {}", price.per_mb.ToString(),
+             price.per_minute.ToString(), published->seq);
+  v1::Offer out;
+  mp::ToProto(*published, &out);
+  return out;
+}
+
+int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
+                    const tunnel::X25519KeyPair& tunnel_key, payments::LedgerGateway& gateway) {
+  // Gossip.
+  mp::GossipConfig gossip;
+  gossip.network = ledger_;
+  gossip.listen_port = config_.advertise_port;
+  gossip.bootstrap = config_.bootstrap;
+  gossip.round = config_.round;
+  gossip.anti_entropy = config_.anti_entropy;
+  std::random_device rd;
+  gossip.seed = (uint64_t{rd()} << 32) | rd();
+  mp::GossipTransportOptions transport_options;
+  transport_options.listen_address = config_.gossip_listen.host;
+  transport_options.listen_port = config_.gossip_listen.port;
+  transport_ = std::make_unique<mp::GossipTransport>(gossip, transport_options);
+  if (auto started = transport_->Start(); !started) {
+    return Fail(kExitRuntime, "gossip.listen " + config_.gossip_listen.ToString() + ": " +
+                                  started.error());
+  }
+
+  // The exit, payments and settlement.
+  auto seller = Seller::Start(config_, key_, tunnel_key, ledger_, gateway,
+                              [this](bool over_cap) { OnCap(over_cap); });
+  if (!seller) return Fail(kExitRuntime, seller.error());
+  seller_ = std::move(*seller);
+
+  // The offer: the tunnel's key and where clients reach it.
+  OfferTemplate offer;
+  offer.ledger = ledger_;
+  offer.offer_id = config_.offer_id;
+  offer.tunnel_key = tunnel_key.public_key;
+  offer.price_per_mb = config_.price_per_mb;
+  offer.price_per_minute = config_.price_per_minute;
+  offer.capacity_mbps = config_.capacity_mbps;
+  offer.max_sessions = config_.max_sessions;
+  offer.region = config_.region;
+  offer.endpoints = config_.endpoints;
+  if (offer.endpoints.empty()) {
+    offer.endpoints.push_back({config_.tunnel_listen.host, seller_->tunnel_port()});
+  }
+  offer.lifetime_s = config_.lifetime_s;
+  if (auto ok = OfferAdvertiser::Check(offer, key_); !ok) {
+    seller_->Shutdown(0ms, 0ms);
+    return Fail(kExitConfig, "[offer]: " + ok.error());
+  }
+  {
+    std::lock_guard lock(advertiser_mu_);
+    advertiser_.emplace(offer, key_, [this](const mp::Offer& o) {
+      auto published = transport_->Publish(o);
+      if (published.wait_for(kPublishTimeout) != std::future_status::ready) {
+        return std::expected<void, std::string>(std::unexpect,
+                                                "the gossip node did not answer in time");
+      }
+      return published.get();
+    });
+  }
+  const uint64_t refresh_s = std::max<uint64_t>(30, config_.lifetime_s / 3);
+  auto next_refresh = std::chrono::steady_clock::now() + std::chrono::seconds(refresh_s);
+  {
+    std::lock_guard lock(advertiser_mu_);
+    // A cap reached before start keeps the offer unpublished until the month turns.
+    over_cap_ = seller_->Totals().refusal.has_value();
+    if (!over_cap_) {
+      auto first = advertiser_->PublishLive(WallMs());
+      if (!first) {
+        seller_->Shutdown(0ms, 0ms);
+        return Fail(kExitRuntime, "the gossip node refused our offer: " + first.error());
+      }
+    }
+  }
+
+  // Control: NodeControl and OfferBook on one gRPC port, the dashboard on the HTTP port.
+  NodeControlService control(*this);
+  mp::rpc::TransportOfferFeed feed(*transport_);
+  mp::rpc::OfferBookServerOptions grpc_options;
+  grpc_options.listen_address = config_.grpc_listen.ToString();
+  grpc_options.extra_services.push_back(&control);
+  auto grpc = mp::rpc::OfferBookServer::Start(feed, ledger_, grpc_options);
+  if (!grpc) {
+    seller_->Shutdown(0ms, 0ms);
+    return Fail(kExitRuntime, "control.grpc_listen " + config_.grpc_listen.ToString() + ": " +
+                                  grpc.error());
+  }
+  DashboardSource source;
+  source.status_json = [this] { return StatusJson(Status()); };
+  source.earnings_json = [this] { return EarningsJson(Earnings()); };
+  source.metrics_text = [this] { return MetricsText(Status(), Earnings()); };
+  auto dashboard = DashboardServer::Start(config_.http_listen.ToString(), std::move(source));
+  if (!dashboard) {
+    (*grpc)->Shutdown(0ms);
+    seller_->Shutdown(0ms, 0ms);
+    return Fail(kExitRuntime, "control.http_listen " + config_.http_listen.ToString() + ": " +
+                                  dashboard.error());
+  }
+  if (!options.ports_file.empty()) {
+    const std::string text = "gossip=" + std::to_string(transport_->port()) +
+                             "\ntunnel=" + std::to_string(seller_->tunnel_port()) +
+                             "\ncontrol=" + std::to_string((*grpc)->port()) +
+                             "\nhttp=" + std::to_string((*dashboard)->port()) + "\n";
+    const std::string tmp = options.ports_file + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    bool ok = f != nullptr && std::fputs(text.c_str(), f) >= 0;
+    ok = (f != nullptr && std::fclose(f) == 0) && ok;
+    if (!ok || std::rename(tmp.c_str(), options.ports_file.c_str()) != 0) {
+      (*grpc)->Shutdown(0ms);
+      seller_->Shutdown(0ms, 0ms);
+      return Fail(kExitRuntime, "cannot write the ports file " + options.ports_file);
+    }
+  }
+  log_->info("seller {} on ledger {}: tunnel on port {}, gossip on {}:{}, control gRPC on {}, "
+             "dashboard http://{}:{}/, {} per MB",
+             provider_, ToHex(ledger_.bytes), seller_->tunnel_port(),
+             config_.gossip_listen.host, transport_->port(), (*grpc)->address(),
+             config_.http_listen.host, (*dashboard)->port(), config_.price_per_mb.ToString());
+
+  int sig = 0;
+  while (sig == 0) {
+    sig = WaitForSignal(signals, next_refresh);
+    if (sig != 0) break;
+    Refresh();
+    next_refresh = std::chrono::steady_clock::now() + std::chrono::seconds(refresh_s);
+  }
+  log_->info("{} received: shutting down (sessions get {} ms, settlement {} ms)",
+             sig == SIGINT ? "SIGINT" : "SIGTERM", config_.shutdown_grace_ms,
+             config_.shutdown_timeout_ms);
+
+  // Retire first, so the retirement spreads while the sessions drain.
+  {
+    std::lock_guard lock(advertiser_mu_);
+    if (auto retired = advertiser_->Retire(WallMs()); !retired) {
+      log_->warn("retiring the offer failed: {}", retired.error());
+    }
+  }
+  const auto linger_end = std::chrono::steady_clock::now() + kRetireLinger;
+  seller_->Shutdown(std::chrono::milliseconds(config_.shutdown_grace_ms),
+                    std::chrono::milliseconds(config_.shutdown_timeout_ms));
+  WaitForSignal(signals, linger_end);  // a second signal cuts the rest short
+  (*dashboard)->Stop();
+  (*grpc)->Shutdown(1000ms);
+  transport_->Stop();
+  log_->info("stopped");
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunSellerNode(const NodeConfig& config, const SellerRunOptions& options,
+                  const sigset_t& signals) {
+  auto key = LoadProviderKey(config);
+  if (!key) return Fail(kExitConfig, key.error());
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) return Fail(kExitConfig, "node.data_dir " + config.data_dir + ": " + ec.message());
+  tunnel::EnsureSodium();
+  auto tunnel_key = tunnel::session::LoadOrCreateTunnelKey(config.StaticKeyPath());
+  if (!tunnel_key) return Fail(kExitConfig, "tunnel.static_key_file: " + tunnel_key.error());
+
+  ledger::rpc::RpcLedgerGateway gateway(config.ledger.ToString());
+  auto params = gateway.GetParams(std::chrono::steady_clock::now() + kLedgerTimeout);
+  if (!params) {
+    return Fail(kExitRuntime, "node.ledger " + config.ledger.ToString() + ": " +
+                                  params.error().message);
+  }
+  SellerNode node(config, std::move(*key), params->id);
+  return node.Run(options, signals, *tunnel_key, gateway);
+}
+
+}  // namespace dvpn::node

@@ -1,0 +1,321 @@
+// dvpn-node in seller mode (docs/node.md) as a seller runs it: a real dvpn-ledger, the node from
+// a TOML file with its keystore, a paying dvpn-tunnel-client, the NodeControl service, the
+// dashboard's JSON and /metrics, a live price change, and the graceful shutdown that settles
+// what is left. Bad configuration exits 2 with one line naming the problem.
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+
+#include <grpcpp/grpcpp.h>
+
+#include "dvpn/v1/marketplace.grpc.pb.h"
+#include "dvpn/v1/node.grpc.pb.h"
+#include "payments/keystore.h"
+#include "tests/payments_e2e/harness.h"
+#ifdef DVPN_WITH_CHROMIUM
+#include "tests/node/chromium.h"
+#endif
+
+namespace dvpn::payments_e2e {
+namespace {
+
+constexpr const char* kPassphrase = "seller-test-passphrase";
+
+// The node's ports, from its --ports-file.
+struct NodePorts {
+  int gossip = 0, tunnel = 0, control = 0, http = 0;
+};
+
+std::optional<NodePorts> ReadPorts(const std::string& path) {
+  std::ifstream in(path);
+  NodePorts p;
+  std::string line;
+  int seen = 0;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    int v = std::atoi(line.c_str() + eq + 1);
+    const std::string k = line.substr(0, eq);
+    int* slot = k == "gossip" ? &p.gossip : k == "tunnel" ? &p.tunnel
+              : k == "control" ? &p.control : k == "http" ? &p.http : nullptr;
+    if (slot && v > 0) {
+      *slot = v;
+      ++seen;
+    }
+  }
+  if (seen != 4) return std::nullopt;
+  return p;
+}
+
+// GET `path` from 127.0.0.1:`port`; the body ("" on any failure).
+std::string HttpGet(int port, const std::string& path) {
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  std::string response;
+  if (WriteAll(fd, reinterpret_cast<const uint8_t*>(request.data()), request.size())) {
+    char buf[16384];
+    for (int i = 0; i < 10'000; ++i) {  // bounded: a dashboard answer is small
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      response.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  auto body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+class SellerNodeTest : public PaymentsE2E {
+ protected:
+  void SetUp() override {
+    PaymentsE2E::SetUp();
+    if (HasFatalFailure()) return;
+    ::setenv("DVPN_PASSPHRASE", kPassphrase, 1);
+    auto saved = payments::SaveKeystore(dir_.File("provider.json"), provider_, kPassphrase,
+                                        payments::KdfCost::MinimumForTests());
+    ASSERT_TRUE(saved) << saved.error().message;
+  }
+
+  // A seller's file: the fixture's ledger and provider key, everything on 127.0.0.1 port 0, no
+  // automatic settlement (the test settles with SettleNow and at shutdown).
+  std::string WriteConfig(const std::string& extra = "") {
+    const std::string path = dir_.File("node.toml");
+    std::ofstream out(path);
+    out << "[node]\nledger = \"" << ledger_target_ << "\"\nkeystore = \""
+        << dir_.File("provider.json") << "\"\ndata_dir = \"" << dir_.File("seller")
+        << "\"\nlog_level = \"debug\"\n"
+        << "[gossip]\nlisten = \"127.0.0.1:0\"\nround_ms = 200\n"
+        << "[offer]\nprice_per_mb = \"0.01\"\nregion = \"eu-test\"\nmax_sessions = 4\n"
+        << "[tunnel]\nlisten = \"127.0.0.1:0\"\nstatic_key_file = \"" << dir_.File("exit.key")
+        << "\"\nallow = [\"127.0.0.1/32\"]\n"
+        << "[payments]\ninvoice_interval_bytes = " << kIntervalBytes << "\n"
+        << "[settlement]\nthreshold = \"1000\"\nmax_age_s = 3600\nshutdown_grace_ms = 500\n"
+        << "[control]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n"
+        << extra;
+    return path;
+  }
+
+  std::optional<NodePorts> StartSeller(const std::string& config) {
+    const std::string ports = dir_.File("seller.ports");
+    std::remove(ports.c_str());
+    auto p = Subprocess::Spawn({DVPN_NODE_BIN, "--config", config, "--ports-file", ports},
+                               dir_.File("seller.log"));
+    if (!p) {
+      ADD_FAILURE() << p.error();
+      return std::nullopt;
+    }
+    seller_.emplace(*std::move(p));
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (auto got = ReadPorts(ports)) return got;
+      if (auto st = seller_->WaitFor(50ms)) {
+        ADD_FAILURE() << "dvpn-node exited:\n" << Tail(dir_.File("seller.log"));
+        return std::nullopt;
+      }
+    }
+    ADD_FAILURE() << "dvpn-node did not start:\n" << Tail(dir_.File("seller.log"));
+    return std::nullopt;
+  }
+
+  std::unique_ptr<v1::NodeControl::Stub> Control(int port) {
+    return v1::NodeControl::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                                        grpc::InsecureChannelCredentials()));
+  }
+
+  template <class Req, class Resp, class Call>
+  static Resp Ask(Call call, const Req& req = Req()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    Resp resp;
+    grpc::Status st = call(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+
+  v1::GetEarningsResponse Earnings(v1::NodeControl::Stub& stub) {
+    return Ask<v1::GetEarningsRequest, v1::GetEarningsResponse>(
+        [&](auto* c, const auto& r, auto* o) { return stub.GetEarnings(c, r, o); });
+  }
+
+  std::optional<Subprocess> seller_;
+};
+
+TEST_F(SellerNodeTest, PaidTrafficEarningsPriceChangeAndGracefulShutdown) {
+  auto ports = StartSeller(WriteConfig());
+  ASSERT_TRUE(ports);
+  auto stub = Control(ports->control);
+
+  auto status = Ask<v1::GetStatusRequest, v1::GetStatusResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->GetStatus(c, r, o); });
+  EXPECT_EQ(status.provider_address(), ProviderAddress().ToString());
+  ASSERT_TRUE(status.has_offer());
+  EXPECT_EQ(status.offer().price_per_mb(), kPricePerMbMicro);
+  ASSERT_EQ(status.offer().endpoints_size(), 1);
+  EXPECT_EQ(status.offer().endpoints(0).port(), static_cast<uint32_t>(ports->tunnel));
+  EXPECT_TRUE(status.accepting());
+
+  // A paying client moves 2 MB each way through the node's exit.
+  int socks = StartClient(ports->tunnel);
+  ASSERT_GT(socks, 0) << Tail(dir_.File("client.log"));
+  constexpr size_t kBytes = 2'000'000;
+  int fd = SocksConnect(socks, echo_.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(EchoThrough(fd, kBytes), kBytes);
+
+  // The promises for it arrive (the last invoice may be a little behind the data).
+  const uint64_t expected_min = (2 * kBytes / kIntervalBytes) * kIntervalBytes * kPricePerMbMicro /
+                                1'000'000;
+  v1::GetEarningsResponse earnings;
+  for (auto end = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < end;) {
+    earnings = Earnings(*stub);
+    if (earnings.unsettled_micro() >= expected_min) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_GE(earnings.unsettled_micro(), expected_min) << Tail(dir_.File("seller.log"));
+  EXPECT_EQ(earnings.settled_micro(), 0u);
+  ASSERT_EQ(earnings.channels_size(), 1);
+  EXPECT_EQ(earnings.channels(0).channel_id(), std::string(channel_.bytes.begin(), channel_.bytes.end()));
+
+  auto sessions = Ask<v1::ListSessionsRequest, v1::ListSessionsResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->ListSessions(c, r, o); });
+  ASSERT_EQ(sessions.sessions_size(), 1);
+  const auto& s = sessions.sessions(0);
+  EXPECT_GE(s.bytes_sent(), kBytes);
+  EXPECT_GE(s.bytes_received(), kBytes);
+  EXPECT_EQ(s.channel_id(), std::string(channel_.bytes.begin(), channel_.bytes.end()));
+  EXPECT_EQ(s.price_per_mb_micro(), kPricePerMbMicro);
+  EXPECT_GE(s.accepted_micro(), expected_min);
+  EXPECT_TRUE(s.client_address().starts_with("127.0.0.1:")) << s.client_address();
+
+  // A live price change: the offer is re-signed with a larger seq and the book shows it; the
+  // open session keeps the price of its handshake.
+  v1::SetPriceRequest price;
+  price.set_price_per_mb_micro(2 * kPricePerMbMicro);
+  auto changed = Ask<v1::SetPriceRequest, v1::SetPriceResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->SetPrice(c, r, o); }, price);
+  EXPECT_EQ(changed.offer().price_per_mb(), 2 * kPricePerMbMicro);
+  EXPECT_GT(changed.offer().seq(), status.offer().seq());
+  {
+    auto book = v1::OfferBook::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(ports->control), grpc::InsecureChannelCredentials()));
+    auto offers = Ask<v1::ListOffersRequest, v1::ListOffersResponse>(
+        [&](auto* c, const auto& r, auto* o) { return book->ListOffers(c, r, o); });
+    ASSERT_EQ(offers.offers_size(), 1);
+    EXPECT_EQ(offers.offers(0).offer().price_per_mb(), 2 * kPricePerMbMicro);
+  }
+  // Refused prices change nothing.
+  {
+    grpc::ClientContext ctx;
+    v1::SetPriceRequest zero;
+    v1::SetPriceResponse ignored;
+    EXPECT_EQ(stub->SetPrice(&ctx, zero, &ignored).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  // SettleNow moves what the node holds to its account on the ledger.
+  v1::SettleNowRequest settle;
+  settle.set_timeout_ms(20'000);
+  auto settled = Ask<v1::SettleNowRequest, v1::SettleNowResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->SettleNow(c, r, o); }, settle);
+  EXPECT_TRUE(settled.completed());
+  EXPECT_GE(settled.settled_micro(), expected_min);
+  EXPECT_EQ(ProviderBalance().micro(), settled.settled_micro());
+
+  // The dashboard's JSON and /metrics show the same figures as NodeControl.
+  const std::string json = HttpGet(ports->http, "/api/earnings");
+  EXPECT_NE(json.find("\"settled_micro\":" + std::to_string(settled.settled_micro())),
+            std::string::npos)
+      << json;
+  const std::string metrics = HttpGet(ports->http, "/metrics");
+  EXPECT_NE(metrics.find("\ndvpn_earnings_settled_micro " +
+                         std::to_string(settled.settled_micro()) + "\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("\ndvpn_sessions_open 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("dvpn_settlements_total{result=\"ok\"}"), std::string::npos);
+
+#ifdef DVPN_WITH_CHROMIUM
+  // The dashboard as a browser renders it: the chart carries the node's settled figure.
+  if (!testing::FindChromium() && testing::ChromiumOptional()) {
+    GTEST_LOG_(INFO) << "no Chromium; DVPN_NO_CHROMIUM=1: the browser check is skipped";
+  } else {
+    const std::string url = "http://127.0.0.1:" + std::to_string(ports->http) + "/";
+    auto dom = testing::DumpDom(url, 3000, 60s);
+    ASSERT_TRUE(dom) << dom.error();
+    EXPECT_NE(dom->find("data-settled-micro=\"" + std::to_string(settled.settled_micro()) + "\""),
+              std::string::npos)
+        << dom->substr(0, 4000);
+    auto shot = testing::Screenshot(url, DVPN_SCREENSHOT_DIR "/seller_dashboard.png", 1200, 900,
+                                    3000, 60s);
+    EXPECT_TRUE(shot) << shot.error();
+  }
+#endif
+
+  // More traffic, then SIGTERM: the node drains, settles the rest and exits 0.
+  ASSERT_EQ(EchoThrough(fd, kBytes), kBytes);
+  std::this_thread::sleep_for(500ms);  // the last promise of the transfer
+  const auto before_stop = Earnings(*stub);
+  ::close(fd);
+  ASSERT_TRUE(seller_->Signal(SIGTERM));
+  auto st = seller_->WaitFor(30s);
+  ASSERT_TRUE(st) << "the node did not stop";
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << Tail(dir_.File("seller.log"));
+  const uint64_t total = before_stop.settled_micro() + before_stop.unsettled_micro();
+  EXPECT_GT(total, settled.settled_micro());
+  EXPECT_GE(ProviderBalance().micro(), total) << Tail(dir_.File("seller.log"));
+  const std::string log = ReadFile(dir_.File("seller.log"));
+  EXPECT_NE(log.find("final settlement"), std::string::npos);
+}
+
+TEST_F(SellerNodeTest, BadConfigurationExits2WithOneLineNamingIt) {
+  struct Case {
+    std::string what;
+    std::vector<std::string> args;  // after --config
+    std::string expected;
+    std::string passphrase = kPassphrase;
+  };
+  const std::string config = WriteConfig();
+  const std::string unknown = dir_.File("unknown.toml");
+  std::ofstream(unknown) << ReadFile(config) << "[offer2]\nprice = 1\n";
+  const Case cases[] = {
+      {"unknown key", {"--set", "offer.colour=red"}, "unknown key offer.colour"},
+      {"unknown table", {}, "unknown table [offer2]"},
+      {"bad port", {"--set", "tunnel.listen=127.0.0.1:99999"}, "tunnel.listen: bad port"},
+      {"unreadable keystore",
+       {"--set", "node.keystore=" + dir_.File("missing.json")},
+       "node.keystore " + dir_.File("missing.json") + ": cannot read"},
+      {"wrong passphrase", {}, "wrong passphrase", "not-the-passphrase"},
+      {"control not on loopback",
+       {"--set", "control.http_listen=0.0.0.0:8080"},
+       "control.http_listen: 0.0.0.0:8080 is not a loopback address"},
+      {"a relay flag with --config", {"--region", "x"}, "--region cannot be combined with --config"},
+      {"missing file", {}, "cannot read"},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    ::setenv("DVPN_PASSPHRASE", c.passphrase.c_str(), 1);
+    const std::string file = c.what == "unknown table" ? unknown
+                             : c.what == "missing file" ? dir_.File("none.toml")
+                                                        : config;
+    std::vector<std::string> argv = {DVPN_NODE_BIN, "--config", file};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    const std::string log = dir_.File("bad" + std::to_string(++n) + ".log");
+    auto p = Subprocess::Spawn(argv, log);
+    ASSERT_TRUE(p);
+    auto st = p->WaitFor(20s);
+    ASSERT_TRUE(st) << c.what << ": still running";
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 2) << c.what << ": " << ReadFile(log);
+    const std::string out = ReadFile(log);
+    EXPECT_NE(out.find(c.expected), std::string::npos) << c.what << ": " << out;
+    EXPECT_EQ(out.find("terminate"), std::string::npos) << c.what << ": " << out;
+  }
+  ::setenv("DVPN_PASSPHRASE", kPassphrase, 1);
+}
+
+}  // namespace
+}  // namespace dvpn::payments_e2e

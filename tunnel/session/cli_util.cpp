@@ -1,0 +1,39 @@
+#include "tunnel/session/cli_util.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <sstream>
+
+#include "tunnel/kdf.h"
+
+namespace dvpn::tunnel::session {
+
+std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path) {
+  std::ifstream in(path);
+  if (in) {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+    auto bytes = FromHex(text);
+    if (!bytes || bytes->size() != 32) {
+      return std::unexpected(path + ": expected 64 hex digits (an X25519 secret key)");
+    }
+    auto secret = ToArray<32>(*bytes);
+    auto pair = X25519KeyPair::FromSecret(*secret);
+    Wipe(*bytes);
+    return pair;
+  }
+  auto pair = X25519KeyPair::Generate();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return std::unexpected("cannot create " + path + ": " + std::strerror(errno));
+  std::string hex = ToHex(pair.secret_key) + "\n";
+  bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+  ok = (::close(fd) == 0) && ok;
+  if (!ok) return std::unexpected("cannot write " + path);
+  return pair;
+}
+
+}  // namespace dvpn::tunnel::session
