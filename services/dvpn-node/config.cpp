@@ -314,6 +314,12 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   }
 
   if ((e = r.Integer("limits", "bandwidth_mbps", 0, 1'000'000, &c.bandwidth_mbps))) return e;
+  if (c.bandwidth_mbps != 0) {
+    // Refused rather than ignored: a seller relying on a limit must not get none.
+    return r.Fail(*r.Find("limits", "bandwidth_mbps"), "limits", "bandwidth_mbps",
+                  "not supported by this version yet (only 0: no limit); cap sessions with "
+                  "offer.max_sessions meanwhile");
+  }
   if ((e = r.Integer("limits", "monthly_data_gb", 0, 1'000'000'000, &c.monthly_data_gb))) return e;
 
   if ((e = r.Integer("payments", "invoice_interval_bytes", 65'536, 64'000'000,
@@ -434,7 +440,7 @@ std::string NodeConfig::PromiseDbPath() const { return data_dir + "/promises.sql
 std::string NodeConfig::StaticKeyPath() const {
   return static_key_file.empty() ? data_dir + "/tunnel.key" : static_key_file;
 }
-std::string NodeConfig::UsagePath() const { return data_dir + "/usage.sqlite"; }
+std::string NodeConfig::UsagePath() const { return data_dir + "/usage"; }
 
 std::expected<NodeConfig, std::string> ParseNodeConfig(std::string_view toml_text,
                                                        std::string_view source_name,

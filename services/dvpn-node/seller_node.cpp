@@ -136,6 +136,7 @@ void SellerNode::Refresh() {
 void SellerNode::OnCap(bool over_cap) {
   std::lock_guard lock(advertiser_mu_);
   over_cap_ = over_cap;
+  if (!advertiser_) return;  // not advertising yet: Run publishes or not by over_cap_
   auto published = over_cap ? advertiser_->Retire(WallMs()) : advertiser_->PublishLive(WallMs());
   if (!published) log_->warn("publishing the offer after a data cap change failed: {}",
                              published.error());

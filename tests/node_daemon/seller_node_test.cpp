@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 
@@ -270,6 +272,54 @@ TEST_F(SellerNodeTest, PaidTrafficEarningsPriceChangeAndGracefulShutdown) {
   EXPECT_GE(ProviderBalance().micro(), total) << Tail(dir_.File("seller.log"));
   const std::string log = ReadFile(dir_.File("seller.log"));
   EXPECT_NE(log.find("final settlement"), std::string::npos);
+}
+
+// The monthly data cap: a node whose month already used its cap (the count survives restarts in
+// <data_dir>/usage) refuses new sessions with a reason and does not advertise; the count of a
+// past month does not count.
+TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
+  std::filesystem::create_directories(dir_.File("seller"));
+  char month[16];
+  std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(month, sizeof month, "%Y-%m", &utc);
+  std::ofstream(dir_.File("seller/usage")) << month << " 1000000000\n";
+  auto ports = StartSeller(WriteConfig("[limits]\nmonthly_data_gb = 1\n"));
+  ASSERT_TRUE(ports);
+  auto stub = Control(ports->control);
+  auto status = Ask<v1::GetStatusRequest, v1::GetStatusResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->GetStatus(c, r, o); });
+  EXPECT_FALSE(status.accepting());
+  EXPECT_NE(status.not_accepting_reason().find("monthly data cap reached"), std::string::npos);
+  EXPECT_EQ(status.month_bytes_metered(), 1'000'000'000u);
+  EXPECT_EQ(status.monthly_data_cap_bytes(), 1'000'000'000u);
+  EXPECT_FALSE(status.has_offer()) << "over the cap the offer is not published";
+  // A client that connects anyway is turned away, and no data passes.
+  int socks = StartClient(ports->tunnel);
+  if (socks > 0) {
+    int fd = SocksConnect(socks, echo_.port());
+    if (fd >= 0) {
+      EXPECT_EQ(EchoThrough(fd, 100'000), 0u);
+      ::close(fd);
+    }
+  }
+  EXPECT_EQ(Earnings(*stub).unsettled_micro(), 0u);
+  ASSERT_TRUE(seller_->Signal(SIGTERM));
+  auto st = seller_->WaitFor(30s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0);
+
+  // Last month's count is not this month's.
+  std::ofstream(dir_.File("seller/usage")) << "2000-01 1000000000\n";
+  ports = StartSeller(WriteConfig("[limits]\nmonthly_data_gb = 1\n"));
+  ASSERT_TRUE(ports);
+  stub = Control(ports->control);
+  status = Ask<v1::GetStatusRequest, v1::GetStatusResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->GetStatus(c, r, o); });
+  EXPECT_TRUE(status.accepting()) << status.not_accepting_reason();
+  EXPECT_EQ(status.month_bytes_metered(), 0u);
+  EXPECT_TRUE(status.has_offer());
 }
 
 TEST_F(SellerNodeTest, BadConfigurationExits2WithOneLineNamingIt) {
