@@ -121,7 +121,12 @@ offers_known() {
   [ "$(curl -sf "http://127.0.0.1:$(seller_port 1 3)/api/status" | json '["gossip"]["offers"]')" = 3 ]
 }
 wait_for "the offers did not reach seller 1 (see $HOME_DIR/seller*.log)" offers_known
-echo "seller 1's offer book holds all 3 offers"
+echo "seller 1's offer book holds all 3 offers:"
+echo "\$ dvpnctl offers --node 127.0.0.1:$(seller_port 1 2)"
+ctl offers --node "127.0.0.1:$(seller_port 1 2)" | tee "$HOME_DIR/offers.txt"
+for p in "${PRICES[@]}"; do
+  grep -q " ${p}0000 " "$HOME_DIR/offers.txt" || { echo "dvpnctl offers does not list $p" >&2; exit 1; }
+done
 
 echo
 echo "== the client: the operator funds its wallet, then it connects through the best offer"
@@ -168,6 +173,9 @@ for n in 1 2 3; do
     "$(echo "$earnings" | json '["unsettled_micro"]')" \
     "$(ctl --keystore "$HOME_DIR/seller$n.json" --json balance | json '["balance"]')"
 done
+PAID=$(paid_seller)
+echo "\$ dvpnctl earnings --node 127.0.0.1:$(seller_port "$PAID" 2)   (the chosen seller's node)"
+ctl earnings --node "127.0.0.1:$(seller_port "$PAID" 2)"
 echo "client $CLIENT: balance $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["balance"]')," \
   "in escrow $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["escrowed"]')"
 

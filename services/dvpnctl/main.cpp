@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "services/dvpnctl/cli.h"
+#include "services/dvpnctl/node_commands.h"
 #include "services/dvpnctl/wallet.h"
 
 namespace {
@@ -178,6 +179,25 @@ int main(int argc, char** argv) {
     if (watch_after->count() > 0) from = after;
     return w.Watch(address, from, count);
   });
+
+  // Commands for a dvpn-node (its gRPC port) rather than the ledger.
+  std::string node = "127.0.0.1:7601";
+  dvpn::ctl::OffersQuery offers_query;
+  auto* offers = app.add_subcommand("offers", "the offers a dvpn-node knows, best first");
+  offers->add_option("--node", node, "the node's gRPC HOST:PORT")
+      ->envname("DVPN_NODE")
+      ->capture_default_str();
+  offers->add_option("--max-price", offers_query.max_price, "only offers at most this per MB");
+  offers->add_option("--region", offers_query.region, "only offers in this region");
+  offers->add_option("--limit", offers_query.limit, "at most this many (1..1000)")
+      ->check(CLI::Range(1u, 1000u))
+      ->capture_default_str();
+  on(offers, [&](Wallet&) { return dvpn::ctl::ListOffers(options, node, offers_query); });
+  auto* earnings = app.add_subcommand("earnings", "(seller) a seller node's earnings");
+  earnings->add_option("--node", node, "the seller node's control HOST:PORT")
+      ->envname("DVPN_NODE")
+      ->capture_default_str();
+  on(earnings, [&](Wallet&) { return dvpn::ctl::ShowEarnings(options, node); });
 
   try {
     app.parse(argc, argv);
