@@ -1,6 +1,7 @@
-// dvpn-tunnel-client: the client end of a dVPN tunnel with a local SOCKS5 front end, for tests
-// and manual runs. Wiring only: flags -> identity -> TunnelKeeper (handshake, reconnects) ->
-// SocksFrontend on one io_context thread. SIGINT/SIGTERM stop it cleanly at any moment.
+// dvpn-tunnel-client: the client end of a dVPN tunnel with a local SOCKS5 front end. Wiring
+// only: flags -> identity, spend policy, provider or offers -> ClientRuntime (client_runtime.h:
+// TunnelKeeper, payments, SocksFrontend on an io thread). SIGINT/SIGTERM stop it cleanly at any
+// moment.
 //
 // Paid sessions (docs/payments.md): when the exit's msg2 carries session terms, they are checked
 // against the spend policy (--max-price-per-mb, ...) and every invoice is answered with a promise
@@ -28,8 +29,7 @@
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
 #include "payments/spend_journal.h"
-#include "services/dvpn-tunnel-client/escrow_top_up.h"
-#include "services/dvpn-tunnel-client/offer_picker.h"
+#include "services/dvpn-tunnel-client/client_runtime.h"
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -39,29 +39,19 @@
 
 namespace {
 
-constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
-constexpr int kExitSpendCap = 3;
-constexpr int kExitPaymentRefused = 4;
+// How often the main thread looks whether the runtime ended by itself.
+constexpr long kSignalPollNs = 100'000'000;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 
 constexpr const char* kPasswordEnv = "DVPN_SOCKS_PASSWORD";
 constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
-// After SIGINT/SIGTERM, at most this long for the tunnel's CLOSE frame to go out.
-constexpr std::chrono::milliseconds kShutdownGrace{1000};
 
 namespace session = dvpn::tunnel::session;
 
 int Refuse(const std::string& message) {
   std::cerr << "dvpn-tunnel-client: " << message << "\n";
   return kExitConfig;
-}
-
-// Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
-void WipeString(std::string& s) {
-  s.resize(s.capacity());  // no reallocation; makes the whole buffer addressable
-  dvpn::tunnel::Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(s.data()), s.size()));
-  s.clear();
 }
 
 std::optional<dvpn::Hash32> Hex32(const std::string& text) {
@@ -217,15 +207,15 @@ int main(int argc, char** argv) {
       ::unsetenv(kPasswordEnv);
     }
     if (!socks_password_file.empty()) {
-      if (from_env) WipeString(*from_env);
+      if (from_env) session::WipeString(*from_env);
       auto p = session::ReadSecretFile(socks_password_file, kMaxCredential, &error);
       if (!p) return Refuse("--socks-password-file: " + error);
       password = std::move(*p);
-      WipeString(*p);
+      session::WipeString(*p);
       have_password = true;
     } else if (from_env) {
       password = std::move(*from_env);
-      WipeString(*from_env);
+      session::WipeString(*from_env);
       have_password = true;
       if (password.empty()) return Refuse(std::string("$") + kPasswordEnv + " is empty");
       if (password.size() > kMaxCredential) {
@@ -245,7 +235,7 @@ int main(int argc, char** argv) {
       }
       credentials = session::SocksCredentials{socks_user, password};
     }
-    WipeString(password);
+    session::WipeString(password);
   }
 
   const bool choose_from_offers = !offers_from.empty();
@@ -347,24 +337,10 @@ int main(int argc, char** argv) {
     if (auto e = amount(top_up_below_text, "--top-up-below", &pay.policy.low_escrow_threshold))
       return Refuse(*e);
   }
-  std::unique_ptr<dvpn::tunnel_client::EscrowTopUp> top_up;
-  if (!pay.policy.top_up_amount.IsZero()) {
-    if (!ledger_client) return Refuse("--top-up-amount needs --ledger HOST:PORT");
-    top_up = std::make_unique<dvpn::tunnel_client::EscrowTopUp>(
-        ledger_client, dvpn::tunnel_client::EscrowTopUp::Options{
-                           .client = &*identity,
-                           .ledger = ledger,
-                           .channel = channel,
-                           .amount = pay.policy.top_up_amount,
-                           .below = pay.policy.low_escrow_threshold});
-    if (auto started = top_up->Start(); !started) return Refuse("--top-up-amount: " + started.error());
-    pay.on_escrow_use = [t = top_up.get()](dvpn::Amount cumulative, bool low) {
-      t->OnEscrowUse(cumulative, low);
-    };
+  if (!pay.policy.top_up_amount.IsZero() && !ledger_client) {
+    return Refuse("--top-up-amount needs --ledger HOST:PORT");
   }
-  int payment_exit_code = 0;  // set when the payment layer ended the client for good
-
-  std::shared_ptr<dvpn::tunnel_client::OfferPicker> picker;
+  dvpn::tunnel_client::ClientRuntimeConfig config;
   dvpn::SystemClock system_clock;
   if (choose_from_offers) {
     std::unique_ptr<dvpn::marketplace::ProviderStats> stats;
@@ -392,158 +368,46 @@ int main(int argc, char** argv) {
     if (auto e = session::ParseAmountFlag(open_deposit_text, "--open-deposit", &po.open_deposit))
       return Refuse(*e);
     if (!po.open_deposit.IsZero() && !ledger_client) return Refuse("--open-deposit needs --ledger");
-    picker = std::make_shared<dvpn::tunnel_client::OfferPicker>(std::move(po), std::move(stats));
+    config.picker = std::move(po);
+    config.stats = std::move(stats);
   }
 
-  session::TunnelKeeper::Options keeper_options;
-  if (provider_ep) keeper_options.provider = *provider_ep;
-  keeper_options.handshake.provider_static = provider_key_bytes;
-  // Throughput of the chosen provider, for its score: the busiest second seen on its tunnels
-  // (only seconds that moved at least 1 MB count: an idle tunnel says nothing of capacity).
-  struct ThroughputSample {
-    std::optional<session::ProviderTarget> target;
-    const session::TunnelConnection* tunnel = nullptr;
-    uint64_t bytes = 0;
-    double best_mbps = 0;
-  } sample;
-  auto report_throughput = [&sample, &picker] {
-    if (picker && sample.target && sample.best_mbps > 0)
-      picker->MeasuredThroughput(*sample.target, sample.best_mbps);
-    sample.best_mbps = 0;
-  };
-  if (picker) {
-    keeper_options.picker = picker;
-    // The chosen provider's channel and payee become the payment layer's for that session.
-    keeper_options.on_target = [&pay, &picker, &sample,
-                                &report_throughput](const session::ProviderTarget& t) {
-      if (sample.target && sample.target->provider_static != t.provider_static) report_throughput();
-      sample.target = t;
-      pay.channel = t.channel;
-      pay.expected_payee.reset();
-      if (auto offer = picker->current_offer()) {
-        if (auto key = dvpn::payments::PublicKey::Parse(offer->provider))
-          pay.expected_payee = dvpn::payments::Address::FromPublicKey(*key);
-      }
-    };
-  }
-  keeper_options.handshake.identity = &*identity;
-  keeper_options.handshake.ledger = ledger;
-  keeper_options.handshake.channel = channel;
-  keeper_options.handshake_timeout = std::chrono::milliseconds(handshake_timeout_ms);
-  keeper_options.initial_backoff = std::chrono::milliseconds(reconnect_min_ms);
-  keeper_options.max_backoff = std::chrono::milliseconds(reconnect_max_ms);
-  if (max_reconnects_opt->count() > 0) keeper_options.max_reconnects = max_reconnects;
+  config.provider = provider_ep;
+  config.provider_key = provider_key_bytes;
+  config.socks = *socks_ep;
+  config.socks_port_file = socks_port_file;
+  config.frontend.credentials = std::move(credentials);
+  config.frontend.fast_reply = socks_fast_reply;
+  if (credentials) session::WipeString(credentials->password);
+  config.pay = std::move(pay);
+  config.ledger_client = ledger_client;
+  config.keeper.handshake_timeout = std::chrono::milliseconds(handshake_timeout_ms);
+  config.keeper.initial_backoff = std::chrono::milliseconds(reconnect_min_ms);
+  config.keeper.max_backoff = std::chrono::milliseconds(reconnect_max_ms);
+  if (max_reconnects_opt->count() > 0) config.keeper.max_reconnects = max_reconnects;
 
-  session::SocksFrontend::Options frontend_options;
-  const bool auth_required = credentials.has_value();
-  frontend_options.credentials = std::move(credentials);
-  frontend_options.fast_reply = socks_fast_reply;
-  if (credentials) WipeString(credentials->password);
-
-  std::function<void(dvpn::payments::CloseReason, const std::string&)> on_payment_final;
-  keeper_options.on_tunnel =
-      [&pay, &on_payment_final](const std::shared_ptr<session::TunnelConnection>& t) {
-        session::PayerController::Attach(
-            t, pay, [&on_payment_final](dvpn::payments::CloseReason r, const std::string& why) {
-              if (on_payment_final) on_payment_final(r, why);
-            });
-      };
-  int exit_code = 0;
-  auto slot = std::make_shared<session::TunnelSlot>();
-  auto keeper =
-      std::make_shared<session::TunnelKeeper>(io.get_executor(), slot, std::move(keeper_options));
-  std::shared_ptr<session::SocksFrontend> frontend;
-  std::weak_ptr<session::TunnelKeeper> weak_keeper = keeper;
-  session::asio::steady_timer grace(io);
-  session::asio::signal_set stop(io, SIGINT, SIGTERM);
-  auto fail = [&](int code) {
-    exit_code = code;
-    if (frontend) frontend->Stop();
-    keeper->Stop();
-    stop.cancel();
-    io.stop();
-  };
-  stop.async_wait([&](const session::error_code& ec, int sig) {
-    if (ec) return;
-    log->info("signal {}: shutting down", sig);
-    if (frontend) frontend->Stop();
-    keeper->Stop([&io] { io.stop(); });
-    grace.expires_after(kShutdownGrace);
-    grace.async_wait([&io](const session::error_code&) { io.stop(); });
-  });
-
-  on_payment_final = [&](dvpn::payments::CloseReason reason, const std::string& why) {
-    if (picker && reason != dvpn::payments::CloseReason::kSpendCap) {
-      // An overcharge or refused terms: this provider failed; the keeper moves on when the
-      // tunnel (already closed by the payment layer) is gone.
-      if (auto k = weak_keeper.lock()) {
-        k->ProviderFailed(reason == dvpn::payments::CloseReason::kOvercharge
-                              ? session::ProviderFailure::kOvercharge
-                              : session::ProviderFailure::kRefused,
-                          why);
-      }
-      return;
+  // Block the shutdown signals before the runtime's thread starts, so only this thread's
+  // sigtimedwait receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto runtime = dvpn::tunnel_client::ClientRuntime::Start(std::move(config));
+  if (!runtime) return Refuse(runtime.error());
+  while (!(*runtime)->Finished()) {
+    timespec tick{0, kSignalPollNs};
+    int sig = ::sigtimedwait(&signals, nullptr, &tick);
+    if (sig > 0) {
+      log->info("signal {}: shutting down", sig);
+      break;
     }
-    payment_exit_code =
-        reason == dvpn::payments::CloseReason::kSpendCap ? kExitSpendCap : kExitPaymentRefused;
-    if (auto k = weak_keeper.lock()) k->Halt(why);
-  };
-  keeper->Start(
-      [&]() {
-        try {
-          frontend = std::make_shared<session::SocksFrontend>(io, *socks_ep, slot,
-                                                              std::move(frontend_options));
-          if (frontend_options.credentials) WipeString(frontend_options.credentials->password);
-        } catch (const std::exception& e) {
-          log->error("cannot listen on {}: {}", socks, e.what());
-          fail(kExitRuntime);
-          return;
-        }
-        frontend->Start();
-        int port = frontend->local_endpoint().port();
-        log->info("SOCKS5 server listening on {}:{} ({})", socks_ep->address().to_string(), port,
-                  auth_required ? "username/password required" : "no authentication");
-        if (!socks_port_file.empty() && !dvpn::WritePortFile(socks_port_file, port, &error)) {
-          log->error("{}", error);
-          fail(kExitRuntime);
-        }
-      },
-      [&](const std::string& why) {
-        log->error("{}", why);
-        if (payment_exit_code != 0) {
-          // Let the CLOSE frame (kSpendCap / kTermsRefused / kOvercharge) go out first.
-          std::cerr << "dvpn-tunnel-client: stopped: " << why << "\n";
-          exit_code = payment_exit_code;
-          if (frontend) frontend->Stop();
-          stop.cancel();
-          grace.expires_after(std::chrono::milliseconds(300));
-          grace.async_wait([&io](const session::error_code&) { io.stop(); });
-          return;
-        }
-        fail(kExitRuntime);
-      });
-  session::asio::steady_timer sampler(io);
-  std::function<void()> sample_tick = [&] {
-    sampler.expires_after(std::chrono::seconds(1));
-    sampler.async_wait([&](const session::error_code& ec) {
-      if (ec) return;
-      auto t = slot->current();
-      if (t) {
-        const uint64_t bytes = t->data_bytes_sent() + t->data_bytes_received();
-        if (t.get() == sample.tunnel && bytes - sample.bytes >= 1'000'000)
-          sample.best_mbps = std::max(sample.best_mbps, (bytes - sample.bytes) * 8.0 / 1e6);
-        sample.tunnel = t.get();
-        sample.bytes = bytes;
-      }
-      sample_tick();
-    });
-  };
-  if (picker) sample_tick();  // every shutdown path ends in io.stop(): the timer needs no cancel
-  io.run();
-  report_throughput();
-  if (pay.journal) {  // a clean stop gives back the unused part of today's reservation
-    const uint64_t today = dvpn::payments::UtcDay(dvpn::UnixSeconds());
-    if (auto t = pay.journal->Trim(today, pay.daily->SpentOn(today)); !t) log->warn("{}", t.error());
   }
-  return exit_code;
+  (*runtime)->Stop();
+  const int code = (*runtime)->ExitCode();
+  if (code == dvpn::tunnel_client::kClientSpendCap ||
+      code == dvpn::tunnel_client::kClientPaymentRefused) {
+    std::cerr << "dvpn-tunnel-client: stopped: " << (*runtime)->Status().last_error << "\n";
+  }
+  return code;
 }

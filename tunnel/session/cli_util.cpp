@@ -10,6 +10,12 @@
 
 namespace dvpn::tunnel::session {
 
+void WipeString(std::string& s) {
+  s.resize(s.capacity());  // no reallocation; makes the whole buffer addressable
+  Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(s.data()), s.size()));
+  s.clear();
+}
+
 std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path) {
   std::ifstream in(path);
   if (in) {

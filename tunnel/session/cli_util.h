@@ -144,6 +144,9 @@ inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
   return std::move(*k);
 }
 
+// Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
+void WipeString(std::string& s);
+
 // The exit policy's rule lines from --deny / --allow style lists ("10.0.0.0/8" or
 // "deny 10.0.0.0/8"): deny rules first, then allow rules (ExitPolicy::FromStrings).
 inline std::vector<std::string> PolicyRules(const std::vector<std::string>& deny,

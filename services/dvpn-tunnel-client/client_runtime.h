@@ -1,0 +1,92 @@
+#pragma once
+// ClientRuntime: one running client connection (the body of dvpn-tunnel-client, and what
+// dvpn-client starts on Connect): the TunnelKeeper (handshake, reconnects, provider choice and
+// failover with an OfferPicker), the payment layer (PayerController: terms check, promises,
+// spend caps, top-ups) and the SOCKS5 front end, on an io thread of its own. The SOCKS server
+// starts once the first tunnel is up.
+//
+// It ends by itself when the keeper gives up, a spend cap is reached or the provider's terms
+// are refused (with a fixed provider; with offers the picker moves on), or on Stop().
+//
+// Thread-safety: public methods may be called from any thread. Ownership: the runtime owns
+// everything in its config (the identity is borrowed and must outlive it).
+
+#include <chrono>
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "common/amount.h"
+#include "ledger/rpc/ledger_client.h"
+#include "marketplace/provider_stats.h"
+#include "services/dvpn-tunnel-client/escrow_top_up.h"
+#include "services/dvpn-tunnel-client/offer_picker.h"
+#include "tunnel/session/client.h"
+#include "tunnel/session/paid_client.h"
+
+namespace dvpn::tunnel_client {
+
+// Exit codes of dvpn-tunnel-client (docs/tunnel-cli.md), also the runtime's outcome.
+inline constexpr int kClientOk = 0;
+inline constexpr int kClientRuntimeFailure = 1;
+inline constexpr int kClientSpendCap = 3;
+inline constexpr int kClientPaymentRefused = 4;
+
+struct ClientRuntimeConfig {
+  // Where to go: a fixed exit (provider + key), or the offers of a node (picker set).
+  std::optional<tunnel::session::tcp::endpoint> provider;
+  Hash32 provider_key{};
+  std::optional<OfferPicker::Options> picker;  // with `stats`
+  std::unique_ptr<marketplace::ProviderStats> stats;
+
+  tunnel::session::tcp::endpoint socks;
+  std::string socks_port_file;  // written once the SOCKS server listens
+  tunnel::session::SocksFrontend::Options frontend;
+  tunnel::session::ClientPaymentConfig pay;  // identity, ledger, channel, policy, spend state
+  std::shared_ptr<ledger::rpc::LedgerClient> ledger_client;  // top-ups (optional)
+  tunnel::session::TunnelKeeper::Options keeper;  // timeouts and backoff; the rest is set here
+};
+
+enum class ClientState { kConnecting, kConnected, kReconnecting, kStopped, kFailed };
+const char* ClientStateName(ClientState state);
+
+struct ClientStatus {
+  ClientState state = ClientState::kConnecting;
+  std::string provider_address;  // the payee's account, when known
+  std::string provider_endpoint;  // HOST:PORT of the exit in use
+  Amount price_per_mb;            // of the offer chosen (offers mode)
+  uint16_t socks_port = 0;        // 0 until the SOCKS server listens
+  uint64_t bytes_sent = 0;        // metered bytes of the current tunnel, to the exit
+  uint64_t bytes_received = 0;
+  Amount spent_today;             // signed today by this process (and the spend file)
+  Amount spent_since_start;
+  uint64_t reconnects = 0;
+  std::string last_error;
+};
+
+class ClientRuntime {
+ public:
+  // Starts the io thread and the first connection. Fails only on a local problem (e.g. an
+  // escrow top-up that cannot start); connection failures show in Status() and in the outcome.
+  static std::expected<std::unique_ptr<ClientRuntime>, std::string> Start(
+      ClientRuntimeConfig config);
+  ~ClientRuntime();  // Stop()
+
+  ClientStatus Status();
+  // True once the runtime ended (by itself or by Stop); ExitCode() is then final.
+  bool Finished() const;
+  int ExitCode() const;
+  // Closes the tunnel (CLOSE goes out within 1 s), stops the SOCKS server, joins. Idempotent.
+  void Stop();
+
+ private:
+  struct State;
+  explicit ClientRuntime(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+  std::thread io_thread_;
+};
+
+}  // namespace dvpn::tunnel_client
