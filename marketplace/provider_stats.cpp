@@ -470,6 +470,10 @@ bool ProviderChooser::Eligible(const ChoicePolicy& p, const Offer& o, uint64_t n
   if (!p.region.empty() && o.region != p.region) return false;
   if (o.capacity_mbps < p.min_capacity_mbps) return false;
   if (p.provider && o.provider != *p.provider) return false;
+  if (p.provider_address) {
+    auto key = payments::PublicKey::Parse(o.provider);
+    if (!key || payments::Address::FromPublicKey(*key) != *p.provider_address) return false;
+  }
   if (CheckTime(o, now_unix) != TimeCheck::kOk) return false;
   return CheckFields(o).has_value();
 }

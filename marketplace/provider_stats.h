@@ -125,6 +125,9 @@ struct ChoicePolicy {
   std::string region = {};  // empty: any; otherwise exact match
   uint32_t min_capacity_mbps = 0;
   std::optional<ProviderKey> provider = std::nullopt;  // only this provider's offers, when set
+  // Only the offers of the provider with this account address, when set (a user names a
+  // provider by the address dvpnctl offers shows).
+  std::optional<payments::Address> provider_address = std::nullopt;
 };
 
 // The offer book query that asks for what `policy` may choose (the chooser checks again).

@@ -4,9 +4,9 @@
 #   - dvpn-ledger (SQLite file in $DVPN_HOME),
 #   - three sellers, dvpn-node --config with different prices (0.08, 0.05, 0.12 credits per MB),
 #     gossiping their signed offers (2 and 3 bootstrap to 1),
-#   - a client: the operator funds its wallet (dvpnctl deposit); dvpn-tunnel-client asks seller 1's
-#     offer book, chooses the best offer (the cheapest, 0.05), opens an escrow channel to that
-#     seller and serves SOCKS5.
+#   - a client: the operator funds its wallet (dvpnctl deposit); dvpn-client learns the offers by
+#     gossip (it dials seller 1), and on `dvpnctl connect` chooses the best offer (the cheapest,
+#     0.05), opens an escrow channel to that seller and serves SOCKS5.
 # curl then fetches a file from a local web server through the SOCKS5 port; the script prints
 # what was paid to whom and the balances, and leaves the dashboards and the SOCKS5 address for
 # you to try until Ctrl-C stops everything (each seller settles what it holds first).
@@ -21,13 +21,14 @@ HOME_DIR=${DVPN_HOME:-$ROOT/.dvpn-local}
 BASE=${DVPN_BASE_PORT:-7400}
 LEDGER_PORT=$BASE
 SOCKS_PORT=$((BASE + 2))
+CONTROL_PORT=$((BASE + 4))  # dvpn-client's ClientControl
 WEB_PORT=$((BASE + 3))
 PRICES=(0.08 0.05 0.12)  # sellers 1, 2, 3
 FILE_BYTES=30000000
 ONCE=0
 [ "${1:-}" = "--once" ] && ONCE=1
 
-NEED=(dvpn-ledger dvpnctl dvpn-node dvpn-tunnel-client)
+NEED=(dvpn-ledger dvpnctl dvpn-node dvpn-client)
 missing=0
 for b in "${NEED[@]}"; do [ -x "$BUILD_DIR/bin/$b" ] || missing=1; done
 if [ "$missing" = 1 ]; then
@@ -132,16 +133,22 @@ echo
 echo "== the client: the operator funds its wallet, then it connects through the best offer"
 ctl --keystore "$HOME_DIR/operator.json" deposit --to "$CLIENT" 100 >/dev/null
 echo "\$ dvpnctl deposit --to $CLIENT 100   (client balance: $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["balance"]'))"
-"$BIN/dvpn-tunnel-client" --offers-from "127.0.0.1:$(seller_port 1 2)" \
-  --max-price-per-mb 0.1 --open-deposit 20 --keystore "$HOME_DIR/client.json" \
-  --ledger "$DVPN_LEDGER" --socks "127.0.0.1:$SOCKS_PORT" \
-  --socks-port-file "$HOME_DIR/socks.port" --provider-stats "$HOME_DIR/provider-stats.db" \
+"$BIN/dvpn-client" --keystore "$HOME_DIR/client.json" --ledger "$DVPN_LEDGER" \
+  --bootstrap "127.0.0.1:$(seller_port 1 1)" --max-price-per-mb 0.1 --open-deposit 20 \
+  --socks "127.0.0.1:$SOCKS_PORT" --socks-port-file "$HOME_DIR/socks.port" \
+  --control "127.0.0.1:$CONTROL_PORT" --provider-stats "$HOME_DIR/provider-stats.db" \
   --session-cap 10 --daily-cap 15 --spend-file "$HOME_DIR/spend" \
   > "$HOME_DIR/client.log" 2>&1 &
 PIDS+=($!)
-wait_for "dvpn-tunnel-client did not start (see $HOME_DIR/client.log)" test -s "$HOME_DIR/socks.port"
-grep -h "opened channel\|chose provider" "$HOME_DIR/client.log" | sed 's/^\[[^]]*\] \[[^]]*\] \[info\] /client: /'
-
+echo "dvpn-client: a light gossip node (it only dials seller 1), ClientControl on 127.0.0.1:$CONTROL_PORT"
+wait_for "dvpn-client did not start (see $HOME_DIR/client.log)" \
+  ctl status --client "127.0.0.1:$CONTROL_PORT"
+echo "\$ dvpnctl connect --client 127.0.0.1:$CONTROL_PORT"
+for _ in 1 2 3; do  # the client's gossip node may need a moment to learn the offers
+  ctl connect --client "127.0.0.1:$CONTROL_PORT" --wait 10 && break
+  sleep 1
+done
+test -s "$HOME_DIR/socks.port" || { echo "dvpn-client did not connect (see $HOME_DIR/client.log)" >&2; exit 1; }
 mkdir -p "$HOME_DIR/www"
 head -c "$FILE_BYTES" /dev/urandom > "$HOME_DIR/www/file.bin"
 python3 -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$HOME_DIR/www" \
@@ -176,6 +183,8 @@ done
 PAID=$(paid_seller)
 echo "\$ dvpnctl earnings --node 127.0.0.1:$(seller_port "$PAID" 2)   (the chosen seller's node)"
 ctl earnings --node "127.0.0.1:$(seller_port "$PAID" 2)"
+echo "\$ dvpnctl status --client 127.0.0.1:$CONTROL_PORT"
+ctl status --client "127.0.0.1:$CONTROL_PORT"
 echo "client $CLIENT: balance $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["balance"]')," \
   "in escrow $(ctl --keystore "$HOME_DIR/client.json" --json balance | json '["escrowed"]')"
 
@@ -208,6 +217,8 @@ echo
 echo "Running. Try, in another shell:"
 echo "  curl --socks5-hostname 127.0.0.1:$SOCKS_PORT http://127.0.0.1:$WEB_PORT/file.bin -o /dev/null"
 for n in 1 2 3; do echo "  seller $n dashboard: http://127.0.0.1:$(seller_port "$n" 3)/"; done
+echo "  $BIN/dvpnctl status --client 127.0.0.1:$CONTROL_PORT --watch 30    (live throughput and spending)"
+echo "  $BIN/dvpnctl earnings --node 127.0.0.1:$(seller_port 2 2)    (seller 2's earnings)"
 echo "  DVPN_LEDGER=$DVPN_LEDGER DVPN_PASSPHRASE=$DVPN_PASSPHRASE $BIN/dvpnctl --keystore $HOME_DIR/seller2.json balance"
 echo "Ctrl-C stops everything (each seller settles what it holds first)."
 wait "${PIDS[0]}"

@@ -12,7 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "services/dvpnctl/cli.h"
-#include "services/dvpnctl/node_commands.h"
+#include "services/dvpnctl/daemon_commands.h"
 #include "services/dvpnctl/wallet.h"
 
 namespace {
@@ -198,6 +198,34 @@ int main(int argc, char** argv) {
       ->envname("DVPN_NODE")
       ->capture_default_str();
   on(earnings, [&](Wallet&) { return dvpn::ctl::ShowEarnings(options, node); });
+
+  // Commands for a dvpn-client (its ClientControl port).
+  std::string client = "127.0.0.1:7700";
+  dvpn::ctl::ConnectArgs connect_args;
+  uint32_t watch_s = 0;
+  auto client_option = [&](CLI::App* cmd) {
+    cmd->add_option("--client", client, "the dvpn-client's control HOST:PORT")
+        ->envname("DVPN_CLIENT")
+        ->capture_default_str();
+  };
+  auto* connect = app.add_subcommand("connect", "ask dvpn-client to connect (best offer)");
+  client_option(connect);
+  connect->add_option("--max-price", connect_args.max_price, "at most this per MB (credits)");
+  connect->add_option("--region", connect_args.region, "only offers from this region");
+  connect->add_option("--provider", connect_args.provider, "only this provider (dv... address)");
+  connect->add_option("--wait", connect_args.wait_s, "seconds to wait for the tunnel (1..60)")
+      ->check(CLI::Range(1u, 60u))
+      ->capture_default_str();
+  on(connect, [&](Wallet&) { return dvpn::ctl::Connect(options, client, connect_args); });
+  auto* disconnect = app.add_subcommand("disconnect", "ask dvpn-client to disconnect");
+  client_option(disconnect);
+  on(disconnect, [&](Wallet&) { return dvpn::ctl::Disconnect(options, client); });
+  auto* status = app.add_subcommand("status", "dvpn-client's connection, traffic and spending");
+  client_option(status);
+  status->add_option("--watch", watch_s,
+                     "a live line per second for this many seconds (throughput, credits spent)")
+      ->check(CLI::Range(0u, 86400u));
+  on(status, [&](Wallet&) { return dvpn::ctl::ClientStatus(options, client, watch_s); });
 
   try {
     app.parse(argc, argv);

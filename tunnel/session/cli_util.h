@@ -37,6 +37,12 @@ inline std::optional<tcp::endpoint> ResolveHostPort(asio::io_context& io, const 
   }
   std::string host = text.substr(0, colon);
   std::string port = text.substr(colon + 1);
+  // The resolver would take "99999" modulo 65536: refuse anything but 0..65535.
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535) {
+    *error = "bad port in \"" + text + "\" (expected 0..65535)";
+    return std::nullopt;
+  }
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }

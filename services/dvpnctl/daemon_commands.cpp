@@ -1,10 +1,12 @@
-#include "services/dvpnctl/node_commands.h"
+#include "services/dvpnctl/daemon_commands.h"
 
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
+#include "dvpn/v1/client.grpc.pb.h"
 #include "dvpn/v1/marketplace.grpc.pb.h"
 #include "dvpn/v1/node.grpc.pb.h"
 #include "services/dvpnctl/output.h"
@@ -32,9 +34,10 @@ Error<Exit> NodeFailure(const std::string& node, const grpc::Status& status) {
     return {Exit::kUnreachable, "cannot reach the node at " + node + ": " + status.error_message()};
   }
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-    return {Exit::kRefused, "the service at " + node + " is not a seller's dvpn-node (--config)"};
+    return {Exit::kRefused, "the service at " + node + " does not offer that (a seller's node is "
+                            "dvpn-node --config; connect/status need dvpn-client)"};
   }
-  return {Exit::kRefused, "the node refused: " + status.error_message()};
+  return {Exit::kRefused, "refused by " + node + ": " + status.error_message()};
 }
 
 std::shared_ptr<grpc::Channel> ChannelTo(const std::string& node) {
@@ -167,6 +170,140 @@ CliResult<void> ShowEarnings(const Options& options, const std::string& node) {
                 Hex(c.channel_id()).substr(0, 16).c_str(), Credits(c.unsettled_micro()).c_str(),
                 Credits(c.cumulative_micro()).c_str(), Credits(c.settled_micro()).c_str(),
                 c.state().c_str());
+  }
+  return {};
+}
+
+namespace {
+
+Json StatusJson(const v1::ClientStatus& s) {
+  Json j;
+  j["state"] = s.state();
+  j["wallet"] = s.wallet_address();
+  j["provider"] = s.provider_address();
+  j["endpoint"] = s.provider_endpoint();
+  PutAmount(j, "price_per_mb", Amount::FromMicro(s.price_per_mb_micro()));
+  j["socks"] = s.socks_address();
+  j["bytes_sent"] = s.bytes_sent();
+  j["bytes_received"] = s.bytes_received();
+  PutAmount(j, "spent_session", Amount::FromMicro(s.spent_session_micro()));
+  PutAmount(j, "spent_today", Amount::FromMicro(s.spent_today_micro()));
+  PutAmount(j, "daily_cap", Amount::FromMicro(s.daily_cap_micro()));
+  j["reconnects"] = s.reconnects();
+  j["last_error"] = s.last_error();
+  return j;
+}
+
+void PrintStatus(const Options& options, const v1::ClientStatus& s) {
+  if (options.json) {
+    std::cout << StatusJson(s).dump(2) << "\n";
+    return;
+  }
+  Lines lines = {{"state", s.state()}, {"wallet", s.wallet_address()}};
+  if (!s.provider_address().empty()) {
+    lines.emplace_back("provider", s.provider_address());
+    lines.emplace_back("endpoint", s.provider_endpoint());
+    lines.emplace_back("price", Credits(s.price_per_mb_micro()) + " per MB");
+  }
+  if (!s.socks_address().empty()) lines.emplace_back("socks5", s.socks_address());
+  lines.emplace_back("traffic", std::to_string(s.bytes_received()) + " bytes in, " +
+                                    std::to_string(s.bytes_sent()) + " out");
+  lines.emplace_back("spent", Credits(s.spent_session_micro()) + " this connection, " +
+                                  Credits(s.spent_today_micro()) + " today" +
+                                  (s.daily_cap_micro() ? " (cap " + Credits(s.daily_cap_micro()) + ")"
+                                                       : ""));
+  if (!s.last_error().empty()) lines.emplace_back("last error", s.last_error());
+  std::cout << FormatLines(lines);
+}
+
+CliResult<v1::ClientStatus> AskStatus(v1::ClientControl::Stub& stub, const Options& options,
+                                      const std::string& client) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options);
+  v1::ClientStatus status;
+  if (auto st = stub.GetStatus(&ctx, v1::GetClientStatusRequest(), &status); !st.ok()) {
+    return std::unexpected(NodeFailure(client, st));
+  }
+  return status;
+}
+
+}  // namespace
+
+CliResult<void> Connect(const Options& options, const std::string& client,
+                        const ConnectArgs& args) {
+  v1::ConnectRequest request;
+  if (!args.max_price.empty()) {
+    auto price = Amount::Parse(args.max_price);
+    if (!price || price->IsZero()) {
+      return Fail(Exit::kUsage, "--max-price: not an amount of credits: " + args.max_price);
+    }
+    request.set_max_price_per_mb_micro(price->micro());
+  }
+  request.set_region(args.region);
+  request.set_provider_address(args.provider);
+  request.set_wait_ms(args.wait_s * 1000);
+  auto stub = v1::ClientControl::NewStub(ChannelTo(client));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + options.timeout +
+                   std::chrono::seconds(args.wait_s));
+  v1::ClientStatus status;
+  if (auto st = stub->Connect(&ctx, request, &status); !st.ok()) {
+    return std::unexpected(NodeFailure(client, st));
+  }
+  PrintStatus(options, status);
+  if (status.state() != "connected") {
+    return Fail(Exit::kRefused, "not connected (" + status.state() + ")" +
+                                    (status.last_error().empty() ? "" : ": " + status.last_error()));
+  }
+  return {};
+}
+
+CliResult<void> Disconnect(const Options& options, const std::string& client) {
+  auto stub = v1::ClientControl::NewStub(ChannelTo(client));
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options);
+  v1::ClientStatus status;
+  if (auto st = stub->Disconnect(&ctx, v1::DisconnectRequest(), &status); !st.ok()) {
+    return std::unexpected(NodeFailure(client, st));
+  }
+  PrintStatus(options, status);
+  return {};
+}
+
+CliResult<void> ClientStatus(const Options& options, const std::string& client,
+                             uint32_t watch_s) {
+  auto stub = v1::ClientControl::NewStub(ChannelTo(client));
+  DVPNCTL_TRY(first, AskStatus(*stub, options, client));
+  if (watch_s == 0) {
+    PrintStatus(options, first);
+    return {};
+  }
+  // The live view: one line a second, rates from the change of the counters.
+  v1::ClientStatus last = first;
+  auto last_time = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < watch_s; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    DVPNCTL_TRY(now, AskStatus(*stub, options, client));
+    const auto t = std::chrono::steady_clock::now();
+    const double secs = std::chrono::duration<double>(t - last_time).count();
+    auto rate = [&](uint64_t now_bytes, uint64_t then_bytes) {
+      return now_bytes >= then_bytes ? (now_bytes - then_bytes) * 8.0 / 1e6 / secs : 0.0;
+    };
+    const double down = rate(now.bytes_received(), last.bytes_received());
+    const double up = rate(now.bytes_sent(), last.bytes_sent());
+    if (options.json) {
+      Json j = StatusJson(now);
+      j["down_mbps"] = down;
+      j["up_mbps"] = up;
+      std::cout << j.dump() << "\n";
+    } else {
+      std::printf("%-12s down %8.2f Mbit/s  up %8.2f Mbit/s  spent %s (today %s)  %s\n",
+                  now.state().c_str(), down, up, Credits(now.spent_session_micro()).c_str(),
+                  Credits(now.spent_today_micro()).c_str(), now.provider_address().c_str());
+    }
+    std::cout.flush();
+    last = now;
+    last_time = t;
   }
   return {};
 }

@@ -1,0 +1,148 @@
+#include "services/dvpn-client/client_control.h"
+
+#include <thread>
+
+#include "marketplace/offer.h"
+#include "services/dvpn-node/config.h"
+
+namespace dvpn::client {
+namespace {
+
+using namespace std::chrono_literals;
+using tunnel_client::ClientState;
+
+constexpr uint32_t kDefaultWaitMs = 15'000;
+constexpr uint32_t kMaxWaitMs = 60'000;
+constexpr std::chrono::milliseconds kPoll{50};
+
+}  // namespace
+
+ClientController::ClientController(Factory factory, ConnectPolicy defaults,
+                                   std::string wallet_address, Amount daily_cap,
+                                   std::string socks_host)
+    : factory_(std::move(factory)),
+      defaults_(std::move(defaults)),
+      wallet_address_(std::move(wallet_address)),
+      daily_cap_(daily_cap),
+      socks_host_(std::move(socks_host)) {}
+
+ClientController::~ClientController() { Disconnect(); }
+
+v1::ClientStatus ClientController::StatusLocked() {
+  if (!runtime_) {
+    v1::ClientStatus s = last_.value_or(v1::ClientStatus());
+    if (!last_) s.set_state("disconnected");
+    s.set_wallet_address(wallet_address_);
+    s.set_daily_cap_micro(daily_cap_.micro());
+    s.set_socks_address("");
+    return s;
+  }
+  const tunnel_client::ClientStatus st = runtime_->Status();
+  v1::ClientStatus s;
+  s.set_state(tunnel_client::ClientStateName(st.state));
+  s.set_wallet_address(wallet_address_);
+  s.set_provider_address(st.provider_address);
+  s.set_provider_endpoint(st.provider_endpoint);
+  s.set_price_per_mb_micro(st.price_per_mb.micro());
+  if (st.socks_port != 0 && !runtime_->Finished()) {
+    s.set_socks_address(socks_host_ + ":" + std::to_string(st.socks_port));
+  }
+  s.set_bytes_sent(st.bytes_sent);
+  s.set_bytes_received(st.bytes_received);
+  s.set_spent_today_micro(st.spent_today.micro());
+  s.set_spent_session_micro(st.spent_since_start.micro());
+  s.set_daily_cap_micro(daily_cap_.micro());
+  s.set_reconnects(st.reconnects);
+  s.set_last_error(st.last_error);
+  return s;
+}
+
+std::expected<v1::ClientStatus, std::string> ClientController::Connect(
+    const ConnectPolicy& policy, std::chrono::milliseconds wait) {
+  std::lock_guard lock(mu_);
+  if (runtime_) {
+    runtime_->Stop();
+    runtime_.reset();
+  }
+  last_.reset();
+  auto config = factory_(policy);
+  if (!config) return std::unexpected(config.error());
+  auto runtime = tunnel_client::ClientRuntime::Start(std::move(*config));
+  if (!runtime) return std::unexpected(runtime.error());
+  runtime_ = std::move(*runtime);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < deadline && !runtime_->Finished()) {
+    auto st = runtime_->Status();
+    if (st.state == ClientState::kConnected && st.socks_port != 0) break;
+    std::this_thread::sleep_for(kPoll);
+  }
+  return StatusLocked();
+}
+
+v1::ClientStatus ClientController::Disconnect() {
+  std::lock_guard lock(mu_);
+  if (runtime_) {
+    runtime_->Stop();
+    v1::ClientStatus final_status = StatusLocked();
+    final_status.set_state("disconnected");
+    final_status.set_socks_address("");
+    final_status.set_bytes_sent(0);
+    final_status.set_bytes_received(0);
+    last_ = final_status;
+    runtime_.reset();
+  }
+  return StatusLocked();
+}
+
+v1::ClientStatus ClientController::Status() {
+  std::lock_guard lock(mu_);
+  return StatusLocked();
+}
+
+grpc::Status ClientControlService::Connect(grpc::ServerContext*, const v1::ConnectRequest* request,
+                                           v1::ClientStatus* reply) {
+  ConnectPolicy policy = controller_.defaults();
+  if (request->max_price_per_mb_micro() > marketplace::kMaxOfferPrice) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "max_price_per_mb_micro: at most 1000000 credits");
+  }
+  if (request->max_price_per_mb_micro() != 0) {
+    policy.max_price_per_mb = Amount::FromMicro(request->max_price_per_mb_micro());
+  }
+  if (!request->region().empty()) {
+    if (auto ok = node::CheckRegion(request->region()); !ok) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "region: " + ok.error());
+    }
+    policy.region = request->region();
+  }
+  if (!request->provider_address().empty()) {
+    policy.provider = payments::Address::Parse(request->provider_address());
+    if (!policy.provider) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "provider_address: not an address (dv and 48 hex digits)");
+    }
+  }
+  const uint32_t wait = request->wait_ms() == 0 ? kDefaultWaitMs : request->wait_ms();
+  if (wait > kMaxWaitMs) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "wait_ms: at most 60000");
+  }
+  auto status = controller_.Connect(policy, std::chrono::milliseconds(wait));
+  if (!status) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status.error());
+  *reply = std::move(*status);
+  return grpc::Status::OK;
+}
+
+grpc::Status ClientControlService::Disconnect(grpc::ServerContext*, const v1::DisconnectRequest*,
+                                              v1::ClientStatus* reply) {
+  *reply = controller_.Disconnect();
+  return grpc::Status::OK;
+}
+
+grpc::Status ClientControlService::GetStatus(grpc::ServerContext*,
+                                             const v1::GetClientStatusRequest*,
+                                             v1::ClientStatus* reply) {
+  *reply = controller_.Status();
+  return grpc::Status::OK;
+}
+
+}  // namespace dvpn::client

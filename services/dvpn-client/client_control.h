@@ -1,0 +1,82 @@
+#pragma once
+// The user's side of dvpn-client (docs/client.md): ClientController holds at most one running
+// connection (a ClientRuntime) and replaces it on Connect; ClientControlService is
+// dvpn.v1.ClientControl over it (127.0.0.1 only).
+//
+// Thread-safety: ClientController's methods may be called from any thread (one mutex; Connect
+// and Disconnect are serialized). Ownership: it owns the runtime; the factory's captures must
+// outlive it.
+
+#include <chrono>
+#include <expected>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "dvpn/v1/client.grpc.pb.h"
+#include "payments/keys.h"
+#include "services/dvpn-tunnel-client/client_runtime.h"
+
+namespace dvpn::client {
+
+// What one Connect may choose.
+struct ConnectPolicy {
+  Amount max_price_per_mb;
+  std::string region;                       // empty: any
+  std::optional<payments::Address> provider;  // only this provider's offers
+};
+
+class ClientController {
+ public:
+  // Builds the runtime's configuration for `policy` (the wallet, the spend state shared by
+  // every connection, the offers source). Error: a message for the caller.
+  using Factory = std::function<std::expected<tunnel_client::ClientRuntimeConfig, std::string>(
+      const ConnectPolicy& policy)>;
+
+  ClientController(Factory factory, ConnectPolicy defaults, std::string wallet_address,
+                   Amount daily_cap, std::string socks_host);
+  ~ClientController();  // Disconnect()
+
+  const ConnectPolicy& defaults() const { return defaults_; }
+
+  // Replaces any running connection with one under `policy` and waits up to `wait` for its
+  // tunnel (the SOCKS port listens then). Error: the configuration could not be built.
+  std::expected<v1::ClientStatus, std::string> Connect(const ConnectPolicy& policy,
+                                                       std::chrono::milliseconds wait);
+  v1::ClientStatus Disconnect();
+  v1::ClientStatus Status();
+
+ private:
+  v1::ClientStatus StatusLocked();
+
+  const Factory factory_;
+  const ConnectPolicy defaults_;
+  const std::string wallet_address_;
+  const Amount daily_cap_;
+  const std::string socks_host_;
+  std::mutex mu_;  // guards runtime_ and last_
+  std::unique_ptr<tunnel_client::ClientRuntime> runtime_;
+  std::optional<v1::ClientStatus> last_;  // the final status of a connection that ended
+};
+
+class ClientControlService final : public v1::ClientControl::Service {
+ public:
+  explicit ClientControlService(ClientController& controller) : controller_(controller) {}
+
+  // INVALID_ARGUMENT: a price above 1,000,000 credits, a bad region or provider address,
+  // wait_ms above 60000. FAILED_PRECONDITION: the connection could not be set up (e.g. the
+  // provider stats file cannot be opened).
+  grpc::Status Connect(grpc::ServerContext*, const v1::ConnectRequest* request,
+                       v1::ClientStatus* reply) override;
+  grpc::Status Disconnect(grpc::ServerContext*, const v1::DisconnectRequest*,
+                          v1::ClientStatus* reply) override;
+  grpc::Status GetStatus(grpc::ServerContext*, const v1::GetClientStatusRequest*,
+                         v1::ClientStatus* reply) override;
+
+ private:
+  ClientController& controller_;
+};
+
+}  // namespace dvpn::client

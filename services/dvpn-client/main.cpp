@@ -1,0 +1,314 @@
+// dvpn-client: the privacy user's daemon (docs/client.md). A wallet (dvpnctl keystore), the
+// offers of the network (an embedded gossip node that only dials out to --bootstrap peers, or a
+// node's OfferBook with --offers-from), provider choice by policy, the SOCKS5 port, spend
+// limits, reconnect and failover (ClientRuntime), and dvpn.v1.ClientControl on 127.0.0.1 so
+// that dvpnctl (connect, disconnect, status) or a wallet app drives it.
+// Wiring only: flags -> wallet -> ledger -> offers source -> controller -> gRPC -> signals.
+//
+// Exit codes: 0 clean shutdown (SIGINT/SIGTERM); 2 refused to start (bad flag, keystore,
+// passphrase, spend file); 1 runtime failure (ledger unreachable, cannot listen).
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "common/log.h"
+#include "common/port_file.h"
+#include "ledger/rpc/ledger_client.h"
+#include "marketplace/gossip_transport.h"
+#include "marketplace/rpc/offer_book_service.h"
+#include "payments/keystore.h"
+#include "payments/spend_journal.h"
+#include "services/dvpn-client/client_control.h"
+#include "services/dvpn-node/config.h"
+#include "tunnel/kdf.h"
+#include "tunnel/session/cli_util.h"
+
+namespace {
+
+namespace session = dvpn::tunnel::session;
+namespace mp = dvpn::marketplace;
+using namespace std::chrono_literals;
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
+constexpr size_t kMaxPassphrase = 1024;
+constexpr long kSignalPollNs = 200'000'000;
+
+int Refuse(const std::string& message) {
+  std::cerr << "dvpn-client: " << message << "\n";
+  return kExitConfig;
+}
+
+int Fail(const std::string& message) {
+  std::cerr << "dvpn-client: " << message << "\n";
+  return kExitRuntime;
+}
+
+struct Flags {
+  std::string keystore;
+  std::string passphrase_file;
+  std::string ledger;
+  std::vector<std::string> bootstrap;
+  std::string offers_from;
+  std::string max_price_per_mb;
+  std::string region;
+  std::string provider;
+  std::string socks = "127.0.0.1:1080";
+  std::string socks_port_file;
+  std::string session_cap;
+  std::string daily_cap;
+  std::string spend_file;
+  std::string open_deposit;
+  std::string provider_stats;
+  std::string control = "127.0.0.1:7700";
+  std::string control_port_file;
+  bool connect = false;
+  std::string log_level = "info";
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  CLI::App app{"dvpn-client: a dVPN user's daemon (wallet, provider choice, SOCKS5, control)"};
+  app.add_option("--keystore", f.keystore, "the wallet: a dvpnctl keystore")->required();
+  app.add_option("--passphrase-file", f.passphrase_file,
+                 "the keystore's passphrase on the file's first line (else $DVPN_PASSPHRASE)");
+  app.add_option("--ledger", f.ledger, "the ledger's gRPC HOST:PORT")->required();
+  app.add_option("--bootstrap", f.bootstrap,
+                 "a gossip peer HOST:PORT to learn offers from (repeatable; light mode: the "
+                 "client's gossip node only dials out)");
+  app.add_option("--offers-from", f.offers_from,
+                 "instead of gossip: a dvpn-node's OfferBook gRPC HOST:PORT");
+  app.add_option("--max-price-per-mb", f.max_price_per_mb,
+                 "the highest price per MB to choose (credits)")
+      ->required();
+  app.add_option("--region", f.region, "only offers from this region");
+  app.add_option("--provider", f.provider, "only this provider's offers (its dv... address)");
+  app.add_option("--socks", f.socks, "the SOCKS5 address (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--socks-port-file", f.socks_port_file, "write the SOCKS port here once up");
+  app.add_option("--session-cap", f.session_cap, "sign at most this much per session (credits)");
+  app.add_option("--daily-cap", f.daily_cap, "sign at most this much per UTC day (credits)");
+  app.add_option("--spend-file", f.spend_file, "keep today's spending here (with --daily-cap)");
+  app.add_option("--open-deposit", f.open_deposit,
+                 "open a channel with this deposit to a chosen provider that has none (credits)");
+  app.add_option("--provider-stats", f.provider_stats,
+                 "keep what this client measured of each provider in this SQLite file");
+  app.add_option("--control", f.control, "ClientControl gRPC HOST:PORT (loopback only)")
+      ->capture_default_str();
+  app.add_option("--control-port-file", f.control_port_file, "write the control port here");
+  app.add_flag("--connect", f.connect, "connect at start (else wait for ClientControl.Connect)");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.set_version_flag("--version", "dvpn-client " DVPN_VERSION);
+  app.footer("Exit codes: 0 clean shutdown, 2 refused to start, 1 runtime failure. "
+             "docs/client.md.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitConfig;
+  }
+  if (!dvpn::SetLogLevel(f.log_level)) return Refuse("--log-level: unknown level " + f.log_level);
+  if (f.bootstrap.empty() == f.offers_from.empty()) {
+    return Refuse("give --bootstrap (gossip) or --offers-from (a node's OfferBook), one of them");
+  }
+  dvpn::tunnel::EnsureSodium();
+
+  // The policy's defaults.
+  dvpn::client::ConnectPolicy defaults;
+  {
+    auto price = dvpn::node::ParsePrice(f.max_price_per_mb);
+    if (!price) return Refuse("--max-price-per-mb: " + price.error());
+    defaults.max_price_per_mb = *price;
+    if (auto ok = dvpn::node::CheckRegion(f.region); !ok) return Refuse("--region: " + ok.error());
+    defaults.region = f.region;
+    if (!f.provider.empty()) {
+      defaults.provider = dvpn::payments::Address::Parse(f.provider);
+      if (!defaults.provider) return Refuse("--provider: not an address: " + f.provider);
+    }
+  }
+  auto control = dvpn::node::ParseListenAddress(f.control);
+  if (!control) return Refuse("--control: " + control.error());
+  if (control->host != "127.0.0.1" && control->host != "::1") {
+    return Refuse("--control: " + f.control + " is not a loopback address (no authentication)");
+  }
+
+  // The wallet.
+  std::string passphrase;
+  if (!f.passphrase_file.empty()) {
+    std::string error;
+    auto p = session::ReadSecretFile(f.passphrase_file, kMaxPassphrase, &error);
+    if (!p) return Refuse("--passphrase-file: " + error);
+    passphrase = std::move(*p);
+  } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
+    passphrase = env;
+  } else {
+    return Refuse("--keystore: no passphrase (--passphrase-file or $DVPN_PASSPHRASE)");
+  }
+  auto wallet = dvpn::payments::LoadKeystore(f.keystore, passphrase);
+  session::WipeString(passphrase);
+  if (!wallet) {
+    return Refuse("--keystore " + f.keystore + ": " +
+                  (wallet.error().code == dvpn::payments::KeystoreErrc::kWrongPassphrase
+                       ? std::string("wrong passphrase")
+                       : wallet.error().message));
+  }
+  const dvpn::payments::PrivateKey identity = std::move(*wallet);
+  const std::string wallet_address =
+      dvpn::payments::Address::FromPublicKey(identity.public_key()).ToString();
+
+  // Spend limits shared by every connection of this process.
+  dvpn::tunnel::session::ClientPaymentConfig pay_base;
+  pay_base.identity = &identity;
+  pay_base.daily = std::make_shared<dvpn::payments::DailySpend>();
+  {
+    const auto& amount = session::ParseAmountFlag;
+    if (auto e = amount(f.session_cap, "--session-cap", &pay_base.policy.session_cap))
+      return Refuse(*e);
+    if (auto e = amount(f.daily_cap, "--daily-cap", &pay_base.policy.daily_cap)) return Refuse(*e);
+    if (!f.spend_file.empty()) {
+      if (pay_base.policy.daily_cap.IsZero()) return Refuse("--spend-file needs --daily-cap");
+      auto journal = dvpn::payments::SpendJournal::Open(f.spend_file, pay_base.policy.daily_cap);
+      if (!journal) return Refuse("--spend-file: " + journal.error());
+      pay_base.journal = std::make_shared<dvpn::payments::SpendJournal>(std::move(*journal));
+      const uint64_t today = dvpn::payments::UtcDay(dvpn::UnixSeconds());
+      pay_base.daily->Record(today, pay_base.journal->ReservedFor(today));
+    }
+  }
+  dvpn::Amount open_deposit;
+  if (auto e = session::ParseAmountFlag(f.open_deposit, "--open-deposit", &open_deposit)) {
+    return Refuse(*e);
+  }
+  session::asio::io_context resolver_io(1);
+  std::string error;
+  auto socks_ep = session::ResolveHostPort(resolver_io, f.socks, &error);
+  if (!socks_ep) return Refuse("--socks: " + error);
+
+  auto log = dvpn::Logger("dvpn-client");
+  session::RaiseOpenFileLimit(*log);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // The ledger.
+  auto ledger_client =
+      std::make_shared<dvpn::ledger::rpc::LedgerClient>(f.ledger, kLedgerCallTimeout);
+  auto info = ledger_client->GetInfo();
+  if (!info) return Fail("--ledger " + f.ledger + ": " + info.error().message);
+  pay_base.ledger = info->id;
+
+  // The offers: a node's OfferBook, or our own light gossip node with a local OfferBook.
+  std::unique_ptr<mp::GossipTransport> gossip;
+  std::unique_ptr<mp::rpc::TransportOfferFeed> feed;
+  std::unique_ptr<mp::rpc::OfferBookServer> book;
+  std::string offers_from = f.offers_from;
+  if (!f.bootstrap.empty()) {
+    mp::GossipConfig g;
+    g.network = info->id;
+    for (const auto& b : f.bootstrap) {
+      auto e = dvpn::node::ParseEndpoint(b);
+      if (!e) return Refuse("--bootstrap: " + e.error());
+      g.bootstrap.push_back(*e);
+    }
+    std::random_device rd;
+    g.seed = (uint64_t{rd()} << 32) | rd();
+    g.target_outbound = std::min<size_t>(g.target_outbound, 4);
+    mp::GossipTransportOptions t;
+    t.listen_address = "";  // light mode: never accepts connections
+    gossip = std::make_unique<mp::GossipTransport>(g, t);
+    if (auto started = gossip->Start(); !started) return Fail("gossip: " + started.error());
+    feed = std::make_unique<mp::rpc::TransportOfferFeed>(*gossip);
+    mp::rpc::OfferBookServerOptions o;
+    o.listen_address = "127.0.0.1:0";
+    auto server = mp::rpc::OfferBookServer::Start(*feed, info->id, o);
+    if (!server) return Fail("the local offer book: " + server.error());
+    book = std::move(*server);
+    offers_from = "127.0.0.1:" + std::to_string(book->port());
+  }
+
+  // Each Connect gets a fresh runtime configuration sharing the wallet and the spend state.
+  dvpn::SystemClock clock;
+  auto factory = [&](const dvpn::client::ConnectPolicy& policy)
+      -> std::expected<dvpn::tunnel_client::ClientRuntimeConfig, std::string> {
+    dvpn::tunnel_client::ClientRuntimeConfig c;
+    c.pay = pay_base;
+    c.pay.policy.max_price_per_mb = policy.max_price_per_mb;
+    c.ledger_client = ledger_client;
+    c.socks = *socks_ep;
+    c.socks_port_file = f.socks_port_file;
+    dvpn::tunnel_client::OfferPicker::Options po;
+    po.offers_from = offers_from;
+    po.policy.ledger = info->id;
+    po.policy.max_price_per_mb = policy.max_price_per_mb;
+    po.policy.region = policy.region;
+    po.policy.provider_address = policy.provider;
+    po.client = &identity;
+    po.ledger = ledger_client;
+    po.open_deposit = open_deposit;
+    c.picker = std::move(po);
+    if (f.provider_stats.empty()) {
+      c.stats = std::make_unique<mp::ProviderStats>(mp::ProviderStats::InMemory(clock));
+    } else {
+      auto opened = mp::ProviderStats::Open(f.provider_stats, clock);
+      if (!opened) {
+        return std::unexpected("--provider-stats " + f.provider_stats + ": " +
+                               opened.error().message);
+      }
+      c.stats = std::make_unique<mp::ProviderStats>(std::move(*opened));
+    }
+    return c;
+  };
+  dvpn::client::ClientController controller(factory, defaults, wallet_address,
+                                             pay_base.policy.daily_cap,
+                                             socks_ep->address().to_string());
+  dvpn::client::ClientControlService service(controller);
+  grpc::ServerBuilder builder;
+  int control_port = 0;
+  builder.AddListeningPort(control->ToString(), grpc::InsecureServerCredentials(), &control_port);
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  if (!server || control_port == 0) return Fail("--control " + f.control + ": cannot listen");
+  if (!f.control_port_file.empty() &&
+      !dvpn::WritePortFile(f.control_port_file, control_port, &error)) {
+    return Fail(error);
+  }
+  log->info("wallet {}; ledger {}; offers from {}; ClientControl on {}:{}", wallet_address,
+            f.ledger, f.bootstrap.empty() ? offers_from : "gossip (light mode)", control->host,
+            control_port);
+  if (f.connect) {
+    auto st = controller.Connect(defaults, 15s);
+    if (!st) return Fail(st.error());
+    log->info("connect: {}{}", st->state(),
+              st->provider_address().empty() ? "" : " via " + st->provider_address());
+  }
+
+  for (;;) {
+    timespec tick{0, kSignalPollNs};
+    int sig = ::sigtimedwait(&signals, nullptr, &tick);
+    if (sig > 0) {
+      log->info("signal {}: shutting down", sig);
+      break;
+    }
+  }
+  controller.Disconnect();
+  server->Shutdown(std::chrono::system_clock::now() + 1s);
+  if (book) book->Shutdown(1000ms);
+  if (gossip) gossip->Stop();
+  return 0;
+}

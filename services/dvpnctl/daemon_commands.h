@@ -1,0 +1,42 @@
+#pragma once
+// dvpnctl's commands that talk to a daemon instead of the ledger: `offers` (a dvpn-node's
+// OfferBook, best first), `earnings` (a seller node's NodeControl), and `connect`,
+// `disconnect`, `status` (a dvpn-client's ClientControl). Private to services/dvpnctl;
+// docs/dvpnctl.md, "Node and client commands".
+
+#include <cstdint>
+#include <string>
+
+#include "common/amount.h"
+#include "services/dvpnctl/cli.h"
+
+namespace dvpn::ctl {
+
+struct OffersQuery {
+  std::string max_price;  // credits per MB; empty: any
+  std::string region;     // empty: any
+  uint32_t limit = 20;
+};
+
+// Lists the offers the node at `node` (HOST:PORT of its gRPC port) knows, best first.
+CliResult<void> ListOffers(const Options& options, const std::string& node,
+                           const OffersQuery& query);
+// A seller node's earnings: settled, unsettled, lost, settlement counts, channels.
+CliResult<void> ShowEarnings(const Options& options, const std::string& node);
+
+struct ConnectArgs {
+  std::string max_price;  // credits per MB; empty: the client's default
+  std::string region;
+  std::string provider;   // dv... address
+  uint32_t wait_s = 15;
+};
+
+// Asks the dvpn-client at `client` to connect under `args` and prints the outcome; a
+// connection that did not come up is exit code 1 with its error.
+CliResult<void> Connect(const Options& options, const std::string& client, const ConnectArgs& args);
+CliResult<void> Disconnect(const Options& options, const std::string& client);
+// The client's status; with `watch_s` > 0 one line per second for that many seconds (0: once)
+// showing the throughput and the credits spent while connected.
+CliResult<void> ClientStatus(const Options& options, const std::string& client, uint32_t watch_s);
+
+}  // namespace dvpn::ctl

@@ -1,0 +1,190 @@
+// dvpn-client as a user runs it (docs/client.md): a real ledger and seller node, the client in
+// light gossip mode (it only dials the seller's gossip port), driven through ClientControl:
+// a price limit below every offer never connects, Connect chooses the seller's offer and
+// serves SOCKS5, spending shows in the status and matches what the seller accepted,
+// Disconnect closes the SOCKS port; bad requests and bad flags get clear errors.
+
+#include <grpcpp/grpcpp.h>
+
+#include "dvpn/v1/client.grpc.pb.h"
+#include "tests/node_daemon/seller_harness.h"
+
+namespace dvpn::payments_e2e {
+namespace {
+
+class ClientDaemonTest : public SellerNodeTest {
+ protected:
+  void SetUp() override {
+    SellerNodeTest::SetUp();
+    if (HasFatalFailure()) return;
+    auto saved = payments::SaveKeystore(dir_.File("client.json"), payer_, kPassphrase,
+                                        payments::KdfCost::MinimumForTests());
+    ASSERT_TRUE(saved) << saved.error().message;
+  }
+
+  std::vector<std::string> ClientArgs(int gossip_port) {
+    return {DVPN_CLIENT_BIN,       "--keystore",
+            dir_.File("client.json"), "--ledger",
+            ledger_target_,        "--bootstrap",
+            "127.0.0.1:" + std::to_string(gossip_port), "--max-price-per-mb",
+            "0.05",                "--socks",
+            "127.0.0.1:0",         "--socks-port-file",
+            dir_.File("client-socks.port"), "--control",
+            "127.0.0.1:0",         "--control-port-file",
+            dir_.File("client-control.port"), "--daily-cap",
+            "1",                   "--spend-file",
+            dir_.File("client.spend"), "--log-level",
+            "debug"};
+  }
+
+  v1::ClientStatus Call(const std::function<grpc::Status(grpc::ClientContext*, v1::ClientStatus*)>&
+                            call) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 40s);
+    v1::ClientStatus out;
+    grpc::Status st = call(&ctx, &out);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return out;
+  }
+};
+
+TEST_F(ClientDaemonTest, ConnectPaysTheChosenSellerAndDisconnectClosesTheSocksPort) {
+  auto ports = StartSeller(WriteConfig());
+  ASSERT_TRUE(ports);
+  auto client_proc = Subprocess::Spawn(ClientArgs(ports->gossip), dir_.File("dvpn-client.log"));
+  ASSERT_TRUE(client_proc);
+  Subprocess client = std::move(*client_proc);
+  auto control_port = testing::WaitForPortFile(dir_.File("client-control.port"), 20'000ms, client);
+  ASSERT_TRUE(control_port) << Tail(dir_.File("dvpn-client.log"));
+  auto stub = v1::ClientControl::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(*control_port), grpc::InsecureChannelCredentials()));
+
+  auto status = Call([&](auto* c, auto* o) {
+    return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
+  });
+  EXPECT_EQ(status.state(), "disconnected");
+  EXPECT_EQ(status.wallet_address(), Address::FromPublicKey(payer_.public_key()).ToString());
+  EXPECT_EQ(status.daily_cap_micro(), 1'000'000u);
+
+  // Bad requests change nothing.
+  {
+    grpc::ClientContext ctx;
+    v1::ConnectRequest bad;
+    bad.set_provider_address("dv00");
+    v1::ClientStatus ignored;
+    EXPECT_EQ(stub->Connect(&ctx, bad, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ConnectRequest bad;
+    bad.set_wait_ms(70'000);
+    v1::ClientStatus ignored;
+    EXPECT_EQ(stub->Connect(&ctx, bad, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  // A limit below the only offer: never connected, no SOCKS port.
+  v1::ConnectRequest cheap;
+  cheap.set_max_price_per_mb_micro(kPricePerMbMicro / 2);
+  cheap.set_wait_ms(3000);
+  status = Call([&](auto* c, auto* o) { return stub->Connect(c, cheap, o); });
+  EXPECT_NE(status.state(), "connected");
+  EXPECT_TRUE(status.socks_address().empty());
+  EXPECT_TRUE(status.provider_address().empty()) << status.provider_address();
+
+  // The default policy (0.05 per MB) takes the seller's offer (0.01).
+  v1::ConnectRequest normal;
+  normal.set_wait_ms(30'000);
+  status = Call([&](auto* c, auto* o) { return stub->Connect(c, normal, o); });
+  ASSERT_EQ(status.state(), "connected") << status.last_error() << "\n"
+                                         << Tail(dir_.File("dvpn-client.log"));
+  EXPECT_EQ(status.provider_address(), ProviderAddress().ToString());
+  EXPECT_EQ(status.price_per_mb_micro(), kPricePerMbMicro);
+  ASSERT_FALSE(status.socks_address().empty());
+  const int socks = std::stoi(status.socks_address().substr(status.socks_address().rfind(':') + 1));
+
+  constexpr size_t kBytes = 2'000'000;
+  int fd = SocksConnect(socks, echo_.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(EchoThrough(fd, kBytes), kBytes);
+  ::close(fd);
+
+  // What the client says it spent is what the seller accepted (both settle within a moment).
+  auto control = Control(ports->control);
+  const uint64_t expected_min =
+      (2 * kBytes / kIntervalBytes) * kIntervalBytes * kPricePerMbMicro / 1'000'000;
+  uint64_t seller_unsettled = 0;
+  for (auto end = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < end;) {
+    status = Call([&](auto* c, auto* o) {
+      return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
+    });
+    seller_unsettled = Earnings(*control).unsettled_micro();
+    if (status.spent_session_micro() >= expected_min &&
+        status.spent_session_micro() == seller_unsettled) {
+      break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_GE(status.spent_session_micro(), expected_min);
+  EXPECT_EQ(status.spent_session_micro(), seller_unsettled);
+  EXPECT_EQ(status.spent_today_micro(), status.spent_session_micro());
+  EXPECT_GE(status.bytes_received(), kBytes);
+
+  // Disconnect: the SOCKS port closes; the spending so far is still reported.
+  status = Call([&](auto* c, auto* o) { return stub->Disconnect(c, v1::DisconnectRequest(), o); });
+  EXPECT_EQ(status.state(), "disconnected");
+  EXPECT_TRUE(status.socks_address().empty());
+  EXPECT_EQ(status.spent_today_micro(), seller_unsettled);
+  EXPECT_LT(ConnectLoopback(socks), 0) << "the SOCKS port still accepts after Disconnect";
+
+  ASSERT_TRUE(client.Signal(SIGTERM));
+  auto st = client.WaitFor(20s);
+  ASSERT_TRUE(st) << "dvpn-client did not stop";
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << Tail(dir_.File("dvpn-client.log"));
+}
+
+TEST_F(ClientDaemonTest, BadFlagsExit2WithOneLine) {
+  struct Case {
+    std::string what;
+    std::vector<std::string> replace;  // flag, value pairs replacing ClientArgs' values
+    std::string expected;
+    std::string passphrase = kPassphrase;
+  };
+  const Case cases[] = {
+      {"wrong passphrase", {}, "wrong passphrase", "not-it"},
+      {"unreadable keystore", {"--keystore", dir_.File("none.json")}, "--keystore"},
+      {"control not on loopback", {"--control", "0.0.0.0:0"}, "is not a loopback address"},
+      {"bad price", {"--max-price-per-mb", "abc"}, "--max-price-per-mb: not an amount"},
+      {"bad socks port", {"--socks", "127.0.0.1:99999"}, "--socks"},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    ::setenv("DVPN_PASSPHRASE", c.passphrase.c_str(), 1);
+    auto args = ClientArgs(1);
+    for (size_t i = 0; i + 1 < c.replace.size(); i += 2) {
+      auto it = std::find(args.begin(), args.end(), c.replace[i]);
+      ASSERT_NE(it, args.end());
+      *(it + 1) = c.replace[i + 1];
+    }
+    const std::string log = dir_.File("bad-client" + std::to_string(++n) + ".log");
+    auto p = Subprocess::Spawn(args, log);
+    ASSERT_TRUE(p);
+    auto st = p->WaitFor(20s);
+    ASSERT_TRUE(st) << c.what << ": still running";
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 2) << c.what << ": " << ReadFile(log);
+    EXPECT_NE(ReadFile(log).find(c.expected), std::string::npos) << c.what << ": " << ReadFile(log);
+  }
+  ::setenv("DVPN_PASSPHRASE", kPassphrase, 1);
+  // Neither offers source, or both.
+  auto args = ClientArgs(1);
+  args.erase(std::find(args.begin(), args.end(), "--bootstrap"),
+             std::find(args.begin(), args.end(), "--bootstrap") + 2);
+  auto p = Subprocess::Spawn(args, dir_.File("bad-client-src.log"));
+  ASSERT_TRUE(p);
+  auto st = p->WaitFor(20s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 2);
+  EXPECT_NE(ReadFile(dir_.File("bad-client-src.log")).find("--bootstrap"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dvpn::payments_e2e
