@@ -314,12 +314,6 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   }
 
   if ((e = r.Integer("limits", "bandwidth_mbps", 0, 1'000'000, &c.bandwidth_mbps))) return e;
-  if (c.bandwidth_mbps != 0) {
-    // Refused rather than ignored: a seller relying on a limit must not get none.
-    return r.Fail(*r.Find("limits", "bandwidth_mbps"), "limits", "bandwidth_mbps",
-                  "not supported by this version yet (only 0: no limit); cap sessions with "
-                  "offer.max_sessions meanwhile");
-  }
   if ((e = r.Integer("limits", "monthly_data_gb", 0, 1'000'000'000, &c.monthly_data_gb))) return e;
 
   if ((e = r.Integer("payments", "invoice_interval_bytes", 65'536, 64'000'000,

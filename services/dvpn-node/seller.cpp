@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "tunnel/exit_policy.h"
+#include "tunnel/session/bandwidth_limiter.h"
 #include "tunnel/session/cli_util.h"
 
 namespace dvpn::node {
@@ -138,6 +139,10 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
   options.log_destinations = config.log_destinations;
   options.max_tunnels = config.max_sessions;
   options.payments = s.payments;
+  if (config.bandwidth_mbps > 0) {
+    options.bandwidth = std::make_shared<session::BandwidthLimiter>(
+        session::BandwidthLimiter::BytesPerSecondFromMbps(config.bandwidth_mbps));
+  }
   try {
     s.exit = std::make_shared<session::ExitServer>(s.io, *endpoint, tunnel_key, std::move(*policy),
                                                    options);

@@ -89,7 +89,7 @@ allow = ["0.0.0.0/0:443"]
 deny = ["0.0.0.0/0:25"]
 log_destinations = true
 [limits]
-bandwidth_mbps = 0
+bandwidth_mbps = 50
 monthly_data_gb = 1000
 [payments]
 invoice_interval_bytes = 500000
@@ -120,6 +120,7 @@ http_listen = "[::1]:8080"
   ASSERT_EQ(c->endpoints.size(), 2u);
   EXPECT_EQ(c->allow, std::vector<std::string>{"0.0.0.0/0:443"});
   EXPECT_TRUE(c->log_destinations);
+  EXPECT_EQ(c->bandwidth_mbps, 50u);
   EXPECT_EQ(c->monthly_data_gb, 1000u);
   EXPECT_EQ(c->credit_window_bytes, 4'000'000u);
   EXPECT_EQ(c->promise_durability, payments::Durability::kPowerLoss);
@@ -185,7 +186,7 @@ TEST(NodeConfig, BadValuesAreNamed) {
       {"control.grpc_listen=0.0.0.0:7601", "control.grpc_listen: 0.0.0.0:7601 is not a loopback"},
       {"control.http_listen=10.0.0.1:80", "control.http_listen: 10.0.0.1:80 is not a loopback"},
       {"node.log_level=loud", "node.log_level: expected trace, debug"},
-      {"limits.bandwidth_mbps=50", "limits.bandwidth_mbps: not supported by this version yet"},
+      {"limits.bandwidth_mbps=2000000", "limits.bandwidth_mbps: 2000000 is out of range"},
   };
   for (const auto& c : cases) {
     auto e = ErrorOf(kMinimal, {c.override_});

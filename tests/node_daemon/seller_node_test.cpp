@@ -189,6 +189,25 @@ TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
   EXPECT_TRUE(status.has_offer());
 }
 
+// [limits] bandwidth_mbps: the exit's throughput over all tunnels stays under the limit.
+TEST_F(SellerNodeTest, BandwidthLimitHoldsAcrossTheExit) {
+  auto ports = StartSeller(WriteConfig("[limits]\nbandwidth_mbps = 16\n"));  // 2,000,000 B/s
+  ASSERT_TRUE(ports);
+  int socks = StartClient(ports->tunnel);
+  ASSERT_GT(socks, 0) << Tail(dir_.File("client.log"));
+  int fd = SocksConnect(socks, echo_.port());
+  ASSERT_GE(fd, 0);
+  constexpr size_t kBytes = 3'000'000;  // 6 MB through the bucket: up to the echo and back
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(EchoThrough(fd, kBytes), kBytes);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ::close(fd);
+  // At most burst (256 KiB) + rate x t bytes pass in t: 6 MB needs at least 2.8 s.
+  EXPECT_GE(seconds, (2.0 * kBytes - 262'144) / 2'000'000) << "the limit did not hold";
+  EXPECT_LT(seconds, 60.0);
+}
+
 TEST_F(SellerNodeTest, BadConfigurationExits2WithOneLineNamingIt) {
   struct Case {
     std::string what;

@@ -39,7 +39,9 @@ ExitServer::ExitServer(asio::io_context& io, const tcp::endpoint& listen,
       static_key_(static_key),
       policy_(std::move(policy)),
       options_(options),
-      rate_limiter_(options.rate_limit) {}
+      rate_limiter_(options.rate_limit) {
+  if (options_.bandwidth) options_.connection.bandwidth = options_.bandwidth;
+}
 
 void ExitServer::Start() {
   auto self = shared_from_this();

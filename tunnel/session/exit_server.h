@@ -23,6 +23,7 @@
 #include "tunnel/handshake.h"
 #include "tunnel/rate_limit.h"
 #include "tunnel/session/asio.h"
+#include "tunnel/session/bandwidth_limiter.h"
 #include "tunnel/session/paid_exit.h"
 #include "tunnel/session/tunnel_connection.h"
 
@@ -40,6 +41,11 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
     bool log_destinations = false;
     // Paid sessions (docs/payments.md); null: free sessions (empty msg2 params).
     std::shared_ptr<ExitPayments> payments;
+    // The exit-wide bandwidth limit (`[limits] bandwidth_mbps`): one token bucket over the
+    // upstream bytes of every tunnel, both directions (docs/tunnel.md, "Bandwidth limit"). When
+    // set, it is used instead of connection.bandwidth. Null: no limit. Used on the server's
+    // io_context thread only.
+    std::shared_ptr<BandwidthLimiter> bandwidth;
   };
 
   // One open tunnel as the operator sees it (NodeControl's ListSessions).

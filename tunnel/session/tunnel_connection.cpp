@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "tunnel/session/bandwidth_limiter.h"
 
 namespace dvpn::tunnel::session {
 namespace {
@@ -42,6 +43,14 @@ struct TunnelConnection::Stream {
   asio::steady_timer rx_signal;
   asio::steady_timer tx_signal;
   asio::steady_timer open_signal;
+  // With a bandwidth limiter only (allocated by StartPumps): the timers the uplink and the
+  // downlink wait on for tokens; KillStream cancels them.
+  struct LimitTimers {
+    explicit LimitTimers(const asio::any_io_executor& ex) : uplink(ex), downlink(ex) {}
+    asio::steady_timer uplink;
+    asio::steady_timer downlink;
+  };
+  std::unique_ptr<LimitTimers> limit;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -96,7 +105,8 @@ TunnelConnection::TunnelConnection(tcp::socket socket, const SessionKeys& keys, 
       write_signal_(socket_.get_executor()),
       room_signal_(socket_.get_executor()),
       resume_signal_(socket_.get_executor()),
-      keepalive_timer_(socket_.get_executor()) {
+      keepalive_timer_(socket_.get_executor()),
+      limiter_(options_.bandwidth.get()) {
   rbuf_.resize(kReadBufferSize);
   last_rx_ = last_rekey_ = std::chrono::steady_clock::now();
   error_code ec;
@@ -516,7 +526,7 @@ bool TunnelConnection::HandleAction(const Action& a) {
         if (u) GrantWindow(a.stream_id, *u, false);
         break;
       }
-      if (s->pumping && s->rx.empty() && s->rx_writing.empty()) {
+      if (s->pumping && s->rx.empty() && s->rx_writing.empty() && !limiter_) {
         // Nothing queued before it: written from the read buffer at the end of the batch.
         if (s->direct.empty()) direct_streams_.push_back(s);
         s->direct.emplace_back(a.data.data(), a.data.size());
@@ -707,6 +717,10 @@ void TunnelConnection::KillStream(const StreamPtr& s) {
   Notify(s->rx_signal);
   Notify(s->tx_signal);
   Notify(s->open_signal);
+  if (s->limit) {
+    s->limit->uplink.cancel();
+    s->limit->downlink.cancel();
+  }
   if (paused_) Notify(resume_signal_);  // its uplink may wait for the resume: let it end
   streams_.erase(s->id);
 }
@@ -848,6 +862,7 @@ void TunnelConnection::StartPumps(const StreamPtr& s) {
   s->pumping = true;
   auto self = shared_from_this();
   auto ex = socket_.get_executor();
+  if (limiter_ && !s->limit) s->limit = std::make_unique<Stream::LimitTimers>(ex);
   asio::co_spawn(
       ex, [self, s]() { return self->Uplink(s); }, asio::detached);
   asio::co_spawn(
@@ -880,13 +895,26 @@ asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
     co_await s->socket.async_wait(tcp::socket::wait_read,
                                   asio::redirect_error(asio::use_awaitable, ec));
     if (s->dead || closing_) co_return;
-    // Read what is there (up to kStreamChunk per wake-up) while windows and room allow.
+    // Bytes this wake-up may read: kStreamChunk, or what the bandwidth limiter grants.
+    size_t budget = kStreamChunk;
+    if (limiter_ && !ec) {
+      can = table_.CanSend(s->id);
+      if (can == 0 || !CanQueueData() || paused_) continue;  // wait at the top of the loop
+      // (Computed before the co_await: g++ 12 cannot keep an initializer_list across it.)
+      const size_t want = std::min({can, kStreamChunk, options_.write_buffer_limit - data_.used});
+      budget = co_await limiter_->Acquire(want, s->limit->uplink);
+      if (s->dead || closing_) {
+        limiter_->Refund(budget);
+        co_return;
+      }
+      if (budget == 0) continue;
+    }
+    // Read what is there (up to the budget per wake-up) while windows and room allow.
     size_t total = 0;
-    while (!ec && total < kStreamChunk && !paused_) {
+    while (!ec && total < budget && !paused_) {
       can = table_.CanSend(s->id);
       if (can == 0 || !CanQueueData()) break;
-      const size_t max =
-          std::min({can, kStreamChunk - total, options_.write_buffer_limit - data_.used});
+      const size_t max = std::min({can, budget - total, options_.write_buffer_limit - data_.used});
       const size_t n = ReadIntoRecords(*s, max, ec);
       if (n == 0) break;
       (void)table_.Sent(s->id, n);
@@ -895,6 +923,7 @@ asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
       Notify(write_signal_);
       if (n < max) break;  // drained for now
     }
+    if (limiter_ && total < budget) limiter_->Refund(budget - total);
     if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
     if (ec == asio::error::eof) {
       // An early stream may not send FIN before OPEN_OK: wait for the answer.
@@ -919,6 +948,37 @@ asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
 asio::awaitable<void> TunnelConnection::Downlink(StreamPtr s) {
   for (;;) {
     if (s->dead || closing_) co_return;
+    if (!s->rx.empty() && limiter_) {
+      // Limited: the buffer is written in the pieces the limiter grants; WINDOW credit goes
+      // back after each piece, so the peer's sending follows the limited rate.
+      std::swap(s->rx, s->rx_writing);
+      size_t done = 0;
+      while (done < s->rx_writing.size()) {
+        const size_t grant =
+            co_await limiter_->Acquire(s->rx_writing.size() - done, s->limit->downlink);
+        if (s->dead || closing_) {
+          limiter_->Refund(grant);
+          co_return;
+        }
+        if (grant == 0) continue;
+        error_code ec;
+        co_await asio::async_write(s->socket, asio::buffer(s->rx_writing.data() + done, grant),
+                                   asio::redirect_error(asio::use_awaitable, ec));
+        if (s->dead || closing_) co_return;
+        if (ec) {
+          ResetStream(s, role_ == Role::kExit ? ResetCode::kConnectionLost : ResetCode::kCancel);
+          co_return;
+        }
+        done += grant;
+        auto u = table_.Consumed(s->id, grant);
+        if (u) {
+          GrantWindow(s->id, *u, !u->stream_removed);
+          if (u->stream_removed) streams_.erase(s->id);
+        }
+      }
+      s->rx_writing.clear();
+      continue;
+    }
     if (!s->rx.empty()) {
       std::swap(s->rx, s->rx_writing);
       error_code ec;

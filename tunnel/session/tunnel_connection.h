@@ -6,7 +6,9 @@
 // flight; tunnel frames such as WINDOW, PING/PONG and CONTROL go ahead of queued stream data), a
 // keepalive/idle timer, and two pumps per attached stream (local socket <-> tunnel) with
 // per-stream back-pressure (a local socket is not read while its send window is 0, the tunnel's
-// write buffer is full or forwarding is paused).
+// write buffer is full or forwarding is paused). With a BandwidthLimiter (the exit's
+// `[limits] bandwidth_mbps`), every byte read from or written to a local socket first takes
+// tokens from it; back-pressure then reaches the peer through the same windows.
 //
 // Hooks for the payment layer: a control channel (SetControlHandler / SendControl), meters of
 // the DATA payload bytes each way with an observer every N bytes (SetMeterObserver), and a pause
@@ -37,12 +39,18 @@
 
 namespace dvpn::tunnel::session {
 
+class BandwidthLimiter;
+
 struct ConnectionOptions {
   StreamTable::Options table;
   std::chrono::milliseconds keepalive_interval{15'000};  // PING when idle this long
   std::chrono::milliseconds idle_timeout{60'000};        // nothing received: close
   std::chrono::milliseconds open_timeout{30'000};        // client: OPEN unanswered
   size_t write_buffer_limit = 512 * 1024;                // stream data is not queued beyond this
+  // Shared rate limit of the bytes this side reads from and writes to its local sockets (the
+  // exit's upstream connections; many tunnels share one limiter). Null: none (no extra work on
+  // the data path). Must belong to this connection's io_context thread.
+  std::shared_ptr<BandwidthLimiter> bandwidth;
 };
 
 class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
@@ -269,6 +277,7 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   std::shared_ptr<std::function<void()>> meter_fn_;
   bool paused_ = false;
   uint64_t withheld_tunnel_credit_ = 0;
+  BandwidthLimiter* limiter_ = nullptr;  // options_.bandwidth.get()
   std::vector<uint8_t> session_params_;
 };
 
