@@ -267,7 +267,10 @@ ClientRuntime::~ClientRuntime() { Stop(); }
 
 ClientStatus ClientRuntime::Status() {
   ClientStatus out;
-  auto s = state_;
+  // Handlers posted to the io thread hold the state by raw pointer: one left in the queue when
+  // the io thread ends would otherwise keep the state (and its io_context) alive in a cycle.
+  // The state outlives the io thread (Stop joins it before the runtime lets go of the state).
+  State* s = state_.get();
   if (!s->finished) {
     // The tunnel's counters live on the io thread.
     auto counts = std::make_shared<std::promise<std::tuple<uint64_t, uint64_t, uint64_t, bool>>>();
@@ -307,7 +310,7 @@ bool ClientRuntime::Finished() const { return state_->finished; }
 int ClientRuntime::ExitCode() const { return state_->exit_code; }
 
 void ClientRuntime::Stop() {
-  auto s = state_;
+  State* s = state_.get();  // raw: see Status()
   if (!io_thread_.joinable()) return;
   session::asio::post(s->io, [s] {
     if (s->stopping) return;
