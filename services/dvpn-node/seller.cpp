@@ -298,8 +298,13 @@ void Seller::Sample() {
   }
   if (cap_changed) {
     auto refusal = Totals().refusal;
-    session::asio::post(s.io, [exit, refusal] { exit->SetRefusal(refusal); });
-    s.log->warn(*cap_changed ? "monthly data cap reached: new sessions refused, offer retired"
+    // Over the cap the open sessions end too: the cap bounds the month's traffic.
+    session::asio::post(s.io, [exit, refusal] {
+      exit->SetRefusal(refusal);
+      if (refusal) exit->CloseAll(tunnel::CloseReason::kShutdown, *refusal);
+    });
+    s.log->warn(*cap_changed ? "monthly data cap reached: sessions closed, new ones refused, "
+                               "offer retired"
                              : "a new month: sessions accepted again");
     if (s.on_cap) s.on_cap(*cap_changed);
   }

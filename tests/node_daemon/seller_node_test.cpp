@@ -189,6 +189,38 @@ TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
   EXPECT_TRUE(status.has_offer());
 }
 
+// Crossing the cap during a session ends that session too (within the sampler's second).
+TEST_F(SellerNodeTest, CrossingTheDataCapEndsOpenSessions) {
+  std::filesystem::create_directories(dir_.File("seller"));
+  char month[16];
+  std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(month, sizeof month, "%Y-%m", &utc);
+  std::ofstream(dir_.File("seller/usage")) << month << " 999000000\n";  // 1 MB below the cap
+  auto ports = StartSeller(WriteConfig("[limits]\nmonthly_data_gb = 1\n"));
+  ASSERT_TRUE(ports);
+  auto stub = Control(ports->control);
+  int socks = StartClient(ports->tunnel);
+  ASSERT_GT(socks, 0) << Tail(dir_.File("client.log"));
+  int fd = SocksConnect(socks, echo_.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(EchoThrough(fd, 1'000'000), 1'000'000u);  // 2 MB metered: over the cap
+  ::close(fd);
+  v1::GetStatusResponse status;
+  for (auto end = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < end;) {
+    status = Ask<v1::GetStatusRequest, v1::GetStatusResponse>(
+        [&](auto* c, const auto& r, auto* o) { return stub->GetStatus(c, r, o); });
+    if (!status.accepting() && status.sessions_open() == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_FALSE(status.accepting());
+  EXPECT_EQ(status.sessions_open(), 0u) << "the open session outlived the cap";
+  EXPECT_GE(status.month_bytes_metered(), 1'000'000'000u);
+  EXPECT_NE(ReadFile(dir_.File("client.log")).find("monthly data cap reached"), std::string::npos)
+      << "the client was not told why";
+}
+
 // [limits] bandwidth_mbps: the exit's throughput over all tunnels stays under the limit.
 TEST_F(SellerNodeTest, BandwidthLimitHoldsAcrossTheExit) {
   auto ports = StartSeller(WriteConfig("[limits]\nbandwidth_mbps = 16\n"));  // 2,000,000 B/s

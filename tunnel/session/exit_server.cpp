@@ -57,8 +57,12 @@ void ExitServer::Stop(std::function<void()> on_idle) {
     if (on_idle_) asio::post(acceptor_.get_executor(), std::exchange(on_idle_, nullptr));
     return;
   }
-  auto tunnels = tunnels_;
-  for (auto& [t, entry] : tunnels) t->Close(CloseReason::kShutdown, "exit shutting down", true);
+  CloseAll(CloseReason::kShutdown, "exit shutting down");
+}
+
+void ExitServer::CloseAll(CloseReason reason, const std::string& why) {
+  auto tunnels = tunnels_;  // Close may erase from tunnels_
+  for (auto& [t, entry] : tunnels) t->Close(reason, why, true);
 }
 
 std::vector<ExitServer::TunnelInfo> ExitServer::Tunnels() const {

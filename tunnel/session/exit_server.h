@@ -67,6 +67,9 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   // Stops accepting and closes every tunnel (CLOSE kShutdown); `on_idle`, if given, runs on
   // the io thread once the last tunnel has closed (at once when there is none).
   void Stop(std::function<void()> on_idle = nullptr);
+  // Ends every open tunnel with CLOSE `reason` carrying `why` (e.g. a data cap reached); the
+  // server goes on accepting.
+  void CloseAll(CloseReason reason, const std::string& why);
   // Stops accepting; open tunnels go on (a graceful shutdown's first step).
   void StopAccepting() {
     error_code ignored;
