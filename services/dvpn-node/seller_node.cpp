@@ -239,11 +239,13 @@ v1::SettleNowResponse SellerNode::SettleNow(std::chrono::milliseconds timeout) {
 
 std::expected<v1::Offer, std::string> SellerNode::SetPrice(const payments::Price& price) {
   std::lock_guard lock(advertiser_mu_);
+  if (over_cap_) {
+    return std::unexpected(std::string(
+        "over the monthly data cap the offer is retired until the month turns; nothing changed"));
+  }
   const OfferTemplate before = advertiser_->offer_template();
   advertiser_->SetPrice(price.per_mb, price.per_minute);
-  std::expected<mp::Offer, std::string> published =
-      over_cap_ ? std::expected<mp::Offer, std::string>(*advertiser_->last())
-                : advertiser_->PublishLive(WallMs());
+  auto published = advertiser_->PublishLive(WallMs());
   if (!published) {
     advertiser_->SetPrice(before.price_per_mb, before.price_per_minute);
     return std::unexpected("the offer at the new price was not published: " + published.error());

@@ -162,6 +162,14 @@ TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
   EXPECT_EQ(status.month_bytes_metered(), 1'000'000'000u);
   EXPECT_EQ(status.monthly_data_cap_bytes(), 1'000'000'000u);
   EXPECT_FALSE(status.has_offer()) << "over the cap the offer is not published";
+  {
+    grpc::ClientContext ctx;
+    v1::SetPriceRequest price;
+    price.set_price_per_mb_micro(kPricePerMbMicro);
+    v1::SetPriceResponse ignored;
+    EXPECT_EQ(stub->SetPrice(&ctx, price, &ignored).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
   // A client that connects anyway is turned away, and no data passes.
   int socks = StartClient(ports->tunnel);
   if (socks > 0) {
