@@ -22,4 +22,15 @@ bool SetLogLevel(const std::string& level) {
   return true;
 }
 
+void LogTaskFailure(spdlog::logger& log, const char* component, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    log.error("{}: task failed: {}", component, x.what());
+  } catch (...) {
+    log.error("{}: task failed", component);
+  }
+}
+
 }  // namespace dvpn

@@ -2,6 +2,7 @@
 // One named spdlog logger per component ("ledger", "rpc", "payments", ...). Loggers share the
 // sinks set up by SetUpLogging; before that they write to stderr.
 
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -15,5 +16,10 @@ std::shared_ptr<spdlog::logger> Logger(const std::string& name);
 // Sets the level of every logger from "trace", "debug", "info", "warn", "error" or "off".
 // Returns false (and changes nothing) for any other string.
 bool SetLogLevel(const std::string& level);
+
+// The completion of a background task (an Asio co_spawn): an exception there is our bug; logs
+// it on `log` as "<component>: task failed: <what>" and returns, so the process keeps running.
+// A null `e` (the task ended normally) logs nothing.
+void LogTaskFailure(spdlog::logger& log, const char* component, std::exception_ptr e);
 
 }  // namespace dvpn

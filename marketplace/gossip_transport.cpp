@@ -38,16 +38,7 @@ std::shared_ptr<spdlog::logger> Log() {
 }
 
 // The completion of every coroutine: an exception is our bug; log it, keep the node running.
-void LogException(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    Log()->error("gossip: task failed: {}", x.what());
-  } catch (...) {
-    Log()->error("gossip: task failed");
-  }
-}
+void LogException(std::exception_ptr e) { LogTaskFailure(*Log(), "gossip", e); }
 
 // One answer to a caller on another thread. If the work is dropped without running (the
 // transport stopped first), the caller gets `fallback` instead of a broken promise.

@@ -62,16 +62,7 @@ std::shared_ptr<spdlog::logger> Log() {
   return log;
 }
 
-void LogException(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    Log()->error("dashboard: task failed: {}", x.what());
-  } catch (...) {
-    Log()->error("dashboard: task failed");
-  }
-}
+void LogException(std::exception_ptr e) { LogTaskFailure(*Log(), "dashboard", e); }
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;

@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <signal.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <expected>
@@ -42,6 +41,7 @@ namespace {
 
 namespace mp = dvpn::marketplace;
 using namespace std::chrono_literals;
+using dvpn::tunnel::session::WaitForSignal;
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
@@ -293,18 +293,6 @@ uint64_t WallMs() {
       .count();
 }
 
-// Waits for SIGINT/SIGTERM until `deadline`. Returns the signal, or 0 at the deadline.
-int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline) {
-  for (;;) {
-    auto left = deadline - std::chrono::steady_clock::now();
-    if (left <= 0s) return 0;
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-    int sig = ::sigtimedwait(&signals, nullptr, &ts);
-    if (sig > 0) return sig;
-    if (errno != EAGAIN && errno != EINTR) return 0;
-  }
-}
 
 std::string Describe(const mp::Offer& o) {
   std::string endpoints;

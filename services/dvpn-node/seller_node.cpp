@@ -1,6 +1,5 @@
 #include "services/dvpn-node/seller_node.h"
 
-#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -27,6 +26,7 @@ namespace {
 
 namespace mp = marketplace;
 using namespace std::chrono_literals;
+using tunnel::session::WaitForSignal;
 
 constexpr std::chrono::milliseconds kPublishTimeout{5000};
 constexpr std::chrono::seconds kRetryRefresh{5};
@@ -46,18 +46,6 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-// Waits for one of `signals` until `deadline`. Returns the signal, or 0 at the deadline.
-int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline) {
-  for (;;) {
-    auto left = deadline - std::chrono::steady_clock::now();
-    if (left <= 0s) return 0;
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-    int sig = ::sigtimedwait(&signals, nullptr, &ts);
-    if (sig > 0) return sig;
-    if (errno != EAGAIN && errno != EINTR) return 0;
-  }
-}
 
 // The provider's account key from the keystore; the passphrase from passphrase_file or
 // $DVPN_PASSPHRASE. Errors name the key and say what is wrong (the passphrase never appears).

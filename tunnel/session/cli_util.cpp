@@ -10,6 +10,18 @@
 
 namespace dvpn::tunnel::session {
 
+int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return 0;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    int sig = ::sigtimedwait(&signals, nullptr, &ts);
+    if (sig > 0) return sig;
+    if (errno != EAGAIN && errno != EINTR) return 0;
+  }
+}
+
 void WipeString(std::string& s) {
   s.resize(s.capacity());  // no reallocation; makes the whole buffer addressable
   Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(s.data()), s.size()));

@@ -2,9 +2,11 @@
 // Small helpers shared by the tunnel executables (wiring only): HOST:PORT parsing, the open-file
 // limit, reading a secret from a file, and loading the payment account key.
 
+#include <signal.h>
 #include <sys/resource.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -149,6 +151,10 @@ inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
   if (!k) return std::unexpected("--keystore: " + k.error().message);
   return std::move(*k);
 }
+
+// Waits for one of `signals` (blocked in every thread) until `deadline`. Returns the signal,
+// or 0 at the deadline.
+int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline);
 
 // Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
 void WipeString(std::string& s);
