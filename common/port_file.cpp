@@ -6,11 +6,11 @@
 
 namespace dvpn {
 
-bool WritePortFile(const std::string& path, int port, std::string* error) {
+bool WriteFileAtomically(const std::string& path, const std::string& text, std::string* error) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << port << "\n";
+    out << text;
     out.flush();
     if (!out) {
       *error = "cannot write " + tmp;
@@ -24,6 +24,10 @@ bool WritePortFile(const std::string& path, int port, std::string* error) {
     return false;
   }
   return true;
+}
+
+bool WritePortFile(const std::string& path, int port, std::string* error) {
+  return WriteFileAtomically(path, std::to_string(port) + "\n", error);
 }
 
 }  // namespace dvpn

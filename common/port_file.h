@@ -6,8 +6,12 @@
 
 namespace dvpn {
 
-// Writes "<port>\n" to `path` via a temporary file and a rename. On failure returns false and
-// sets *error to a message naming the file.
+// Writes `text` to `path` via a temporary file (`path`.tmp) and a rename, so a reader sees the
+// old content or the whole new one. On failure returns false and sets *error to a message
+// naming the file.
+bool WriteFileAtomically(const std::string& path, const std::string& text, std::string* error);
+
+// WriteFileAtomically(path, "<port>\n").
 bool WritePortFile(const std::string& path, int port, std::string* error);
 
 }  // namespace dvpn

@@ -9,6 +9,7 @@
 #include <future>
 
 #include "common/log.h"
+#include "common/port_file.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/session/bandwidth_limiter.h"
 #include "tunnel/session/cli_util.h"
@@ -52,13 +53,8 @@ uint64_t LoadMonthBytes(const std::string& path, const std::string& month) {
 }
 
 void SaveMonthBytes(const std::string& path, const std::string& month, uint64_t bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << month << " " << bytes << "\n";
-    if (!out) return;
-  }
-  std::rename(tmp.c_str(), path.c_str());
+  std::string ignored;  // a failed write keeps the last count (see LoadMonthBytes)
+  WriteFileAtomically(path, month + " " + std::to_string(bytes) + "\n", &ignored);
 }
 
 }  // namespace

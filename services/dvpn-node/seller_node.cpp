@@ -345,14 +345,11 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
                              "\ntunnel=" + std::to_string(seller_->tunnel_port()) +
                              "\ncontrol=" + std::to_string((*grpc)->port()) +
                              "\nhttp=" + std::to_string((*dashboard)->port()) + "\n";
-    const std::string tmp = options.ports_file + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    bool ok = f != nullptr && std::fputs(text.c_str(), f) >= 0;
-    ok = (f != nullptr && std::fclose(f) == 0) && ok;
-    if (!ok || std::rename(tmp.c_str(), options.ports_file.c_str()) != 0) {
+    std::string error;
+    if (!WriteFileAtomically(options.ports_file, text, &error)) {
       (*grpc)->Shutdown(0ms);
       seller_->Shutdown(0ms, 0ms);
-      return Fail(kExitRuntime, "cannot write the ports file " + options.ports_file);
+      return Fail(kExitRuntime, "--ports-file: " + error);
     }
   }
   log_->info("seller {} on ledger {}: tunnel on port {}, gossip on {}:{}, control gRPC on {}, "
