@@ -1,6 +1,10 @@
 #include "marketplace/gossip_node.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cstring>
+#include <map>
 
 #include "dvpn/v1/marketplace.pb.h"
 #include "marketplace/wire.h"
@@ -28,7 +32,58 @@ constexpr uint32_t kMaxDigestParts = 16;
 constexpr uint64_t kDialBackoffFirstMs = 5000;
 constexpr uint64_t kDialBackoffMaxMs = 300000;
 
+// Inbound eviction (docs/marketplace.md §1, "Inbound slots"): how many peers each protection
+// keeps out of the candidates.
+constexpr size_t kProtectOffers = 8;
+constexpr size_t kProtectNetgroups = 4;
+constexpr size_t kProtectUptimeDivisor = 2;
+
 std::string EndpointText(const Endpoint& e) { return e.ToString(); }
+
+// Where an inbound connection comes from: its source (IPv4 address, IPv6 /64) and netgroup
+// (IPv4 /16, IPv6 /32), as opaque strings; a host that is not an address literal (only the
+// simulator or a test would give one) is its own source and netgroup.
+struct SourceOf {
+  std::string source;
+  std::string netgroup;
+  bool loopback = false;
+};
+
+SourceOf ClassifyHost(const std::string& host) {
+  SourceOf out;
+  unsigned char b[16];
+  if (::inet_pton(AF_INET, host.c_str(), b) == 1) {
+    out.source = "4:" + std::string(reinterpret_cast<char*>(b), 4);
+    out.netgroup = "4:" + std::string(reinterpret_cast<char*>(b), 2);
+    out.loopback = b[0] == 127;
+    return out;
+  }
+  if (::inet_pton(AF_INET6, host.c_str(), b) == 1) {
+    static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static constexpr unsigned char kLoopback6[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 1};
+    if (std::memcmp(b, kMapped, 12) == 0) {
+      out.source = "4:" + std::string(reinterpret_cast<char*>(b + 12), 4);
+      out.netgroup = "4:" + std::string(reinterpret_cast<char*>(b + 12), 2);
+      out.loopback = b[12] == 127;
+      return out;
+    }
+    out.source = "6:" + std::string(reinterpret_cast<char*>(b), 8);
+    out.netgroup = "6:" + std::string(reinterpret_cast<char*>(b), 4);
+    out.loopback = std::memcmp(b, kLoopback6, 16) == 0;
+    return out;
+  }
+  out.source = out.netgroup = "h:" + host;
+  return out;
+}
+
+uint64_t Mix(uint64_t x) {  // splitmix64's finalizer
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 
 }  // namespace
 
@@ -60,6 +115,10 @@ struct GossipNode::Peer {
   NodeId node_id{};
   uint64_t connected_ms = 0;
   uint64_t last_frame_ms = 0;
+  std::string source, netgroup;  // inbound only (ClassifyHost)
+  bool loopback = false;
+  uint32_t offers_brought = 0;  // new, valid offers we stored from it
+  uint64_t last_offer_ms = 0;   // when the last of them arrived
   uint64_t last_sent_ms = 0;
   int score = 0;
   int earned = 0;
@@ -97,7 +156,12 @@ GossipNode::GossipNode(GossipConfig config, GossipHost& host,
       host_(host),
       checker_(checker ? std::move(checker) : std::make_shared<SignatureChecker>()),
       rng_(config_.seed),
-      book_(config_.book) {}
+      book_(config_.book) {
+  // Not drawn from rng_ (that would shift every seeded run): the node id is random per process.
+  uint64_t id_bits = 0;
+  std::memcpy(&id_bits, config_.node_id.data(), sizeof id_bits);
+  netgroup_salt_ = Mix(id_bits ^ Mix(config_.seed ^ 0x6e6574677270ull));
+}
 
 GossipNode::~GossipNode() = default;
 
@@ -146,6 +210,12 @@ void GossipNode::OnConnected(PeerId id, bool outbound, const Endpoint& remote) {
   peer->connected_ms = peer->last_frame_ms = peer->last_sent_ms = now;
   peer->tokens = config_.peer_offer_burst;
   peer->tokens_ms = now;
+  if (!outbound) {
+    SourceOf from = ClassifyHost(remote.host);
+    peer->source = std::move(from.source);
+    peer->netgroup = std::move(from.netgroup);
+    peer->loopback = from.loopback;
+  }
   if (outbound) {
     const std::string text = EndpointText(remote);
     dialing_.erase(text);
@@ -164,6 +234,98 @@ void GossipNode::OnConnected(PeerId id, bool outbound, const Endpoint& remote) {
 void GossipNode::RefuseFull(Peer& p) {
   SendPeers(p, false);  // full: tell the dialler where else to go, then close
   Drop(p.id, false);
+}
+
+bool GossipNode::AdmitInbound(const Peer& newcomer) {
+  const uint64_t now = host_.NowMs();
+  const auto grace = static_cast<uint64_t>(config_.inbound_grace.count());
+  size_t ready = 0;
+  std::vector<Peer*> inbound;
+  for (auto& [id, q] : peers_) {
+    if (!q->hello || q.get() == &newcomer) continue;
+    ++ready;
+    if (!q->outbound) inbound.push_back(q.get());
+  }
+  // unordered_map order depends on the library; sort so a seed gives one run.
+  std::sort(inbound.begin(), inbound.end(), [](Peer* a, Peer* b) { return a->id < b->id; });
+  auto evict = [&](Peer* victim) {
+    ++stats_.inbound_evicted;
+    Drop(victim->id, false);
+  };
+  auto younger = [](const Peer* a, const Peer* b) {
+    return a->connected_ms != b->connected_ms ? a->connected_ms > b->connected_ms : a->id > b->id;
+  };
+
+  if (config_.max_inbound_per_source != 0 && !newcomer.loopback) {
+    std::vector<Peer*> same;
+    for (Peer* q : inbound)
+      if (q->source == newcomer.source) same.push_back(q);
+    if (same.size() >= config_.max_inbound_per_source) {
+      std::erase_if(same, [&](Peer* q) {
+        return now - q->connected_ms < grace || q->offers_brought != 0;
+      });
+      if (same.empty()) return false;
+      evict(*std::min_element(same.begin(), same.end(), younger));
+      return true;
+    }
+  }
+  if (ready < config_.max_peers) return true;
+  Peer* victim = SelectInboundVictim(std::move(inbound), now);
+  if (!victim) return false;
+  evict(victim);
+  return true;
+}
+
+GossipNode::Peer* GossipNode::SelectInboundVictim(std::vector<Peer*> c, uint64_t now) {
+  const auto grace = static_cast<uint64_t>(config_.inbound_grace.count());
+  auto older = [](const Peer* a, const Peer* b) {
+    return a->connected_ms != b->connected_ms ? a->connected_ms < b->connected_ms : a->id < b->id;
+  };
+  // a. The grace: a newcomer gets its bootstrap exchange.
+  std::erase_if(c, [&](Peer* q) { return now - q->connected_ms < grace; });
+  // b. Those that most recently brought new, valid offers.
+  std::stable_sort(c.begin(), c.end(), [](Peer* a, Peer* b) {
+    if ((a->offers_brought != 0) != (b->offers_brought != 0)) return a->offers_brought != 0;
+    return a->last_offer_ms > b->last_offer_ms;
+  });
+  size_t k = 0;
+  while (k < c.size() && k < kProtectOffers && c[k]->offers_brought != 0) ++k;
+  c.erase(c.begin(), c.begin() + static_cast<ptrdiff_t>(k));
+  // c. The longest-connected peer of each of a few netgroups, in an order peers cannot predict.
+  std::map<uint64_t, Peer*> by_group;  // salted hash of the netgroup -> its oldest candidate
+  for (Peer* q : c) {
+    const uint64_t h = Mix(netgroup_salt_ ^ std::hash<std::string>{}(q->netgroup));
+    auto [it, fresh] = by_group.emplace(h, q);
+    if (!fresh && older(q, it->second)) it->second = q;
+  }
+  std::vector<Peer*> keep;
+  for (const auto& [h, q] : by_group) {
+    if (keep.size() == kProtectNetgroups) break;
+    keep.push_back(q);
+  }
+  std::erase_if(c, [&](Peer* q) { return std::find(keep.begin(), keep.end(), q) != keep.end(); });
+  // d. Half of the rest by uptime.
+  std::sort(c.begin(), c.end(), older);
+  c.erase(c.begin(), c.begin() + static_cast<ptrdiff_t>(c.size() / kProtectUptimeDivisor));
+  if (c.empty()) return nullptr;
+  // The youngest candidate of the netgroup that holds the most of them.
+  struct Group {
+    size_t count = 0;
+    Peer* youngest = nullptr;
+  };
+  std::map<std::string, Group> groups;
+  for (Peer* q : c) {
+    Group& g = groups[q->netgroup];
+    ++g.count;
+    if (!g.youngest || older(g.youngest, q)) g.youngest = q;
+  }
+  const Group* best = nullptr;
+  for (const auto& [name, g] : groups) {
+    if (!best || g.count > best->count ||
+        (g.count == best->count && older(best->youngest, g.youngest)))
+      best = &g;
+  }
+  return best->youngest;
 }
 
 void GossipNode::SendPeers(Peer& p, bool skip_its_own) {
@@ -415,13 +577,10 @@ void GossipNode::HandleHello(Peer& p, const v1::GossipMessage& m) {
     }
     return;
   }
-  if (!p.outbound) {
-    size_t ready = 0;
-    for (const auto& [id, q] : peers_) ready += q->hello ? 1 : 0;
-    if (ready >= config_.max_peers) {
-      RefuseFull(p);
-      return;
-    }
+  if (!p.outbound && !AdmitInbound(p)) {
+    ++stats_.inbound_refused;
+    RefuseFull(p);
+    return;
   }
   p.hello = true;
   p.node_id = *node_id;
@@ -537,6 +696,10 @@ OfferVerdict GossipNode::Accept(Peer* from, std::shared_ptr<const Offer> offer, 
   if (result == OfferBook::InsertResult::kFull) return OfferVerdict::kBookFull;
   if (result == OfferBook::InsertResult::kStale) return OfferVerdict::kNotNewer;
   slot_changes_[key].push_back(host_.NowMs());
+  if (from) {  // what protects an inbound peer from eviction
+    if (from->offers_brought < UINT32_MAX) ++from->offers_brought;
+    from->last_offer_ms = host_.NowMs();
+  }
   if (from && from->earned < kMaxEarnedScore) {
     ++from->earned;
     ++from->score;

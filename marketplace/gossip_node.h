@@ -66,6 +66,12 @@ struct GossipConfig {
 
   size_t target_outbound = 8;
   size_t max_peers = 32;
+  // Inbound slots (docs/marketplace.md §1, "Inbound slots"): a full node evicts an inbound peer
+  // that brought nothing for a newcomer; a newcomer is safe from eviction for inbound_grace.
+  // At most max_inbound_per_source inbound peers per IPv4 address or IPv6 /64 (loopback
+  // exempt; 0: no limit).
+  size_t max_inbound_per_source = 4;
+  std::chrono::milliseconds inbound_grace{10000};
   size_t fanout = 3;
   uint32_t hot_rounds = 4;
   std::chrono::milliseconds round{1000};
@@ -107,6 +113,8 @@ struct GossipStats {
   uint64_t verdicts[kOfferVerdicts] = {};
   uint64_t peers_banned = 0;
   uint64_t protocol_errors = 0;  // connections closed for a bad frame or hello
+  uint64_t inbound_evicted = 0;  // inbound peers closed to make room for a newcomer
+  uint64_t inbound_refused = 0;  // newcomers refused: every inbound peer was protected
   size_t peers = 0, outbound = 0, addresses = 0;
 };
 
@@ -148,6 +156,12 @@ class GossipNode {
   void Handle(Peer& p, const v1::GossipMessage& m);
   void HandleHello(Peer& p, const v1::GossipMessage& m);
   void RefuseFull(Peer& p);  // sends Peers (other addresses to try), then drops
+  // Makes room for an inbound newcomer whose Hello just passed: true when it may take a slot
+  // (after evicting a peer when the per-source limit or max_peers is reached), false when
+  // every peer it could replace is protected (docs/marketplace.md §1, "Inbound slots").
+  bool AdmitInbound(const Peer& newcomer);
+  // Among full inbound slots: the peer to evict, or null when all are protected.
+  Peer* SelectInboundVictim(std::vector<Peer*> inbound, uint64_t now_ms);
   // Up to 16 random known addresses (never ours; with skip_its_own, not the peer's own either).
   void SendPeers(Peer& p, bool skip_its_own);
   void SendPeerRequest(Peer& p);  // and expect its Peers
@@ -193,6 +207,7 @@ class GossipNode {
   std::vector<std::pair<NodeId, uint64_t>> banned_ids_;
   std::unordered_map<OfferKey, std::vector<uint64_t>> slot_changes_;  // recent change times (ms)
   GossipStats stats_;
+  uint64_t netgroup_salt_ = 0;  // orders netgroups for protection; unknown to peers
   uint64_t next_anti_entropy_ms_ = 0;
   uint64_t round_ = 0;
 };

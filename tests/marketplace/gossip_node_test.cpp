@@ -278,6 +278,116 @@ TEST_F(GossipNodeTest, OnlyPulledKeysSkipTheRateLimit) {
   EXPECT_LE(node_.book().size(), 201u);
 }
 
+// --- inbound slots (docs/marketplace.md §1, "Inbound slots") -----------------------------
+
+class InboundSlotsTest : public GossipNodeTest {
+ protected:
+  // An inbound connection from `host` that says hello; true when it was let in.
+  bool ConnectFrom(PeerId peer, uint8_t id, const std::string& host) {
+    node_.OnConnected(peer, false, Endpoint{host, 0});
+    node_.OnFrame(peer, HelloFrom(id));
+    return !host_.Closed(peer);
+  }
+  void Ping(PeerId peer) {
+    v1::GossipMessage m;
+    m.mutable_ping()->set_nonce(peer);
+    node_.OnFrame(peer, Serialize(m));
+  }
+  // 32 idle inbound peers (all the slots), each from its own source, that only ping.
+  void FillWithIdlePeers() {
+    for (PeerId i = 0; i < 32; ++i) {
+      ASSERT_TRUE(ConnectFrom(100 + i, static_cast<uint8_t>(1 + i),
+                              "10." + std::to_string(i % 8) + "." + std::to_string(i) + ".1"));
+      Ping(100 + i);
+    }
+    ASSERT_EQ(node_.stats().peers, 32u);
+  }
+};
+
+TEST_F(InboundSlotsTest, IdlePeersHoldingEverySlotMakeRoomForANewcomerThatBootstraps) {
+  auto seller = payments::PrivateKey::Generate();
+  ASSERT_TRUE(node_.Publish(MakeOffer(seller, 1)));
+  FillWithIdlePeers();
+  // Within their grace every slot is protected: the newcomer is refused (with addresses).
+  EXPECT_FALSE(ConnectFrom(199, 199, "192.0.2.1"));
+  EXPECT_EQ(node_.stats().inbound_refused, 1u);
+  host_.now_ms += 10'000;
+  for (PeerId i = 0; i < 32; ++i) Ping(100 + i);  // still pinging: alive, but nothing useful
+  host_.sent.clear();
+  host_.closed.clear();
+  ASSERT_TRUE(ConnectFrom(200, 200, "192.0.2.1")) << "an idle peer must make room";
+  ASSERT_EQ(host_.closed.size(), 1u) << "exactly one idle peer evicted";
+  EXPECT_GE(host_.closed[0], 100u);
+  EXPECT_LT(host_.closed[0], 132u);
+  EXPECT_EQ(node_.stats().peers, 32u);
+  EXPECT_EQ(node_.stats().inbound_evicted, 1u);
+  // The bootstrap exchange: its (empty) digest, our Have, its pull, our offers.
+  v1::GossipMessage digest;
+  digest.mutable_digest()->set_parts(1);
+  digest.mutable_digest()->set_range_last(UINT64_MAX);
+  node_.OnFrame(200, Serialize(digest));
+  std::vector<DigestEntry> announced;
+  for (const auto& [peer, msg] : host_.sent)
+    if (peer == 200 && msg.has_have()) announced = *UnpackDigest(msg.have().entries());
+  const OfferKey key = OfferKeyOf(seller.public_key().bytes(), 1);
+  ASSERT_EQ(announced, (std::vector<DigestEntry>{{key, 1}}));
+  v1::GossipMessage pull;
+  pull.mutable_pull()->set_keys(PackKeys(std::vector<OfferKey>{key}));
+  node_.OnFrame(200, Serialize(pull));
+  auto got = host_.TakeOffers(200);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].provider, seller.public_key().bytes());
+}
+
+TEST_F(InboundSlotsTest, PeersThatBringOffersAndNewcomersInTheirGraceAreKept) {
+  FillWithIdlePeers();
+  auto key = payments::PrivateKey::Generate();
+  node_.OnFrame(105, OffersFrame({MakeOffer(key, 1)}));  // a useful peer
+  ASSERT_EQ(node_.book().live_count(), 1u);
+  host_.now_ms += 10'000;
+  std::unordered_map<PeerId, uint64_t> connected_at;
+  for (PeerId i = 0; i < 32; ++i) connected_at[100 + i] = 0;
+  // 40 newcomers, one a second: each gets in, and what is evicted for it is never the peer
+  // that brought an offer, nor a newcomer still in its grace.
+  for (PeerId n = 0; n < 40; ++n) {
+    host_.closed.clear();
+    const PeerId id = 200 + n;
+    connected_at[id] = host_.now_ms;
+    ASSERT_TRUE(ConnectFrom(id, static_cast<uint8_t>(150 + n), "192.0.2." + std::to_string(n)))
+        << "newcomer " << n;
+    ASSERT_EQ(host_.closed.size(), 1u) << "newcomer " << n;
+    const PeerId victim = host_.closed[0];
+    EXPECT_NE(victim, 105u) << "the peer that brought an offer";
+    EXPECT_GE(host_.now_ms - connected_at[victim], 10'000u) << "evicted within its grace";
+    host_.now_ms += 1000;
+    for (const auto& [peer, at] : connected_at) Ping(peer);  // unknown peers are ignored
+  }
+  EXPECT_EQ(node_.stats().peers, 32u);
+  EXPECT_EQ(node_.stats().inbound_evicted, 40u);
+}
+
+TEST_F(InboundSlotsTest, OneSourceHoldsAtMostFourSlotsButLoopbackIsExempt) {
+  for (PeerId i = 1; i <= 4; ++i)
+    ASSERT_TRUE(ConnectFrom(i, static_cast<uint8_t>(i), "203.0.113.9"));
+  ASSERT_TRUE(ConnectFrom(5, 5, "203.0.113.10"));
+  // A fifth from the same source, within the others' grace: refused, though slots are free.
+  EXPECT_FALSE(ConnectFrom(6, 6, "203.0.113.9"));
+  host_.now_ms += 10'000;
+  host_.closed.clear();
+  // Past their grace it takes the slot of that source's youngest peer, no one else's.
+  ASSERT_TRUE(ConnectFrom(7, 7, "203.0.113.9"));
+  EXPECT_EQ(host_.closed, (std::vector<PeerId>{4}));
+  EXPECT_EQ(node_.stats().peers, 5u);
+  // IPv6: one /64 is one source.
+  for (PeerId i = 10; i < 14; ++i)
+    ASSERT_TRUE(ConnectFrom(i, static_cast<uint8_t>(i), "2001:db8:0:1::" + std::to_string(i)));
+  EXPECT_FALSE(ConnectFrom(14, 14, "2001:db8:0:1:ffff::1"));
+  EXPECT_TRUE(ConnectFrom(15, 15, "2001:db8:0:2::1"));
+  // Loopback (this host, or a local proxy) is not limited.
+  for (PeerId i = 20; i < 28; ++i)
+    EXPECT_TRUE(ConnectFrom(i, static_cast<uint8_t>(i), "127.0.0.1"));
+}
+
 // --- small networks in the simulator ---------------------------------------------------------
 
 GossipConfig SimConfig(std::vector<Endpoint> bootstrap) {

@@ -15,9 +15,11 @@
 #include <cerrno>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -481,6 +483,48 @@ TEST(GossipTransport, StopIsPromptWithConnectionsOpen) {
   start = Clock::now();
   b.reset();  // the destructor stops too
   EXPECT_LT(Clock::now() - start, 1s);
+}
+
+// docs/marketplace.md §1, "Inbound slots": 40 connections that only say hello and ping hold
+// every inbound slot of a seller; an honest node bootstrapping to it still gets in (an idle
+// connection is evicted for it) and learns the seller's offers.
+TEST(GossipTransport, IdleConnectionsHoldingEverySlotDoNotKeepANewcomerOut) {
+  auto config = TestConfig();
+  config.inbound_grace = 1000ms;
+  auto seller = StartTransport(config);
+  auto key = payments::PrivateKey::Generate();
+  const Offer offer = SignedOffer(key);
+  ASSERT_TRUE(Get(seller->Publish(offer)).has_value());
+
+  std::vector<std::unique_ptr<RawClient>> attackers;
+  for (int i = 0; i < 40; ++i) {
+    attackers.push_back(std::make_unique<RawClient>(seller->port()));
+    ASSERT_TRUE(attackers.back()->connected());
+    NodeId id{};
+    id.fill(static_cast<uint8_t>(i + 1));
+    ASSERT_TRUE(attackers.back()->SendFrame(Serialize(HelloFrom(id))));
+  }
+  ASSERT_TRUE(WaitFor([&] { return StatsOf(*seller).node.peers == config.max_peers; }));
+  // Let the grace of every attacker connection pass, pinging all along (time has to pass here:
+  // the grace is a duration, not an event).
+  const auto past_grace = Clock::now() + config.inbound_grace + 200ms;
+  for (uint64_t nonce = 1; Clock::now() < past_grace; ++nonce) {
+    v1::GossipMessage ping;
+    ping.mutable_ping()->set_nonce(nonce);
+    for (auto& a : attackers) a->SendFrame(Serialize(ping));  // refused ones fail: ignored
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(StatsOf(*seller).node.peers, config.max_peers) << "the attacker holds every slot";
+
+  auto honest_config = TestConfig();
+  honest_config.bootstrap = {Local(*seller)};
+  auto honest = StartTransport(honest_config);
+  ASSERT_TRUE(WaitFor([&] { return OffersOf(*honest) == 1; }, 4s))
+      << "the newcomer did not learn the seller's offer book";
+  EXPECT_EQ(Get(honest->QueryOffers({}))[0], offer);
+  auto s = StatsOf(*seller);
+  EXPECT_GE(s.node.inbound_evicted, 1u);
+  EXPECT_EQ(s.node.peers, config.max_peers);
 }
 
 TEST(GossipTransport, RemovedListenerIsNotCalled) {
