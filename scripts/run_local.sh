@@ -101,7 +101,9 @@ max_sessions = 16
 
 [tunnel]
 listen = "127.0.0.1:$(seller_port "$n" 0)"
-allow = ["127.0.0.1/32"]   # the local web server is on loopback, which exits refuse by default
+# The local web server is on loopback, which exits refuse by default: allow its port only (the
+# node's own ports stay refused whatever this says; docs/tunnel.md, "The exit's own host").
+allow = ["127.0.0.1/32:$WEB_PORT"]
 
 [settlement]
 threshold = "0.5"

@@ -47,6 +47,9 @@ IpAddress EmbeddedV4(const IpAddress& a, uint8_t offset_bits) {
   return IpAddress::V4(v4);
 }
 
+// A v4-mapped address as its IPv4 address; any other address unchanged.
+IpAddress Normalized(const IpAddress& a) { return IsV4Mapped(a) ? EmbeddedV4(a, 96) : a; }
+
 Result<ExitRule, ExitPolicyErrc> Bad(std::string_view text, const std::string& why) {
   return dvpn::Fail(ExitPolicyErrc::kBadRule, "exit rule \"" + std::string(text) + "\": " + why);
 }
@@ -105,7 +108,64 @@ std::string IpAddress::ToString() const {
   return buf;
 }
 
+bool OwnHost::SetAddresses(std::span<const IpAddress> addresses) {
+  addresses_.clear();
+  addresses_.reserve(std::min(addresses.size(), kMaxAddresses));
+  for (const IpAddress& a : addresses) addresses_.push_back(Normalized(a));
+  std::sort(addresses_.begin(), addresses_.end());
+  addresses_.erase(std::unique(addresses_.begin(), addresses_.end()), addresses_.end());
+  if (addresses_.size() <= kMaxAddresses) return true;
+  addresses_.resize(kMaxAddresses);
+  return false;
+}
+
+bool OwnHost::SetProtectedPorts(std::span<const uint16_t> ports) {
+  protected_ports_.clear();
+  for (uint16_t p : ports) {
+    if (p != 0) protected_ports_.push_back(p);
+  }
+  std::sort(protected_ports_.begin(), protected_ports_.end());
+  protected_ports_.erase(std::unique(protected_ports_.begin(), protected_ports_.end()),
+                         protected_ports_.end());
+  if (protected_ports_.size() <= kMaxProtectedPorts) return true;
+  protected_ports_.resize(kMaxProtectedPorts);
+  return false;
+}
+
+bool OwnHost::IsOwnAddress(const IpAddress& address) const {
+  const IpAddress a = Normalized(address);
+  if (a.family == IpAddress::Family::kV4) {
+    // 0.0.0.0/8 ("this host" on Linux for 0.0.0.0) and the whole loopback /8.
+    if (a.bytes[0] == 0 || a.bytes[0] == 127) return true;
+  } else {
+    bool high_zero = true;  // bytes 0..14
+    for (int i = 0; i < 15; ++i) high_zero = high_zero && a.bytes[i] == 0;
+    if (high_zero && (a.bytes[15] == 0 || a.bytes[15] == 1)) return true;  // :: and ::1
+  }
+  return std::binary_search(addresses_.begin(), addresses_.end(), a);
+}
+
+bool OwnHost::IsProtectedPort(uint16_t port) const {
+  return std::binary_search(protected_ports_.begin(), protected_ports_.end(), port);
+}
+
 bool ExitRule::Matches(const IpAddress& address, uint16_t port) const {
+  static const OwnHost kNoHost;
+  return Matches(address, port, kNoHost);
+}
+
+bool ExitRule::Matches(const IpAddress& address, uint16_t port, const OwnHost& host) const {
+  switch (target) {
+    case Target::kNetwork:
+      break;
+    case Target::kOwnAddress:
+      // A mapped address is left to the embedding default, which decides its IPv4 address
+      // through the whole list (an operator's allow of that IPv4 address included).
+      return port >= port_first && port <= port_last && !IsV4Mapped(address) &&
+             host.IsOwnAddress(address);
+    case Target::kOwnProtectedPort:
+      return host.IsProtectedPort(port) && host.IsOwnAddress(address);
+  }
   if (port < port_first || port > port_last) return false;
   if (any_family) return true;
   if (address.family != network.family) return false;
@@ -280,13 +340,30 @@ std::vector<ExitRule> DefaultExitRules(std::span<const IpAddress> own_addresses)
     rule.label = "default: provider's own address";
     rules.push_back(std::move(rule));
   }
+  {
+    ExitRule rule;
+    rule.action = ExitRule::Action::kDeny;
+    rule.target = ExitRule::Target::kOwnAddress;
+    rule.label = "default: the exit host's own address";
+    rules.push_back(std::move(rule));
+  }
   for (size_t i = 2; i < std::size(kTable); ++i) add(kTable[i]);
   return rules;
 }
 
 ExitPolicy::ExitPolicy(std::vector<ExitRule> operator_rules,
-                       std::span<const IpAddress> own_addresses)
-    : rules_(std::move(operator_rules)) {
+                       std::span<const IpAddress> own_addresses) {
+  for (const IpAddress& a : own_addresses) own_addresses_.push_back(Normalized(a));
+  std::sort(own_addresses_.begin(), own_addresses_.end());
+  // Rule 0, before the operator's: the node's own services are never reachable through it.
+  ExitRule own_port;
+  own_port.action = ExitRule::Action::kDeny;
+  own_port.target = ExitRule::Target::kOwnProtectedPort;
+  own_port.label = "never allowed: the node's own port on an own address";
+  rules_.reserve(1 + operator_rules.size());
+  rules_.push_back(std::move(own_port));
+  rules_.insert(rules_.end(), std::make_move_iterator(operator_rules.begin()),
+                std::make_move_iterator(operator_rules.end()));
   auto defaults = DefaultExitRules(own_addresses);
   rules_.insert(rules_.end(), std::make_move_iterator(defaults.begin()),
                 std::make_move_iterator(defaults.end()));
@@ -308,14 +385,40 @@ Result<ExitPolicy, ExitPolicyErrc> ExitPolicy::FromStrings(
 }
 
 ExitDecision ExitPolicy::Decide(const IpAddress& address, uint16_t port) const {
-  return DecideOnce(address, port, /*allow_embedded=*/true);
+  static const OwnHost kNoHost;
+  return Decide(address, port, kNoHost);
 }
 
-ExitDecision ExitPolicy::DecideOnce(const IpAddress& address, uint16_t port,
+ExitDecision ExitPolicy::Decide(const IpAddress& address, uint16_t port,
+                                const OwnHost& host) const {
+  return DecideOnce(address, port, host, /*allow_embedded=*/true);
+}
+
+bool ExitPolicy::IsOwnForOwnPorts(const IpAddress& address, const OwnHost& host) const {
+  auto own = [&](const IpAddress& a) {
+    return host.IsOwnAddress(a) ||
+           std::binary_search(own_addresses_.begin(), own_addresses_.end(), Normalized(a));
+  };
+  if (own(address)) return true;
+  // This rule precedes the operator's, so it cannot wait for the embedding defaults: a NAT64
+  // or 6to4 form of an own IPv4 address is own here too.
+  if (address.family != IpAddress::Family::kV6) return false;
+  static const IpAddress kNat64 = *IpAddress::Parse("64:ff9b::");
+  if (std::equal(address.bytes.begin(), address.bytes.begin() + 12, kNat64.bytes.begin())) {
+    return own(EmbeddedV4(address, 96));
+  }
+  if (address.bytes[0] == 0x20 && address.bytes[1] == 0x02) return own(EmbeddedV4(address, 16));
+  return false;
+}
+
+ExitDecision ExitPolicy::DecideOnce(const IpAddress& address, uint16_t port, const OwnHost& host,
                                     bool allow_embedded) const {
   for (size_t i = 0; i < rules_.size(); ++i) {
     const ExitRule& rule = rules_[i];
-    if (!rule.Matches(address, port)) continue;
+    const bool matches = rule.target == ExitRule::Target::kOwnProtectedPort
+                             ? host.IsProtectedPort(port) && IsOwnForOwnPorts(address, host)
+                             : rule.Matches(address, port, host);
+    if (!matches) continue;
     switch (rule.action) {
       case ExitRule::Action::kAllow:
         return ExitDecision{true, i, rule.label};
@@ -324,7 +427,7 @@ ExitDecision ExitPolicy::DecideOnce(const IpAddress& address, uint16_t port,
       case ExitRule::Action::kCheckEmbeddedV4:
         // An embedded address is IPv4, which no embedding rule matches: one level at most.
         if (!allow_embedded) return ExitDecision{false, i, rule.label};
-        return DecideOnce(EmbeddedV4(address, rule.embedded_v4_offset_bits), port, false);
+        return DecideOnce(EmbeddedV4(address, rule.embedded_v4_offset_bits), port, host, false);
     }
   }
   return ExitDecision{true, std::nullopt, "default allow"};

@@ -1,9 +1,10 @@
 #pragma once
 // The exit node's policy: which resolved address and port it may connect to on a client's
 // behalf. Safe by default (loopback, private, link-local, CGNAT, documentation, multicast and
-// reserved ranges, the provider's own addresses and SMTP are refused); operators add allow and
-// deny rules that are consulted first. Pure code: no sockets, no resolution, no logging.
-// Rule grammar and the default table: docs/tunnel-socks-exit.md.
+// reserved ranges, the host's own addresses and SMTP are refused); operators add allow and
+// deny rules that are consulted first, except that the node's own ports on its own addresses
+// are never allowed. Pure code: no sockets, no resolution, no logging.
+// Rule grammar and the default table: docs/tunnel.md, "Exit policy".
 
 #include <array>
 #include <cstdint>
@@ -37,13 +38,48 @@ struct IpAddress {
   std::string ToString() const;
 
   friend bool operator==(const IpAddress&, const IpAddress&) = default;
+  friend auto operator<=>(const IpAddress&, const IpAddress&) = default;  // for sorted sets
+};
+
+// The exit's own host at one moment: the addresses of its interfaces and the node's protected
+// ports (its own services: tunnel, control, dashboard, gossip). docs/tunnel.md, "The exit's own
+// host". A value; built and refreshed by the session layer (HostAddressWatcher, ExitServer).
+class OwnHost {
+ public:
+  static constexpr size_t kMaxAddresses = 4096;
+  static constexpr size_t kMaxProtectedPorts = 64;
+
+  OwnHost() = default;
+
+  // Replaces the host's addresses: IPv4-mapped ones become IPv4, duplicates go. Keeps at most
+  // kMaxAddresses (the lowest); returns false when some were dropped.
+  bool SetAddresses(std::span<const IpAddress> addresses);
+  // Replaces the protected ports (0 is ignored). Keeps at most kMaxProtectedPorts (the lowest);
+  // returns false when some were dropped.
+  bool SetProtectedPorts(std::span<const uint16_t> ports);
+
+  // True for 0.0.0.0/8, 127.0.0.0/8, :: and ::1 whatever the addresses, and for every address
+  // given to SetAddresses; an IPv4-mapped address is own when its IPv4 address is.
+  bool IsOwnAddress(const IpAddress& address) const;
+  bool IsProtectedPort(uint16_t port) const;
+
+  const std::vector<IpAddress>& addresses() const { return addresses_; }
+  const std::vector<uint16_t>& protected_ports() const { return protected_ports_; }
+
+ private:
+  std::vector<IpAddress> addresses_;      // normalised, sorted, unique
+  std::vector<uint16_t> protected_ports_;  // sorted, unique, no 0
 };
 
 // One rule: action, network, port range. A rule matches an address of its family inside the
 // network (any family for `any_family`) whose port is within [port_first, port_last].
 struct ExitRule {
   enum class Action : uint8_t { kAllow, kDeny, kCheckEmbeddedV4 };
+  // What the rule's address part is: the `network`, the host's own addresses (OwnHost), or the
+  // host's own addresses on one of its protected ports (the port range is then not used).
+  enum class Target : uint8_t { kNetwork, kOwnAddress, kOwnProtectedPort };
   Action action = Action::kDeny;
+  Target target = Target::kNetwork;
   bool any_family = false;  // "*": every IPv4 and IPv6 address
   IpAddress network;        // host bits are zero
   uint8_t prefix_len = 0;   // 0..32 for IPv4, 0..128 for IPv6
@@ -54,6 +90,9 @@ struct ExitRule {
   // What the rule is, for a debug log: the operator's text or a default rule's description.
   std::string label;
 
+  // Own-host targets match against `host` (the 2-argument form: an empty OwnHost, so only the
+  // always-own ranges).
+  bool Matches(const IpAddress& address, uint16_t port, const OwnHost& host) const;
   bool Matches(const IpAddress& address, uint16_t port) const;
 };
 
@@ -81,8 +120,10 @@ struct ExitDecision {
   std::string_view rule;
 };
 
-// Decides, in order: the operator's rules (first match wins), then the built-in defaults
-// (port 0, port 25, the provider's own addresses, the special-purpose ranges), then allow.
+// Decides, in order: a protected port of the node on an own address (refused whatever the
+// operator says), the operator's rules (first match wins), then the built-in defaults (port 0,
+// port 25, the provider's own addresses, every own address of the host, the special-purpose
+// ranges), then allow.
 // IPv4-mapped (::ffff:0:0/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses are not
 // decided as IPv6: their embedded IPv4 address is decided through the whole policy instead.
 //
@@ -102,18 +143,27 @@ class ExitPolicy {
   [[nodiscard]] static Result<ExitPolicy, ExitPolicyErrc> FromStrings(
       std::span<const std::string> operator_rules, std::span<const IpAddress> own_addresses);
 
+  // `host`: the host's addresses and protected ports now (docs/tunnel.md, "The exit's own
+  // host"); the 2-argument form decides with an empty OwnHost.
+  ExitDecision Decide(const IpAddress& address, uint16_t port, const OwnHost& host) const;
   ExitDecision Decide(const IpAddress& address, uint16_t port) const;
 
-  // Operator rules, then the defaults, in evaluation order.
+  // The own-port rule (index 0), the operator rules, then the defaults, in evaluation order.
   const std::vector<ExitRule>& rules() const { return rules_; }
 
  private:
-  ExitDecision DecideOnce(const IpAddress& address, uint16_t port, bool allow_embedded) const;
+  ExitDecision DecideOnce(const IpAddress& address, uint16_t port, const OwnHost& host,
+                          bool allow_embedded) const;
+  // The own-port rule's address test: `host`'s own addresses, the ones given at construction,
+  // and their IPv4-mapped, NAT64 and 6to4 forms.
+  bool IsOwnForOwnPorts(const IpAddress& address, const OwnHost& host) const;
 
   std::vector<ExitRule> rules_;
+  std::vector<IpAddress> own_addresses_;  // given at construction: also own for the own-port rule
 };
 
-// The built-in rules, in evaluation order, for the given own addresses (documented table).
+// The built-in rules after the operator's, in evaluation order, for the given own addresses
+// (documented table). The own-port rule that precedes the operator's is not among them.
 std::vector<ExitRule> DefaultExitRules(std::span<const IpAddress> own_addresses);
 
 }  // namespace dvpn::tunnel

@@ -132,14 +132,14 @@ TEST(ExitPolicy, OperatorRulesComeFirstInOrder) {
   // The loopback test server opened explicitly; neighbours stay closed.
   auto d = policy->Decide(Ip("127.0.0.1"), 8080);
   EXPECT_TRUE(d.allowed);
-  EXPECT_EQ(d.rule_index, 0u);
+  EXPECT_EQ(d.rule_index, 1u);  // after the own-port rule
   EXPECT_EQ(d.rule, "allow 127.0.0.1/32:8080");
   EXPECT_TRUE(policy->Decide(Ip("::ffff:127.0.0.1"), 8080).allowed);  // decided as 127.0.0.1
   EXPECT_FALSE(policy->Decide(Ip("127.0.0.1"), 8081).allowed);
   EXPECT_FALSE(policy->Decide(Ip("127.0.0.2"), 8080).allowed);
   // First match wins: 1.1.1.1:443 hits the deny before the allow.
   EXPECT_FALSE(policy->Decide(Ip("1.1.1.1"), 443).allowed);
-  EXPECT_EQ(policy->Decide(Ip("1.1.1.1"), 443).rule_index, 1u);
+  EXPECT_EQ(policy->Decide(Ip("1.1.1.1"), 443).rule_index, 2u);
   EXPECT_TRUE(policy->Decide(Ip("1.1.2.1"), 443).allowed);
   // [::1] for every port but 0 (the range starts at 1, so the default refuses port 0).
   EXPECT_TRUE(policy->Decide(Ip("::1"), 22).allowed);
@@ -148,8 +148,10 @@ TEST(ExitPolicy, OperatorRulesComeFirstInOrder) {
   EXPECT_FALSE(policy->Decide(Ip("8.8.8.8"), 8443).allowed);
   EXPECT_FALSE(policy->Decide(Ip("2a00:1450:4001::200e"), 8443).allowed);
   EXPECT_TRUE(policy->Decide(Ip("8.8.8.8"), 8444).allowed);
-  // Operator rules sit before the defaults in rules().
-  EXPECT_EQ(policy->rules().size(), 5 + DefaultExitRules({}).size());
+  // Operator rules sit after the own-port rule and before the defaults in rules().
+  EXPECT_EQ(policy->rules().size(), 1 + 5 + DefaultExitRules({}).size());
+  EXPECT_EQ(policy->rules()[0].target, ExitRule::Target::kOwnProtectedPort);
+  EXPECT_EQ(policy->rules()[1].label, "allow 127.0.0.1/32:8080");
 }
 
 TEST(ExitPolicy, OperatorAllowlist) {
@@ -239,6 +241,125 @@ TEST(ExitRuleParse, Errors) {
   ASSERT_FALSE(policy);
   EXPECT_TRUE(policy.error().message.starts_with("rule 2: ")) << policy.error().message;
   EXPECT_NE(policy.error().message.find("unknown action"), std::string::npos);
+}
+
+// ---- the exit's own host (docs/tunnel.md, "The exit's own host") -----------------------------
+
+OwnHost Host(std::initializer_list<const char*> addresses, std::vector<uint16_t> ports = {}) {
+  std::vector<IpAddress> a;
+  for (const char* text : addresses) a.push_back(Ip(text));
+  OwnHost host;
+  EXPECT_TRUE(host.SetAddresses(a));
+  EXPECT_TRUE(host.SetProtectedPorts(ports));
+  return host;
+}
+
+TEST(OwnHost, LoopbackAndUnspecifiedAreAlwaysOwn) {
+  const OwnHost empty;
+  for (const char* text : {"127.0.0.1", "127.1.2.3", "127.255.255.255", "0.0.0.0", "0.1.2.3",
+                           "::", "::1", "::ffff:127.0.0.1", "::ffff:0.0.0.0"}) {
+    EXPECT_TRUE(empty.IsOwnAddress(Ip(text))) << text;
+  }
+  for (const char* text : {"128.0.0.1", "126.255.255.255", "1.0.0.0", "::2", "::ffff:8.8.8.8",
+                           "1::1", "93.184.216.34"}) {
+    EXPECT_FALSE(empty.IsOwnAddress(Ip(text))) << text;
+  }
+}
+
+TEST(OwnHost, AddressesAreNormalisedAndEveryFormMatches) {
+  // A mapped address given by the interface list counts as its IPv4 address, and the other way.
+  OwnHost host = Host({"93.184.216.34", "::ffff:8.8.4.4", "2606:2800:220:1::7", "fe80::1"});
+  for (const char* text : {"93.184.216.34", "::ffff:93.184.216.34", "8.8.4.4", "::ffff:8.8.4.4",
+                           "2606:2800:220:1::7", "fe80::1"}) {
+    EXPECT_TRUE(host.IsOwnAddress(Ip(text))) << text;
+  }
+  for (const char* text : {"93.184.216.35", "2606:2800:220:1::8", "::93.184.216.34"}) {
+    EXPECT_FALSE(host.IsOwnAddress(Ip(text))) << text;
+  }
+  EXPECT_EQ(host.addresses().size(), 4u);
+  OwnHost twice = Host({"8.8.4.4", "::ffff:8.8.4.4", "8.8.4.4"});
+  EXPECT_EQ(twice.addresses().size(), 1u);
+}
+
+TEST(OwnHost, BoundedSets) {
+  std::vector<IpAddress> many;
+  for (uint32_t i = 0; i < OwnHost::kMaxAddresses + 10; ++i) {
+    many.push_back(IpAddress::V4({44, uint8_t(i >> 16), uint8_t(i >> 8), uint8_t(i)}));
+  }
+  OwnHost host;
+  EXPECT_FALSE(host.SetAddresses(many));
+  EXPECT_EQ(host.addresses().size(), OwnHost::kMaxAddresses);
+  EXPECT_TRUE(host.IsOwnAddress(many.front()));  // the lowest are kept
+  EXPECT_TRUE(host.SetAddresses({}));
+  EXPECT_TRUE(host.addresses().empty());
+
+  std::vector<uint16_t> ports;
+  for (uint16_t p = 0; p < OwnHost::kMaxProtectedPorts + 5; ++p) ports.push_back(p);
+  EXPECT_FALSE(host.SetProtectedPorts(ports));
+  EXPECT_EQ(host.protected_ports().size(), OwnHost::kMaxProtectedPorts);
+  EXPECT_FALSE(host.IsProtectedPort(0));  // 0 is not a port of ours
+  EXPECT_TRUE(host.IsProtectedPort(1));
+  EXPECT_TRUE(host.SetProtectedPorts(std::vector<uint16_t>{7601, 7443, 7601, 0}));
+  EXPECT_EQ(host.protected_ports(), (std::vector<uint16_t>{7443, 7601}));
+}
+
+// The exit listens on 0.0.0.0: none of the host's addresses, in any form, is reachable through
+// it by default. (Before: only the listen address was refused, so these were allowed.)
+TEST(ExitPolicy, EveryOwnAddressOfTheHostRefused) {
+  ExitPolicy policy({}, {});
+  const OwnHost host = Host({"93.184.216.34", "2606:2800:220:1::7"});
+  for (const char* text : {"93.184.216.34", "::ffff:93.184.216.34", "64:ff9b::5db8:d822",
+                           "2002:5db8:d822::1", "2606:2800:220:1::7"}) {
+    auto d = policy.Decide(Ip(text), 443, host);
+    EXPECT_FALSE(d.allowed) << text;
+    EXPECT_EQ(d.rule, "default: the exit host's own address") << text;
+  }
+  EXPECT_TRUE(policy.Decide(Ip("93.184.216.35"), 443, host).allowed);
+  EXPECT_TRUE(policy.Decide(Ip("2606:2800:220:1::8"), 443, host).allowed);
+  // Without the host (the 2-argument form), the addresses are ordinary public ones.
+  EXPECT_TRUE(policy.Decide(Ip("93.184.216.34"), 443).allowed);
+  // The list is the host's now: a new list decides at once.
+  const OwnHost later = Host({"93.184.216.35"});
+  EXPECT_FALSE(policy.Decide(Ip("93.184.216.35"), 443, later).allowed);
+  EXPECT_TRUE(policy.Decide(Ip("93.184.216.34"), 443, later).allowed);
+}
+
+// An operator may open an own address on purpose (the local network's web server on loopback),
+// but never a port of the node itself, on any own address, whatever the rules say.
+TEST(ExitPolicy, OwnPortsNeverAllowedOwnAddressesOnlyWhenTheOperatorSays) {
+  const OwnHost host = Host({"93.184.216.34", "2606:2800:220:1::7"}, {7443, 7601, 7602, 7600});
+  auto policy = ExitPolicy::FromStrings(
+      std::vector<std::string>{"allow 127.0.0.1/32", "allow [::1]/128", "allow 93.184.216.34",
+                               "allow *:7601"},
+      {});
+  ASSERT_TRUE(policy) << policy.error().message;
+  EXPECT_TRUE(policy->Decide(Ip("127.0.0.1"), 8080, host).allowed);
+  EXPECT_TRUE(policy->Decide(Ip("::ffff:127.0.0.1"), 8080, host).allowed);
+  EXPECT_TRUE(policy->Decide(Ip("93.184.216.34"), 8080, host).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("127.0.0.2"), 8080, host).allowed);  // only what was allowed
+  for (const char* text : {"127.0.0.1", "127.9.9.9", "0.0.0.0", "::ffff:127.0.0.1", "::1", "::",
+                           "93.184.216.34", "::ffff:93.184.216.34", "2606:2800:220:1::7",
+                           "64:ff9b::7f00:1", "2002:7f00:1::1", "64:ff9b::5db8:d822"}) {
+    for (uint16_t port : {7443, 7600, 7601, 7602}) {
+      auto d = policy->Decide(Ip(text), port, host);
+      EXPECT_FALSE(d.allowed) << text << " port " << port;
+      EXPECT_EQ(d.rule_index, 0u) << text << " port " << port;
+      EXPECT_EQ(d.rule, "never allowed: the node's own port on an own address");
+    }
+  }
+  // Protected ports are the node's own on its own addresses only: elsewhere they are ports.
+  EXPECT_TRUE(policy->Decide(Ip("1.1.1.1"), 7601, host).allowed);
+  EXPECT_TRUE(policy->Decide(Ip("2a00:1450:4001::200e"), 7443, host).allowed);
+}
+
+TEST(ExitPolicy, AddressesGivenAtConstructionAreOwnForTheOwnPorts) {
+  const IpAddress own[] = {Ip("93.184.216.34")};
+  auto policy = ExitPolicy::FromStrings(std::vector<std::string>{"allow *"}, own);
+  ASSERT_TRUE(policy);
+  const OwnHost host = Host({}, {7601});
+  EXPECT_FALSE(policy->Decide(Ip("93.184.216.34"), 7601, host).allowed);
+  EXPECT_FALSE(policy->Decide(Ip("::ffff:93.184.216.34"), 7601, host).allowed);
+  EXPECT_TRUE(policy->Decide(Ip("93.184.216.34"), 7602, host).allowed);  // the operator's allow
 }
 
 TEST(IpAddress, ParseAndPrint) {
