@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -275,30 +276,45 @@ size_t ReplayGuard::KeyHash::operator()(const ByteArray<32>& k) const {
   return v;
 }
 
-bool ReplayGuard::CheckAndUpdate(const ByteArray<32>& identity, uint64_t timestamp_ms) {
+bool ReplayGuard::CheckAndUpdate(const ByteArray<32>& identity, uint64_t timestamp_ms,
+                                 uint64_t now_ms) {
   std::lock_guard lock(mu_);
-  if (timestamp_ms <= floor_ms_) return false;
   auto it = latest_.find(identity);
   if (it != latest_.end()) {
     if (timestamp_ms <= it->second) return false;
+    by_time_.erase({it->second, &it->first});
     it->second = timestamp_ms;
+    by_time_.emplace(timestamp_ms, &it->first);
     return true;
   }
+  // The floor stands for evicted identities; capped here, at use, so that it never refuses a
+  // timestamp newer than now - kReplayFloorLagMs whatever was evicted (docs/tunnel.md).
+  const uint64_t cap = now_ms > kReplayFloorLagMs ? now_ms - kReplayFloorLagMs : 0;
+  if (timestamp_ms <= std::min(floor_ms_, cap)) return false;
   if (capacity_ == 0) {
-    floor_ms_ = std::max(floor_ms_, timestamp_ms);
+    if (timestamp_ms + kTimestampPastWindowMs >= now_ms) {
+      floor_ms_ = std::max(floor_ms_, timestamp_ms);
+    }
     return true;
   }
-  if (latest_.size() >= capacity_) {
-    // O(n) scan; happens only with a full table (capacity sized for the live client set).
-    auto oldest = latest_.begin();
-    for (auto i = latest_.begin(); i != latest_.end(); ++i) {
-      if (i->second < oldest->second) oldest = i;
-    }
-    floor_ms_ = std::max(floor_ms_, oldest->second);
-    latest_.erase(oldest);
-  }
-  latest_.emplace(identity, timestamp_ms);
+  while (latest_.size() >= capacity_) EvictOldest(now_ms);
+  auto [pos, inserted] = latest_.emplace(identity, timestamp_ms);
+  by_time_.emplace(timestamp_ms, &pos->first);
   return true;
+}
+
+void ReplayGuard::EvictOldest(uint64_t now_ms) {
+  auto oldest = by_time_.begin();
+  const uint64_t t = oldest->first;
+  // An expired entry (every msg1 carrying t is stale now) needs no floor.
+  if (t + kTimestampPastWindowMs >= now_ms) floor_ms_ = std::max(floor_ms_, t);
+  latest_.erase(*oldest->second);
+  by_time_.erase(oldest);
+}
+
+uint64_t ReplayGuard::floor_ms() const {
+  std::lock_guard lock(mu_);
+  return floor_ms_;
 }
 
 size_t ReplayGuard::size() const {
@@ -352,12 +368,16 @@ Result<ClientHello, HandshakeErrc> HandshakeResponder::ReadMessage1(ByteSpan in)
   ClientHello hello{*identity, {}, {}, GetU64(f + 96), f[104]};
   std::memcpy(hello.ledger.bytes.data(), f + 32, 32);
   std::memcpy(hello.channel.bytes.data(), f + 64, 32);
+  // Without a clock (tests of the message format) the window is not checked and the replay
+  // guard's floor is not capped below the message's own time.
+  const uint64_t now_ms =
+      options_.clock != nullptr ? options_.clock->NowSeconds() * 1000 : hello.timestamp_ms;
   if (options_.clock != nullptr) {
-    uint64_t now_ms = options_.clock->NowSeconds() * 1000;
-    uint64_t diff = now_ms > hello.timestamp_ms ? now_ms - hello.timestamp_ms
-                                                : hello.timestamp_ms - now_ms;
-    if (diff > kTimestampWindowMs) {
-      return Fail(HandshakeErrc::kStaleTimestamp, "client clock too far from ours");
+    if (hello.timestamp_ms + kTimestampPastWindowMs < now_ms) {
+      return Fail(HandshakeErrc::kStaleTimestamp, "client clock too far behind ours");
+    }
+    if (hello.timestamp_ms > now_ms + kTimestampFutureWindowMs) {
+      return Fail(HandshakeErrc::kStaleTimestamp, "client clock too far ahead of ours");
     }
   }
   payments::Signature sig;
@@ -369,7 +389,7 @@ Result<ClientHello, HandshakeErrc> HandshakeResponder::ReadMessage1(ByteSpan in)
     return Fail(HandshakeErrc::kNoCommonCipher, "client offered no known cipher");
   }
   if (options_.replay_guard != nullptr &&
-      !options_.replay_guard->CheckAndUpdate(identity->bytes(), hello.timestamp_ms)) {
+      !options_.replay_guard->CheckAndUpdate(identity->bytes(), hello.timestamp_ms, now_ms)) {
     return Fail(HandshakeErrc::kReplay, "timestamp not newer than the last handshake");
   }
   st.MixHash(ct);

@@ -2,7 +2,7 @@
 // The tunnel's 1-RTT authenticated key exchange (Noise-IK-like, libsodium X25519 + ChaCha20-
 // Poly1305 + HKDF-SHA-256). docs/tunnel.md, "Handshake", is the normative byte layout.
 //
-//   msg1 (client -> provider, 235 bytes): header, e_c, AEAD{identity, ledger, channel,
+//   msg1 (client -> provider, 237 bytes): header, e_c, AEAD{identity, ledger, channel,
 //        timestamp, ciphers, BIP-340 signature}, mac1 (keyed BLAKE2b; checked before any DH)
 //   msg2 (provider -> client, 55..567 bytes): header, e_p, AEAD{cipher, session params}
 //
@@ -16,6 +16,7 @@
 #include <list>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -52,13 +53,18 @@ inline constexpr size_t kMac1Size = 16;
 inline constexpr size_t kHelloFieldsSize = 32 + 32 + 32 + 8 + 1;               // 105
 inline constexpr size_t kHelloPlaintextSize = kHelloFieldsSize + 64;           // 169
 inline constexpr size_t kMsg1Size = kHandshakeHeaderSize + 32 + kHelloPlaintextSize +
-                                    kAeadTagSize + kMac1Size;                  // 235
+                                    kAeadTagSize + kMac1Size;                  // 237
 inline constexpr size_t kMaxSessionParams = 512;
 inline constexpr size_t kMinMsg2Size = kHandshakeHeaderSize + 32 + 1 + 2 + kAeadTagSize;  // 55
 inline constexpr size_t kMaxMsg2Size = kMinMsg2Size + kMaxSessionParams;                  // 567
 inline constexpr size_t kMaxHandshakeMessage = kMaxMsg2Size;
-// A msg1 timestamp more than this far from the responder's clock is refused.
-inline constexpr uint64_t kTimestampWindowMs = 120'000;
+// A msg1 timestamp older than now - kTimestampPastWindowMs or newer than now +
+// kTimestampFutureWindowMs (the responder's clock) is refused (kStaleTimestamp). Tight into the
+// future: a timestamp far ahead is only ever useful to someone filling the replay table.
+inline constexpr uint64_t kTimestampPastWindowMs = 120'000;
+inline constexpr uint64_t kTimestampFutureWindowMs = 10'000;
+// The replay guard's floor never refuses a timestamp newer than now - kReplayFloorLagMs.
+inline constexpr uint64_t kReplayFloorLagMs = 10'000;
 
 enum class HandshakeErrc {
   kBadLength,       // size differs from the header / the fixed size, or exceeds the maximum
@@ -70,7 +76,7 @@ enum class HandshakeErrc {
   kBadIdentity,     // the client identity is not a valid BIP-340 public key
   kBadSignature,    // the client's signature does not verify
   kReplay,          // timestamp not newer than the last one seen for this client identity
-  kStaleTimestamp,  // timestamp outside kTimestampWindowMs of the responder's clock
+  kStaleTimestamp,  // timestamp outside [now - past window, now + future window]
   kNoCommonCipher,  // no cipher both sides support; or msg2 chose a cipher not offered
   kBadParams,       // session params too long, or inconsistent payload length
   kBufferTooSmall,  // caller's output span is too small
@@ -141,25 +147,38 @@ class HandshakeInitiator {
 };
 
 // Refuses a msg1 whose timestamp is not newer than the newest accepted one for the same client
-// identity. Bounded: at most `capacity` identities; when full, the entry with the oldest
-// timestamp is evicted and its timestamp raises a floor below which every identity's msg1 is
-// refused (so eviction never re-opens a replay). Thread-safe.
+// identity. Bounded: at most `capacity` identities (about 130 bytes each). When full, the entry
+// with the oldest timestamp is evicted (O(log n)): an expired one (older than now -
+// kTimestampPastWindowMs, refused as stale anyway) silently; otherwise its timestamp raises a
+// floor. A msg1 of an identity not in the table is refused when its timestamp is at or below
+// min(floor, now - kReplayFloorLagMs): the cap is applied at check time, so no sequence of
+// insertions, at any rate, makes the guard refuse a timestamp newer than now - 10 s of an
+// identity nobody else holds the key of (docs/tunnel.md, "Replay guard", has the argument and
+// its price). Thread-safe.
 class ReplayGuard {
  public:
   explicit ReplayGuard(size_t capacity = 65536) : capacity_(capacity) {}
-  // True and records `timestamp_ms` when it is newer than the last seen for `identity` and
-  // above the floor.
-  bool CheckAndUpdate(const ByteArray<32>& identity, uint64_t timestamp_ms);
+  // True, and records `timestamp_ms`, when it is newer than the last one accepted for
+  // `identity` and (for an identity not in the table) above the capped floor. `now_ms` is the
+  // responder's wall clock in Unix milliseconds.
+  bool CheckAndUpdate(const ByteArray<32>& identity, uint64_t timestamp_ms, uint64_t now_ms);
   size_t size() const;
+  // The floor as raised by evictions (before the cap); for tests and diagnostics.
+  uint64_t floor_ms() const;
 
  private:
   struct KeyHash {
     size_t operator()(const ByteArray<32>& k) const;
   };
+  using Map = std::unordered_map<ByteArray<32>, uint64_t, KeyHash>;
+  void EvictOldest(uint64_t now_ms);
   mutable std::mutex mu_;
   size_t capacity_;
   uint64_t floor_ms_ = 0;
-  std::unordered_map<ByteArray<32>, uint64_t, KeyHash> latest_;
+  Map latest_;
+  // (timestamp, identity) of every entry of latest_, ordered; the identity points at the map's
+  // key (unordered_map nodes do not move).
+  std::set<std::pair<uint64_t, const ByteArray<32>*>> by_time_;
 };
 
 // What the provider learns from a valid msg1.

@@ -208,29 +208,108 @@ TEST_F(HandshakeTest, ReplayedMsg1IsRefused) {
 }
 
 TEST_F(HandshakeTest, TimestampOutsideWindowIsRefused) {
-  for (uint64_t ts : {kNowSeconds * 1000 - kTimestampWindowMs - 1,
-                      kNowSeconds * 1000 + kTimestampWindowMs + 1}) {
+  const uint64_t now = kNowSeconds * 1000;
+  for (uint64_t ts : {now - kTimestampPastWindowMs - 1, now + kTimestampFutureWindowMs + 1,
+                      now + 118'000}) {
     HandshakeInitiator client(ClientOptions(ts));
     HandshakeResponder server(ServerOptions());
-    EXPECT_EQ(server.ReadMessage1(Msg1(client)).error().code, HandshakeErrc::kStaleTimestamp);
+    EXPECT_EQ(server.ReadMessage1(Msg1(client)).error().code, HandshakeErrc::kStaleTimestamp)
+        << int64_t(ts - now);
+  }
+  // The edges are accepted (each by a new identity: the guard would refuse an older one).
+  uint8_t fill = 0x30;
+  for (uint64_t ts : {now - kTimestampPastWindowMs, now + kTimestampFutureWindowMs}) {
+    payments::PrivateKey key = KeyOf(fill++);
+    auto options = ClientOptions(ts);
+    options.identity = &key;
+    HandshakeInitiator client(std::move(options));
+    HandshakeResponder server(ServerOptions());
+    EXPECT_TRUE(server.ReadMessage1(Msg1(client))) << int64_t(ts - now);
   }
 }
 
+ByteArray<32> Id(uint32_t n) {
+  ByteArray<32> k{};
+  for (int i = 0; i < 4; ++i) k[i] = uint8_t(n >> (8 * i));
+  k[31] = 1;
+  return k;
+}
+
 TEST_F(HandshakeTest, ReplayGuardStaysBoundedAndNeverReopensAReplay) {
+  const uint64_t now = kNowSeconds * 1000;
   ReplayGuard guard(3);
-  auto id = [](uint8_t b) {
-    ByteArray<32> k;
-    k.fill(b);
-    return k;
-  };
-  EXPECT_TRUE(guard.CheckAndUpdate(id(1), 100));
-  EXPECT_TRUE(guard.CheckAndUpdate(id(2), 200));
-  EXPECT_TRUE(guard.CheckAndUpdate(id(3), 300));
-  EXPECT_TRUE(guard.CheckAndUpdate(id(4), 400));  // evicts id 1, floor = 100
+  // Entries older than the floor's lag: their eviction raises the floor, which blocks them.
+  const uint64_t t0 = now - 60'000;
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(1), t0 + 100, now));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(2), t0 + 200, now));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(3), t0 + 300, now));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(4), t0 + 400, now));  // evicts id 1, floor = t0 + 100
   EXPECT_EQ(guard.size(), 3u);
-  EXPECT_FALSE(guard.CheckAndUpdate(id(1), 100));  // the evicted replay is still refused
-  EXPECT_FALSE(guard.CheckAndUpdate(id(3), 300));
-  EXPECT_TRUE(guard.CheckAndUpdate(id(3), 301));
+  EXPECT_EQ(guard.floor_ms(), t0 + 100);
+  EXPECT_FALSE(guard.CheckAndUpdate(Id(1), t0 + 100, now));  // the evicted replay is refused
+  EXPECT_FALSE(guard.CheckAndUpdate(Id(3), t0 + 300, now));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(3), t0 + 301, now));
+  // The oldest is evicted, not the least recently used: id 2 (t0 + 200) goes next.
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(5), t0 + 500, now));
+  EXPECT_EQ(guard.floor_ms(), t0 + 200);
+  EXPECT_FALSE(guard.CheckAndUpdate(Id(2), t0 + 200, now));
+  EXPECT_EQ(guard.size(), 3u);
+}
+
+TEST_F(HandshakeTest, ReplayGuardExpiredEntriesLeaveNoFloor) {
+  const uint64_t now = kNowSeconds * 1000;
+  ReplayGuard guard(2);
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(1), now - 200'000, now - 190'000));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(2), now - 1'000, now));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(3), now, now));  // evicts id 1: expired, no floor
+  EXPECT_EQ(guard.floor_ms(), 0u);
+}
+
+TEST_F(HandshakeTest, ReplayGuardFloorNeverRefusesARecentTimestamp) {
+  // Whatever is evicted, at any rate, a new identity dated after now - kReplayFloorLagMs is
+  // accepted; one dated at or below min(floor, now - lag) is not.
+  const uint64_t now = kNowSeconds * 1000;
+  ReplayGuard guard(16);
+  for (uint32_t i = 0; i < 10'000; ++i) {
+    ASSERT_TRUE(guard.CheckAndUpdate(Id(i), now + kTimestampFutureWindowMs, now)) << i;
+  }
+  EXPECT_EQ(guard.floor_ms(), now + kTimestampFutureWindowMs);
+  EXPECT_EQ(guard.size(), 16u);
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(1'000'000), now, now));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(1'000'001), now - kReplayFloorLagMs + 1, now));
+  EXPECT_FALSE(guard.CheckAndUpdate(Id(1'000'002), now - kReplayFloorLagMs, now));
+  // Later the floor (raised to now + 10 s) is in the past and blocks evicted replays fully.
+  const uint64_t later = now + 60'000;
+  EXPECT_FALSE(guard.CheckAndUpdate(Id(3), now + kTimestampFutureWindowMs, later));
+  EXPECT_TRUE(guard.CheckAndUpdate(Id(3), now + kTimestampFutureWindowMs + 1, later));
+}
+
+// The lock-out attack of issue 13, scaled down to a 64-entry table: anyone who knows S_p (it is
+// in the offer) makes valid msg1s with fresh identities dated ahead of the exit's clock, many
+// times the table's size; then a fresh honest client must still be accepted. (The old guard
+// raised its floor to now + 118 s here and refused the honest client with kReplay.)
+TEST_F(HandshakeTest, ValidHandshakeFloodCannotLockOutAFreshClient) {
+  ReplayGuard guard(64);
+  const uint64_t now = kNowSeconds * 1000;
+  int accepted = 0;
+  for (int i = 0; i < 4 * 64; ++i) {
+    payments::PrivateKey attacker = payments::PrivateKey::Generate();
+    // Half dated as far ahead as the old window allowed, half as far as the new one allows.
+    auto options = ClientOptions(now + (i % 2 == 0 ? 118'000 : 10'000));
+    options.identity = &attacker;
+    HandshakeInitiator client(std::move(options));
+    HandshakeResponder server({&provider_, &guard, &clock_, std::nullopt});
+    if (server.ReadMessage1(Msg1(client))) ++accepted;
+  }
+  EXPECT_GE(accepted, 2 * 64);  // the flood did fill the table
+  for (uint64_t skew : {uint64_t{0}, uint64_t{5'000}}) {
+    HandshakeInitiator honest(ClientOptions(now - skew));
+    HandshakeResponder server({&provider_, &guard, &clock_, std::nullopt});
+    auto r = server.ReadMessage1(Msg1(honest));
+    EXPECT_TRUE(r) << "honest client " << skew << " ms behind refused: "
+                   << HandshakeErrcName(r.error().code);
+    client_ = KeyOf(uint8_t(0x60 + skew / 1000));  // the next one is a new identity
+  }
 }
 
 // Builds a msg1 by hand (the spec, independently of HandshakeInitiator) with a signature made

@@ -63,10 +63,14 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
                                 asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
+      // The exit answers no msg1 it refuses (it cannot authenticate itself cheaply to an
+      // unauthenticated sender), so every refusal looks the same from here: say all the causes.
       co_return std::unexpected(
           expired ? std::string("handshake timed out")
-                  : "the exit closed the connection during the handshake (wrong provider key?): " +
-                        ec.message());
+                  : "the exit closed the handshake without answering (" + ec.message() +
+                        "): a wrong provider key, this machine's clock more than 10 s ahead of "
+                        "or 120 s behind the exit's, or the exit refusing handshakes (busy, or "
+                        "too many from this address)");
     }
     auto size = HandshakeMessageSize(ByteSpan(buf.data(), kHandshakeHeaderSize));
     if (!size || *size < kHandshakeHeaderSize || *size > buf.size()) {
