@@ -1,6 +1,8 @@
 #pragma once
-// One named spdlog logger per component ("ledger", "rpc", "payments", ...). Loggers share the
-// sinks set up by SetUpLogging; before that they write to stderr.
+// One named spdlog logger per component ("ledger", "rpc", "payments", ...). Every logger writes
+// to stderr through one shared sink that escapes each message (common/text.h: bytes that are not
+// printable UTF-8 become \xNN) and cuts it at 4 KiB, so text from a peer cannot steer a terminal
+// or forge a line. gRPC's and protobuf's own output joins them through grpc_log/grpc_log.h.
 
 #include <exception>
 #include <memory>

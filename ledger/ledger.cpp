@@ -306,6 +306,9 @@ LedgerResult<AccountState> Ledger::Impl::Withdraw(const WithdrawRequest& req) {
         Errc::kInvalidArgument,
         "destination longer than " + std::to_string(payments::kMaxWithdrawDestination) + " bytes");
   }
+  if (!ValidWithdrawDestination(req.destination)) {
+    return Fail(Errc::kInvalidArgument, "destination is not UTF-8 or holds a control character");
+  }
   const Address from = Address::FromPublicKey(req.auth.signer);
   if (auto ok = CheckSignature(req.auth, payments::WithdrawDigest(id_, from, req.amount,
                                                                   req.auth.nonce, req.destination));
@@ -336,6 +339,7 @@ LedgerResult<AccountState> Ledger::Impl::Withdraw(const WithdrawRequest& req) {
     m.kind = MovementKind::kWithdraw;
     m.amount = req.amount;
     m.balance_after = row->balance;
+    m.destination = req.destination;
     if (auto ok = Append(m); !ok) return std::unexpected(ok.error());
     return StateOf(*row);
   });

@@ -9,14 +9,17 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/private_file.h"
 #include "ledger/sqlite_statement.h"
 
 namespace dvpn::ledger {
 namespace {
 
-// Version 1: meta, accounts, channels, movements. Each entry migrates from version i to i + 1;
-// new versions append an entry and never edit an old one.
-constexpr int kSchemaVersion = 1;
+// Version 1: meta, accounts, channels, movements. Version 2: movements.destination, a
+// withdrawal's payout reference (NULL on other kinds and on withdrawals version 1 recorded).
+// Each entry migrates from version i to i + 1; new versions append an entry and never edit an
+// old one.
+constexpr int kSchemaVersion = 2;
 constexpr const char* kMigrations[] = {
     R"sql(
 CREATE TABLE meta(
@@ -60,6 +63,9 @@ CREATE TABLE movements(
   balance_after INTEGER NOT NULL
 );
 CREATE INDEX movements_by_account ON movements(account, seq);
+)sql",
+    R"sql(
+ALTER TABLE movements ADD COLUMN destination TEXT CHECK(length(CAST(destination AS BLOB)) <= 128);
 )sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
@@ -264,6 +270,11 @@ class SqliteStore final : public Store {
       r.Null(6);
     }
     r.U64(7, m.balance_after.micro());
+    if (m.destination.empty()) {
+      r.Null(8);
+    } else {
+      r.Text(8, m.destination);
+    }
     if (r.Step() != SQLITE_DONE) return StoreError("append movement");
     return static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
   }
@@ -297,7 +308,8 @@ class SqliteStore final : public Store {
         m.counterparty = Address(*cp);
       }
       m.balance_after = r.Money(6);
-      out.push_back(m);
+      if (!r.IsNull(7)) m.destination = r.Str(7);
+      out.push_back(std::move(m));
     }
     return out;
   }
@@ -551,10 +563,11 @@ LedgerResult<void> SqliteStore::PrepareAll() {
        "SELECT id FROM channels WHERE status = 2 AND close_deadline <= ?1 "
        "UNION ALL SELECT id FROM channels WHERE status = 1 AND expiry <= ?2 LIMIT ?3"},
       {&st.append_movement,
-       "INSERT INTO movements(time, account, kind, amount, channel, counterparty, balance_after) "
-       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+       "INSERT INTO movements(time, account, kind, amount, channel, counterparty, balance_after, "
+       "destination) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
       {&st.history,
-       "SELECT seq, time, kind, amount, channel, counterparty, balance_after FROM movements "
+       "SELECT seq, time, kind, amount, channel, counterparty, balance_after, destination "
+       "FROM movements "
        "WHERE account = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"},
       {&st.last_seq, "SELECT coalesce(max(seq), 0) FROM movements"},
       {&st.get_meta, "SELECT value FROM meta WHERE key = ?1"},
@@ -582,6 +595,8 @@ LedgerResult<void> SqliteStore::Setup(const LedgerId& ledger_id) {
 
 LedgerResult<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
                                                      const LedgerId& ledger_id) {
+  // 0600 whatever the umask; SQLite gives the -wal and -shm files the same mode.
+  if (auto ok = CreatePrivateFile(path); !ok) return Fail(Errc::kStorage, ok.error().message);
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(
       path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

@@ -1,5 +1,7 @@
 #include "ledger/types.h"
 
+#include "common/text.h"
+
 namespace dvpn::ledger {
 
 const char* ErrcName(Errc code) {
@@ -37,6 +39,10 @@ Amount ChannelState::Remaining() const {
   if (!out) return Amount::Zero();
   out = out->CheckedSub(refunded);
   return out ? *out : Amount::Zero();
+}
+
+bool ValidWithdrawDestination(std::string_view destination) {
+  return destination.size() <= payments::kMaxWithdrawDestination && IsPrintableUtf8(destination);
 }
 
 }  // namespace dvpn::ledger

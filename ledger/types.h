@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/amount.h"
@@ -37,6 +38,11 @@ enum class Errc {
 };
 
 const char* ErrcName(Errc code);
+
+// A withdrawal's destination (the operator's payout reference) is acceptable: at most
+// payments::kMaxWithdrawDestination bytes of UTF-8 without control characters (C0, DEL, C1).
+// It is shown to the operator, so nothing in it may steer a terminal. Empty is acceptable.
+bool ValidWithdrawDestination(std::string_view destination);
 
 template <class T>
 using LedgerResult = Result<T, Errc>;
@@ -129,6 +135,7 @@ struct Movement {
   std::optional<ChannelId> channel;
   std::optional<Address> counterparty;
   Amount balance_after;  // the account's spendable balance after this movement
+  std::string destination;  // kWithdraw: the payout reference the account signed; else empty
 };
 
 enum class SettleOutcome {

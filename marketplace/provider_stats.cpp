@@ -11,6 +11,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/private_file.h"
 #include "ledger/sqlite_statement.h"
 
 namespace dvpn::marketplace {
@@ -112,6 +113,11 @@ struct ProviderStats::Impl {
 StatsResult<void> ProviderStats::Impl::Setup(const std::string& path) {
   path_ = path;
   const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  // 0600 whatever the umask (which providers a user picks is theirs); SQLite gives the -wal
+  // and -shm files the same mode.
+  if (auto ok = CreatePrivateFile(path); !ok) {
+    return Fail(StatsErrc::kStorage, ok.error().message);
+  }
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = path + ": open: " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));

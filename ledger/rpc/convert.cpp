@@ -367,6 +367,7 @@ void ToProto(const Movement& movement, v1::Movement* msg) {
   if (movement.channel) msg->set_channel_id(BytesToString(movement.channel->bytes));
   if (movement.counterparty) msg->set_counterparty(movement.counterparty->ToString());
   msg->set_balance_after(movement.balance_after.micro());
+  if (!movement.destination.empty()) msg->set_destination(movement.destination);
 }
 
 void ToProto(const SettleBatchResult& result, v1::SettleBatchReply* msg) {
@@ -448,6 +449,13 @@ LedgerResult<Movement> FromProto(const v1::Movement& msg) {
     out.counterparty = *counterparty;
   }
   out.balance_after = Amount::FromMicro(msg.balance_after());
+  // A ledger's reply is checked like a request: the caller may print it.
+  if (!ValidWithdrawDestination(msg.destination())) {
+    return Fail(Errc::kInvalidArgument,
+                fmt::format("destination: {} bytes, not printable UTF-8 of at most {}",
+                            msg.destination().size(), payments::kMaxWithdrawDestination));
+  }
+  out.destination = msg.destination();
   return out;
 }
 

@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "common/port_file.h"
+#include "grpc_log/grpc_log.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/rpc/offer_book_service.h"
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : kExitConfig;
   }
   if (!dvpn::SetLogLevel(f.log_level)) return Refuse("--log-level: unknown level " + f.log_level);
+  dvpn::grpc_log::RouteLibraryLogs();
   if (f.bootstrap.empty() == f.offers_from.empty()) {
     return Refuse("give --bootstrap (gossip) or --offers-from (a node's OfferBook), one of them");
   }

@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "grpc_log/grpc_log.h"
 #include "ledger/ledger.h"
 #include "ledger/rpc/ledger_service.h"
 #include "ledger/sqlite_store.h"
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
   if (!dvpn::SetLogLevel(flags.log_level)) {
     return Refuse("--log-level: unknown level \"" + flags.log_level + "\"");
   }
+  dvpn::grpc_log::RouteLibraryLogs();
   if (flags.operator_pubkey_hex.empty() && flags.operator_keystore.empty()) {
     return Refuse(
         "an operator key is required: pass --operator-pubkey HEX or "

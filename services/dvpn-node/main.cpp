@@ -28,6 +28,7 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "grpc_log/grpc_log.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/offer.h"
 #include "marketplace/rpc/offer_book_service.h"
@@ -71,7 +72,8 @@ struct Flags {
   std::string price_per_mb;
   std::string price_per_minute;
   std::string keystore;
-  std::string identity_key_hex;
+  std::string identity_key_hex;  // refused: see kIdentityKeyHexRemoved
+  std::string identity_key_file;
   std::string tunnel_key;
   std::vector<std::string> endpoints;
   std::string region;
@@ -157,7 +159,10 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--keystore", f.keystore,
                  "provider account keystore (passphrase from $DVPN_PASSPHRASE)");
   app.add_option("--identity-key-hex", f.identity_key_hex,
-                 "provider account secret key, 64 hex digits (instead of --keystore)");
+                 "refused: a secret on the command line is readable by every local user");
+  app.add_option("--identity-key-file", f.identity_key_file,
+                 "file holding the provider account secret key, 64 hex digits, mode 0600 "
+                 "(instead of --keystore; or $DVPN_IDENTITY_KEY_HEX)");
   app.add_option("--tunnel-key", f.tunnel_key,
                  "the tunnel's static X25519 public key, 64 hex digits "
                  "(dvpn-tunnel-exit --print-public-key)");
@@ -187,6 +192,9 @@ void AddFlags(CLI::App& app, Flags& f) {
 
 // Checks every flag and builds the settings; loads the provider key. The error names the flag.
 std::expected<Settings, std::string> Validate(const Flags& f) {
+  if (!f.identity_key_hex.empty()) {
+    return std::unexpected(std::string(dvpn::tunnel::session::kIdentityKeyHexRemoved));
+  }
   Settings s;
   auto network = Hex32(f.ledger_id);
   if (!network) return std::unexpected("--ledger-id: expected 64 hex digits (the ledger id)");
@@ -223,7 +231,7 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
     const std::pair<bool, const char*> provider_only[] = {
         {!f.price_per_minute.empty(), "--price-per-minute"},
         {!f.keystore.empty(), "--keystore"},
-        {!f.identity_key_hex.empty(), "--identity-key-hex"},
+        {!f.identity_key_file.empty(), "--identity-key-file"},
         {!f.tunnel_key.empty(), "--tunnel-key"},
         {!f.endpoints.empty(), "--endpoint"},
         {!f.region.empty(), "--region"},
@@ -277,7 +285,7 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   s.refresh = std::chrono::seconds(refresh);
   s.retire_linger = std::chrono::milliseconds(f.retire_linger_ms);
 
-  auto key = dvpn::tunnel::session::LoadAccountKey(f.identity_key_hex, f.keystore);
+  auto key = dvpn::tunnel::session::LoadAccountKey(f.identity_key_file, f.keystore);
   if (!key) return std::unexpected(key.error());
   if (auto ok = dvpn::node::OfferAdvertiser::Check(t, *key); !ok) {
     return std::unexpected("the offer is invalid: " + ok.error());
@@ -434,6 +442,7 @@ int main(int argc, char** argv) {
     auto config = dvpn::node::LoadNodeConfig(config_path, overrides);
     if (!config) return Refuse(config.error());
     dvpn::SetLogLevel(config->log_level);
+    dvpn::grpc_log::RouteLibraryLogs();
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     try {
       return dvpn::node::RunSellerNode(*config, {.ports_file = ports_file}, signals);
@@ -449,6 +458,7 @@ int main(int argc, char** argv) {
   if (!dvpn::SetLogLevel(flags.log_level)) {
     return Refuse("--log-level: unknown level \"" + flags.log_level + "\"");
   }
+  dvpn::grpc_log::RouteLibraryLogs();
   auto settings = Validate(flags);
   if (!settings) return Refuse(settings.error());
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);

@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/port_file.h"
+#include "common/private_file.h"
 #include "ledger/rpc/ledger_gateway_rpc.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/rpc/offer_book_service.h"
@@ -393,9 +394,10 @@ int RunSellerNode(const NodeConfig& config, const SellerRunOptions& options,
                   const sigset_t& signals) {
   auto key = LoadProviderKey(config);
   if (!key) return Fail(kExitConfig, key.error());
-  std::error_code ec;
-  std::filesystem::create_directories(config.data_dir, ec);
-  if (ec) return Fail(kExitConfig, "node.data_dir " + config.data_dir + ": " + ec.message());
+  // 0700 whatever the umask: the promise store, the tunnel key and the usage file live here.
+  if (auto ok = CreatePrivateDirectories(config.data_dir); !ok) {
+    return Fail(kExitConfig, "node.data_dir: " + ok.error().message);
+  }
   tunnel::EnsureSodium();
   auto tunnel_key = tunnel::session::LoadOrCreateTunnelKey(config.StaticKeyPath());
   if (!tunnel_key) return Fail(kExitConfig, "tunnel.static_key_file: " + tunnel_key.error());

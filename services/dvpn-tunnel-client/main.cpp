@@ -5,7 +5,7 @@
 //
 // Paid sessions (docs/payments.md): when the exit's msg2 carries session terms, they are checked
 // against the spend policy (--max-price-per-mb, ...) and every invoice is answered with a promise
-// signed by --identity-key-hex.
+// signed by the payment identity (--identity-key-file, $DVPN_IDENTITY_KEY_HEX or --keystore).
 //
 // Exit codes: 0 clean shutdown; 2 refused to start (bad flag, key or password); 1 cannot reach
 // the exit at start, handshake failed, cannot listen, or the tunnel was lost and could not be
@@ -25,6 +25,7 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "grpc_log/grpc_log.h"
 #include "common/clock.h"
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
@@ -69,7 +70,8 @@ int main(int argc, char** argv) {
   std::string socks_port_file;
   std::string socks_user;
   std::string socks_password_file;
-  std::string identity_hex;
+  std::string identity_hex;  // refused: see kIdentityKeyHexRemoved
+  std::string identity_key_file;
   std::string channel_hex;
   std::string ledger_hex;
   std::string keystore_path;
@@ -122,8 +124,11 @@ int main(int argc, char** argv) {
                "answer SOCKS CONNECT at once and send the first bytes with the open (faster "
                "set-up; exit-side failures then show as a reset, not a SOCKS reply code)");
   app.add_option("--identity-key-hex", identity_hex,
-                 "secp256k1 secret key (hex) of the payment identity (or --keystore); random "
-                 "when both are absent (free exits only)");
+                 "refused: a secret on the command line is readable by every local user");
+  app.add_option("--identity-key-file", identity_key_file,
+                 "file holding the secp256k1 secret key (64 hex digits, mode 0600) of the "
+                 "payment identity (or $DVPN_IDENTITY_KEY_HEX, or --keystore); random when none "
+                 "is given (free exits only)");
   app.add_option("--keystore", keystore_path,
                  "payment identity keystore file, as dvpnctl writes it (passphrase from "
                  "$DVPN_PASSPHRASE)");
@@ -187,6 +192,8 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : kExitConfig;
   }
   if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
+  dvpn::grpc_log::RouteLibraryLogs();
+  if (!identity_hex.empty()) return Refuse(dvpn::tunnel::session::kIdentityKeyHexRemoved);
   if (reconnect_min_ms > reconnect_max_ms) {
     return Refuse("--reconnect-min-ms (" + std::to_string(reconnect_min_ms) +
                   ") is above --reconnect-max-ms (" + std::to_string(reconnect_max_ms) + ")");
@@ -257,10 +264,10 @@ int main(int argc, char** argv) {
     provider_key_bytes = *provider_key;
   }
   std::optional<dvpn::payments::PrivateKey> identity;
-  if (identity_hex.empty() && keystore_path.empty()) {
+  if (!session::AccountKeyGiven(identity_key_file, keystore_path)) {
     identity = dvpn::payments::PrivateKey::Generate();
   } else {
-    auto key = session::LoadAccountKey(identity_hex, keystore_path);
+    auto key = session::LoadAccountKey(identity_key_file, keystore_path);
     if (!key) return Refuse(key.error());
     identity = std::move(*key);
   }

@@ -112,6 +112,7 @@ Json ToJson(const ledger::Movement& movement) {
   j["counterparty"] =
       movement.counterparty ? Json(movement.counterparty->ToString()) : Json(nullptr);
   PutAmount(j, "balance_after", movement.balance_after);
+  if (movement.kind == ledger::MovementKind::kWithdraw) j["destination"] = movement.destination;
   return j;
 }
 
@@ -201,6 +202,8 @@ std::string MovementRow(const ledger::Movement& movement) {
                     movement.balance_after.ToString();
   if (movement.channel) row += "  channel " + ToHex(movement.channel->bytes);
   if (movement.counterparty) row += "  with " + movement.counterparty->ToString();
+  // Printable UTF-8 only (the client refuses anything else from the ledger).
+  if (!movement.destination.empty()) row += "  to \"" + movement.destination + "\"";
   return row;
 }
 

@@ -237,11 +237,37 @@ TEST_F(LedgerTest, WithdrawDebitsAndCountsTotals) {
   EXPECT_EQ(history->back().kind, MovementKind::kWithdraw);
   EXPECT_EQ(history->back().amount, Micro(400));
   EXPECT_EQ(history->back().balance_after, Micro(600));
+  // The operator learns where to pay from the movement; other kinds carry no destination.
+  EXPECT_EQ(history->back().destination, "iban:1");
+  EXPECT_EQ(history->front().destination, "");
   // Everything, with a destination of the maximum length.
-  r = ledger_->Withdraw(MakeWithdraw(alice_.key, id(), Micro(600), alice_.Next(),
-                                     std::string(payments::kMaxWithdrawDestination, 'd')));
+  const std::string longest(payments::kMaxWithdrawDestination, 'd');
+  r = ledger_->Withdraw(MakeWithdraw(alice_.key, id(), Micro(600), alice_.Next(), longest));
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->balance, Amount::Zero());
+  history = ledger_->History(alice_.address, 0, 10);
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ(history->back().destination, longest);
+  ExpectConservation();
+}
+
+TEST_F(LedgerTest, WithdrawDestinationIsPrintableUtf8) {
+  Fund(alice_, 100);
+  // Shown to the operator: nothing that steers a terminal, nothing that is not UTF-8.
+  for (const std::string& bad : {std::string("\x1b[2J"), std::string("a\nb"), std::string("a\0b", 3),
+                                std::string("\x7f"), std::string("\xc2\x9b" "31m"),
+                                std::string("\xff"), std::string("\xc3"),
+                                std::string("\xc0\xaf"), std::string("\xed\xa0\x80")}) {
+    EXPECT_REFUSED(ledger_->Withdraw(MakeWithdraw(alice_.key, id(), Micro(1), alice_.Next(), bad)),
+                   Errc::kInvalidArgument);
+  }
+  EXPECT_EQ(Account(alice_).balance, Micro(100));
+  for (const std::string& good : {std::string(""), std::string("iban:DE89 3704 0044 0532 0130 00"),
+                                 std::string("M\xc3\xbcller \xe2\x82\xac \xf0\x9f\x92\xb6")}) {
+    auto r = ledger_->Withdraw(MakeWithdraw(alice_.key, id(), Micro(1), alice_.Next(), good));
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(ledger_->History(alice_.address, 0, 10)->back().destination, good);
+  }
   ExpectConservation();
 }
 

@@ -310,6 +310,91 @@ TEST_F(SqliteFileTest, ForeignFilesAreRefused) {
   EXPECT_EQ(store.error().code, Errc::kStorage);
 }
 
+// The schema of version 1, frozen as it shipped, so the upgrade below starts from a real old file.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE meta(key TEXT PRIMARY KEY, value NOT NULL);
+CREATE TABLE accounts(
+  address    BLOB PRIMARY KEY CHECK(length(address) = 20),
+  balance    INTEGER NOT NULL,
+  last_nonce INTEGER NOT NULL
+);
+CREATE TABLE channels(
+  id             BLOB PRIMARY KEY CHECK(length(id) = 32),
+  client         BLOB NOT NULL REFERENCES accounts(address) DEFERRABLE INITIALLY DEFERRED,
+  client_key     BLOB NOT NULL CHECK(length(client_key) = 32),
+  provider       BLOB NOT NULL CHECK(length(provider) = 20),
+  deposit        INTEGER NOT NULL,
+  settled        INTEGER NOT NULL,
+  refunded       INTEGER NOT NULL,
+  status         INTEGER NOT NULL CHECK(status IN (1, 2, 3)),
+  expiry         INTEGER NOT NULL CHECK(expiry >= 0),
+  close_deadline INTEGER NOT NULL CHECK(close_deadline >= 0),
+  opened         INTEGER NOT NULL CHECK(opened >= 0)
+);
+CREATE INDEX channels_by_client ON channels(client);
+CREATE INDEX channels_by_provider ON channels(provider);
+CREATE INDEX channels_closing_due ON channels(close_deadline) WHERE status = 2;
+CREATE INDEX channels_open_due ON channels(expiry) WHERE status = 1;
+CREATE TABLE movements(
+  seq           INTEGER PRIMARY KEY,
+  time          INTEGER NOT NULL,
+  account       BLOB NOT NULL,
+  kind          INTEGER NOT NULL CHECK(kind BETWEEN 1 AND 6),
+  amount        INTEGER NOT NULL,
+  channel       BLOB,
+  counterparty  BLOB CHECK(counterparty IS NULL OR length(counterparty) = 20),
+  balance_after INTEGER NOT NULL
+);
+CREATE INDEX movements_by_account ON movements(account, seq);
+)sql";
+
+TEST_F(SqliteFileTest, SchemaVersion1UpgradesAndKeepsWithdrawalDestinations) {
+  // A version-1 file: alice was credited 1000 and withdrew 400 (its destination was dropped).
+  const std::string alice = "X'" + ToHex(alice_.address.bytes()) + "'";
+  ExecRaw(path_, std::string(kSchemaV1) +
+                     "INSERT INTO meta VALUES('schema_version', 1), ('ledger_id', X'" +
+                     ToHex(Id().bytes) + "'), ('deposited', 1000), ('withdrawn', 400);" +
+                     "INSERT INTO accounts VALUES(X'" + ToHex(op_.address.bytes()) + "', 0, 1);" +
+                     "INSERT INTO accounts VALUES(" + alice + ", 600, 1);" +
+                     "INSERT INTO movements VALUES(1, 10, " + alice + ", 1, 1000, NULL, NULL, 1000);" +
+                     "INSERT INTO movements VALUES(2, 11, " + alice + ", 2, 400, NULL, NULL, 600);");
+  op_.nonce = 1;
+  alice_.nonce = 1;
+  {
+    auto ledger = OpenLedger();
+    ASSERT_TRUE(ledger);
+    EXPECT_EQ(QueryText(path_, "SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+    auto history = ledger->History(alice_.address, 0, 10);
+    ASSERT_TRUE(history);
+    ASSERT_EQ(history->size(), 2u);
+    EXPECT_EQ((*history)[1].kind, MovementKind::kWithdraw);
+    EXPECT_EQ((*history)[1].amount, Amount::FromMicro(400));
+    EXPECT_EQ((*history)[1].destination, "");  // not recorded by version 1
+    EXPECT_EQ(ledger->GetAccount(alice_.address)->balance, Amount::FromMicro(600));
+    EXPECT_EQ(ledger->GetTotals()->withdrawn, Amount::FromMicro(400));
+    auto w = ledger->Withdraw(
+        MakeWithdraw(alice_.key, ledger->id(), Amount::FromMicro(100), alice_.Next(), "iban:2"));
+    ASSERT_TRUE(w) << w.error().message;
+  }
+  // Reopened at version 2: no migration runs again and the new destination is there.
+  auto ledger = OpenLedger();
+  ASSERT_TRUE(ledger);
+  auto history = ledger->History(alice_.address, 0, 10);
+  ASSERT_TRUE(history);
+  ASSERT_EQ(history->size(), 3u);
+  EXPECT_EQ((*history)[2].seq, 3u);
+  EXPECT_EQ((*history)[2].destination, "iban:2");
+  EXPECT_EQ(ledger->GetAccount(alice_.address)->balance, Amount::FromMicro(500));
+  EXPECT_EQ(ledger->GetTotals()->withdrawn, Amount::FromMicro(500));
+  // The column refuses more than the ledger accepts, whoever writes it.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  const std::string too_long = "INSERT INTO movements VALUES(9, 12, " + alice +
+                               ", 2, 1, NULL, NULL, 0, '" + std::string(129, 'd') + "')";
+  EXPECT_NE(sqlite3_exec(db, too_long.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+}
+
 TEST_F(SqliteFileTest, FailedMigrationLeavesTheFileUntouched) {
   // A meta table without a schema version is not ours; nothing may be created next to it.
   ExecRaw(path_, "CREATE TABLE meta(key TEXT PRIMARY KEY, value)");

@@ -16,10 +16,14 @@ constexpr int kChain = 10;
 // Bound for an offer to cross the chain (it takes about a second with 200 ms rounds).
 constexpr auto kSpread = 20s;
 
-std::vector<std::string> ProviderFlags(const PrivateKey& key, const std::string& region,
+std::vector<std::string> ProviderFlags(const TempDir& dir, const PrivateKey& key,
+                                       const std::string& region,
                                        const std::string& price = "0.25") {
-  return {"--price-per-mb",     price,
-          "--identity-key-hex", ToHex(key.secret()),
+  const std::string hex = ToHex(key.secret());
+  const std::string key_file =
+      dvpn::testing::WriteSecretFile(dir.File("key-" + hex.substr(0, 16)), hex);
+  return {"--price-per-mb",      price,
+          "--identity-key-file", key_file,
           "--tunnel-key",       std::string(64, 'a') /* any non-zero X25519 public key */,
           "--endpoint",         "127.0.0.1:7443",
           "--endpoint",         "exit.example.net:7443",
@@ -75,7 +79,7 @@ TEST_F(ChainTest, OfferFromTheLastNodeReachesTheClientOnTheFirst) {
   auto provider = PrivateKey::Generate();
   const auto start = SteadyClock::now();
   Node* last =
-      net_.Start("provider", {net_[kChain - 2].gossip_port}, ProviderFlags(provider, "chain-end"));
+      net_.Start("provider", {net_[kChain - 2].gossip_port}, ProviderFlags(dir_, provider, "chain-end"));
   ASSERT_NE(last, nullptr);
   ASSERT_EQ(net_.size(), static_cast<size_t>(kChain));
 
@@ -131,7 +135,7 @@ TEST_F(ChainTest, RetiredOfferDisappearsEverywhere) {
   ASSERT_TRUE(net_.StartChain(kChain - 1)) << net_.Logs();
   auto provider = PrivateKey::Generate();
   Node* last =
-      net_.Start("provider", {net_[kChain - 2].gossip_port}, ProviderFlags(provider, "retiring"));
+      net_.Start("provider", {net_[kChain - 2].gossip_port}, ProviderFlags(dir_, provider, "retiring"));
   ASSERT_NE(last, nullptr);
   ASSERT_TRUE(PollUntil([&] { return EveryNodeHas(provider); }, kSpread)) << net_.Logs();
 
@@ -154,7 +158,7 @@ TEST_F(ChainTest, RetiredOfferDisappearsEverywhere) {
 TEST_F(ChainTest, ForgedAndExpiredOffersAreNeverStoredOrForwarded) {
   ASSERT_TRUE(net_.StartChain(kChain - 1)) << net_.Logs();
   auto honest = PrivateKey::Generate();
-  ASSERT_NE(net_.Start("provider", {net_[kChain - 2].gossip_port}, ProviderFlags(honest, "honest")),
+  ASSERT_NE(net_.Start("provider", {net_[kChain - 2].gossip_port}, ProviderFlags(dir_, honest, "honest")),
             nullptr);
   ASSERT_TRUE(PollUntil([&] { return EveryNodeHas(honest); }, kSpread)) << net_.Logs();
   const auto before = OffersOf(net_[0], honest).at(0).offer();
@@ -197,7 +201,7 @@ TEST_F(ChainTest, ForgedAndExpiredOffersAreNeverStoredOrForwarded) {
   // An honest offer published later, from the other end of the chain, crosses the attacked
   // node and reaches every node: the forgeries had the same time to spread.
   auto later = PrivateKey::Generate();
-  ASSERT_NE(net_.Start("late-provider", {net_[0].gossip_port}, ProviderFlags(later, "later")),
+  ASSERT_NE(net_.Start("late-provider", {net_[0].gossip_port}, ProviderFlags(dir_, later, "later")),
             nullptr);
   ASSERT_TRUE(PollUntil([&] { return EveryNodeHas(later); }, kSpread)) << net_.Logs();
   // Once more anti-entropy round (2 s) for anything stored anywhere to be exchanged.
@@ -245,7 +249,7 @@ TEST_F(ChainTest, FloodingPeerIsDroppedWhileHonestOffersStillArrive) {
 
   // The honest provider joins at the far end while the flood runs.
   auto honest = PrivateKey::Generate();
-  ASSERT_NE(net_.Start("provider", {net_[kChain - 1].gossip_port}, ProviderFlags(honest, "honest")),
+  ASSERT_NE(net_.Start("provider", {net_[kChain - 1].gossip_port}, ProviderFlags(dir_, honest, "honest")),
             nullptr);
 
   int sent = 0;

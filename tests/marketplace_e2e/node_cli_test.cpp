@@ -3,6 +3,8 @@
 // node stops cleanly (exit 0) on SIGTERM and SIGINT. Also the provider's OfferAdvertiser: seq
 // only grows, the retired version follows protocol.md §6.
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -33,11 +35,12 @@ Outcome RunNode(const TempDir& dir, const std::vector<std::string>& args) {
 }
 
 // A provider's flags; an override replaces the flag's value (or adds the flag).
-std::vector<std::string> Provider(const std::vector<std::string>& overrides) {
+std::vector<std::string> Provider(const TempDir& dir, const std::vector<std::string>& overrides) {
   std::vector<std::pair<std::string, std::string>> flags = {
       {"--ledger-id", LedgerHex()},
       {"--price-per-mb", "0.1"},
-      {"--identity-key-hex", std::string(64, '3')},
+      {"--identity-key-file",
+       dvpn::testing::WriteSecretFile(dir.File("provider.key"), std::string(64, '3'))},
       {"--tunnel-key", std::string(64, 'a')}};
   for (size_t i = 0; i + 1 < overrides.size(); i += 2) {
     auto it = std::find_if(flags.begin(), flags.end(),
@@ -60,6 +63,8 @@ TEST(NodeCli, BadConfigurationExitsWith2NamingTheProblem) {
   TempDir dir;
   ::setenv("DVPN_PASSPHRASE", "not the passphrase", 1);
   std::ofstream(dir.File("garbage.json")) << "{ not a keystore";
+  dvpn::testing::WriteSecretFile(dir.File("open.key"), std::string(64, '3'));
+  ::chmod(dir.File("open.key").c_str(), 0644);
   const std::string ok_endpoint = "127.0.0.1:7443";
   struct Case {
     std::vector<std::string> args;
@@ -78,23 +83,34 @@ TEST(NodeCli, BadConfigurationExitsWith2NamingTheProblem) {
       {{"--ledger-id", LedgerHex(), "--round-ms", "0"}, "--round-ms"},
       {{"--ledger-id", LedgerHex(), "--log-level", "loud"}, "--log-level"},
       {{"--ledger-id", LedgerHex(), "--endpoint", ok_endpoint}, "--endpoint"},  // not a provider
-      {Provider({"--endpoint", "nohost"}), "--endpoint"},
-      {Provider({"--endpoint", "bad host!:80"}), "--endpoint"},
-      {Provider({"--endpoint", "127.0.0.1:0"}), "--endpoint"},
-      {Provider({}), "--endpoint"},  // none
-      {Provider({"--endpoint", "a:1", "--endpoint", "b:1", "--endpoint", "c:1", "--endpoint", "d:1",
+      {Provider(dir, {"--endpoint", "nohost"}), "--endpoint"},
+      {Provider(dir, {"--endpoint", "bad host!:80"}), "--endpoint"},
+      {Provider(dir, {"--endpoint", "127.0.0.1:0"}), "--endpoint"},
+      {Provider(dir, {}), "--endpoint"},  // none
+      {Provider(dir, {"--endpoint", "a:1", "--endpoint", "b:1", "--endpoint", "c:1", "--endpoint", "d:1",
                  "--endpoint", "e:1"}),
        "--endpoint"},
-      {{"--ledger-id", LedgerHex(), "--price-per-mb", "0.1", "--identity-key-hex",
-        std::string(64, '3'), "--endpoint", ok_endpoint},
+      {{"--ledger-id", LedgerHex(), "--price-per-mb", "0.1", "--identity-key-file",
+        dvpn::testing::WriteSecretFile(dir.File("provider.key"), std::string(64, '3')),
+        "--endpoint", ok_endpoint},
        "--tunnel-key"},
-      {Provider({"--endpoint", ok_endpoint, "--tunnel-key", "zz"}), "--tunnel-key"},
-      {Provider({"--endpoint", ok_endpoint, "--price-per-mb", "lots"}), "--price-per-mb"},
-      {Provider({"--endpoint", ok_endpoint, "--region", "EU West"}), "--region"},
-      {Provider({"--endpoint", ok_endpoint, "--offer-lifetime-s", "100000"}), "--offer-lifetime-s"},
-      {Provider({"--endpoint", ok_endpoint, "--refresh-s", "5"}), "--refresh-s"},
-      {Provider({"--endpoint", ok_endpoint, "--refresh-s", "4000"}), "--refresh-s"},
-      {Provider({"--endpoint", ok_endpoint, "--identity-key-hex", "00"}), "--identity-key-hex"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--tunnel-key", "zz"}), "--tunnel-key"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--price-per-mb", "lots"}), "--price-per-mb"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--region", "EU West"}), "--region"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--offer-lifetime-s", "100000"}), "--offer-lifetime-s"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--refresh-s", "5"}), "--refresh-s"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--refresh-s", "4000"}), "--refresh-s"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--identity-key-file",
+                      dvpn::testing::WriteSecretFile(dir.File("short.key"), "00")}),
+       "--identity-key-file"},
+      // A secret on the command line is refused, naming what to use instead.
+      {Provider(dir, {"--endpoint", ok_endpoint, "--identity-key-hex", std::string(64, '3')}),
+       "--identity-key-file FILE"},
+      // A key file others may read is refused with the fix.
+      {Provider(dir, {"--endpoint", ok_endpoint, "--identity-key-file", dir.File("open.key")}),
+       "chmod 600"},
+      {Provider(dir, {"--endpoint", ok_endpoint, "--identity-key-file", dir.File("none.key")}),
+       "--identity-key-file"},
       {{"--ledger-id", LedgerHex(), "--price-per-mb", "0.1", "--tunnel-key", std::string(64, 'a'),
         "--endpoint", ok_endpoint, "--keystore", dir.File("missing.json")},
        "--keystore"},
@@ -125,7 +141,8 @@ TEST(NodeCli, StopsCleanlyOnSigtermAndSigintAndExits1WhenThePortIsTaken) {
   ASSERT_NE(a, nullptr);
   Node* b = net.Start(
       "b", {a->gossip_port},
-      {"--price-per-mb", "0.1", "--identity-key-hex", std::string(64, '3'), "--tunnel-key",
+      {"--price-per-mb", "0.1", "--identity-key-file",
+       dvpn::testing::WriteSecretFile(dir.File("b.key"), std::string(64, '3')), "--tunnel-key",
        std::string(64, 'a'), "--endpoint", "127.0.0.1:7443", "--retire-linger-ms", "0"});
   ASSERT_NE(b, nullptr);
 

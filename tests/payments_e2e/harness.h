@@ -260,8 +260,9 @@ class PaymentsE2E : public ::testing::Test {
                                      std::to_string(f.invoice_interval_bytes),
                                      "--ledger",
                                      ledger_target_,
-                                     "--identity-key-hex",
-                                     ToHex(provider_secret_),
+                                     "--identity-key-file",
+                                     testing::WriteSecretFile(dir_.File("provider.key"),
+                                                              ToHex(provider_secret_)),
                                      "--promise-db",
                                      dir_.File("promises.db"),
                                      "--settle-threshold",
@@ -302,8 +303,9 @@ class PaymentsE2E : public ::testing::Test {
                                      "127.0.0.1:0",
                                      "--socks-port-file",
                                      port_file,
-                                     "--identity-key-hex",
-                                     ToHex(payer_secret_),
+                                     "--identity-key-file",
+                                     testing::WriteSecretFile(dir_.File("payer.key"),
+                                                              ToHex(payer_secret_)),
                                      "--channel",
                                      ToHex(channel_.bytes),
                                      "--ledger-id",
@@ -350,10 +352,11 @@ class PaymentsE2E : public ::testing::Test {
   }
 
   // dvpn-node flags that advertise a provider's offer (region eu-test, 500 Mbit/s).
-  static std::vector<std::string> Advertise(const ByteArray<32>& secret,
-                                            const std::string& tunnel_key, int endpoint_port,
-                                            const std::string& price) {
-    return {"--identity-key-hex", ToHex(secret),
+  std::vector<std::string> Advertise(const ByteArray<32>& secret, const std::string& tunnel_key,
+                                     int endpoint_port, const std::string& price) {
+    const std::string key_file = testing::WriteSecretFile(
+        dir_.File("identity-" + ToHex(secret).substr(0, 16) + ".key"), ToHex(secret));
+    return {"--identity-key-file", key_file,
             "--tunnel-key",       tunnel_key,
             "--endpoint",         "127.0.0.1:" + std::to_string(endpoint_port),
             "--price-per-mb",     price,

@@ -323,6 +323,19 @@ TEST_F(LedgerRpcTest, FullChannelLifecycle) {
   EXPECT_EQ(all.back().kind, MovementKind::kWithdraw);
   EXPECT_EQ(all.back().balance_after, Micro(500'000));
   for (size_t i = 1; i < all.size(); ++i) EXPECT_GT(all[i].seq, all[i - 1].seq);
+  // The withdrawal's destination reaches the operator; no other movement has one.
+  EXPECT_EQ(all.back().destination, "iban:1");
+  for (size_t i = 0; i + 1 < all.size(); ++i) EXPECT_EQ(all[i].destination, "") << i;
+  {
+    v1::HistoryRequest req;
+    req.set_address(Addr(alice_).ToString());
+    req.set_after_seq(all[all.size() - 2].seq);
+    v1::HistoryReply reply;
+    ASSERT_TRUE(stub_->History(Ctx().get(), req, &reply).ok());
+    ASSERT_EQ(reply.movements_size(), 1);
+    EXPECT_EQ(reply.movements(0).kind(), v1::MOVEMENT_KIND_WITHDRAW);
+    EXPECT_EQ(reply.movements(0).destination(), "iban:1");
+  }
 
   auto listed = client_->ListChannels(Addr(provider_));
   ASSERT_TRUE(listed);
@@ -631,6 +644,10 @@ TEST_F(LedgerRpcTest, OtherRefusalsMapToTheirCodes) {
   auto longdest = client_->Withdraw(MakeWithdraw(bob_, id_, Micro(1), 1, std::string(129, 'd')));
   ASSERT_FALSE(longdest);
   EXPECT_EQ(longdest.error().code, grpc::StatusCode::INVALID_ARGUMENT);
+  // A destination that would steer the operator's terminal.
+  auto escape = client_->Withdraw(MakeWithdraw(bob_, id_, Micro(1), 1, "\x1b]0;pwned\x07"));
+  ASSERT_FALSE(escape);
+  EXPECT_EQ(escape.error().code, grpc::StatusCode::INVALID_ARGUMENT) << escape.error().message;
   EXPECT_EQ(Snapshot(), before);
 
   // A closed channel is not open: FAILED_PRECONDITION.

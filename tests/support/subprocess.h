@@ -52,6 +52,9 @@ std::optional<int> WaitForPortFile(const std::string& path, std::chrono::millise
 
 // The whole file (empty when it cannot be read).
 std::string ReadFile(const std::string& path);
+// Writes `secret` and a newline to `path` with mode 0600 whatever the umask (what a daemon's
+// --identity-key-file must be). Returns `path`; on failure the daemon will say what is wrong.
+std::string WriteSecretFile(const std::string& path, const std::string& secret);
 // Its last `max_bytes` (a child's log: the end is what matters when a test fails).
 std::string FileTail(const std::string& path, size_t max_bytes = 3000);
 // The same, giving up early (nullopt) when `child` exits meanwhile (it is then reaped).

@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -1181,6 +1183,39 @@ TEST(TunnelExitFlags, OutOfRangeValuesAreRefusedWithExitCode2) {
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 2) << flag[0] << " " << flag[1];
   }
   EXPECT_NE(ReadFile(dir.File("log")).find("--max-tunnels"), std::string::npos);
+}
+
+// Secret keys are never taken from the command line (any local user reads /proc/<pid>/cmdline):
+// --identity-key-hex is refused naming what to use; a key file others may read is refused.
+TEST(TunnelExitFlags, SecretKeysAreNotTakenFromTheCommandLine) {
+  TempDir dir;
+  const std::string key_hex(64, '3');
+  const std::string open_key = dir.File("open.key");
+  std::ofstream(open_key) << key_hex << "\n";
+  ::chmod(open_key.c_str(), 0644);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{DVPN_TUNNEL_EXIT_BIN, "--listen", "127.0.0.1:0", "--static-key-file", dir.File("k"),
+        "--identity-key-hex", key_hex},
+       "--identity-key-file FILE"},
+      {{DVPN_TUNNEL_CLIENT_BIN, "--provider", "127.0.0.1:1", "--provider-key", key_hex,
+        "--identity-key-hex", key_hex},
+       "--identity-key-file FILE"},
+      {{DVPN_TUNNEL_CLIENT_BIN, "--provider", "127.0.0.1:1", "--provider-key", key_hex,
+        "--identity-key-file", open_key},
+       "chmod 600"},
+  };
+  for (const auto& [argv, expect] : cases) {
+    const std::string log = dir.File("refused.log");
+    std::remove(log.c_str());
+    auto p = Subprocess::Spawn(argv, log);
+    ASSERT_TRUE(p.has_value());
+    auto status = p->WaitFor(10s);
+    ASSERT_TRUE(status.has_value()) << argv[0] << ": still running";
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 2) << argv[0];
+    const std::string out = ReadFile(log);
+    EXPECT_NE(out.find(expect), std::string::npos) << out;
+    EXPECT_EQ(out.find(key_hex), std::string::npos) << "the key was echoed: " << out;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

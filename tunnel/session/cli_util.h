@@ -4,7 +4,9 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -129,21 +131,67 @@ inline std::optional<std::string> ParseAmountFlag(const std::string& text, const
   return std::nullopt;
 }
 
-// The payment account key from exactly one of `key_hex` (64 hex digits) and `keystore_path`
-// (a dvpnctl keystore; passphrase from $DVPN_PASSPHRASE). Error: a message naming the flag.
+// Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
+void WipeString(std::string& s);
+
+// A secret key never travels on the command line: any local user reads /proc/<pid>/cmdline.
+// The daemons take the payment account key from a file, the environment or a keystore.
+inline constexpr const char* kIdentityKeyEnv = "DVPN_IDENTITY_KEY_HEX";
+// What a daemon answers to the removed --identity-key-hex flag.
+inline constexpr const char* kIdentityKeyHexRemoved =
+    "--identity-key-hex is not accepted: a secret on the command line is readable by every local "
+    "user; give the key with --identity-key-file FILE (64 hex digits, mode 0600), the "
+    "environment variable DVPN_IDENTITY_KEY_HEX, or --keystore FILE";
+
+// True when `key_file`, `keystore_path` or $DVPN_IDENTITY_KEY_HEX names a key.
+inline bool AccountKeyGiven(const std::string& key_file, const std::string& keystore_path) {
+  const char* env = std::getenv(kIdentityKeyEnv);
+  return !key_file.empty() || !keystore_path.empty() || (env && *env);
+}
+
+// The payment account key from exactly one of: `key_file` (--identity-key-file: 64 hex digits
+// on its first line; refused when it is not a regular file or group or others may read or write
+// it), $DVPN_IDENTITY_KEY_HEX (64 hex digits), and `keystore_path` (a dvpnctl keystore;
+// passphrase from $DVPN_PASSPHRASE). Error: a message naming the source; it never holds the key.
 inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
-    const std::string& key_hex, const std::string& keystore_path) {
-  if (key_hex.empty() == keystore_path.empty()) {
-    return std::unexpected(std::string("give exactly one of --identity-key-hex and --keystore"));
+    const std::string& key_file, const std::string& keystore_path) {
+  const char* env = std::getenv(kIdentityKeyEnv);
+  const bool from_env = env && *env;
+  if (int(!key_file.empty()) + int(!keystore_path.empty()) + int(from_env) != 1) {
+    return std::unexpected(std::string(
+        "give exactly one of --identity-key-file, --keystore and $DVPN_IDENTITY_KEY_HEX"));
   }
-  if (!key_hex.empty()) {
-    auto bytes = FromHex(key_hex);
+  auto parse = [](std::string_view hex,
+                  const std::string& source) -> std::expected<payments::PrivateKey, std::string> {
+    auto bytes = FromHex(hex);
     std::optional<payments::PrivateKey> key;
     if (bytes && bytes->size() == 32) key = payments::PrivateKey::FromBytes(*bytes);
-    if (!key) {
-      return std::unexpected(std::string("--identity-key-hex: expected 64 hex digits of a valid key"));
-    }
+    if (bytes) std::fill(bytes->begin(), bytes->end(), 0);
+    if (!key) return std::unexpected(source + ": expected 64 hex digits of a valid secret key");
     return std::move(*key);
+  };
+  if (from_env) return parse(env, std::string("$") + kIdentityKeyEnv);
+  if (!key_file.empty()) {
+    struct stat st {};
+    if (::stat(key_file.c_str(), &st) != 0) {
+      return std::unexpected("--identity-key-file: cannot read " + key_file + ": " +
+                             std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      return std::unexpected("--identity-key-file: " + key_file + " is not a regular file");
+    }
+    if ((st.st_mode & 077) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return std::unexpected("--identity-key-file: " + key_file + " has mode " + mode +
+                             ": group or others may read or write it; run chmod 600 " + key_file);
+    }
+    std::string error;
+    auto text = ReadSecretFile(key_file, 128, &error);
+    if (!text) return std::unexpected("--identity-key-file: " + error);
+    auto key = parse(*text, "--identity-key-file " + key_file);
+    WipeString(*text);
+    return key;
   }
   const char* pass = std::getenv("DVPN_PASSPHRASE");
   if (!pass) return std::unexpected(std::string("--keystore: set DVPN_PASSPHRASE"));
@@ -155,9 +203,6 @@ inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
 // Waits for one of `signals` (blocked in every thread) until `deadline`. Returns the signal,
 // or 0 at the deadline.
 int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline);
-
-// Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
-void WipeString(std::string& s);
 
 // The exit policy's rule lines from --deny / --allow style lists ("10.0.0.0/8" or
 // "deny 10.0.0.0/8"): deny rules first, then allow rules (ExitPolicy::FromStrings).
