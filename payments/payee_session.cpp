@@ -28,7 +28,8 @@ std::unexpected<Refusal> Unusable(std::string message) {
 }  // namespace
 
 PayResult<void> CheckChannelForSession(const ChannelFacts& channel, const Address& self,
-                                       const PublicKey& client, Amount base) {
+                                       const PublicKey& client, Amount base,
+                                       Amount first_window) {
   if (channel.provider != self) return Unusable("the channel belongs to another provider");
   if (channel.client_key != client.bytes()) {
     return Unusable("the channel's client key is not the hello's identity");
@@ -38,16 +39,44 @@ PayResult<void> CheckChannelForSession(const ChannelFacts& channel, const Addres
     return Unusable("the channel's escrow is exhausted (deposit " + channel.deposit.ToString() +
                     ", promised " + base.ToString() + ")");
   }
+  const Amount left = *channel.deposit.CheckedSub(base);
+  if (left < first_window) {
+    return Unusable("the channel's escrow left (" + left.ToString() +
+                    ") does not cover one credit window (" + first_window.ToString() +
+                    "): top it up");
+  }
   return {};
+}
+
+Amount FirstWindowCharge(const SessionTerms& terms) {
+  const uint64_t ms = terms.price.per_minute.IsZero() ? 0 : kTimeCreditWindowMs;
+  auto due = Charge(terms.price, terms.credit_window_bytes, ms);
+  return due ? *due : Amount::Max();
 }
 
 PayeeSession::PayeeSession(Options options)
     : options_(std::move(options)),
       checked_(options_.terms.base_cumulative),
       accepted_(options_.terms.base_cumulative),
-      next_invoice_bytes_(options_.terms.invoice_interval_bytes),
+      metered_(options_.terms.carried_bytes),
+      next_invoice_bytes_(
+          NextMultiple(options_.terms.carried_bytes, options_.terms.invoice_interval_bytes)),
       next_invoice_ms_(options_.terms.price.per_minute.IsZero() ? UINT64_MAX
-                                                                : kTimeInvoiceIntervalMs) {}
+                                                                : kTimeInvoiceIntervalMs),
+      reserved_(options_.terms.carried_bytes) {}
+
+void PayeeSession::Meter(uint64_t metered_bytes) {
+  metered_ = std::max(metered_, SaturatingAdd(options_.terms.carried_bytes, metered_bytes));
+}
+
+uint64_t PayeeSession::CreditEnd() const {
+  return SaturatingAdd(paid_bytes_, std::min(options_.terms.credit_window_bytes, reserved_));
+}
+
+uint64_t PayeeSession::ForwardingLimit() const {
+  // reserved_ >= carried and the window >= carried (ValidateTerms), so this does not wrap.
+  return CreditEnd() - options_.terms.carried_bytes;
+}
 
 PayResult<PayeeSession> PayeeSession::Create(Options options) {
   if (auto ok = ValidateTerms(options.terms); !ok) return std::unexpected(ok.error());
@@ -61,7 +90,7 @@ PayResult<PayeeSession> PayeeSession::Create(Options options) {
 PayeeActions PayeeSession::OnMetered(uint64_t metered_bytes, uint64_t elapsed_ms) {
   PayeeActions actions;
   if (ended_) return actions;
-  metered_ = std::max(metered_, metered_bytes);
+  Meter(metered_bytes);
   Advance(elapsed_ms);
   if (metered_ >= next_invoice_bytes_ || elapsed_ >= next_invoice_ms_) {
     if (!MakeInvoice(actions)) return actions;
@@ -129,9 +158,28 @@ void PayeeSession::Evaluate(PayeeActions& actions) {
     }
   }
 
+  // Reservation: the durable bound on the channel's unpaid bytes stays ahead of them by at least
+  // a step (a quarter window), rising to the window; the tunnel is held at the bound meanwhile.
+  const uint64_t window = t.credit_window_bytes;
+  const bool at_limit = limit_reached_ && CreditEnd() == limit_at_report_;
+  if (reserve_requested_ == 0 && reserved_ < window) {
+    const uint64_t step = std::max<uint64_t>(window / 4, 1);
+    const uint64_t unpaid = metered_ - paid_bytes_;
+    const uint64_t headroom = reserved_ > unpaid ? reserved_ - unpaid : 0;
+    if (headroom < step || at_limit) {
+      reserve_requested_ = std::min(
+          window, std::max(SaturatingAdd(unpaid, 2 * step), SaturatingAdd(reserved_, step)));
+      actions.reserve = reserve_requested_;
+    }
+  }
+
   const bool time_priced = !t.price.per_minute.IsZero();
   auto credit_short = [&] {
-    return metered_ - paid_bytes_ >= t.credit_window_bytes ||
+    // At the limit with the whole window reserved: the upload credit the client holds fills
+    // the rest of the window.
+    const bool held = limit_reached_ && CreditEnd() == limit_at_report_ &&
+                      reserve_requested_ == 0 && reserved_ >= window && metered_ > paid_bytes_;
+    return metered_ - paid_bytes_ >= window || held ||
            (time_priced && elapsed_ - paid_elapsed_ >= kTimeCreditWindowMs);
   };
   bool want_pause = credit_short() || escrow_paused_;
@@ -289,6 +337,50 @@ PayeeActions PayeeSession::UpdateDeposit(Amount deposit, uint64_t elapsed_ms) {
     pause_since_ms_ = elapsed_;  // a top-up showed: progress
   }
   Evaluate(actions);
+  return actions;
+}
+
+uint64_t PayeeSession::UnpaidChannelBytes() const {
+  uint64_t covered = paid_bytes_;
+  const Amount paid = *checked_.CheckedSub(base());
+  for (const Invoice& invoice : outstanding_) {
+    if (invoice.amount_due > paid) break;  // amounts never decrease with seq
+    covered = std::max(covered, invoice.metered_bytes);
+  }
+  return metered_ - covered;
+}
+
+PayeeActions PayeeSession::OnLimitReached(uint64_t limit, uint64_t metered_bytes,
+                                          uint64_t elapsed_ms) {
+  if (limit != ForwardingLimit()) return OnMetered(metered_bytes, elapsed_ms);  // stale
+  PayeeActions actions;
+  if (ended_) return actions;
+  Meter(metered_bytes);
+  Advance(elapsed_ms);
+  limit_reached_ = true;
+  limit_at_report_ = CreditEnd();
+  if (metered_ >= next_invoice_bytes_ || elapsed_ >= next_invoice_ms_) {
+    if (!MakeInvoice(actions)) return actions;
+  }
+  Evaluate(actions);
+  return actions;
+}
+
+PayeeActions PayeeSession::OnReserved(uint64_t reserved, uint64_t elapsed_ms) {
+  PayeeActions actions;
+  if (ended_) return actions;
+  Advance(elapsed_ms);
+  reserved_ = std::max(reserved_, std::min(reserved, options_.terms.credit_window_bytes));
+  reserve_requested_ = 0;
+  Evaluate(actions);
+  return actions;
+}
+
+PayeeActions PayeeSession::OnReserveFailed(const std::string& why) {
+  PayeeActions actions;
+  if (ended_) return actions;
+  reserve_requested_ = 0;
+  End(actions, CloseReason::kPaymentError, "cannot record the channel's unpaid traffic: " + why);
   return actions;
 }
 

@@ -49,11 +49,17 @@ struct ChannelFacts {
 
 // The provider's checks of docs/payments.md §2 at the handshake (the ledger id is compared by
 // the caller): the channel's provider is `self`, its client key is the hello's identity, it is
-// open and live, and its deposit is above the base. kChannelUnusable with close =
+// open and live, and the escrow it has left above the base covers `first_window` (what the
+// session may use before it must pay: FirstWindowCharge). kChannelUnusable with close =
 // kPaymentRequired otherwise.
 [[nodiscard]] PayResult<void> CheckChannelForSession(const ChannelFacts& channel,
                                                      const Address& self, const PublicKey& client,
-                                                     Amount base);
+                                                     Amount base, Amount first_window);
+
+// What a session with `terms` can be owed before forwarding stops for payment: Charge of one
+// credit window of bytes (and, with a per-minute price, of kTimeCreditWindowMs). Saturates at
+// Amount::Max() (such terms cannot be admitted).
+[[nodiscard]] Amount FirstWindowCharge(const SessionTerms& terms);
 
 enum class Forwarding {
   kUnchanged,
@@ -73,10 +79,14 @@ struct PayeeActions {
   std::vector<ControlMessage> send;
   Forwarding forwarding = Forwarding::kUnchanged;
   bool read_deposit = false;
+  // Record durably that the channel's unpaid bytes may reach this many (the store's channel debt,
+  // docs/payments.md §4), then call OnReserved(reserve): the forwarding limit rises only then.
+  std::optional<uint64_t> reserve;
   std::optional<SessionEnd> end;
 
   bool empty() const {
-    return send.empty() && forwarding == Forwarding::kUnchanged && !read_deposit && !end;
+    return send.empty() && forwarding == Forwarding::kUnchanged && !read_deposit && !reserve &&
+           !end;
   }
 };
 
@@ -94,6 +104,10 @@ class PayeeSession {
   // error); kChannelUnusable (close kPaymentRequired) when the deposit is not above the base.
   [[nodiscard]] static PayResult<PayeeSession> Create(Options options);
 
+  // Metered bytes (M, as the tunnel counts them) are this session's; the session's own meter is
+  // carried + M (carried = terms.carried_bytes, the channel's unpaid bytes from earlier
+  // sessions), and invoices, paid_bytes and the credit window are in that meter.
+  //
   // The meter moved (or a deadline passed). Sends an Invoice when M crossed a multiple of the
   // invoice interval (one invoice for the current M even if several multiples were crossed),
   // and with a per-minute price also each kTimeInvoiceIntervalMs of T; pauses forwarding when
@@ -126,6 +140,29 @@ class PayeeSession {
   // escrow pause when the deposit now covers B + the amount due; starts one when it does not.
   PayeeActions UpdateDeposit(Amount deposit, uint64_t elapsed_ms);
 
+  // The tunnel stopped at `limit` (its metered bytes plus the upload credit it granted reached
+  // it). When that is still ForwardingLimit(): asks for a larger reservation when one is
+  // missing, else invoices and pauses as at the credit window (the upload credit the client
+  // holds counts as served). A report about an older, lower limit only moves the meter.
+  PayeeActions OnLimitReached(uint64_t limit, uint64_t metered_bytes, uint64_t elapsed_ms);
+
+  // The store made `reserved` durable (after actions.reserve). A failure to record ends the
+  // session: OnReserveFailed.
+  PayeeActions OnReserved(uint64_t reserved, uint64_t elapsed_ms);
+  PayeeActions OnReserveFailed(const std::string& why);
+
+  // The most this tunnel may meter (sent + received DATA bytes, upload credit granted included)
+  // before it must stop: paid_bytes + min(credit window, reserved) - carried. Never decreases.
+  uint64_t ForwardingLimit() const;
+  // The channel's unpaid bytes for the next session to carry: carried + M - the metered bytes of
+  // the latest invoice covered by the latest *checked* promise. A checked promise is in the
+  // store's queue, which commits it even when the tunnel is gone (counting it only once durable
+  // would make the client pay those bytes twice); if the store then fails, the provider loses
+  // what it covered, as with any promise lost to its own storage.
+  uint64_t UnpaidChannelBytes() const;
+  uint64_t reserved_bytes() const { return reserved_; }
+  uint64_t carried_bytes() const { return options_.terms.carried_bytes; }
+
   // The elapsed time at which OnMetered must be called even if no byte moves (grace expiry,
   // time invoices, deposit polling); empty when nothing is scheduled.
   std::optional<uint64_t> NextDeadlineMs() const;
@@ -140,6 +177,7 @@ class PayeeSession {
   Amount accepted() const { return accepted_; }
   // metered_bytes of the latest invoice fully covered by accepted.
   uint64_t paid_bytes() const { return paid_bytes_; }
+  // The session's own meter (carried + M).
   uint64_t metered_bytes() const { return metered_; }
   uint64_t unpaid_bytes() const { return metered_ - paid_bytes_; }
   bool paused() const { return paused_; }
@@ -160,6 +198,9 @@ class PayeeSession {
   std::unexpected<Refusal> Refuse(PaymentErrc code, std::string message);
   bool DepositFresh() const;
   void Advance(uint64_t elapsed_ms) { elapsed_ = elapsed_ms > elapsed_ ? elapsed_ms : elapsed_; }
+  void Meter(uint64_t metered_bytes);
+  // The credit limit in the session's meter: paid_bytes + min(window, reserved).
+  uint64_t CreditEnd() const;
 
   Options options_;
   Amount checked_;
@@ -181,6 +222,10 @@ class PayeeSession {
   std::optional<uint64_t> deposit_requested_at_ms_;  // a read asked for and not answered
   int refusals_ = 0;
   bool ended_ = false;
+  uint64_t reserved_ = 0;           // durable bound on the channel's unpaid bytes
+  uint64_t reserve_requested_ = 0;  // a reservation asked for and not answered (0: none)
+  bool limit_reached_ = false;      // the tunnel reported it stopped at the limit...
+  uint64_t limit_at_report_ = 0;    // ...which was this CreditEnd() (stale once it rose)
 };
 
 }  // namespace dvpn::payments

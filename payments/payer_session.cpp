@@ -1,5 +1,6 @@
 #include "payments/payer_session.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -48,6 +49,18 @@ PayResult<PayerSession> PayerSession::Accept(Options options) {
                       p.max_price_per_minute.ToString(),
                   CloseReason::kTermsRefused);
   }
+  const uint64_t carry_allowed =
+      options.known_unpaid_bytes
+          ? std::min(p.max_carried_bytes,
+                     SaturatingAdd(*options.known_unpaid_bytes, p.carry_slack_bytes))
+          : p.max_carried_bytes;
+  if (t.carried_bytes > carry_allowed) {
+    return Refuse(PaymentErrc::kPolicy,
+                  "the provider claims " + to_string(t.carried_bytes) +
+                      " unpaid bytes from earlier sessions of this channel; at most " +
+                      to_string(carry_allowed) + " accepted",
+                  CloseReason::kTermsRefused);
+  }
   if (options.expected_payee && t.payee != *options.expected_payee) {
     return Refuse(PaymentErrc::kWrongPayee,
                   "payee " + t.payee.ToString() + " is not the expected provider " +
@@ -78,6 +91,7 @@ PayResult<std::optional<PromiseMessage>> PayerSession::OnInvoice(const Invoice& 
   // Overcharge: the invoice's figures beyond the client's own plus tolerance, or an amount
   // above what those figures cost. Since the figures are then within the bounds,
   // Charge(min(figure, bound)) is Charge(figure).
+  own_metered_bytes = SaturatingAdd(own_metered_bytes, options_.terms.carried_bytes);
   const uint64_t byte_bound = SaturatingAdd(own_metered_bytes, policy.tolerance_bytes);
   const uint64_t time_bound = SaturatingAdd(own_elapsed_ms, policy.tolerance_ms);
   std::optional<Refusal> refusal;
@@ -119,7 +133,10 @@ PayResult<std::optional<PromiseMessage>> PayerSession::OnInvoice(const Invoice& 
     return Refuse(PaymentErrc::kOverflow, what + "base + amount due overflows",
                   CloseReason::kPaymentError);
   }
-  if (*cumulative <= last_signed_) return std::nullopt;  // nothing new to sign
+  if (*cumulative <= last_signed_) {  // nothing new to sign: already covered
+    NoteCovered(*cumulative, invoice.metered_bytes);
+    return std::nullopt;
+  }
 
   if (!policy.session_cap.IsZero() && paid > policy.session_cap) {
     ended_ = true;
@@ -146,12 +163,31 @@ PayResult<std::optional<PromiseMessage>> PayerSession::OnInvoice(const Invoice& 
   promise.ledger = options_.ledger;
   promise.channel = options_.channel;
   last_signed_ = *cumulative;
+  NoteCovered(*cumulative, invoice.metered_bytes);
   return promise;
+}
+
+void PayerSession::NoteCovered(Amount cumulative, uint64_t metered_bytes) {
+  if (cumulative <= acknowledged_) {
+    acked_metered_ = std::max(acked_metered_, metered_bytes);
+    return;
+  }
+  unacknowledged_.emplace_back(cumulative, metered_bytes);
+  if (unacknowledged_.size() > kMaxUnacknowledged) unacknowledged_.pop_front();
+}
+
+uint64_t PayerSession::UnpaidBytes(uint64_t own_metered_bytes) const {
+  const uint64_t meter = SaturatingAdd(own_metered_bytes, options_.terms.carried_bytes);
+  return meter > acked_metered_ ? meter - acked_metered_ : 0;
 }
 
 bool PayerSession::OnReceipt(const Receipt& receipt) {
   if (receipt.cumulative > last_signed_) return false;
   if (receipt.cumulative > acknowledged_) acknowledged_ = receipt.cumulative;
+  while (!unacknowledged_.empty() && unacknowledged_.front().first <= acknowledged_) {
+    acked_metered_ = std::max(acked_metered_, unacknowledged_.front().second);
+    unacknowledged_.pop_front();
+  }
   return true;
 }
 

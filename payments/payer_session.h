@@ -10,6 +10,8 @@
 // is shared (thread-safe) between the sessions of one process.
 
 #include <cstdint>
+#include <deque>
+#include <utility>
 #include <memory>
 #include <optional>
 
@@ -31,15 +33,21 @@ class PayerSession {
     // Spending of this process per UTC day; null: a private one (the daily cap then applies to
     // this session alone).
     std::shared_ptr<DailySpend> daily;
+    // The channel's unpaid bytes when this process last saw a session of it end
+    // (UnpaidBytes() of that session); empty when it has no record. Bounds the carried bytes
+    // it accepts (SpendPolicy::carry_slack_bytes).
+    std::optional<uint64_t> known_unpaid_bytes;
   };
 
   // The client checks of docs/payments.md §2, in order: the protocol ranges (kBadTerms), the
-  // price against the policy (kPolicy), the payee (kWrongPayee), the base signature: the
-  // client's own over PromiseDigest(ledger, channel, base) (kBadBase). Every refusal carries
+  // price against the policy (kPolicy), the carried bytes against the policy and the known
+  // unpaid bytes (kPolicy), the payee (kWrongPayee), the base signature: the client's own over
+  // PromiseDigest(ledger, channel, base) (kBadBase). Every refusal carries
   // close = kTermsRefused. A null identity is a programming error (kBadTerms, no close).
   [[nodiscard]] static PayResult<PayerSession> Accept(Options options);
 
-  // Handles an Invoice read from the tunnel (docs/payments.md §5). `own_metered_bytes` and
+  // Handles an Invoice read from the tunnel (docs/payments.md §5). The client's meter is the
+  // terms' carried bytes plus its own count of this session's DATA bytes. `own_metered_bytes` and
   // `own_elapsed_ms` are the client's meter when it read the invoice; `utc_day` is today
   // (UtcDay(unix seconds)). Returns:
   //  - a promise to send: the invoice is fair and within the caps; it is now counted as spent;
@@ -68,15 +76,27 @@ class PayerSession {
   // The highest cumulative the provider acknowledged as durable (the base before any receipt).
   Amount acknowledged() const { return acknowledged_; }
   uint64_t last_invoice_seq() const { return last_seq_; }
+  // The channel's unpaid bytes by the client's meter: carried + own - metered bytes of the latest
+  // invoice whose promise the provider acknowledged (Receipt) (0 when negative). What the next
+  // session may carry (Options::known_unpaid_bytes).
+  uint64_t UnpaidBytes(uint64_t own_metered_bytes) const;
   bool ended() const { return ended_; }
 
  private:
   explicit PayerSession(Options options);
+  // An invoice of `metered_bytes` is covered by the promise `cumulative` (signed now or before).
+  void NoteCovered(Amount cumulative, uint64_t metered_bytes);
 
   Options options_;
   Amount last_signed_;
   Amount acknowledged_;
   uint64_t last_seq_ = 0;
+  // Promises signed and not yet acknowledged, with the metered bytes of the invoice each paid
+  // (oldest first; at most kMaxUnacknowledged, older ones forgotten), and the metered bytes of
+  // the latest invoice covered by an acknowledged promise.
+  static constexpr size_t kMaxUnacknowledged = 256;
+  std::deque<std::pair<Amount, uint64_t>> unacknowledged_;
+  uint64_t acked_metered_ = 0;
   bool ended_ = false;
 };
 

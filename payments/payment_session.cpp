@@ -101,6 +101,10 @@ PayResult<void> ValidateTerms(const SessionTerms& t) {
   if (!t.base_cumulative.IsZero() && !t.base_signature.has_value()) {
     return BadTerms("a base amount without a signature");
   }
+  if (t.carried_bytes > t.credit_window_bytes) {
+    return BadTerms("carried " + to_string(t.carried_bytes) +
+                    " unpaid bytes, above the credit window");
+  }
   return {};
 }
 

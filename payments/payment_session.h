@@ -21,7 +21,9 @@ namespace dvpn::payments {
 
 // ---- Session terms (handshake msg2, docs/payments.md §2) ------------------------------------
 
-inline constexpr uint32_t kTermsVersion = 1;
+// Version 2: the channel's unpaid bytes carry over between sessions (`carried_bytes`) and the
+// client's tunnel send window starts at 0 (the exit grants upload credit from its credit window).
+inline constexpr uint32_t kTermsVersion = 2;
 inline constexpr uint64_t kDefaultInvoiceIntervalBytes = 1'000'000;
 inline constexpr uint64_t kDefaultCreditWindowBytes = 2'000'000;
 inline constexpr uint32_t kDefaultPaymentGraceMs = 10'000;
@@ -47,6 +49,10 @@ struct SessionTerms {
   // signature when there is none; a non-zero base always has the client's signature.
   Amount base_cumulative;
   std::optional<Signature> base_signature;
+  // Bytes served on this channel by earlier sessions and not covered by a promise (the provider's
+  // durable record, docs/payments.md §4 "Unpaid traffic per channel"). The session's invoices
+  // count them as if metered in this session; at most credit_window_bytes.
+  uint64_t carried_bytes = 0;
 
   bool operator==(const SessionTerms&) const = default;
 };
@@ -163,6 +169,12 @@ struct SpendPolicy {
   uint64_t tolerance_ms = 2'000;
   Amount session_cap;  // zero: no cap
   Amount daily_cap;    // zero: no cap
+  // Carried bytes (SessionTerms::carried_bytes) the client accepts to pay for: for a channel it
+  // has no record of, at most max_carried_bytes; for a channel whose previous session this
+  // process saw end, at most what its own meter left unpaid plus carry_slack_bytes (frames the
+  // provider had queued when the tunnel broke count at the provider only). Never above either.
+  uint64_t max_carried_bytes = 4'000'000;
+  uint64_t carry_slack_bytes = 1'048'576;
   // Used by executables that hold a ledger connection, not by PayerSession.
   Amount top_up_amount;
   Amount low_escrow_threshold;

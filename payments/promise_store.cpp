@@ -16,15 +16,16 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/private_file.h"
 #include "ledger/sqlite_statement.h"
 #include "payments/promise_log.h"
 
 namespace dvpn::payments {
 namespace {
 
-// Version 1: meta, promises, settle_attempts. Entry i migrates from version i to i + 1; a new
-// version appends an entry and never edits an old one.
-constexpr int kSchemaVersion = 1;
+// Version 1: meta, promises, settle_attempts. Version 2: channel_debt. Entry i migrates from
+// version i to i + 1; a new version appends an entry and never edits an old one.
+constexpr int kSchemaVersion = 2;
 constexpr const char* kFormat = "dvpn-promise-store";
 constexpr const char* kMigrations[] = {
     R"sql(
@@ -63,6 +64,17 @@ CREATE TABLE settle_attempts(
   items       INTEGER NOT NULL,
   total_moved INTEGER NOT NULL,
   outcome     TEXT NOT NULL
+);
+)sql",
+    R"sql(
+-- Per channel: an upper bound on the bytes served and not covered by a durable promise
+-- (docs/payments.md §4, "Unpaid traffic per channel"). Written before the bytes it covers are
+-- served; the next session of the channel carries it. No row: zero.
+CREATE TABLE channel_debt(
+  channel      BLOB PRIMARY KEY CHECK(length(channel) = 32),
+  ledger       BLOB NOT NULL CHECK(length(ledger) = 32),
+  unpaid_bytes INTEGER NOT NULL,
+  updated      INTEGER NOT NULL CHECK(updated >= 0)
 );
 )sql",
 };
@@ -145,6 +157,12 @@ class Connection {
 
   StoreResult<void> Open(const std::string& path, bool create) {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    // 0600 whatever the umask; SQLite gives the -wal and -shm files the same mode.
+    if (create) {
+      if (auto ok = CreatePrivateFile(path); !ok) {
+        return Fail(StoreErrc::kStorage, ok.error().message);
+      }
+    }
     int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
     if (rc != SQLITE_OK) {
       std::string msg = "open " + path + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
@@ -434,6 +452,40 @@ class PromiseStore::Impl {
     if (auto ok = ApplyPending(); !ok) return std::unexpected(ok.error());
     std::lock_guard lock(read_mu_);
     return ReadRow(read_, channel);
+  }
+
+  StoreResult<uint64_t> ChannelDebt(const ChannelId& channel) {
+    std::lock_guard lock(read_mu_);
+    DVPN_TRY_STMT(stmt, read_, "SELECT unpaid_bytes FROM channel_debt WHERE channel = ?1");
+    Run r(stmt);
+    r.Blob(1, channel.bytes);
+    const int rc = r.Step();
+    if (rc == SQLITE_DONE) return uint64_t{0};
+    if (rc != SQLITE_ROW) return read_.Error("read channel debt");
+    return r.U64(0);
+  }
+  StoreResult<void> SetChannelDebt(const LedgerId& ledger, const ChannelId& channel,
+                                   uint64_t unpaid_bytes) {
+    std::lock_guard lock(write_mu_);
+    const int64_t now = TimeToDb(clock_.NowSeconds());
+    return write_.Transact("channel debt", [&]() -> StoreResult<void> {
+      if (unpaid_bytes == 0) {
+        DVPN_TRY_STMT(del, write_, "DELETE FROM channel_debt WHERE channel = ?1");
+        Run r(del);
+        r.Blob(1, channel.bytes);
+        if (r.Step() != SQLITE_DONE) return write_.Error("write channel debt");
+        return {};
+      }
+      DVPN_TRY_STMT(put, write_,
+                    "INSERT INTO channel_debt(channel, ledger, unpaid_bytes, updated) "
+                    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(channel) DO UPDATE SET "
+                    "ledger = excluded.ledger, unpaid_bytes = excluded.unpaid_bytes, "
+                    "updated = excluded.updated");
+      Run r(put);
+      r.Blob(1, channel.bytes).Blob(2, ledger.bytes).U64(3, unpaid_bytes).I64(4, now);
+      if (r.Step() != SQLITE_DONE) return write_.Error("write channel debt");
+      return {};
+    });
   }
 
   // Folds the log into the tables now (readers call it first, so they see every promise).
@@ -1097,6 +1149,13 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::NeedingInfo(const LedgerId
   return impl_->NeedingInfo(ledger, checked_before_unix, limit);
 }
 StoreResult<Earnings> PromiseStore::GetEarnings() { return impl_->GetEarnings(); }
+StoreResult<uint64_t> PromiseStore::ChannelDebt(const ChannelId& channel) {
+  return impl_->ChannelDebt(channel);
+}
+StoreResult<void> PromiseStore::SetChannelDebt(const LedgerId& ledger, const ChannelId& channel,
+                                               uint64_t unpaid_bytes) {
+  return impl_->SetChannelDebt(ledger, channel, unpaid_bytes);
+}
 StoreResult<uint64_t> PromiseStore::LastNonce() { return impl_->LastNonce(); }
 StoreResult<std::vector<SettleAttempt>> PromiseStore::Attempts(size_t limit) {
   return impl_->Attempts(limit);

@@ -210,6 +210,16 @@ class PromiseStore {
   StoreResult<std::vector<StoredChannel>> NeedingInfo(const LedgerId& ledger,
                                                       uint64_t checked_before_unix, size_t limit);
   StoreResult<Earnings> GetEarnings();
+
+  // --- unpaid traffic per channel (docs/payments.md §4) ---
+
+  // The channel's recorded bound on served-but-unpaid bytes (0 when none is recorded).
+  StoreResult<uint64_t> ChannelDebt(const ChannelId& channel);
+  // Replaces it (0 removes the row). Synchronous: committed, with the store's durability, when
+  // it returns Ok; nothing changes on kStorage. One small transaction (tens of microseconds
+  // without fsync); a session calls it a few times, not per byte.
+  StoreResult<void> SetChannelDebt(const LedgerId& ledger, const ChannelId& channel,
+                                   uint64_t unpaid_bytes);
   // The last SettleBatch nonce recorded by BeginAttempt (0 when none).
   StoreResult<uint64_t> LastNonce();
   // The newest `limit` attempts, newest first.

@@ -84,10 +84,24 @@ const StreamTable::Stream* StreamTable::Find(uint32_t id) const {
 
 uint32_t StreamTable::AddTunnelCredit(uint64_t n) {
   tunnel_pending_ += n;
+  if (manual_tunnel_credit_) return 0;
   const uint64_t threshold = std::max<uint64_t>(1, options_.tunnel_window / 4);
   if (tunnel_pending_ < threshold) return 0;
   const uint64_t inc = tunnel_pending_;
   tunnel_pending_ = 0;
+  tunnel_recv_ += inc;
+  return static_cast<uint32_t>(inc);  // <= tunnel_window by the accounting invariant
+}
+
+void StreamTable::ManualTunnelCredit() {
+  manual_tunnel_credit_ = true;
+  tunnel_pending_ += tunnel_recv_;
+  tunnel_recv_ = 0;
+}
+
+uint32_t StreamTable::ReleaseTunnelCredit(uint64_t max) {
+  const uint64_t inc = std::min(max, tunnel_pending_);
+  tunnel_pending_ -= inc;
   tunnel_recv_ += inc;
   return static_cast<uint32_t>(inc);  // <= tunnel_window by the accounting invariant
 }

@@ -190,6 +190,20 @@ class StreamTable {
   uint64_t tunnel_send_window() const { return tunnel_send_; }
   uint64_t tunnel_receive_window() const { return tunnel_recv_; }  // credit the peer has
   uint32_t last_stream_id() const { return last_id_; }
+  uint64_t tunnel_pending_credit() const { return tunnel_pending_; }
+
+  // ---- Metered credit (paid sessions of terms version 2, docs/payments.md §4) -------------
+  // Receiver: from now on tunnel credit is never returned by itself; what Consumed, Reset,
+  // Refuse and dropped DATA free stays pending until ReleaseTunnelCredit. The credit the peer
+  // holds now (the initial window, before any frame) becomes pending too, so the peer may send
+  // nothing until credit is released. Call before any frame is received.
+  void ManualTunnelCredit();
+  // Receiver in manual mode: grants min(`max`, pending) bytes of tunnel credit; returns the
+  // increment to send in a WINDOW(0) frame (0: nothing).
+  uint32_t ReleaseTunnelCredit(uint64_t max);
+  // Sender: the tunnel's send window starts at 0 instead of the initial window (the receiver
+  // uses ManualTunnelCredit). Call before anything is sent.
+  void ZeroTunnelSendWindow() { tunnel_send_ = 0; }
 
   // Checks the internal invariants (window accounting, limits); empty when they hold, else a
   // description of the first broken one. For tests and fuzzing.
@@ -233,6 +247,7 @@ class StreamTable {
   uint64_t tunnel_recv_ = 0;
   uint64_t tunnel_buffered_ = 0;
   uint64_t tunnel_pending_ = 0;
+  bool manual_tunnel_credit_ = false;
   // OPEN rate limit (exit): milli-tokens, refilled from the clock.
   uint64_t milli_tokens_ = 0;
   uint64_t last_refill_ms_ = 0;

@@ -92,6 +92,7 @@ std::vector<uint8_t> EncodeTerms(const SessionTerms& t) {
   m.set_payee(t.payee.bytes().data(), t.payee.bytes().size());
   m.set_base_cumulative(t.base_cumulative.micro());
   if (t.base_signature) m.set_base_signature(t.base_signature->data(), t.base_signature->size());
+  m.set_carried_bytes(t.carried_bytes);
   return Serialize(m);
 }
 
@@ -121,6 +122,7 @@ Result<std::optional<SessionTerms>, CodecErrc> DecodeTerms(ByteSpan params) {
   t.payment_grace_ms = m.payment_grace_ms();
   t.payee = Address(*payee);
   t.base_cumulative = Amount::FromMicro(m.base_cumulative());
+  t.carried_bytes = m.carried_bytes();
   return t;
 }
 

@@ -26,7 +26,8 @@ const std::map<std::string, std::set<std::string>>& Schema() {
        {"price_per_mb", "price_per_minute", "region", "capacity_mbps", "max_sessions", "offer_id",
         "endpoints", "lifetime_s"}},
       {"tunnel", {"listen", "static_key_file", "allow", "deny", "log_destinations"}},
-      {"limits", {"bandwidth_mbps", "monthly_data_gb"}},
+      {"limits",
+       {"bandwidth_mbps", "monthly_data_gb", "max_pending_handshakes", "msg1_timeout_ms"}},
       {"payments",
        {"invoice_interval_bytes", "credit_window_bytes", "payment_grace_ms",
         "promise_durability"}},
@@ -315,6 +316,9 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
 
   if ((e = r.Integer("limits", "bandwidth_mbps", 0, 1'000'000, &c.bandwidth_mbps))) return e;
   if ((e = r.Integer("limits", "monthly_data_gb", 0, 1'000'000'000, &c.monthly_data_gb))) return e;
+  if ((e = r.Integer("limits", "max_pending_handshakes", 1, 65'536, &c.max_pending_handshakes)))
+    return e;
+  if ((e = r.Integer("limits", "msg1_timeout_ms", 100, 60'000, &c.msg1_timeout_ms))) return e;
 
   if ((e = r.Integer("payments", "invoice_interval_bytes", 65'536, 64'000'000,
                      &c.invoice_interval_bytes)))

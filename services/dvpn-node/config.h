@@ -76,6 +76,9 @@ struct NodeConfig {
   // [limits] (0: none)
   uint64_t bandwidth_mbps = 0;
   uint64_t monthly_data_gb = 0;
+  // Handshakes not finished yet, all sources together; msg1 deadline (docs/tunnel.md).
+  uint32_t max_pending_handshakes = 128;
+  uint32_t msg1_timeout_ms = 3'000;
 
   // [payments]
   uint64_t invoice_interval_bytes = 1'000'000;

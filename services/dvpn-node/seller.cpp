@@ -134,7 +134,13 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
   session::ExitServer::Options options;
   options.log_destinations = config.log_destinations;
   options.max_tunnels = config.max_sessions;
+  options.max_pending_handshakes = config.max_pending_handshakes;
+  options.msg1_timeout = std::chrono::milliseconds(config.msg1_timeout_ms);
   options.payments = s.payments;
+  // The node's own services are never reachable through its tunnel (docs/tunnel.md, "The
+  // exit's own host"); the exit adds its own port. A port 0 here (tests) is bound later.
+  options.protected_ports = {config.gossip_listen.port, config.advertise_port,
+                             config.grpc_listen.port, config.http_listen.port};
   if (config.bandwidth_mbps > 0) {
     options.bandwidth = std::make_shared<session::BandwidthLimiter>(
         session::BandwidthLimiter::BytesPerSecondFromMbps(config.bandwidth_mbps));
@@ -192,6 +198,11 @@ std::vector<session::ExitServer::TunnelInfo> Seller::Sessions() {
   auto exit = state_->exit;
   if (!OnIoThread([exit, out] { *out = exit->Tunnels(); })) return {};
   return *out;
+}
+
+bool Seller::ProtectPorts(const std::vector<uint16_t>& ports) {
+  auto exit = state_->exit;
+  return OnIoThread([exit, ports] { exit->ProtectPorts(ports); });
 }
 
 void Seller::SetPrice(const payments::Price& price) {

@@ -66,6 +66,10 @@ class Seller {
   Seller& operator=(const Seller&) = delete;
 
   uint16_t tunnel_port() const { return tunnel_port_; }
+  // Adds ports of the node's services bound after the exit started (configured as port 0) to
+  // those its tunnel never reaches (docs/tunnel.md, "The exit's own host"). Waits for the io
+  // thread (bounded); false when it did not answer.
+  bool ProtectPorts(const std::vector<uint16_t>& ports);
 
   SellerTotals Totals();
   std::vector<tunnel::session::ExitServer::TunnelInfo> Sessions();

@@ -341,6 +341,12 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
     return Fail(kExitRuntime, "control.http_listen " + config_.http_listen.ToString() + ": " +
                                   dashboard.error());
   }
+  // Ports configured as 0 are known only now; the exit protects the configured ones already.
+  if (!seller_->ProtectPorts({transport_->port(), (*grpc)->port(), (*dashboard)->port()})) {
+    (*grpc)->Shutdown(0ms);
+    seller_->Shutdown(0ms, 0ms);
+    return Fail(kExitRuntime, "the exit did not take the node's own ports");
+  }
   if (!options.ports_file.empty()) {
     const std::string text = "gossip=" + std::to_string(transport_->port()) +
                              "\ntunnel=" + std::to_string(seller_->tunnel_port()) +

@@ -182,6 +182,7 @@ std::expected<std::unique_ptr<ClientRuntime>, std::string> ClientRuntime::Start(
   ClientRuntimeConfig& c = s->config;
   s->spent_at_start = c.pay.daily ? c.pay.daily->SpentOn(Today()) : Amount();
   s->auth_required = c.frontend.credentials.has_value();
+  if (!c.pay.carry) c.pay.carry = std::make_shared<session::CarryBook>();
 
   if (!c.pay.policy.top_up_amount.IsZero()) {
     if (!c.ledger_client) return std::unexpected("a top-up needs the ledger");

@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "grpc_log/grpc_log.h"
 #include "ledger/rpc/ledger_gateway_rpc.h"
 #include "payments/keys.h"
 #include "payments/keystore.h"
@@ -70,6 +71,10 @@ int main(int argc, char** argv) {
   uint32_t new_streams_burst = defaults.connection.table.new_streams_burst;
   uint32_t handshakes_per_second = defaults.rate_limit.per_second;
   uint32_t handshake_burst = defaults.rate_limit.burst;
+  uint64_t max_pending_handshakes = defaults.max_pending_handshakes;
+  uint64_t msg1_timeout_ms = static_cast<uint64_t>(defaults.msg1_timeout.count());
+  uint64_t replay_table_size = defaults.replay_capacity;
+  uint64_t log_summary_interval_ms = static_cast<uint64_t>(defaults.log_summary_interval.count());
 
   CLI::App app{"dvpn-tunnel-exit: a dVPN tunnel exit node"};
   app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
@@ -111,6 +116,25 @@ int main(int argc, char** argv) {
                  "handshakes a source may start at once (1..1000000)")
       ->capture_default_str()
       ->check(CLI::Range(uint32_t{1}, kMaxRate));
+  app.add_option("--max-pending-handshakes", max_pending_handshakes,
+                 "connections whose handshake has not finished, all sources together; the oldest "
+                 "still waiting for msg1 is closed for a new one (1..65536; at most the open-file "
+                 "limit / 16)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{65536}));
+  app.add_option("--msg1-timeout-ms", msg1_timeout_ms,
+                 "a connection must deliver its msg1 this soon after the accept (100..60000)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{100}, uint64_t{60'000}));
+  app.add_option("--replay-table-size", replay_table_size,
+                 "client identities the replay guard remembers (16..16777216)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{16}, uint64_t{1} << 24));
+  app.add_option("--log-summary-interval-ms", log_summary_interval_ms,
+                 "at most one info summary line (tunnels opened/closed, handshakes dropped) per "
+                 "this interval (100..86400000)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{100}, uint64_t{86'400'000}));
   // Payments (docs/payments.md). Free sessions unless a price is given.
   std::string price_per_mb_text;
   std::string price_per_minute_text;
@@ -118,7 +142,8 @@ int main(int argc, char** argv) {
   uint64_t credit_window_bytes = dvpn::payments::kDefaultCreditWindowBytes;
   uint32_t payment_grace_ms = dvpn::payments::kDefaultPaymentGraceMs;
   std::string ledger_target;
-  std::string identity_key_hex;
+  std::string identity_key_hex;  // refused: see kIdentityKeyHexRemoved
+  std::string identity_key_file;
   std::string keystore_path;
   std::string promise_db;
   std::string settle_threshold_text = "1";
@@ -139,7 +164,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ledger", ledger_target, "ledger gRPC HOST:PORT (required with a price)");
   app.add_option("--identity-key-hex", identity_key_hex,
-                 "provider account secret key, 64 hex digits (or --keystore)");
+                 "refused: a secret on the command line is readable by every local user");
+  app.add_option("--identity-key-file", identity_key_file,
+                 "file holding the provider account secret key, 64 hex digits, mode 0600 (or "
+                 "$DVPN_IDENTITY_KEY_HEX, or --keystore)");
   app.add_option("--keystore", keystore_path,
                  "provider account keystore file (passphrase from $DVPN_PASSPHRASE)");
   app.add_option("--promise-db", promise_db, "promise store SQLite file (required with a price)");
@@ -169,6 +197,8 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : kExitConfig;
   }
   if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
+  dvpn::grpc_log::RouteLibraryLogs();
+  if (!identity_key_hex.empty()) return Refuse(dvpn::tunnel::session::kIdentityKeyHexRemoved);
   dvpn::tunnel::EnsureSodium();
 
   std::string error;
@@ -208,6 +238,10 @@ int main(int argc, char** argv) {
   options.connection.table.new_streams_burst = new_streams_per_second == 0 ? 0 : new_streams_burst;
   options.rate_limit.per_second = handshakes_per_second;
   options.rate_limit.burst = handshake_burst;
+  options.max_pending_handshakes = max_pending_handshakes;
+  options.msg1_timeout = std::chrono::milliseconds(msg1_timeout_ms);
+  options.replay_capacity = replay_table_size;
+  options.log_summary_interval = std::chrono::milliseconds(log_summary_interval_ms);
   // ---- payments ----
   const bool paid = !price_per_mb_text.empty() || !price_per_minute_text.empty();
   dvpn::SystemClock wall_clock;
@@ -227,7 +261,7 @@ int main(int argc, char** argv) {
     pay.payment_grace_ms = payment_grace_ms;
     if (ledger_target.empty()) return Refuse("--ledger HOST:PORT is required with a price");
     if (promise_db.empty()) return Refuse("--promise-db FILE is required with a price");
-    auto key = session::LoadAccountKey(identity_key_hex, keystore_path);
+    auto key = session::LoadAccountKey(identity_key_file, keystore_path);
     if (!key) return Refuse(key.error());
     provider_key = std::move(*key);
     auto threshold = dvpn::Amount::Parse(settle_threshold_text);

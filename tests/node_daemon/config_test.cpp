@@ -91,6 +91,8 @@ log_destinations = true
 [limits]
 bandwidth_mbps = 50
 monthly_data_gb = 1000
+max_pending_handshakes = 32
+msg1_timeout_ms = 2000
 [payments]
 invoice_interval_bytes = 500000
 credit_window_bytes = 4000000
@@ -122,6 +124,8 @@ http_listen = "[::1]:8080"
   EXPECT_TRUE(c->log_destinations);
   EXPECT_EQ(c->bandwidth_mbps, 50u);
   EXPECT_EQ(c->monthly_data_gb, 1000u);
+  EXPECT_EQ(c->max_pending_handshakes, 32u);
+  EXPECT_EQ(c->msg1_timeout_ms, 2000u);
   EXPECT_EQ(c->credit_window_bytes, 4'000'000u);
   EXPECT_EQ(c->promise_durability, payments::Durability::kPowerLoss);
   EXPECT_EQ(c->settle_threshold.micro(), 500'000u);
@@ -187,6 +191,8 @@ TEST(NodeConfig, BadValuesAreNamed) {
       {"control.http_listen=10.0.0.1:80", "control.http_listen: 10.0.0.1:80 is not a loopback"},
       {"node.log_level=loud", "node.log_level: expected trace, debug"},
       {"limits.bandwidth_mbps=2000000", "limits.bandwidth_mbps: 2000000 is out of range"},
+      {"limits.max_pending_handshakes=0", "limits.max_pending_handshakes: 0 is out of range"},
+      {"limits.msg1_timeout_ms=99", "limits.msg1_timeout_ms: 99 is out of range 100..60000"},
   };
   for (const auto& c : cases) {
     auto e = ErrorOf(kMinimal, {c.override_});

@@ -382,6 +382,8 @@ class Misbehaviour : public PaymentsE2E {
           auto t = std::make_shared<TunnelConnection>(std::move(s), *keys, tunnel::Role::kExit,
                                                       ts::ConnectionOptions{}, "fake-exit");
           fake_exit_ = t;
+          // Terms version 2: the client's upload credit comes from the exit (here: all of it).
+          t->LimitForwarding(UINT64_MAX, nullptr);
           std::weak_ptr<TunnelConnection> weak = t;
           t->SetControlHandler([seen](ByteSpan message) {
             auto decoded = wire::DecodeControl(message);
@@ -504,6 +506,8 @@ class Misbehaviour : public PaymentsE2E {
           peer->notices.push_back(*n);
         }
       });
+      // Terms version 2 (docs/payments.md §4): upload credit comes from the exit's grants.
+      if (!t->session_params().empty()) t->ZeroTunnelSendWindow();
       t->Start(nullptr, [weak, peer] {
         std::lock_guard<std::mutex> lock(peer->mu);
         peer->closed = true;
@@ -635,21 +639,11 @@ TEST_F(Misbehaviour, ClientThatStopsPayingIsPausedThenCutOff) {
   Pusher pusher(fd, UINT64_MAX);  // pushes until the tunnel ends; never pays
 
   // Bound on the metered bytes M (DATA payload both ways) of a session that never pays (B = 0,
-  // so unpaid = M):
-  //  - kWindow: forwarding pauses once unpaid reaches the credit window (docs/payments.md §4,
-  //    Credit);
-  //  - plus what was in flight when the pause started (§4): uploads within the windows the
-  //    client held, i.e. with one stream its stream window, kStreamWindow, which binds before
-  //    the 8 MiB tunnel window (docs/tunnel.md §Pause); "for downloads nothing more leaves the
-  //    exit once paused" (what it had queued was counted when queued);
-  //  - plus how far M runs past the window before the pause takes effect, which the docs do not
-  //    quantify: the exit checks from its meter observer (every interval / 8 bytes, posted to its
-  //    io thread), so what the handlers already queued count first comes on top: one read batch
-  //    of the tunnel (256 KiB buffer) and one uplink read (16 frames, < 256 KiB), < 524,288 in
-  //    all. We allow one invoice interval plus one stream window (624,288) for it.
-  // Total: window + interval + 2 * stream window = 1,448,576 bytes. Without a pause the pusher
-  // moves tens of MB during the grace time.
-  constexpr uint64_t kBound = kWindow + kSmallInterval + 2 * kStreamWindow;
+  // so unpaid = M): exactly the credit window (docs/payments.md §4, "Unpaid traffic per
+  // channel"): the exit reads its upstream only up to the limit, and the client's upload credit
+  // comes out of the same limit (terms version 2). Before, M ran past the window by a read batch
+  // and the uploads in flight (up to 1,448,576 bytes were allowed here).
+  constexpr uint64_t kBound = kWindow;
 
   ASSERT_TRUE(WaitUntil([&] { return peer_->Count(NoticeCode::kPaused) > 0; }))
       << "no kPaused notice; meter " << Meter() << "\n"
@@ -663,18 +657,17 @@ TEST_F(Misbehaviour, ClientThatStopsPayingIsPausedThenCutOff) {
   const uint64_t total = peer_->meter_at_close;
   std::cerr << "metered at the kPaused notice: " << at_pause << ", at the close: " << total
             << " (window " << kWindow << ", bound " << kBound << ")\n";
-  EXPECT_GE(total, kWindow) << "the exit paused before the credit window was used";
+  // The client may hold unused upload credit (at most half of what is left) when it stops.
+  EXPECT_GE(total, kWindow / 2) << "the exit paused long before the credit window was used";
   EXPECT_LE(total, kBound);
-  // The pause comes with an invoice for the exit's M at that moment (§4, Invoicing): the first
-  // invoice at or above the window. From there only what was in flight may still move: uploads
-  // within the stream window the client held, and no download (the exit reads no upstream
-  // socket while paused; what it had queued was counted when queued).
+  // The pause comes with an invoice for the exit's M at that moment (§4, Invoicing): the last
+  // invoice. From there only the upload credit the client held may still move (within the
+  // window: the bound above), and no download (the exit reads no upstream socket while paused;
+  // what it had queued was counted when queued).
   EXPECT_TRUE(peer_->sent.empty());
   EXPECT_TRUE(peer_->receipts.empty());
-  auto pause_invoice = std::find_if(peer_->invoices.begin(), peer_->invoices.end(),
-                                    [&](const Invoice& i) { return i.metered_bytes >= kWindow; });
-  ASSERT_NE(pause_invoice, peer_->invoices.end()) << "no invoice at the pause";
-  const uint64_t paused_at_m = pause_invoice->metered_bytes;
+  ASSERT_FALSE(peer_->invoices.empty()) << "no invoice at the pause";
+  const uint64_t paused_at_m = peer_->invoices.back().metered_bytes;
   std::cerr << "the exit paused at M = " << paused_at_m << "\n";
   EXPECT_LE(total, paused_at_m + kStreamWindow);
   for (const auto& inv : peer_->invoices) {
@@ -1018,7 +1011,8 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   auto p = Subprocess::Spawn(
       {DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(client_grpc),
        "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--provider-stats", stats_file,
-       "--identity-key-hex", ToHex(payer_secret_), "--socks", "127.0.0.1:0", "--socks-port-file",
+       "--identity-key-file",
+       dvpn::testing::WriteSecretFile(dir_.File("payer.key"), ToHex(payer_secret_)), "--socks", "127.0.0.1:0", "--socks-port-file",
        port_file, "--reconnect-min-ms", "100", "--log-level", "debug"},
       dir_.File("client.log"));
   ASSERT_TRUE(p) << p.error();
@@ -1069,6 +1063,90 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   ASSERT_TRUE(cheap_record);
   EXPECT_EQ(cheap_record->overcharges, 1u);
   EXPECT_GE(cheap_record->failed, 1u);
+}
+
+// ---- Unpaid traffic per channel (docs/payments.md §4) ------------------------------------------
+
+// A client that hangs up whenever it is paused and connects again on the same channel, session
+// after session, across an exit killed with SIGKILL and restarted, gets one credit window in all:
+// every new session starts with the unpaid bytes carried, paused until they are paid. (Before,
+// each session got a whole window of its own and uploads up to the 8 MiB tunnel window more.)
+TEST_F(Misbehaviour, HangingUpWhenPausedGainsNoCreditAcrossSessionsAndRestarts) {
+  constexpr uint64_t kWindow = 300'000;
+  const std::vector<std::string> flags = {"--credit-window-bytes", std::to_string(kWindow),
+                                          "--payment-grace-ms", "3000"};
+  int port = StartSmallExit(flags);
+  ASSERT_NE(port, 0);
+  uint64_t total = 0;
+  for (int session = 0; session < 8; ++session) {
+    if (session == 4) {  // the exit dies mid-life and comes back on the same promise store
+      ASSERT_TRUE(exit_->Signal(SIGKILL));
+      ASSERT_TRUE(exit_->WaitFor(10'000ms));
+      port = StartSmallExit(flags);
+      ASSERT_NE(port, 0);
+    }
+    auto t = Connect(port, ledger_id_, channel_);
+    ASSERT_TRUE(t) << "session " << session;
+    int fd = OpenEchoStream();
+    ASSERT_GE(fd, 0) << "session " << session;
+    Pusher pusher(fd, UINT64_MAX);  // uploads and reads the echo; never pays
+    const bool paused =
+        WaitUntil([&] { return peer_->Count(NoticeCode::kPaused) > 0 || peer_->IsClosed(); });
+    // Hang up: everything the exit can still count arrives before the close.
+    loop_.Call([t] {
+      t->Close(tunnel::CloseReason::kNormal, "hang up", true);
+      return true;
+    });
+    ASSERT_TRUE(WaitUntil([&] { return peer_->IsClosed(); }));
+    pusher.Stop();
+    uint64_t metered;
+    {
+      std::lock_guard<std::mutex> lock(peer_->mu);
+      metered = peer_->meter_at_close;
+    }
+    total += metered;
+    std::cerr << "session " << session << ": metered " << metered << " (paused: " << paused
+              << "), total " << total << "\n";
+    ASSERT_TRUE(paused) << "session " << session << " was neither paused nor closed";
+    // (A handshake that reaches the exit before it saw this close is refused: "the channel
+    // already has a live session"; that session meters nothing and the loop goes on.)
+  }
+  // The bound: one credit window over every session (exact: the exit never meters past it).
+  EXPECT_LE(total, kWindow);
+  EXPECT_GE(total, kWindow / 2) << "the first session should use most of the window";
+  // Nothing was ever paid.
+  EXPECT_EQ(Settled(channel_), 0u);
+}
+
+// A channel whose escrow left cannot pay for one credit window is refused at the handshake, with
+// the reason (before, any escrow above the last promise was admitted: a channel with one
+// micro-credit left got a whole window).
+TEST_F(Misbehaviour, ChannelWithLessThanOneWindowOfEscrowIsRefused) {
+  constexpr uint64_t kWindow = 300'000;  // costs 3,000 micro-credits at 0.01 per MB
+  auto open = ledger::MakeOpenChannel(payer_, ledger_id_, ProviderAddress(), Micro(2'999), 2,
+                                      ServerTime() + 86'400);
+  auto small = client_->OpenChannel(open);
+  ASSERT_TRUE(small) << small.error().message;
+  int port = StartSmallExit({"--credit-window-bytes", std::to_string(kWindow)});
+  ASSERT_NE(port, 0);
+  auto t = Connect(port, ledger_id_, small->id);
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(WaitUntil([&] { return peer_->IsClosed(); }));
+  auto close = PeerClose();
+  ASSERT_TRUE(close);
+  EXPECT_EQ(close->reason, static_cast<int>(CloseReason::kPaymentRequired));
+  EXPECT_NE(close->text.find("does not cover one credit window (0.003"), std::string::npos)
+      << close->text;
+  {
+    std::lock_guard<std::mutex> lock(peer_->mu);
+    EXPECT_EQ(peer_->meter_at_close, 0u);
+  }
+  // The funded channel is admitted as before.
+  auto ok = Connect(port, ledger_id_, channel_);
+  ASSERT_TRUE(ok);
+  int fd = OpenEchoStream();
+  EXPECT_GE(fd, 0);
+  if (fd >= 0) ::close(fd);
 }
 
 }  // namespace

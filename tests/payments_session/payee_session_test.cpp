@@ -52,6 +52,9 @@ class PayeeTest : public ::testing::Test {
                                    .client = client_.public_key(),
                                    .deposit = deposit});
     EXPECT_TRUE(s) << s.error().message;
+    // The whole window recorded as reservable up front: these tests are about one session's
+    // credit; reservations have tests of their own (ReservationsAreDurableBeforeTheLimitRises).
+    (void)s->OnReserved(terms_.credit_window_bytes, 0);
     return std::move(*s);
   }
   PromiseMessage Promise(uint64_t seq, Amount cumulative, const PrivateKey* key = nullptr,
@@ -99,14 +102,17 @@ TEST_F(PayeeTest, CreateAndChannelChecks) {
   EXPECT_EQ(exhausted.error().close, CloseReason::kPaymentRequired);
 
   ChannelFacts facts{TestPayee(), client_.public_key().bytes(), true, Micro(11)};
-  EXPECT_TRUE(CheckChannelForSession(facts, TestPayee(), client_.public_key(), Micro(10)));
-  auto expect_unusable = [&](ChannelFacts f, Amount base) {
-    auto r = CheckChannelForSession(f, TestPayee(), client_.public_key(), base);
+  EXPECT_TRUE(
+      CheckChannelForSession(facts, TestPayee(), client_.public_key(), Micro(10), Micro(1)));
+  auto expect_unusable = [&](ChannelFacts f, Amount base, Amount first_window = Micro(0)) {
+    auto r = CheckChannelForSession(f, TestPayee(), client_.public_key(), base, first_window);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, PaymentErrc::kChannelUnusable);
     EXPECT_EQ(r.error().close, CloseReason::kPaymentRequired);
   };
   expect_unusable(facts, Micro(11));  // deposit not above the base
+  // The escrow left must cover one credit window: 1 left, 2 needed.
+  expect_unusable(facts, Micro(10), Micro(2));
   ChannelFacts f = facts;
   f.provider = TestPayee(9);
   expect_unusable(f, Micro(0));

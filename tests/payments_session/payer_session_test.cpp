@@ -61,7 +61,13 @@ TEST_F(PayerTest, AcceptsTermsWithinPolicy) {
 
 TEST_F(PayerTest, RefusesTermsOutsideTheProtocolRanges) {
   SessionTerms t = MakeTerms(1000);
-  t.version = 2;
+  t.version = 1;  // before unpaid bytes carried over and metered upload credit
+  ExpectRefused(t, PaymentErrc::kBadTerms);
+  t.version = 3;
+  ExpectRefused(t, PaymentErrc::kBadTerms);
+  t = MakeTerms(1000);
+  t.carried_bytes = t.credit_window_bytes + 1;  // more than a window can never be carried
+  policy_.max_carried_bytes = UINT64_MAX;
   ExpectRefused(t, PaymentErrc::kBadTerms);
 
   t = MakeTerms(kMaxPricePerMb.micro() + 1);

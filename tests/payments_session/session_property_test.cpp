@@ -147,6 +147,7 @@ class Sim {
                                        .client = key_.public_key(),
                                        .deposit = setup.deposit});
     ASSERT_TRUE(payee) << payee.error().message;
+    (void)payee->OnReserved(t.credit_window_bytes, 0);  // one session: the whole window reserved
     payee_.emplace(std::move(*payee));
     // The terms travel in msg2 and are decoded by the client.
     auto decoded = wire::DecodeTerms(wire::EncodeTerms(t));

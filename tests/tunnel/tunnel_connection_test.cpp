@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -120,6 +121,7 @@ class TunnelConnectionTest : public ::testing::Test {
     upstream_listener_.emplace(exit_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     app_listener_.emplace(client_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     asio::co_spawn(exit_io_, AcceptUpstreams(), asio::detached);
+    if (before_start_) before_start_();
 
     exit_->Start(
         [this](uint32_t id, const Destination&) {
@@ -271,6 +273,7 @@ class TunnelConnectionTest : public ::testing::Test {
   std::deque<std::shared_ptr<tcp::socket>> upstreams_;
   Destination destination_;
   bool defer_accept_ = false;  // the exit leaves OPENs in pending_opens_ for the test
+  std::function<void()> before_start_;  // runs after both tunnels exist, before they start
   std::vector<uint32_t> pending_opens_;
   bool client_closed_ = false;
   bool exit_closed_ = false;
@@ -384,6 +387,86 @@ TEST_F(TunnelConnectionTest, MeterObserverFiresAtEveryMultiple) {
 }
 
 // ---- pause -----------------------------------------------------------------------------------
+
+// ---- forwarding limit (docs/payments.md §4, docs/tunnel.md "Forwarding limit") -------------
+
+class LimitTest : public TunnelConnectionTest {
+ protected:
+  void SetUp() override {}
+  void Start(uint64_t limit, bool client_follows_the_rule) {
+    before_start_ = [this, limit, client_follows_the_rule] {
+      exit_->LimitForwarding(limit, [this](uint64_t l) { blocked_at_.push_back(l); });
+      if (client_follows_the_rule) client_->ZeroTunnelSendWindow();
+    };
+    Connect(ConnectionOptions{});
+  }
+  uint64_t ExitMeter() const { return exit_->data_bytes_sent() + exit_->data_bytes_received(); }
+  std::vector<uint64_t> blocked_at_;
+};
+
+// Both ways at once, the exit never meters past its limit (uploads included: the client's credit
+// comes out of it), says when it is held there, and moves on when the limit rises.
+TEST_F(LimitTest, MeteredBytesNeverPassTheLimitInEitherDirection) {
+  constexpr uint64_t kLimit = 300'000;
+  Start(kLimit, true);
+  auto ends = OpenStream();
+  ASSERT_NE(ends.id, 0u);
+  constexpr size_t kBytes = 2 * 1024 * 1024;
+  auto w_up = std::make_shared<Writer>();
+  auto w_down = std::make_shared<Writer>();
+  auto r_up = std::make_shared<Reader>();
+  auto r_down = std::make_shared<Reader>();
+  w_up->total = w_down->total = kBytes;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 7, true), asio::detached);
+  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 8), asio::detached);
+  asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, 8, true), asio::detached);
+  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 7), asio::detached);
+
+  uint64_t peak = 0;
+  auto watch = [&] {
+    peak = std::max(peak, ExitMeter());
+    return !blocked_at_.empty();
+  };
+  ASSERT_TRUE(RunUntil(watch)) << "never held at the limit; meter " << ExitMeter();
+  EXPECT_EQ(blocked_at_.front(), kLimit);
+  RunFor(300ms);
+  peak = std::max(peak, ExitMeter());
+  EXPECT_LE(peak, kLimit);
+  EXPECT_GT(exit_->data_bytes_sent(), 0u);
+  EXPECT_GT(exit_->data_bytes_received(), 0u);
+  EXPECT_FALSE(exit_closed_);
+
+  // Raised step by step: every step is used and never passed.
+  for (uint64_t limit = 2 * kLimit; limit < 2 * kBytes + 2 * kLimit; limit += 1'000'000) {
+    exit_->SetForwardingLimit(limit);
+    EXPECT_TRUE(RunUntil([&] {
+      peak = std::max(peak, ExitMeter());
+      return std::find(blocked_at_.begin(), blocked_at_.end(), limit) != blocked_at_.end() ||
+             (r_up->eof && r_down->eof);
+    }));
+    EXPECT_LE(peak, limit);
+  }
+  ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
+      << "up " << r_up->got << ", down " << r_down->got;
+  EXPECT_EQ(r_up->got, kBytes);
+  EXPECT_EQ(r_down->got, kBytes);
+  EXPECT_FALSE(r_up->corrupt);
+  EXPECT_FALSE(r_down->corrupt);
+}
+
+// A client that ignores the rule (its send window not started at 0) sends DATA the exit never
+// granted: a flow-control violation that ends the tunnel, never bytes past the limit.
+TEST_F(LimitTest, PeerSendingBeyondItsCreditIsCut) {
+  constexpr uint64_t kLimit = 100'000;
+  Start(kLimit, false);
+  auto ends = OpenStream();
+  ASSERT_NE(ends.id, 0u);
+  auto w_up = std::make_shared<Writer>();
+  w_up->total = 4 * 1024 * 1024;
+  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 9, true), asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return exit_closed_; })) << "meter " << ExitMeter();
+  EXPECT_LE(ExitMeter(), kLimit);
+}
 
 class PauseTest : public TunnelConnectionTest, public ::testing::WithParamInterface<bool> {};
 

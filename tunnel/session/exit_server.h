@@ -4,14 +4,24 @@
 // (no DH for strangers), answers with msg2, then serves the tunnel's streams: each OPEN is
 // resolved (domain names, with a timeout), every address is decided by the ExitPolicy, the
 // first allowed address is connected to (with a timeout) and the client gets OPEN_OK or
-// OPEN_FAIL with the matching reason. Destinations are logged only when asked to.
+// OPEN_FAIL with the matching reason. Destinations are logged only when asked to. The policy
+// decides with the host's own addresses (a HostAddressWatcher it owns, kept current) and the
+// node's protected ports (its own listen port and Options::protected_ports).
 //
-// Threading: single io_context thread; not thread-safe (post to it to read Tunnels() etc.). Owned by the caller (shared_ptr); it
-// must outlive the io_context's run.
+// Under attack (docs/tunnel.md, "Handshake rate limit", "Limits"): connections that have not
+// finished their handshake are capped (oldest still waiting for msg1 evicted) and must deliver
+// msg1 within a short deadline; a tunnel counts against max_tunnels until it is freed; accept
+// failures (no descriptors) back off; freed memory is returned to the system (malloc_trim, at
+// most once a second); per-tunnel log lines are debug and a summary line goes out at info at
+// most once per log_summary_interval.
+//
+// Threading: single io_context thread; not thread-safe (post to it to read Tunnels() etc.).
+// Owned by the caller (shared_ptr); it must outlive the io_context's run.
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +34,7 @@
 #include "tunnel/rate_limit.h"
 #include "tunnel/session/asio.h"
 #include "tunnel/session/bandwidth_limiter.h"
+#include "tunnel/session/host_addresses.h"
 #include "tunnel/session/paid_exit.h"
 #include "tunnel/session/tunnel_connection.h"
 
@@ -37,7 +48,16 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
     std::chrono::milliseconds handshake_timeout{10'000};
     std::chrono::milliseconds resolve_timeout{10'000};
     std::chrono::milliseconds connect_timeout{10'000};
+    // Tunnels open at once, closing ones included until they are freed.
     size_t max_tunnels = 4096;
+    // Connections accepted whose handshake has not finished; also at most RLIMIT_NOFILE / 16.
+    size_t max_pending_handshakes = 128;
+    // From accept to a whole msg1 (the rest of the handshake has handshake_timeout).
+    std::chrono::milliseconds msg1_timeout{3'000};
+    // Identities the replay guard remembers (docs/tunnel.md, "Replay guard").
+    size_t replay_capacity = 65536;
+    // The info summary line ("N tunnels opened, M closed, ...") at most this often.
+    std::chrono::milliseconds log_summary_interval{60'000};
     bool log_destinations = false;
     // Paid sessions (docs/payments.md); null: free sessions (empty msg2 params).
     std::shared_ptr<ExitPayments> payments;
@@ -46,6 +66,12 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
     // set, it is used instead of connection.bandwidth. Null: no limit. Used on the server's
     // io_context thread only.
     std::shared_ptr<BandwidthLimiter> bandwidth;
+    // Ports of the node's own services besides this exit's listen port (always protected):
+    // control, dashboard, gossip. Refused on every own address whatever the rules say
+    // (docs/tunnel.md, "The exit's own host").
+    std::vector<uint16_t> protected_ports;
+    // How the host's addresses are kept current.
+    HostAddressWatcher::Options host_addresses;
   };
 
   // One open tunnel as the operator sees it (NodeControl's ListSessions).
@@ -58,7 +84,9 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
     std::optional<PayeeController::Snapshot> payment;  // paid sessions only
   };
 
-  // Binds and listens on `listen` (throws boost::system::system_error when it cannot).
+  // Binds and listens on `listen` (throws boost::system::system_error when it cannot) and
+  // reads the host's addresses (throws std::runtime_error when it cannot: an exit that does not
+  // know its own addresses must not serve).
   ExitServer(asio::io_context& io, const tcp::endpoint& listen, const X25519KeyPair& static_key,
              ExitPolicy policy, Options options);
 
@@ -79,16 +107,54 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   // hold the server, so they would keep each other alive). Not on a running io thread.
   void DropTunnels() { tunnels_.clear(); }
   size_t tunnel_count() const { return tunnels_.size(); }
+  // Tunnel objects alive (open or closing, not yet freed): what max_tunnels limits.
+  size_t live_tunnel_count() const { return live_tunnels_; }
+  // Connections accepted whose handshake has not finished.
+  size_t pending_handshake_count() const { return pending_.size(); }
+  // The pending-handshake cap in force (options capped by the open-file limit at Start).
+  size_t max_pending_handshakes() const { return max_pending_; }
   std::vector<TunnelInfo> Tunnels() const;
   // Metered bytes (both directions) of every tunnel since the server started, open or closed.
   uint64_t metered_bytes_total() const;
   // While `refusal` is set, new tunnels are closed right after the handshake with CLOSE
   // kShutdown carrying its text (e.g. a data cap reached); tunnels already open go on.
   void SetRefusal(std::optional<std::string> refusal) { refusal_ = std::move(refusal); }
+  // Adds ports of the node's services bound after the exit (io thread); see
+  // Options::protected_ports.
+  void ProtectPorts(const std::vector<uint16_t>& ports);
+  // The host as the policy sees it now (io thread): the watcher's addresses, protected ports.
+  const OwnHost& own_host();
 
  private:
+  // A connection whose handshake has not finished; owned by its Handshake coroutine, listed in
+  // pending_ (oldest first) until it ends or is evicted.
+  struct PendingConn {
+    explicit PendingConn(tcp::socket s) : socket(std::move(s)) {}
+    tcp::socket socket;
+    bool awaiting_msg1 = true;
+    bool listed = false;
+    std::list<std::shared_ptr<PendingConn>>::iterator pos;
+  };
+  // What the summary line reports (since the last one).
+  struct Counters {
+    uint64_t opened = 0;
+    uint64_t closed = 0;
+    uint64_t refused = 0;         // closed right after the handshake (payment, refusal_)
+    uint64_t failed = 0;          // handshakes that ended before a tunnel existed
+    uint64_t rate_limited = 0;    // dropped by the per-source limit
+    uint64_t pending_capped = 0;  // evicted or dropped by the pending cap
+    uint64_t tunnel_limit = 0;    // dropped by max_tunnels
+    uint64_t accept_failed = 0;
+  };
+
   asio::awaitable<void> AcceptLoop();
-  asio::awaitable<void> Handshake(tcp::socket socket);
+  asio::awaitable<void> Handshake(std::shared_ptr<PendingConn> conn);
+  // Closes the oldest pending connection still waiting for msg1; false when there is none.
+  bool EvictOldestPending();
+  void Unlist(PendingConn& conn);
+  void Count(uint64_t Counters::*field);
+  void WriteSummary();
+  void OnTunnelFreed();
   asio::awaitable<void> ServeOpen(std::shared_ptr<TunnelConnection> tunnel, uint32_t id,
                                   Destination destination);
 
@@ -96,9 +162,24 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   X25519KeyPair static_key_;
   ExitPolicy policy_;
   Options options_;
+  std::shared_ptr<HostAddressWatcher> host_watcher_;
+  uint64_t host_generation_ = 0;  // of the watcher's list copied into own_host_
+  OwnHost own_host_;
   SystemClock clock_;
   ReplayGuard replay_guard_;
   HandshakeRateLimiter rate_limiter_;
+  size_t max_pending_;
+  std::list<std::shared_ptr<PendingConn>> pending_;
+  size_t live_tunnels_ = 0;
+  size_t msg2_in_flight_ = 0;  // handshakes past the tunnel-limit check, tunnel not made yet
+  Counters counters_;
+  asio::steady_timer summary_timer_;
+  bool summary_armed_ = false;
+  std::chrono::steady_clock::time_point last_summary_;
+  asio::steady_timer trim_timer_;
+  bool trim_armed_ = false;
+  uint64_t freed_since_trim_ = 0;
+  bool stopped_ = false;
   struct TunnelEntry {
     std::string peer;
     uint64_t started_unix_ms = 0;

@@ -6,6 +6,19 @@
 
 namespace dvpn::tunnel::session {
 
+std::optional<uint64_t> CarryBook::Get(const payments::ChannelId& channel) const {
+  std::lock_guard lock(mu_);
+  auto it = known_.find(channel);
+  if (it == known_.end()) return std::nullopt;
+  return it->second;
+}
+
+void CarryBook::Set(const payments::ChannelId& channel, uint64_t unpaid_bytes) {
+  std::lock_guard lock(mu_);
+  if (known_.size() >= kMaxChannels && !known_.contains(channel)) known_.clear();
+  known_[channel] = unpaid_bytes;
+}
+
 std::shared_ptr<PayerController> PayerController::Attach(
     const std::shared_ptr<TunnelConnection>& tunnel, const ClientPaymentConfig& config,
     FinalHandler on_final) {
@@ -26,6 +39,7 @@ std::shared_ptr<PayerController> PayerController::Attach(
   o.channel = config.channel;
   o.expected_payee = config.expected_payee;
   o.daily = config.daily ? config.daily : std::make_shared<payments::DailySpend>();
+  if (config.carry) o.known_unpaid_bytes = config.carry->Get(config.channel);
   auto session = payments::PayerSession::Accept(std::move(o));
   if (!session) {
     const std::string why = "session terms refused: " + session.error().message;
@@ -34,14 +48,27 @@ std::shared_ptr<PayerController> PayerController::Attach(
     if (on_final) on_final(payments::CloseReason::kTermsRefused, why);
     return nullptr;
   }
-  TunnelLog()->info("paid session: {} per MB, {} per minute, base {}, invoice every {} bytes",
-              (**terms).price.per_mb.ToString(), (**terms).price.per_minute.ToString(),
-              (**terms).base_cumulative.ToString(), (**terms).invoice_interval_bytes);
+  TunnelLog()->info(
+      "paid session: {} per MB, {} per minute, base {}, invoice every {} bytes, {} bytes carried",
+      (**terms).price.per_mb.ToString(), (**terms).price.per_minute.ToString(),
+      (**terms).base_cumulative.ToString(), (**terms).invoice_interval_bytes,
+      (**terms).carried_bytes);
+  // Terms version 2: the exit grants upload credit from its credit window (docs/payments.md §4).
+  tunnel->ZeroTunnelSendWindow();
   auto c = std::shared_ptr<PayerController>(
       new PayerController(std::move(*session), tunnel, config, std::move(on_final)));
   std::weak_ptr<PayerController> weak = c;
   // The handler holds the controller: it lives as long as the tunnel keeps its handler.
   tunnel->SetControlHandler([c](ByteSpan m) { c->OnControl(m); });
+  if (c->carry_) {
+    // The record stays within 256 KiB of the meter, so it is current when the tunnel ends.
+    tunnel->SetMeterObserver(256 * 1024, [weak] {
+      auto self = weak.lock();
+      if (!self) return;
+      if (auto t = self->tunnel_.lock()) self->NoteUnpaid(*t);
+    });
+    c->NoteUnpaid(*tunnel);
+  }
   return c;
 }
 
@@ -54,6 +81,8 @@ PayerController::PayerController(payments::PayerSession session,
       journal_(config.journal),
       daily_(config.daily),
       on_escrow_use_(config.on_escrow_use),
+      carry_(config.carry),
+      channel_(config.channel),
       start_(std::chrono::steady_clock::now()) {}
 
 uint64_t PayerController::ElapsedMs() const {
@@ -75,6 +104,12 @@ void PayerController::End(payments::CloseReason reason, const std::string& why) 
   }
 }
 
+void PayerController::NoteUnpaid(const TunnelConnection& t) {
+  if (carry_) {
+    carry_->Set(channel_, session_.UnpaidBytes(t.data_bytes_sent() + t.data_bytes_received()));
+  }
+}
+
 void PayerController::OnControl(ByteSpan message) {
   auto t = tunnel_.lock();
   if (!t || t->closed()) return;
@@ -88,6 +123,7 @@ void PayerController::OnControl(ByteSpan message) {
     const uint64_t meter = t->data_bytes_sent() + t->data_bytes_received();
     const uint64_t day = payments::UtcDay(dvpn::UnixSeconds());
     auto r = session_.OnInvoice(*inv, meter, ElapsedMs(), day);
+    NoteUnpaid(*t);
     if (!r) {
       TunnelLog()->error("invoice {} refused: {}", inv->seq, r.error().message);
       if (r.error().close) End(*r.error().close, r.error().message);
@@ -114,6 +150,7 @@ void PayerController::OnControl(ByteSpan message) {
       TunnelLog()->warn("receipt for {} above what was signed; ignored", rc->cumulative.ToString());
     } else {
       TunnelLog()->debug("receipt: cumulative {} acknowledged", rc->cumulative.ToString());
+      NoteUnpaid(*t);
     }
   } else if (auto* n = std::get_if<payments::Notice>(&**decoded)) {
     TunnelLog()->info("provider notice {}: {}", static_cast<uint32_t>(n->code), n->text);

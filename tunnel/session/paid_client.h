@@ -8,7 +8,9 @@
 // handlers; the identity key and the DailySpend are borrowed / shared.
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -17,6 +19,20 @@
 #include "tunnel/session/tunnel_connection.h"
 
 namespace dvpn::tunnel::session {
+
+// What this process knows of its channels' unpaid bytes (PayerSession::UnpaidBytes of their
+// latest session, kept current while it runs), so that the carried bytes a provider claims in
+// the next session's terms can be checked (docs/payments.md §5). Thread-safe.
+class CarryBook {
+ public:
+  std::optional<uint64_t> Get(const payments::ChannelId& channel) const;
+  void Set(const payments::ChannelId& channel, uint64_t unpaid_bytes);
+
+ private:
+  static constexpr size_t kMaxChannels = 1024;  // a client uses a handful; beyond, forget all
+  mutable std::mutex mu_;
+  std::map<payments::ChannelId, uint64_t> known_;
+};
 
 struct ClientPaymentConfig {
   payments::SpendPolicy policy;
@@ -32,6 +48,10 @@ struct ClientPaymentConfig {
   // provider says the escrow is low (the last cumulative signed, escrow_low = true). The
   // top-up policy listens here. Must not block.
   std::function<void(Amount cumulative, bool escrow_low)> on_escrow_use;
+  // Optional: the process's record of unpaid bytes per channel (shared by its reconnects).
+  // Null: no record, so a provider's carried bytes are accepted up to
+  // policy.max_carried_bytes.
+  std::shared_ptr<CarryBook> carry;
 };
 
 class PayerController : public std::enable_shared_from_this<PayerController> {
@@ -55,6 +75,7 @@ class PayerController : public std::enable_shared_from_this<PayerController> {
                   const ClientPaymentConfig& config, FinalHandler on_final);
   void OnControl(ByteSpan message);
   void End(payments::CloseReason reason, const std::string& why);
+  void NoteUnpaid(const TunnelConnection& t);
   uint64_t ElapsedMs() const;
 
   payments::PayerSession session_;
@@ -63,6 +84,8 @@ class PayerController : public std::enable_shared_from_this<PayerController> {
   std::shared_ptr<payments::SpendJournal> journal_;
   std::shared_ptr<payments::DailySpend> daily_;
   std::function<void(Amount, bool)> on_escrow_use_;
+  std::shared_ptr<CarryBook> carry_;
+  payments::ChannelId channel_;
   std::chrono::steady_clock::time_point start_;
 };
 

@@ -1,5 +1,6 @@
 #include "tunnel/session/paid_exit.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "common/clock.h"
@@ -99,14 +100,20 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
     terms.base_cumulative = (*stored)->cumulative;
     terms.base_signature = (*stored)->signature;
   }
+  // The channel's unpaid bytes from earlier sessions (docs/payments.md §4); a window lowered
+  // since then caps what is carried.
+  auto debt = config_.store->ChannelDebt(hello.channel);
+  if (!debt) co_return std::unexpected(std::string("promise store unavailable"));
+  terms.carried_bytes = std::min(*debt, terms.credit_window_bytes);
   payments::ChannelFacts facts;
   facts.provider = state->provider;
   facts.client_key = state->client_key.bytes();
   const uint64_t now_s = dvpn::UnixSeconds();
   facts.open_and_live = state->status == ledger::ChannelStatus::kOpen && now_s < state->expiry_unix;
   facts.deposit = state->deposit;
-  auto ok =
-      payments::CheckChannelForSession(facts, terms.payee, hello.identity, terms.base_cumulative);
+  auto ok = payments::CheckChannelForSession(facts, terms.payee, hello.identity,
+                                             terms.base_cumulative,
+                                             payments::FirstWindowCharge(terms));
   if (!ok) co_return std::unexpected(ok.error().message);
   live_.insert(hello.channel);
   co_return Admission{terms, *state};
@@ -149,6 +156,11 @@ void PayeeController::Start() {
   t->SetControlHandler([weak](ByteSpan m) {
     if (auto c = weak.lock()) c->OnControl(m);
   });
+  // The tunnel never meters past the session's limit; it says when it is held there.
+  t->LimitForwarding(session_.ForwardingLimit(), [weak](uint64_t limit) {
+    if (auto c = weak.lock(); c && !c->done_)
+      c->Apply(c->session_.OnLimitReached(limit, c->Metered(), c->ElapsedMs()));
+  });
   Apply(session_.OnMetered(Metered(), ElapsedMs()));
 }
 
@@ -156,10 +168,22 @@ void PayeeController::OnClosed() {
   if (done_) return;
   done_ = true;
   timer_.cancel();
+  // The exact unpaid bytes replace the reservation before the channel can be admitted again.
+  session_.OnMetered(Metered(), ElapsedMs());
+  const uint64_t unpaid = session_.UnpaidChannelBytes();
+  if (auto ok = payments_->config().store->SetChannelDebt(payments_->config().ledger, channel_.id,
+                                                          unpaid);
+      !ok) {
+    // The reservation stays: the next session carries at most that (more than was served).
+    TunnelLog()->error("promise store: cannot record the channel's unpaid bytes: {}",
+                       payments::StoreErrcName(ok.error().code));
+  }
   payments_->Release(channel_.id);
-  TunnelLog()->info("channel {}: session over: metered {} bytes, accepted {} (base {})",
-              ToHex(channel_.id.bytes).substr(0, 16), session_.metered_bytes(),
-              session_.accepted().ToString(), session_.base().ToString());
+  TunnelLog()->debug(
+      "channel {}: session over: metered {} bytes ({} carried in, {} unpaid carried out), "
+      "accepted {} (base {})",
+      ToHex(channel_.id.bytes).substr(0, 16), session_.metered_bytes(), session_.carried_bytes(),
+      unpaid, session_.accepted().ToString(), session_.base().ToString());
 }
 
 void PayeeController::Send(const payments::ControlMessage& message) {
@@ -184,11 +208,23 @@ void PayeeController::Apply(payments::PayeeActions actions) {
     t->SetForwardingPaused(false);
   }
   if (actions.read_deposit) ReadDeposit(nullptr);
+  if (actions.reserve && !actions.end) {
+    // Durable before the limit rises: a crash cannot forget bytes served beyond the record.
+    const uint64_t reserve = *actions.reserve;
+    auto ok = payments_->config().store->SetChannelDebt(payments_->config().ledger, channel_.id,
+                                                        reserve);
+    auto next = ok ? session_.OnReserved(reserve, ElapsedMs())
+                   : session_.OnReserveFailed(payments::StoreErrcName(ok.error().code));
+    Apply(std::move(next));
+    if (done_ || t->closed()) return;
+  }
   if (actions.end) {
-    TunnelLog()->warn("{}: ending the session: {}", t->name(), actions.end->text);
+    // A peer causes this at will: debug (docs/tunnel.md, "Errors and logging").
+    TunnelLog()->debug("{}: ending the session: {}", t->name(), actions.end->text);
     t->Close(ToTunnelReason(actions.end->reason), actions.end->text, true);
     return;
   }
+  t->SetForwardingLimit(session_.ForwardingLimit());
   Rearm();
 }
 
@@ -245,7 +281,7 @@ void PayeeController::OnControl(ByteSpan message) {
   if (auto* p = std::get_if<payments::PromiseMessage>(&**decoded)) {
     HandlePromise(*p, false);
   } else if (auto* n = std::get_if<payments::Notice>(&**decoded)) {
-    TunnelLog()->info("{}: client notice {}: {}", t->name(), static_cast<uint32_t>(n->code), n->text);
+    TunnelLog()->debug("{}: client notice {}", t->name(), static_cast<uint32_t>(n->code));
   }
 }
 
@@ -263,7 +299,7 @@ void PayeeController::HandlePromise(const payments::PromiseMessage& promise, boo
       return;
     }
     if (refusal.code != payments::PaymentErrc::kDuplicate) {
-      TunnelLog()->warn("{}: promise refused: {}", t->name(), refusal.message);
+      TunnelLog()->debug("{}: promise refused: {}", t->name(), refusal.message);
     }
     if (refusal.notify_peer) {
       Send(payments::Notice{payments::NoticeCode::kPromiseRefused, refusal.message});

@@ -11,6 +11,12 @@ namespace dvpn::tunnel::session {
 namespace {
 
 constexpr size_t kReadBufferSize = 256 * 1024;
+// The read buffer starts at this size when data arrives, doubles (up to kReadBufferSize) when a
+// read fills it, and is released when a read shorter than kReleaseReadBelow leaves it empty, so
+// an idle tunnel holds no read buffer (docs/tunnel.md, "Limits": memory under a flood).
+constexpr size_t kInitialReadBuffer = 32 * 1024;
+constexpr size_t kReleaseReadBelow = 4 * 1024;
+static_assert(kInitialReadBuffer > kMaxRecordSize);
 // The control queue (tunnel frames) may hold this much before the tunnel is closed: only a peer
 // that provokes frames (PONG, WINDOW, OPEN_FAIL) without reading our answers gets there.
 constexpr size_t kControlQueueLimit = 1024 * 1024;
@@ -107,7 +113,6 @@ TunnelConnection::TunnelConnection(tcp::socket socket, const SessionKeys& keys, 
       resume_signal_(socket_.get_executor()),
       keepalive_timer_(socket_.get_executor()),
       limiter_(options_.bandwidth.get()) {
-  rbuf_.resize(kReadBufferSize);
   last_rx_ = last_rekey_ = std::chrono::steady_clock::now();
   error_code ec;
   socket_.set_option(tcp::no_delay(true), ec);
@@ -207,7 +212,62 @@ void TunnelConnection::SetForwardingPaused(bool paused) {
     SendWindowFrames(0, withheld_tunnel_credit_);
     withheld_tunnel_credit_ = 0;
   }
+  ReleaseTunnelCredit();
   Notify(resume_signal_);
+}
+
+void TunnelConnection::LimitForwarding(uint64_t limit,
+                                       std::function<void(uint64_t limit)> on_blocked) {
+  limited_ = true;
+  limit_ = limit;
+  table_.ManualTunnelCredit();
+  on_blocked_ = std::make_shared<std::function<void(uint64_t)>>(std::move(on_blocked));
+  ReleaseTunnelCredit();
+}
+
+void TunnelConnection::SetForwardingLimit(uint64_t limit) {
+  if (!limited_ || limit == limit_) return;
+  limit_ = limit;
+  blocked_posted_ = false;
+  ReleaseTunnelCredit();
+  Notify(resume_signal_);
+}
+
+uint64_t TunnelConnection::ForwardBudget() const {
+  if (!limited_) return UINT64_MAX;
+  const uint64_t used = data_sent_ + data_received_ + table_.tunnel_receive_window();
+  return used >= limit_ ? 0 : limit_ - used;
+}
+
+void TunnelConnection::ReleaseTunnelCredit() {
+  if (!limited_ || paused_ || closing_) return;
+  constexpr uint64_t kSmall = 64 * 1024;
+  const uint64_t pending = table_.tunnel_pending_credit();
+  if (pending == 0) return;
+  const uint64_t held = table_.tunnel_receive_window();  // credit the peer holds
+  // Small grants only when the peer is nearly out of credit (fewer WINDOW frames).
+  if (pending < kSmall && held >= kSmall) return;
+  // The peer may hold at most half of what is left under the limit (all of it when that is
+  // small), so the other half stays for this side's reads: credit the peer does not use can
+  // never hold the downloads up.
+  const uint64_t metered = data_sent_ + data_received_;
+  const uint64_t room = limit_ > metered ? limit_ - metered : 0;
+  const uint64_t target = room < kSmall ? room : room / 2;
+  if (target <= held) {
+    if (room <= held) ReportBlocked();
+    return;
+  }
+  if (const uint32_t inc = table_.ReleaseTunnelCredit(target - held); inc != 0) {
+    SendWindowFrames(0, inc);
+  }
+}
+
+void TunnelConnection::ReportBlocked() {
+  if (blocked_posted_ || !on_blocked_ || !*on_blocked_ || closing_) return;
+  blocked_posted_ = true;
+  asio::post(socket_.get_executor(), [self = shared_from_this(), fn = on_blocked_, l = limit_] {
+    if (!self->closing_) (*fn)(l);
+  });
 }
 
 void TunnelConnection::SendWindowFrames(uint32_t id, uint64_t increment) {
@@ -231,6 +291,7 @@ void TunnelConnection::GrantWindow(uint32_t id, const WindowUpdate& update, bool
   }
   if (stream_increment != 0) SendWindowFrames(id, stream_increment);
   if (update.tunnel_increment != 0) SendWindowFrames(0, update.tunnel_increment);
+  ReleaseTunnelCredit();  // limited tunnels: the table keeps tunnel credit pending
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,7 +474,21 @@ asio::awaitable<void> TunnelConnection::ReadLoop() {
   auto self = shared_from_this();
   size_t begin = 0;
   size_t end = 0;
+  size_t last_read = 0;
+  bool filled = false;  // the last read filled the buffer
   for (;;) {
+    if (begin == end && last_read < kReleaseReadBelow && !rbuf_.empty()) {
+      std::vector<uint8_t>().swap(rbuf_);  // light traffic: hold no buffer while waiting
+    }
+    if (rbuf_.empty()) {
+      error_code wait_ec;  // an error shows again in the read below
+      co_await socket_.async_wait(tcp::socket::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, wait_ec));
+      if (closing_) co_return;
+      rbuf_.resize(kInitialReadBuffer);
+    } else if (filled && rbuf_.size() < kReadBufferSize) {
+      rbuf_.resize(std::min(rbuf_.size() * 2, kReadBufferSize));  // the last read filled it
+    }
     if (rbuf_.size() - end < kMaxRecordSize) {
       std::memmove(rbuf_.data(), rbuf_.data() + begin, end - begin);
       end -= begin;
@@ -432,6 +507,8 @@ asio::awaitable<void> TunnelConnection::ReadLoop() {
       co_return;
     }
     end += n;
+    last_read = n;
+    filled = end == rbuf_.size();
     last_rx_ = std::chrono::steady_clock::now();
     while (end > begin) {
       auto size = RecordSize(ByteSpan(rbuf_.data() + begin, end - begin));
@@ -721,7 +798,7 @@ void TunnelConnection::KillStream(const StreamPtr& s) {
     s->limit->uplink.cancel();
     s->limit->downlink.cancel();
   }
-  if (paused_) Notify(resume_signal_);  // its uplink may wait for the resume: let it end
+  if (paused_ || limited_) Notify(resume_signal_);  // its uplink may wait for the resume: let it end
   streams_.erase(s->id);
 }
 
@@ -877,7 +954,8 @@ asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
   // write_buffer_limit + one read of data.
   for (;;) {
     if (s->dead || closing_ || !table_.state(s->id)) co_return;
-    if (paused_) {
+    if (paused_ || ForwardBudget() == 0) {
+      if (!paused_) ReportBlocked();
       co_await WaitSignal(resume_signal_);
       continue;
     }
@@ -913,8 +991,10 @@ asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {
     size_t total = 0;
     while (!ec && total < budget && !paused_) {
       can = table_.CanSend(s->id);
-      if (can == 0 || !CanQueueData()) break;
-      const size_t max = std::min({can, budget - total, options_.write_buffer_limit - data_.used});
+      const uint64_t left = ForwardBudget();
+      if (can == 0 || !CanQueueData() || left == 0) break;
+      const size_t max = std::min({can, budget - total, options_.write_buffer_limit - data_.used,
+                                   static_cast<size_t>(std::min<uint64_t>(left, SIZE_MAX))});
       const size_t n = ReadIntoRecords(*s, max, ec);
       if (n == 0) break;
       (void)table_.Sent(s->id, n);

@@ -149,6 +149,24 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   void SetForwardingPaused(bool paused);
   bool forwarding_paused() const { return paused_; }
 
+  // ---- Forwarding limit (the exit of a paid session, docs/payments.md §4) -------------------
+  // Caps what this tunnel meters. From the call on, the peer's tunnel credit is granted by hand
+  // (StreamTable::ManualTunnelCredit: the peer starts with none; the client side calls
+  // ZeroTunnelSendWindow), and data_bytes_sent() + data_bytes_received() + the tunnel credit
+  // the peer holds never passes `limit`: local sockets are read only up to what is left, and
+  // credit goes to the peer from half of what is left (all of it below 64 KiB). So the peer can
+  // never make this side meter more than `limit`, whatever it sends. When the tunnel is held at
+  // the limit (a read or a grant found nothing left), `on_blocked(limit)` is posted to the io
+  // thread, once until the limit changes (it may have changed by the time the call runs: compare
+  // `limit`). Call before Start.
+  void LimitForwarding(uint64_t limit, std::function<void(uint64_t limit)> on_blocked);
+  // Moves the limit (LimitForwarding must have been called); what it held resumes at once.
+  void SetForwardingLimit(uint64_t limit);
+  uint64_t forwarding_limit() const { return limit_; }
+  // The peer of a side that called LimitForwarding: the tunnel send window starts at 0 and grows
+  // by the WINDOW credit the exit grants. Call before Start.
+  void ZeroTunnelSendWindow() { table_.ZeroTunnelSendWindow(); }
+
   bool closed() const { return closing_; }
   size_t stream_count() const { return streams_.size(); }
   const std::string& name() const { return name_; }
@@ -233,6 +251,12 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   bool CanQueueData() const { return data_.used < options_.write_buffer_limit; }
   void CountData(uint64_t n, bool sent);
   void RunMeterObserver();
+  // What may still be metered under the forwarding limit, the peer's credit counted as used
+  // (UINT64_MAX without a limit).
+  uint64_t ForwardBudget() const;
+  // Limited tunnels: grants pending tunnel credit within the budget.
+  void ReleaseTunnelCredit();
+  void ReportBlocked();
 
   tcp::socket socket_;
   Role role_;
@@ -277,6 +301,10 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   std::shared_ptr<std::function<void()>> meter_fn_;
   bool paused_ = false;
   uint64_t withheld_tunnel_credit_ = 0;
+  bool limited_ = false;
+  uint64_t limit_ = UINT64_MAX;
+  bool blocked_posted_ = false;
+  std::shared_ptr<std::function<void(uint64_t)>> on_blocked_;
   BandwidthLimiter* limiter_ = nullptr;  // options_.bandwidth.get()
   std::vector<uint8_t> session_params_;
 };
