@@ -111,9 +111,13 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
   const uint64_t now_s = dvpn::UnixSeconds();
   facts.open_and_live = state->status == ledger::ChannelStatus::kOpen && now_s < state->expiry_unix;
   facts.deposit = state->deposit;
+  // Terms outside the protocol's ranges (a misconfigured exit) are not this channel's fault:
+  // the session is admitted so that msg2 shows them to the client, which refuses them; then
+  // PayeeSession::Create refuses the session too.
+  const Amount first_window = payments::ValidateTerms(terms) ? payments::FirstWindowCharge(terms)
+                                                             : Amount::Zero();
   auto ok = payments::CheckChannelForSession(facts, terms.payee, hello.identity,
-                                             terms.base_cumulative,
-                                             payments::FirstWindowCharge(terms));
+                                             terms.base_cumulative, first_window);
   if (!ok) co_return std::unexpected(ok.error().message);
   live_.insert(hello.channel);
   co_return Admission{terms, *state};
