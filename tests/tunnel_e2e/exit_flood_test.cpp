@@ -37,6 +37,7 @@
 
 #include "common/bytes.h"
 #include "payments/keys.h"
+#include "tests/support/net_util.h"
 #include "tests/support/subprocess.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -56,45 +57,18 @@ constexpr bool kSanitized = false;
 
 namespace {
 
+using dvpn::testing::Fd;
+using dvpn::testing::PollUntil;
+using dvpn::testing::RaiseOwnFileLimit;
+using dvpn::testing::ReadExactly;
 using dvpn::testing::ReadFile;
+using dvpn::testing::SetTimeouts;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
+using dvpn::testing::WriteAll;
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~Fd() { Reset(); }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
-
-void SetTimeouts(int fd, std::chrono::milliseconds t) {
-  timeval tv{};
-  tv.tv_sec = t.count() / 1000;
-  tv.tv_usec = (t.count() % 1000) * 1000;
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-// The n-th simulated source address: 127.1.x.y.
 std::string Source(uint32_t n) {
   return "127.1." + std::to_string((n / 250) % 250) + "." + std::to_string(n % 250 + 1);
 }
@@ -116,26 +90,6 @@ Fd Connect(const std::string& source, int port, std::chrono::milliseconds timeou
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fd();
   return fd;
-}
-
-bool WriteAll(int fd, const uint8_t* data, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadExactly(int fd, uint8_t* data, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, data, n, 0);
-    if (r <= 0) return false;
-    data += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
 }
 
 uint64_t NowUnixMs() {
@@ -202,27 +156,6 @@ uint64_t RssKiB(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
   }
   return 0;
-}
-
-template <class F>
-bool PollUntil(F condition, std::chrono::milliseconds timeout) {
-  auto deadline = SteadyClock::now() + timeout;
-  for (;;) {
-    if (condition()) return true;
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-}
-
-uint64_t RaiseOwnFileLimit() {
-  rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
-  if (lim.rlim_cur != lim.rlim_max) {
-    rlimit want = lim;
-    want.rlim_cur = lim.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : lim.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &want) == 0) lim = want;
-  }
-  return lim.rlim_cur;
 }
 
 size_t CountLines(const std::string& text, const std::string& needle) {

@@ -34,6 +34,7 @@
 
 #include "common/bytes.h"
 #include "payments/keys.h"
+#include "tests/support/net_util.h"
 #include "tests/support/subprocess.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
@@ -50,44 +51,18 @@
 
 namespace {
 
+using dvpn::testing::Fd;
+using dvpn::testing::PollUntil;
+using dvpn::testing::RaiseOwnFileLimit;
+using dvpn::testing::ReadExactly;
 using dvpn::testing::ReadFile;
+using dvpn::testing::SetTimeouts;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
+using dvpn::testing::WriteAll;
 using namespace std::chrono_literals;
 
 constexpr auto kStartTimeout = 15s;
-
-// A file descriptor closed on destruction.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~Fd() { Reset(); }
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
-
-void SetTimeouts(int fd, std::chrono::seconds t) {
-  timeval tv{};
-  tv.tv_sec = t.count();
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
 
 Fd ConnectLoopback(int port) {
   Fd fd(::socket(AF_INET, SOCK_STREAM, 0));
@@ -98,26 +73,6 @@ Fd ConnectLoopback(int port) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fd();
   return fd;
-}
-
-bool WriteAll(int fd, const uint8_t* data, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadExactly(int fd, uint8_t* data, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, data, n, 0);
-    if (r <= 0) return false;
-    data += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
 }
 
 // Reads until EOF (or error / timeout); returns the bytes.
@@ -283,18 +238,6 @@ bool EchoRoundTrip(int fd, const std::vector<uint8_t>& data) {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// Raises this process's soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-uint64_t RaiseOwnFileLimit() {
-  rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
-  if (lim.rlim_cur != lim.rlim_max) {
-    rlimit want = lim;
-    want.rlim_cur = lim.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : lim.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &want) == 0) lim = want;
-  }
-  return lim.rlim_cur;
-}
-
 int MsLeft(SteadyClock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
   return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60'000));
@@ -335,17 +278,6 @@ bool WaitClosedBy(int fd, SteadyClock::time_point deadline) {
     ssize_t got = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (got == 0) return true;
     if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
-  }
-}
-
-// Polls `condition` every few milliseconds until it holds or `timeout` passes.
-template <class F>
-bool PollUntil(F condition, std::chrono::milliseconds timeout) {
-  auto deadline = SteadyClock::now() + timeout;
-  for (;;) {
-    if (condition()) return true;
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
   }
 }
 
