@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target of the build (tests/fuzz: <name>_fuzzer) for a given time, two at a
 # time (one per core), each from its seed corpus into a work corpus of its own, and prints one
-# table row per target: executions, corpus size, coverage, result. A target that crashes, leaks
+# table row per target: executions, inputs kept, features, result. A target that crashes, leaks
 # or times out leaves its reproducer in the work folder and makes the script exit 1.
 # Usage: scripts/fuzz_all.sh [--build-dir DIR] [--seconds N] [--jobs N] [--work DIR]
 #   (defaults: build, 300, 2, /tmp/dvpn-fuzz). Build the fuzzers first:
@@ -55,18 +55,19 @@ export BUILD_DIR SECONDS_EACH WORK
 printf '%s\n' "${targets[@]}" | xargs -P "$JOBS" -I{} bash -c 'run_one {}'
 
 status=0
-echo "| target | seconds | executions | exec/s | corpus | coverage (cov) | result |"
+echo "| target | seconds | executions | exec/s | inputs kept | features (ft) | result |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 for name in "${targets[@]}"; do
   dir="$WORK/$name"
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$dir/log" | grep -o '[0-9]*$' || true)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$dir/log" | grep -o '[0-9]*$' || true)
   last=$(grep -E '^#[0-9]+' "$dir/log" | tail -n 1 || true)
-  cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || true)
+  # g++ builds give libFuzzer comparison features (ft), not edge coverage (cov).
+  ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || true)
   corpus=$(find "$dir/corpus" -type f | wc -l)
   result=$(cat "$dir/result" 2>/dev/null || echo "did not run")
   [ "$result" = ok ] || status=1
-  echo "| $name | $SECONDS_EACH | ${execs:-?} | ${rate:-?} | $corpus | ${cov:-?} | $result |"
+  echo "| $name | $SECONDS_EACH | ${execs:-?} | ${rate:-?} | $corpus | ${ft:-?} | $result |"
 done
 [ $status = 0 ] || echo "findings: see $WORK/<target>/log and artifacts/" >&2
 exit $status
