@@ -245,14 +245,17 @@ void TunnelConnection::ReleaseTunnelCredit() {
   const uint64_t pending = table_.tunnel_pending_credit();
   if (pending == 0) return;
   const uint64_t held = table_.tunnel_receive_window();  // credit the peer holds
+  // The peer's credit follows its use (like a congestion window): it starts at 64 KiB and
+  // doubles each time the peer has used three quarters of it. Credit the peer holds is metered
+  // budget this side cannot read into, so a peer that does not upload must not hold much.
+  if (held < credit_target_ / 4) credit_target_ = std::min<uint64_t>(credit_target_ * 2, kMaxWindow);
   // Small grants only when the peer is nearly out of credit (fewer WINDOW frames).
   if (pending < kSmall && held >= kSmall) return;
-  // The peer may hold at most half of what is left under the limit (all of it when that is
-  // small), so the other half stays for this side's reads: credit the peer does not use can
-  // never hold the downloads up.
+  // At most half of what is left under the limit (all of it when that is small), so the other
+  // half stays for this side's reads.
   const uint64_t metered = data_sent_ + data_received_;
   const uint64_t room = limit_ > metered ? limit_ - metered : 0;
-  const uint64_t target = room < kSmall ? room : room / 2;
+  const uint64_t target = std::min(credit_target_, room < kSmall ? room : room / 2);
   if (target <= held) {
     if (room <= held) ReportBlocked();
     return;

@@ -303,6 +303,7 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   uint64_t withheld_tunnel_credit_ = 0;
   bool limited_ = false;
   uint64_t limit_ = UINT64_MAX;
+  uint64_t credit_target_ = 64 * 1024;  // limited: the tunnel credit the peer may hold
   bool blocked_posted_ = false;
   std::shared_ptr<std::function<void(uint64_t)>> on_blocked_;
   BandwidthLimiter* limiter_ = nullptr;  // options_.bandwidth.get()
