@@ -161,12 +161,11 @@ void PayeeSession::Evaluate(PayeeActions& actions) {
   // Reservation: the durable bound on the channel's unpaid bytes stays ahead of them by at least
   // a step (a quarter window), rising to the window; the tunnel is held at the bound meanwhile.
   const uint64_t window = t.credit_window_bytes;
-  const bool at_limit = limit_reached_ && CreditEnd() == limit_at_report_;
   if (reserve_requested_ == 0 && reserved_ < window) {
     const uint64_t step = std::max<uint64_t>(window / 4, 1);
     const uint64_t unpaid = metered_ - paid_bytes_;
     const uint64_t headroom = reserved_ > unpaid ? reserved_ - unpaid : 0;
-    if (headroom < step || at_limit) {
+    if (headroom < step || AtLimit()) {
       reserve_requested_ = std::min(
           window, std::max(SaturatingAdd(unpaid, 2 * step), SaturatingAdd(reserved_, step)));
       actions.reserve = reserve_requested_;
@@ -177,8 +176,8 @@ void PayeeSession::Evaluate(PayeeActions& actions) {
   auto credit_short = [&] {
     // At the limit with the whole window reserved: the upload credit the client holds fills
     // the rest of the window.
-    const bool held = limit_reached_ && CreditEnd() == limit_at_report_ &&
-                      reserve_requested_ == 0 && reserved_ >= window && metered_ > paid_bytes_;
+    const bool held =
+        AtLimit() && reserve_requested_ == 0 && reserved_ >= window && metered_ > paid_bytes_;
     return metered_ - paid_bytes_ >= window || held ||
            (time_priced && elapsed_ - paid_elapsed_ >= kTimeCreditWindowMs);
   };

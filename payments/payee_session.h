@@ -201,6 +201,8 @@ class PayeeSession {
   void Meter(uint64_t metered_bytes);
   // The credit limit in the session's meter: paid_bytes + min(window, reserved).
   uint64_t CreditEnd() const;
+  // The tunnel reported it is held at the current limit (a report about a lower one is stale).
+  bool AtLimit() const { return limit_reached_ && CreditEnd() == limit_at_report_; }
 
   Options options_;
   Amount checked_;
