@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "common/log.h"
 #include "marketplace/offer.h"
 #include "services/dvpn-node/config.h"
 
@@ -14,24 +15,36 @@ using tunnel_client::ClientState;
 constexpr uint32_t kDefaultWaitMs = 15'000;
 constexpr uint32_t kMaxWaitMs = 60'000;
 constexpr std::chrono::milliseconds kPoll{50};
+constexpr std::chrono::milliseconds kSupervisePoll{200};
 
 }  // namespace
 
 ClientController::ClientController(Factory factory, ConnectPolicy defaults,
                                    std::string wallet_address, Amount daily_cap,
-                                   std::string socks_host)
+                                   std::string socks_host, Options options)
     : factory_(std::move(factory)),
       defaults_(std::move(defaults)),
       wallet_address_(std::move(wallet_address)),
       daily_cap_(daily_cap),
-      socks_host_(std::move(socks_host)) {}
+      socks_host_(std::move(socks_host)),
+      options_(options),
+      supervisor_([this] { Supervise(); }) {}
 
-ClientController::~ClientController() { Disconnect(); }
+ClientController::~ClientController() {
+  Disconnect();
+  {
+    std::lock_guard lock(mu_);
+    quit_ = true;
+  }
+  cv_.notify_all();
+  supervisor_.join();
+}
 
 v1::ClientStatus ClientController::StatusLocked() {
   if (!runtime_) {
     v1::ClientStatus s = last_.value_or(v1::ClientStatus());
-    if (!last_) s.set_state("disconnected");
+    if (!last_) s.set_state(wanted_ ? "connecting" : "disconnected");
+    if (wanted_) s.set_last_error(retry_error_);
     s.set_wallet_address(wallet_address_);
     s.set_daily_cap_micro(daily_cap_.micro());
     s.set_socks_address("");
@@ -54,33 +67,103 @@ v1::ClientStatus ClientController::StatusLocked() {
   s.set_daily_cap_micro(daily_cap_.micro());
   s.set_reconnects(st.reconnects);
   s.set_last_error(st.last_error);
+  if (NeedsRetryLocked()) {
+    // Between attempts: still wanted, so "connecting", with why the last attempt ended.
+    s.set_state("connecting");
+    std::string why = st.last_error;
+    if (retry_at_) {
+      const auto left = std::chrono::ceil<std::chrono::seconds>(*retry_at_ -
+                                                                std::chrono::steady_clock::now());
+      why += "; trying again in " + std::to_string(std::max<int64_t>(left.count(), 0)) + " s";
+    }
+    s.set_last_error(why);
+  }
   return s;
+}
+
+bool ClientController::NeedsRetryLocked() const {
+  if (!wanted_) return false;
+  if (!runtime_) return true;
+  return runtime_->Finished() && runtime_->ExitCode() == tunnel_client::kClientRuntimeFailure;
+}
+
+std::expected<void, std::string> ClientController::StartLocked() {
+  auto config = factory_(*wanted_);
+  if (!config) return std::unexpected(config.error());
+  auto runtime = tunnel_client::ClientRuntime::Start(std::move(*config));
+  if (!runtime) return std::unexpected(runtime.error());
+  runtime_ = std::move(*runtime);
+  return {};
+}
+
+void ClientController::Supervise() {
+  auto log = Logger("dvpn-client");
+  std::unique_lock lock(mu_);
+  while (!quit_) {
+    cv_.wait_for(lock, kSupervisePoll);
+    if (quit_) break;
+    if (!wanted_) continue;
+    if (runtime_ && !runtime_->Finished()) {
+      if (runtime_->state() == ClientState::kConnected) backoff_ = options_.retry_first;
+      continue;
+    }
+    if (!NeedsRetryLocked()) continue;  // a spend cap or refused terms: final
+    const auto now = std::chrono::steady_clock::now();
+    if (!retry_at_) {
+      if (runtime_) retry_error_ = runtime_->Status().last_error;
+      retry_at_ = now + backoff_;
+      log->warn("not connected: {}; trying again in {} ms", retry_error_, backoff_.count());
+      continue;
+    }
+    if (now < *retry_at_) continue;
+    retry_at_.reset();
+    backoff_ = std::min(backoff_ * 2, options_.retry_max);
+    if (runtime_) {
+      runtime_->Stop();  // finished already: joins its io thread
+      runtime_.reset();
+    }
+    if (auto started = StartLocked(); !started) retry_error_ = started.error();
+  }
 }
 
 std::expected<v1::ClientStatus, std::string> ClientController::Connect(
     const ConnectPolicy& policy, std::chrono::milliseconds wait) {
-  std::lock_guard lock(mu_);
+  std::lock_guard calls(calls_mu_);
+  std::unique_lock lock(mu_);
   if (runtime_) {
     runtime_->Stop();
     runtime_.reset();
   }
   last_.reset();
-  auto config = factory_(policy);
-  if (!config) return std::unexpected(config.error());
-  auto runtime = tunnel_client::ClientRuntime::Start(std::move(*config));
-  if (!runtime) return std::unexpected(runtime.error());
-  runtime_ = std::move(*runtime);
+  wanted_ = policy;
+  backoff_ = options_.retry_first;
+  retry_at_.reset();
+  retry_error_.clear();
+  if (auto started = StartLocked(); !started) {
+    wanted_.reset();
+    return std::unexpected(started.error());
+  }
+  cv_.notify_all();
+  // Retries may replace the runtime while this waits (mu_ is released in the wait).
   const auto deadline = std::chrono::steady_clock::now() + wait;
-  while (std::chrono::steady_clock::now() < deadline && !runtime_->Finished()) {
-    auto st = runtime_->Status();
-    if (st.state == ClientState::kConnected && st.socks_port != 0) break;
-    std::this_thread::sleep_for(kPoll);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (runtime_ && !runtime_->Finished()) {
+      auto st = runtime_->Status();
+      if (st.state == ClientState::kConnected && st.socks_port != 0) break;
+    } else if (!NeedsRetryLocked()) {
+      break;  // ended for good
+    }
+    cv_.wait_for(lock, kPoll);
   }
   return StatusLocked();
 }
 
 v1::ClientStatus ClientController::Disconnect() {
+  std::lock_guard calls(calls_mu_);
   std::lock_guard lock(mu_);
+  const bool was_wanted = wanted_.has_value();
+  wanted_.reset();
+  retry_at_.reset();
   if (runtime_) {
     runtime_->Stop();
     v1::ClientStatus final_status = StatusLocked();
@@ -90,7 +173,10 @@ v1::ClientStatus ClientController::Disconnect() {
     final_status.set_bytes_received(0);
     last_ = final_status;
     runtime_.reset();
+  } else if (was_wanted) {
+    last_.reset();
   }
+  retry_error_.clear();
   return StatusLocked();
 }
 

@@ -17,6 +17,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +35,7 @@
 #include "services/dvpn-node/config.h"
 #include "tunnel/kdf.h"
 #include "tunnel/session/cli_util.h"
+#include "tunnel/session/client.h"
 
 namespace {
 
@@ -46,6 +48,37 @@ constexpr int kExitConfig = 2;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 constexpr size_t kMaxPassphrase = 1024;
 constexpr long kSignalPollNs = 200'000'000;
+
+// --connect at start: the gossip node has just dialed its bootstrap peers. Wait until it knows
+// an offer and no new one arrived for kOffersQuiet (the peers' books arrive in a few round
+// trips), at most kOffersWait; the controller's retries cover a network with no offer yet.
+constexpr std::chrono::milliseconds kOffersWait{10'000};
+constexpr std::chrono::milliseconds kOffersQuiet{1'500};
+constexpr std::chrono::milliseconds kOffersPoll{250};
+constexpr std::chrono::milliseconds kConnectWait{15'000};
+
+void WaitForOffers(mp::GossipTransport& gossip, spdlog::logger& log) {
+  const auto start = std::chrono::steady_clock::now();
+  size_t known = 0;
+  auto changed = start;
+  while (std::chrono::steady_clock::now() - start < kOffersWait) {
+    auto offers = gossip.QueryOffers(mp::OfferQuery{});
+    if (offers.wait_for(kOffersPoll) != std::future_status::ready) continue;
+    const size_t now_known = offers.get().size();
+    const auto now = std::chrono::steady_clock::now();
+    if (now_known != known) {
+      known = now_known;
+      changed = now;
+    } else if (known > 0 && now - changed >= kOffersQuiet) {
+      break;
+    }
+    std::this_thread::sleep_for(kOffersPoll);
+  }
+  log.info("{} offer(s) known after {} ms of gossip", known,
+           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start)
+               .count());
+}
 
 int Refuse(const std::string& message) {
   std::cerr << "dvpn-client: " << message << "\n";
@@ -68,6 +101,8 @@ struct Flags {
   std::string provider;
   std::string socks = "127.0.0.1:1080";
   std::string socks_port_file;
+  std::string socks_user;
+  std::string socks_password_file;
   std::string session_cap;
   std::string daily_cap;
   std::string spend_file;
@@ -101,6 +136,12 @@ int main(int argc, char** argv) {
   app.add_option("--socks", f.socks, "the SOCKS5 address (port 0: any free port)")
       ->capture_default_str();
   app.add_option("--socks-port-file", f.socks_port_file, "write the SOCKS port here once up");
+  app.add_option("--socks-user", f.socks_user,
+                 "require SOCKS5 username/password (RFC 1929) with this user name; the password "
+                 "comes from --socks-password-file or $DVPN_SOCKS_PASSWORD (required when --socks "
+                 "is not a loopback address)");
+  app.add_option("--socks-password-file", f.socks_password_file,
+                 "file whose first line is the SOCKS password (with --socks-user)");
   app.add_option("--session-cap", f.session_cap, "sign at most this much per session (credits)");
   app.add_option("--daily-cap", f.daily_cap, "sign at most this much per UTC day (credits)");
   app.add_option("--spend-file", f.spend_file, "keep today's spending here (with --daily-cap)");
@@ -111,7 +152,9 @@ int main(int argc, char** argv) {
   app.add_option("--control", f.control, "ClientControl gRPC HOST:PORT (loopback only)")
       ->capture_default_str();
   app.add_option("--control-port-file", f.control_port_file, "write the control port here");
-  app.add_flag("--connect", f.connect, "connect at start (else wait for ClientControl.Connect)");
+  app.add_flag("--connect", f.connect,
+               "connect at start, and keep trying until connected (else wait for "
+               "ClientControl.Connect)");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   app.set_version_flag("--version", "dvpn-client " DVPN_VERSION);
@@ -199,6 +242,15 @@ int main(int argc, char** argv) {
   std::string error;
   auto socks_ep = session::ResolveHostPort(resolver_io, f.socks, &error);
   if (!socks_ep) return Refuse("--socks: " + error);
+  // Whoever reaches the SOCKS port spends this wallet's credits: beyond loopback, only with a
+  // password.
+  auto credentials = session::LoadSocksCredentials(f.socks_user, f.socks_password_file);
+  if (!credentials) return Refuse(credentials.error());
+  if (!socks_ep->address().is_loopback() && !*credentials) {
+    return Refuse("--socks: " + f.socks + " is not a loopback address: whoever reaches it spends " +
+                  "your credits; add --socks-user and --socks-password-file (or $" +
+                  session::kSocksPasswordEnv + ")");
+  }
 
   auto log = dvpn::Logger("dvpn-client");
   session::RaiseOpenFileLimit(*log);
@@ -254,6 +306,7 @@ int main(int argc, char** argv) {
     c.ledger_client = ledger_client;
     c.socks = *socks_ep;
     c.socks_port_file = f.socks_port_file;
+    c.frontend.credentials = *credentials;  // the runtime wipes its copy once listening
     dvpn::tunnel_client::OfferPicker::Options po;
     po.offers_from = offers_from;
     po.policy.ledger = info->id;
@@ -278,7 +331,7 @@ int main(int argc, char** argv) {
   };
   dvpn::client::ClientController controller(factory, defaults, wallet_address,
                                              pay_base.policy.daily_cap,
-                                             socks_ep->address().to_string());
+                                             socks_ep->address().to_string(), {});
   dvpn::client::ClientControlService service(controller);
   grpc::ServerBuilder builder;
   int control_port = 0;
@@ -294,10 +347,12 @@ int main(int argc, char** argv) {
             f.ledger, f.bootstrap.empty() ? offers_from : "gossip (light mode)", control->host,
             control_port);
   if (f.connect) {
-    auto st = controller.Connect(defaults, 15s);
+    if (gossip) WaitForOffers(*gossip, *log);
+    auto st = controller.Connect(defaults, kConnectWait);
     if (!st) return Fail(st.error());
-    log->info("connect: {}{}", st->state(),
-              st->provider_address().empty() ? "" : " via " + st->provider_address());
+    log->info("connect: {}{}{}", st->state(),
+              st->provider_address().empty() ? "" : " via " + st->provider_address(),
+              st->last_error().empty() ? "" : " (" + st->last_error() + ")");
   }
 
   for (;;) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/log.h"
+
 namespace dvpn::node {
 
 OfferAdvertiser::OfferAdvertiser(OfferTemplate offer, const payments::PrivateKey& key,
@@ -38,6 +40,18 @@ marketplace::Offer OfferAdvertiser::Sign(bool retired, uint64_t now_unix_ms) {
 }
 
 std::expected<marketplace::Offer, std::string> OfferAdvertiser::PublishLive(uint64_t now_unix_ms) {
+  if (source_) {
+    auto resolved = ResolveEndpoints(source_->configured, source_->allow_loopback, source_->lookup);
+    if (!resolved) {
+      Logger("dvpn-node")->warn("offer endpoints: {}; keeping {}", resolved.error(),
+                                Describe(template_.endpoints));
+    } else if (*resolved != template_.endpoints) {
+      Logger("dvpn-node")->info("offer endpoints: {} now resolve to {} (were {})",
+                                Describe(source_->configured), Describe(*resolved),
+                                Describe(template_.endpoints));
+      template_.endpoints = std::move(*resolved);
+    }
+  }
   auto offer = Sign(false, now_unix_ms);
   if (auto ok = publish_(offer); !ok) return std::unexpected(ok.error());
   last_ = offer;

@@ -22,6 +22,7 @@
 #include "marketplace/offer.h"
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
+#include "services/dvpn-node/endpoints.h"
 
 namespace dvpn::node {
 
@@ -35,7 +36,7 @@ struct OfferTemplate {
   uint32_t capacity_mbps = 0;
   uint32_t max_sessions = 0;
   std::string region;
-  std::vector<marketplace::Endpoint> endpoints;
+  std::vector<marketplace::Endpoint> endpoints;  // addresses: what the offer carries
   uint64_t lifetime_s = 3600;  // each version expires this long after it is issued
 };
 
@@ -65,6 +66,16 @@ class OfferAdvertiser {
   }
   const OfferTemplate& offer_template() const { return template_; }
 
+  // Endpoints written with names (endpoints.h): each PublishLive resolves `configured` again
+  // first and signs the addresses found; when that fails it keeps the last addresses (a warning
+  // in the log) rather than stop advertising.
+  struct EndpointSource {
+    std::vector<marketplace::Endpoint> configured;
+    bool allow_loopback = false;
+    HostLookup lookup;
+  };
+  void SetEndpointSource(EndpointSource source) { source_ = std::move(source); }
+
   // The last version published, if any.
   const std::optional<marketplace::Offer>& last() const { return last_; }
 
@@ -74,6 +85,7 @@ class OfferAdvertiser {
   OfferTemplate template_;
   const payments::PrivateKey& key_;
   PublishFn publish_;
+  std::optional<EndpointSource> source_;
   uint64_t last_seq_ = 0;
   std::optional<marketplace::Offer> last_;
 };

@@ -94,6 +94,7 @@ struct Settings {
   std::string grpc_port_file;
   // Provider mode only.
   std::optional<dvpn::node::OfferTemplate> offer;
+  std::optional<dvpn::node::OfferAdvertiser::EndpointSource> endpoint_source;  // names given
   std::optional<dvpn::payments::PrivateKey> key;
   std::chrono::seconds refresh{0};
   std::chrono::milliseconds retire_linger{0};
@@ -269,6 +270,17 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
     if (!e) return std::unexpected("--endpoint: " + e.error());
     t.endpoints.push_back(*e);
   }
+  // Names become addresses here and before each refresh (endpoints.h). The exit is another
+  // process here: only "localhost" and loopback literals may advertise loopback.
+  {
+    auto resolved = dvpn::node::ResolveEndpoints(t.endpoints, false, dvpn::node::SystemLookup());
+    if (!resolved) return std::unexpected("--endpoint " + resolved.error());
+    if (dvpn::node::HasNames(t.endpoints)) {
+      s.endpoint_source =
+          dvpn::node::OfferAdvertiser::EndpointSource{t.endpoints, false, dvpn::node::SystemLookup()};
+    }
+    t.endpoints = std::move(*resolved);
+  }
   if (auto ok = CheckRegion(f.region); !ok) return std::unexpected("--region: " + ok.error());
   t.region = f.region;
   t.capacity_mbps = f.capacity_mbps;
@@ -353,6 +365,7 @@ int Run(Settings& s, const sigset_t& signals) {
       }
       return published.get();
     });
+    if (s.endpoint_source) advertiser->SetEndpointSource(std::move(*s.endpoint_source));
     auto first = advertiser->PublishLive(WallMs());
     if (!first) {
       std::cerr << "dvpn-node: the node refused our offer: " << first.error() << "\n";

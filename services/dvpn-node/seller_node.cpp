@@ -288,6 +288,23 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
     offer.endpoints.push_back({config_.tunnel_listen.host, seller_->tunnel_port()});
   }
   offer.lifetime_s = config_.lifetime_s;
+  // Names become addresses here and before each refresh (endpoints.h).
+  std::optional<OfferAdvertiser::EndpointSource> endpoint_source;
+  {
+    const bool allow_loopback = IsLoopbackHost(config_.tunnel_listen.host);
+    auto resolved = ResolveEndpoints(offer.endpoints, allow_loopback, SystemLookup());
+    if (!resolved) {
+      seller_->Shutdown(0ms, 0ms);
+      return Fail(kExitConfig, "[offer] endpoints: " + resolved.error());
+    }
+    if (HasNames(offer.endpoints)) {
+      log_->info("offer endpoints: {} resolve to {}", Describe(offer.endpoints),
+                 Describe(*resolved));
+      endpoint_source =
+          OfferAdvertiser::EndpointSource{offer.endpoints, allow_loopback, SystemLookup()};
+    }
+    offer.endpoints = std::move(*resolved);
+  }
   if (auto ok = OfferAdvertiser::Check(offer, key_); !ok) {
     seller_->Shutdown(0ms, 0ms);
     return Fail(kExitConfig, "[offer]: " + ok.error());
@@ -302,6 +319,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
       }
       return published.get();
     });
+    if (endpoint_source) advertiser_->SetEndpointSource(std::move(*endpoint_source));
   }
   const uint64_t refresh_s = std::max<uint64_t>(30, config_.lifetime_s / 3);
   auto next_refresh = std::chrono::steady_clock::now() + std::chrono::seconds(refresh_s);

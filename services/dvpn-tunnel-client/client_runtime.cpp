@@ -306,6 +306,11 @@ ClientStatus ClientRuntime::Status() {
   return out;
 }
 
+ClientState ClientRuntime::state() const {
+  std::lock_guard lock(state_->mu);
+  return state_->state;
+}
+
 bool ClientRuntime::Finished() const { return state_->finished; }
 
 int ClientRuntime::ExitCode() const { return state_->exit_code; }

@@ -76,6 +76,9 @@ class ClientRuntime {
   ~ClientRuntime();  // Stop()
 
   ClientStatus Status();
+  // The state alone, without asking the io thread (cheap; a tunnel lost a moment ago may still
+  // read kConnected until the next Status()).
+  ClientState state() const;
   // True once the runtime ended (by itself or by Stop); ExitCode() is then final.
   bool Finished() const;
   int ExitCode() const;

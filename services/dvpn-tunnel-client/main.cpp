@@ -45,9 +45,6 @@ constexpr int kExitConfig = 2;
 constexpr long kSignalPollNs = 100'000'000;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 
-constexpr const char* kPasswordEnv = "DVPN_SOCKS_PASSWORD";
-constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
-
 namespace session = dvpn::tunnel::session;
 
 int Refuse(const std::string& message) {
@@ -201,49 +198,8 @@ int main(int argc, char** argv) {
   dvpn::tunnel::EnsureSodium();
 
   // SOCKS credentials: the password never comes from the command line (it would show in ps).
-  std::optional<session::SocksCredentials> credentials;
-  {
-    std::string password;
-    bool have_password = false;
-    std::string error;
-    // The variable is copied, wiped in place and removed from the environment in any case.
-    std::optional<std::string> from_env;
-    if (char* env = std::getenv(kPasswordEnv); env != nullptr) {
-      from_env = std::string(env);
-      dvpn::tunnel::Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(env), from_env->size()));
-      ::unsetenv(kPasswordEnv);
-    }
-    if (!socks_password_file.empty()) {
-      if (from_env) session::WipeString(*from_env);
-      auto p = session::ReadSecretFile(socks_password_file, kMaxCredential, &error);
-      if (!p) return Refuse("--socks-password-file: " + error);
-      password = std::move(*p);
-      session::WipeString(*p);
-      have_password = true;
-    } else if (from_env) {
-      password = std::move(*from_env);
-      session::WipeString(*from_env);
-      have_password = true;
-      if (password.empty()) return Refuse(std::string("$") + kPasswordEnv + " is empty");
-      if (password.size() > kMaxCredential) {
-        return Refuse(std::string("$") + kPasswordEnv + ": longer than 255 bytes");
-      }
-    }
-    if (socks_user.empty() && have_password) {
-      return Refuse(std::string("a SOCKS password was given (--socks-password-file or $") +
-                    kPasswordEnv + ") but no --socks-user");
-    }
-    if (!socks_user.empty()) {
-      if (socks_user.size() > kMaxCredential) return Refuse("--socks-user: longer than 255 bytes");
-      if (!have_password) {
-        return Refuse(std::string("--socks-user needs a password: --socks-password-file FILE or "
-                                  "the environment variable ") +
-                      kPasswordEnv);
-      }
-      credentials = session::SocksCredentials{socks_user, password};
-    }
-    session::WipeString(password);
-  }
+  auto credentials = session::LoadSocksCredentials(socks_user, socks_password_file);
+  if (!credentials) return Refuse(credentials.error());
 
   const bool choose_from_offers = !offers_from.empty();
   if (!choose_from_offers && (provider.empty() || provider_key_hex.empty())) {
@@ -383,9 +339,9 @@ int main(int argc, char** argv) {
   config.provider_key = provider_key_bytes;
   config.socks = *socks_ep;
   config.socks_port_file = socks_port_file;
-  config.frontend.credentials = std::move(credentials);
+  config.frontend.credentials = std::move(*credentials);
   config.frontend.fast_reply = socks_fast_reply;
-  if (credentials) session::WipeString(credentials->password);
+  if (*credentials) session::WipeString((*credentials)->password);
   config.pay = std::move(pay);
   config.ledger_client = ledger_client;
   config.keeper.handshake_timeout = std::chrono::milliseconds(handshake_timeout_ms);

@@ -271,11 +271,15 @@ CliResult<void> Disconnect(const Options& options, const std::string& client) {
 }
 
 CliResult<void> ClientStatus(const Options& options, const std::string& client,
-                             uint32_t watch_s) {
+                             uint32_t watch_s, bool check) {
   auto stub = v1::ClientControl::NewStub(ChannelTo(client));
   DVPNCTL_TRY(first, AskStatus(*stub, options, client));
   if (watch_s == 0) {
     PrintStatus(options, first);
+    if (check && (first.state() != "connected" || first.socks_address().empty())) {
+      return Fail(Exit::kRefused, "not connected (" + first.state() + ")" +
+                                      (first.last_error().empty() ? "" : ": " + first.last_error()));
+    }
     return {};
   }
   // The live view: one line a second, rates from the change of the counters.

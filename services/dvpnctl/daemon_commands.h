@@ -37,6 +37,8 @@ CliResult<void> Connect(const Options& options, const std::string& client, const
 CliResult<void> Disconnect(const Options& options, const std::string& client);
 // The client's status; with `watch_s` > 0 one line per second for that many seconds (0: once)
 // showing the throughput and the credits spent while connected.
-CliResult<void> ClientStatus(const Options& options, const std::string& client, uint32_t watch_s);
+// With `check`: exit kRefused unless the client is connected with its SOCKS port open.
+CliResult<void> ClientStatus(const Options& options, const std::string& client, uint32_t watch_s,
+                             bool check);
 
 }  // namespace dvpn::ctl

@@ -225,7 +225,14 @@ int main(int argc, char** argv) {
   status->add_option("--watch", watch_s,
                      "a live line per second for this many seconds (throughput, credits spent)")
       ->check(CLI::Range(0u, 86400u));
-  on(status, [&](Wallet&) { return dvpn::ctl::ClientStatus(options, client, watch_s); });
+  bool require_connected = false;
+  status->add_flag("--check", require_connected,
+                   "exit 1 unless the client is connected with its SOCKS port open (a health "
+                   "check)")
+      ->excludes("--watch");
+  on(status, [&](Wallet&) {
+    return dvpn::ctl::ClientStatus(options, client, watch_s, require_connected);
+  });
 
   try {
     app.parse(argc, argv);

@@ -2,7 +2,9 @@
 // light gossip mode (it only dials the seller's gossip port), driven through ClientControl:
 // a price limit below every offer never connects, Connect chooses the seller's offer and
 // serves SOCKS5, spending shows in the status and matches what the seller accepted,
-// Disconnect closes the SOCKS port; bad requests and bad flags get clear errors.
+// Disconnect closes the SOCKS port; bad requests and bad flags get clear errors. Started with
+// --connect before any seller exists, it keeps trying until one appears, and its SOCKS port
+// wants the password.
 
 #include <grpcpp/grpcpp.h>
 
@@ -35,6 +37,17 @@ class ClientDaemonTest : public SellerNodeTest {
             "1",                   "--spend-file",
             dir_.File("client.spend"), "--log-level",
             "debug"};
+  }
+
+  // dvpnctl with `args`: its exit code (-1 when it did not end within 20 s).
+  int RunCtl(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {DVPNCTL_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = Subprocess::Spawn(argv, dir_.File("dvpnctl.log"));
+    if (!p) return -1;
+    auto st = p->WaitFor(20s);
+    if (!st) return -1;
+    return WIFEXITED(*st) ? WEXITSTATUS(*st) : -1;
   }
 
   v1::ClientStatus Call(const std::function<grpc::Status(grpc::ClientContext*, v1::ClientStatus*)>&
@@ -142,6 +155,94 @@ TEST_F(ClientDaemonTest, ConnectPaysTheChosenSellerAndDisconnectClosesTheSocksPo
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << Tail(dir_.File("dvpn-client.log"));
 }
 
+// A free loopback TCP port now (bound and released): where a seller will listen later.
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// docker/ starts the client with --connect as soon as its bootstrap peer answers health checks:
+// it must not give up when no offer is known yet. Here no seller exists at all when the client
+// starts; the client reports "connecting" with the reason, keeps trying, and connects once the
+// seller appears. Its SOCKS port wants the password it was given and nothing else.
+TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWantsThePassword) {
+  const int gossip_port = FreePort();
+  ASSERT_NE(gossip_port, 0);
+  std::ofstream(dir_.File("socks.password")) << "correct horse\n";
+  auto args = ClientArgs(gossip_port);
+  args.insert(args.end(), {"--connect", "--socks-user", "alice", "--socks-password-file",
+                           dir_.File("socks.password")});
+  auto client_proc = Subprocess::Spawn(args, dir_.File("dvpn-client.log"));
+  ASSERT_TRUE(client_proc);
+  Subprocess client = std::move(*client_proc);
+  auto control_port = testing::WaitForPortFile(dir_.File("client-control.port"), 20'000ms, client);
+  ASSERT_TRUE(control_port) << Tail(dir_.File("dvpn-client.log"));
+  auto stub = v1::ClientControl::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(*control_port), grpc::InsecureChannelCredentials()));
+  auto status_now = [&] {
+    return Call([&](auto* c, auto* o) {
+      return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
+    });
+  };
+
+  // No seller: the first attempt fails (after the wait for offers) and is retried.
+  v1::ClientStatus status;
+  for (auto end = std::chrono::steady_clock::now() + 40s; std::chrono::steady_clock::now() < end;) {
+    status = status_now();
+    if (status.last_error().find("trying again") != std::string::npos) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(status.state(), "connecting") << status.last_error();
+  EXPECT_NE(status.last_error().find("trying again"), std::string::npos)
+      << status.last_error() << "\n" << Tail(dir_.File("dvpn-client.log"));
+  ASSERT_FALSE(client.WaitFor(0ms)) << "dvpn-client exited:\n" << Tail(dir_.File("dvpn-client.log"));
+  // The health check the container runs.
+  const std::string control = "127.0.0.1:" + std::to_string(*control_port);
+  EXPECT_EQ(RunCtl({"status", "--check", "--client", control}), 1);
+
+  // The seller appears on the port the client was told.
+  std::string config = ReadFile(WriteConfig());
+  const std::string any = "[gossip]\nlisten = \"127.0.0.1:0\"";
+  ASSERT_NE(config.find(any), std::string::npos);
+  config.replace(config.find(any), any.size(),
+                 "[gossip]\nlisten = \"127.0.0.1:" + std::to_string(gossip_port) + "\"");
+  std::ofstream(dir_.File("node.toml")) << config;
+  auto ports = StartSeller(dir_.File("node.toml"));
+  ASSERT_TRUE(ports);
+  for (auto end = std::chrono::steady_clock::now() + 60s; std::chrono::steady_clock::now() < end;) {
+    status = status_now();
+    if (status.state() == "connected" && !status.socks_address().empty()) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_EQ(status.state(), "connected") << status.last_error() << "\n"
+                                         << Tail(dir_.File("dvpn-client.log"));
+  EXPECT_EQ(status.provider_address(), ProviderAddress().ToString());
+  EXPECT_EQ(RunCtl({"status", "--check", "--client", control}), 0);
+  const int socks = std::stoi(status.socks_address().substr(status.socks_address().rfind(':') + 1));
+
+  EXPECT_LT(SocksConnect(socks, echo_.port()), 0) << "no authentication was accepted";
+  EXPECT_LT(SocksConnect(socks, echo_.port(), "alice", "wrong"), 0) << "a wrong password worked";
+  int fd = SocksConnect(socks, echo_.port(), "alice", "correct horse");
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(EchoThrough(fd, 100'000), 100'000u);
+  ::close(fd);
+
+  ASSERT_TRUE(client.Signal(SIGTERM));
+  auto st = client.WaitFor(20s);
+  ASSERT_TRUE(st) << "dvpn-client did not stop";
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << Tail(dir_.File("dvpn-client.log"));
+}
+
 TEST_F(ClientDaemonTest, BadFlagsExit2WithOneLine) {
   struct Case {
     std::string what;
@@ -155,6 +256,9 @@ TEST_F(ClientDaemonTest, BadFlagsExit2WithOneLine) {
       {"control not on loopback", {"--control", "0.0.0.0:0"}, "is not a loopback address"},
       {"bad price", {"--max-price-per-mb", "abc"}, "--max-price-per-mb: not an amount"},
       {"bad socks port", {"--socks", "127.0.0.1:99999"}, "--socks"},
+      {"socks beyond loopback without a password",
+       {"--socks", "0.0.0.0:0"},
+       "--socks: 0.0.0.0:0 is not a loopback address: whoever reaches it spends your credits"},
   };
   int n = 0;
   for (const auto& c : cases) {

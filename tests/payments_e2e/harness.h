@@ -146,15 +146,24 @@ class EchoServer {
   std::vector<std::thread> workers_;
 };
 
-// SOCKS5 CONNECT to 127.0.0.1:`port` through the client at `socks_port`; -1 on failure.
-inline int SocksConnect(int socks_port, int port) {
+// SOCKS5 CONNECT to 127.0.0.1:`port` through the client at `socks_port`; -1 on failure. With a
+// `user`, only RFC 1929 username/password (method 02) is offered, with `password`.
+inline int SocksConnect(int socks_port, int port, const std::string& user = "",
+                        const std::string& password = "") {
   int fd = ConnectLoopback(socks_port);
   if (fd < 0) return -1;
-  uint8_t greet[] = {5, 1, 0};
+  const uint8_t method = user.empty() ? 0 : 2;
+  uint8_t greet[] = {5, 1, method};
   uint8_t reply[10];
+  std::vector<uint8_t> auth = {1, static_cast<uint8_t>(user.size())};
+  auth.insert(auth.end(), user.begin(), user.end());
+  auth.push_back(static_cast<uint8_t>(password.size()));
+  auth.insert(auth.end(), password.begin(), password.end());
   uint8_t req[] = {
       5, 1, 0, 1, 127, 0, 0, 1, static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port & 0xFF)};
-  if (!WriteAll(fd, greet, 3) || !ReadExactly(fd, reply, 2) || reply[1] != 0 ||
+  if (!WriteAll(fd, greet, 3) || !ReadExactly(fd, reply, 2) || reply[1] != method ||
+      (method == 2 &&
+       (!WriteAll(fd, auth.data(), auth.size()) || !ReadExactly(fd, reply, 2) || reply[1] != 0)) ||
       !WriteAll(fd, req, sizeof(req)) || !ReadExactly(fd, reply, 10) || reply[1] != 0) {
     ::close(fd);
     return -1;

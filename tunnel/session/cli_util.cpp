@@ -7,8 +7,56 @@
 #include <sstream>
 
 #include "tunnel/kdf.h"
+#include "tunnel/session/client.h"
 
 namespace dvpn::tunnel::session {
+
+std::expected<std::optional<SocksCredentials>, std::string> LoadSocksCredentials(
+    const std::string& user, const std::string& password_file) {
+  constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
+  const std::string env_name = std::string("$") + kSocksPasswordEnv;
+  std::string password;
+  bool have_password = false;
+  // The variable is copied, wiped in place and removed from the environment in any case.
+  std::optional<std::string> from_env;
+  if (char* env = std::getenv(kSocksPasswordEnv); env != nullptr) {
+    from_env = std::string(env);
+    Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(env), from_env->size()));
+    ::unsetenv(kSocksPasswordEnv);
+  }
+  auto fail = [&](std::string why) {
+    if (from_env) WipeString(*from_env);
+    WipeString(password);
+    return std::unexpected(std::move(why));
+  };
+  if (!password_file.empty()) {
+    std::string error;
+    auto p = ReadSecretFile(password_file, kMaxCredential, &error);
+    if (!p) return fail("--socks-password-file: " + error);
+    password = std::move(*p);
+    WipeString(*p);
+    have_password = true;
+  } else if (from_env) {
+    password = *from_env;
+    have_password = true;
+    if (password.empty()) return fail(env_name + " is empty");
+    if (password.size() > kMaxCredential) return fail(env_name + ": longer than 255 bytes");
+  }
+  if (from_env) WipeString(*from_env);
+  if (user.empty() && have_password) {
+    return fail("a SOCKS password was given (--socks-password-file or " + env_name +
+                ") but no --socks-user");
+  }
+  if (user.empty()) return std::optional<SocksCredentials>();
+  if (user.size() > kMaxCredential) return fail("--socks-user: longer than 255 bytes");
+  if (!have_password) {
+    return fail("--socks-user needs a password: --socks-password-file FILE or the environment "
+                "variable " + std::string(kSocksPasswordEnv));
+  }
+  std::optional<SocksCredentials> out = SocksCredentials{user, password};
+  WipeString(password);
+  return out;
+}
 
 int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline) {
   for (;;) {

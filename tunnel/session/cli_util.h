@@ -134,6 +134,17 @@ inline std::optional<std::string> ParseAmountFlag(const std::string& text, const
 // Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
 void WipeString(std::string& s);
 
+struct SocksCredentials;  // tunnel/session/client.h
+inline constexpr const char* kSocksPasswordEnv = "DVPN_SOCKS_PASSWORD";
+// The SOCKS5 username/password (RFC 1929) of a client daemon, from --socks-user and
+// --socks-password-file or else $DVPN_SOCKS_PASSWORD (docs/tunnel-cli.md "SOCKS credentials");
+// the password never comes from the command line, where any local user reads it. The variable
+// is wiped and removed from the environment in any case. None when neither is given. Error: the
+// line for the user (a user without a password, a password without a user, 0 or more than 255
+// bytes, an unreadable file).
+std::expected<std::optional<SocksCredentials>, std::string> LoadSocksCredentials(
+    const std::string& user, const std::string& password_file);
+
 // A secret key never travels on the command line: any local user reads /proc/<pid>/cmdline.
 // The daemons take the payment account key from a file, the environment or a keystore.
 inline constexpr const char* kIdentityKeyEnv = "DVPN_IDENTITY_KEY_HEX";
