@@ -44,6 +44,11 @@ endpoints = ["$1:7443"]
 listen = "0.0.0.0:7443"
 allow = ["$SUBNET:8000"]
 
+# Settles soon, so that the demo shows credits moving on the ledger within a minute.
+[settlement]
+threshold = "0.2"
+max_age_s = 30
+
 # Loopback only (dvpn-node refuses any other address): reachable inside this container.
 [control]
 grpc_listen = "127.0.0.1:7601"
