@@ -18,7 +18,8 @@
 #
 # Exits 0 when every check passed; otherwise 1, with the reason (and the services' last logs).
 # Environment: DVPN_SOCKS_PORT (1080) the host port for SOCKS; DVPN_DEBIAN_MIRROR
-# (http://deb.debian.org/debian) for debootstrap; DVPN_KEEP=1 leaves the network running.
+# (http://deb.debian.org/debian) for debootstrap; DVPN_NO_CACHE=1 builds from scratch (to time a
+# cold build); DVPN_KEEP=1 leaves the network running.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -122,7 +123,11 @@ fi
 
 # 4. Build and start.
 step "building the images (compiles the project the first time: ~10 min on 2 cores)"
-"${COMPOSE[@]}" build >"$WORK/build.log" 2>&1 || fail "build: $(tail -20 "$WORK/build.log")"
+build_args=()
+[ "${DVPN_NO_CACHE:-0}" = 1 ] && build_args+=(--no-cache)
+"${COMPOSE[@]}" build "${build_args[@]}" >"$WORK/build.log" 2>&1 ||
+  fail "build: $(tail -20 "$WORK/build.log")"
+step "images built"
 if curl -s --max-time 2 "http://127.0.0.1:$SOCKS_PORT/" >/dev/null 2>&1 ||
    (exec 3<>"/dev/tcp/127.0.0.1/$SOCKS_PORT") 2>/dev/null; then
   fail "127.0.0.1:$SOCKS_PORT is in use (another demo running? set DVPN_SOCKS_PORT)"

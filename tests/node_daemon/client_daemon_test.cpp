@@ -39,6 +39,30 @@ class ClientDaemonTest : public SellerNodeTest {
             "debug"};
   }
 
+  struct Client {
+    Subprocess process;
+    int control_port = 0;
+    std::unique_ptr<v1::ClientControl::Stub> stub;
+  };
+  // dvpn-client with `args`, once its control port is written.
+  std::optional<Client> StartClient(const std::vector<std::string>& args) {
+    auto p = Subprocess::Spawn(args, dir_.File("dvpn-client.log"));
+    if (!p) {
+      ADD_FAILURE() << p.error();
+      return std::nullopt;
+    }
+    Client c{std::move(*p), 0, nullptr};
+    auto port = testing::WaitForPortFile(dir_.File("client-control.port"), 20'000ms, c.process);
+    if (!port) {
+      ADD_FAILURE() << "no control port:\n" << Tail(dir_.File("dvpn-client.log"));
+      return std::nullopt;
+    }
+    c.control_port = *port;
+    c.stub = v1::ClientControl::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials()));
+    return c;
+  }
+
   // dvpnctl with `args`: its exit code (-1 when it did not end within 20 s).
   int RunCtl(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {DVPNCTL_BIN};
@@ -64,13 +88,10 @@ class ClientDaemonTest : public SellerNodeTest {
 TEST_F(ClientDaemonTest, ConnectPaysTheChosenSellerAndDisconnectClosesTheSocksPort) {
   auto ports = StartSeller(WriteConfig());
   ASSERT_TRUE(ports);
-  auto client_proc = Subprocess::Spawn(ClientArgs(ports->gossip), dir_.File("dvpn-client.log"));
-  ASSERT_TRUE(client_proc);
-  Subprocess client = std::move(*client_proc);
-  auto control_port = testing::WaitForPortFile(dir_.File("client-control.port"), 20'000ms, client);
-  ASSERT_TRUE(control_port) << Tail(dir_.File("dvpn-client.log"));
-  auto stub = v1::ClientControl::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(*control_port), grpc::InsecureChannelCredentials()));
+  auto started = StartClient(ClientArgs(ports->gossip));
+  ASSERT_TRUE(started);
+  Subprocess& client = started->process;
+  auto& stub = started->stub;
 
   auto status = Call([&](auto* c, auto* o) {
     return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
@@ -182,13 +203,10 @@ TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWan
   auto args = ClientArgs(gossip_port);
   args.insert(args.end(), {"--connect", "--socks-user", "alice", "--socks-password-file",
                            dir_.File("socks.password")});
-  auto client_proc = Subprocess::Spawn(args, dir_.File("dvpn-client.log"));
-  ASSERT_TRUE(client_proc);
-  Subprocess client = std::move(*client_proc);
-  auto control_port = testing::WaitForPortFile(dir_.File("client-control.port"), 20'000ms, client);
-  ASSERT_TRUE(control_port) << Tail(dir_.File("dvpn-client.log"));
-  auto stub = v1::ClientControl::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(*control_port), grpc::InsecureChannelCredentials()));
+  auto started = StartClient(args);
+  ASSERT_TRUE(started);
+  Subprocess& client = started->process;
+  auto& stub = started->stub;
   auto status_now = [&] {
     return Call([&](auto* c, auto* o) {
       return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
@@ -207,7 +225,7 @@ TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWan
       << status.last_error() << "\n" << Tail(dir_.File("dvpn-client.log"));
   ASSERT_FALSE(client.WaitFor(0ms)) << "dvpn-client exited:\n" << Tail(dir_.File("dvpn-client.log"));
   // The health check the container runs.
-  const std::string control = "127.0.0.1:" + std::to_string(*control_port);
+  const std::string control = "127.0.0.1:" + std::to_string(started->control_port);
   EXPECT_EQ(RunCtl({"status", "--check", "--client", control}), 1);
 
   // The seller appears on the port the client was told.
