@@ -563,6 +563,14 @@ TEST(DatagramReplayTest, WindowEdgesAndRingReuse) {
   w.Accept(6 + kReplayWindowBits);
   EXPECT_EQ(w.Check(6).error().code, DatagramErrc::kTooOld);
   EXPECT_TRUE(w.Check(7));
+  // A jump of less than the window clears the ring bits of the counters it passes over:
+  // 4096..4099 reuse the positions of 0..3, which were accepted.
+  ReplayWindow j;
+  for (uint64_t c = 0; c < 10; ++c) j.Accept(c);
+  j.Accept(4100);
+  for (uint64_t c = 4096; c < 4100; ++c) EXPECT_TRUE(j.Check(c)) << c;
+  for (uint64_t c = 5; c < 10; ++c) EXPECT_EQ(j.Check(c).error().code, DatagramErrc::kReplayed);
+  EXPECT_EQ(j.Check(4).error().code, DatagramErrc::kTooOld);
   // Stepping forward one at a time clears each reused bit.
   ReplayWindow s;
   for (uint64_t c = 0; c < 3 * kReplayWindowBits; ++c) {
