@@ -17,7 +17,7 @@
 
 #include "common/amount.h"
 #include "marketplace/offer.h"
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 
 namespace dvpn::node {
 

@@ -11,7 +11,7 @@
 #include "common/log.h"
 #include "common/port_file.h"
 #include "common/private_file.h"
-#include "ledger/rpc/ledger_gateway_rpc.h"
+#include "settlement/ledger_gateway_rpc.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/rpc/offer_book_service.h"
 #include "marketplace/wire.h"
@@ -360,7 +360,8 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
                                   dashboard.error());
   }
   // Ports configured as 0 are known only now; the exit protects the configured ones already.
-  if (!seller_->ProtectPorts({transport_->port(), (*grpc)->port(), (*dashboard)->port()})) {
+  if (!seller_->ProtectPorts({transport_->port(), static_cast<uint16_t>((*grpc)->port()),
+                              (*dashboard)->port()})) {
     (*grpc)->Shutdown(0ms);
     seller_->Shutdown(0ms, 0ms);
     return Fail(kExitRuntime, "the exit did not take the node's own ports");

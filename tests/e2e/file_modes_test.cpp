@@ -22,7 +22,7 @@
 #include "ledger/sqlite_store.h"
 #include "marketplace/provider_stats.h"
 #include "payments/keys.h"
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 #include "tests/support/subprocess.h"
 
 #ifndef DVPN_LEDGER_BIN

@@ -2,7 +2,7 @@
 // corrupt record and everything after it are dropped at open; appends after a reopen continue
 // the valid prefix.
 
-#include "payments/promise_log.h"
+#include "settlement/promise_log.h"
 
 #include <sys/stat.h>
 

@@ -18,7 +18,7 @@
 
 #include <gtest/gtest.h>
 
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 #include "tests/settlement/crash_keys.h"
 #include "tests/support/subprocess.h"
 

@@ -2,7 +2,7 @@
 // property), group commit from many threads, the bounded queue, refusal of files that are not
 // (or are newer) promise stores, and the bookkeeping the settlement scheduler relies on.
 
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 
 #include <sqlite3.h>
 

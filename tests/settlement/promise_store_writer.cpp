@@ -20,7 +20,7 @@
 
 #include "common/clock.h"
 #include "ledger/requests.h"
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 #include "tests/settlement/crash_keys.h"
 
 using namespace dvpn;

@@ -23,8 +23,8 @@
 
 #include "ledger/requests.h"
 #include "ledger/rpc/ledger_client.h"
-#include "ledger/rpc/ledger_gateway_rpc.h"
-#include "payments/settlement.h"
+#include "settlement/ledger_gateway_rpc.h"
+#include "settlement/settlement.h"
 #include "tests/settlement/settlement_test_util.h"
 #include "tests/settlement/test_gateways.h"
 #include "tests/support/subprocess.h"

@@ -3,7 +3,7 @@
 // while the ledger is unreachable, a lost answer re-signed (kAlreadySettled, nothing paid
 // twice), and bounded shutdown. Faults come from FaultyGateway, which wraps the real ledger.
 
-#include "payments/settlement.h"
+#include "settlement/settlement.h"
 
 #include <algorithm>
 #include <chrono>

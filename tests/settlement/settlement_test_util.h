@@ -12,7 +12,7 @@
 
 #include "common/amount.h"
 #include "ledger/requests.h"
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 
 namespace dvpn {
 // Readable amounts in assertion failures.

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "ledger/ledger.h"
-#include "payments/ledger_gateway.h"
+#include "settlement/ledger_gateway.h"
 
 namespace dvpn::payments::testing {
 

@@ -23,9 +23,9 @@
 #include <string>
 
 #include "ledger/types.h"
-#include "payments/ledger_gateway.h"
+#include "settlement/ledger_gateway.h"
 #include "payments/payee_session.h"
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/asio.h"
 #include "tunnel/session/tunnel_connection.h"

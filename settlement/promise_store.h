@@ -8,7 +8,7 @@
 // promises pending when a transaction starts share it (and its one fsync); each submitter's
 // callback then runs with the durable result. A promise only replaces a channel's row when its
 // cumulative is greater, so late duplicates never lower it. The settlement scheduler
-// (payments/settlement.h) reads the rows that can be settled and records what the ledger
+// (settlement/settlement.h) reads the rows that can be settled and records what the ledger
 // answered through the synchronous Begin/FinishAttempt and ApplyUpdates.
 //
 // Thread-safety: every method may be called from any thread. Reads use their own connection

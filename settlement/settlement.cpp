@@ -1,4 +1,4 @@
-#include "payments/settlement.h"
+#include "settlement/settlement.h"
 
 #include <algorithm>
 #include <limits>

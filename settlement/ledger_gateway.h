@@ -1,7 +1,7 @@
 #pragma once
-// LedgerGateway: the few ledger calls the provider's settlement scheduler (payments/settlement.h)
+// LedgerGateway: the few ledger calls the provider's settlement scheduler (settlement/settlement.h)
 // makes, in domain types, behind an interface so the scheduler does not care whether the ledger
-// is a dvpn-ledger process over gRPC (ledger/rpc/ledger_gateway_rpc.h) or an in-process
+// is a dvpn-ledger process over gRPC (settlement/ledger_gateway_rpc.h) or an in-process
 // dvpn::ledger::Ledger (tests).
 //
 // The one distinction the scheduler needs from every failure is whether the ledger gave a

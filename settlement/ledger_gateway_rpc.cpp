@@ -1,4 +1,4 @@
-#include "ledger/rpc/ledger_gateway_rpc.h"
+#include "settlement/ledger_gateway_rpc.h"
 
 #include <algorithm>
 #include <utility>

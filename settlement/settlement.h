@@ -32,8 +32,8 @@
 #include "common/amount.h"
 #include "common/clock.h"
 #include "payments/keys.h"
-#include "payments/ledger_gateway.h"
-#include "payments/promise_store.h"
+#include "settlement/ledger_gateway.h"
+#include "settlement/promise_store.h"
 
 namespace dvpn::payments {
 

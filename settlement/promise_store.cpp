@@ -1,4 +1,4 @@
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 
 #include <sqlite3.h>
 
@@ -18,7 +18,7 @@
 #include "common/log.h"
 #include "common/private_file.h"
 #include "ledger/sqlite_statement.h"
-#include "payments/promise_log.h"
+#include "settlement/promise_log.h"
 
 namespace dvpn::payments {
 namespace {

@@ -1,5 +1,5 @@
 #pragma once
-// RpcLedgerGateway: the settlement scheduler's LedgerGateway (payments/ledger_gateway.h) over
+// RpcLedgerGateway: the settlement scheduler's LedgerGateway (settlement/ledger_gateway.h) over
 // the dvpn.v1.Ledger gRPC service, through LedgerClient.
 //
 // Status codes map to the gateway's errors (GatewayErrcFor): UNAVAILABLE, DEADLINE_EXCEEDED,
@@ -25,7 +25,7 @@
 #include <grpcpp/channel.h>
 #include <grpcpp/support/status_code_enum.h>
 
-#include "payments/ledger_gateway.h"
+#include "settlement/ledger_gateway.h"
 
 namespace dvpn::ledger::rpc {
 

@@ -1,4 +1,4 @@
-#include "payments/promise_log.h"
+#include "settlement/promise_log.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

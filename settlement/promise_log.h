@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "common/result.h"
-#include "payments/promise_store.h"
+#include "settlement/promise_store.h"
 
 namespace dvpn::payments {
 
