@@ -2,10 +2,11 @@
 
 #include <cassert>
 
+#include "common/host_port.h"
+
 namespace dvpn::marketplace {
 namespace {
 
-bool RegionChar(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
 
 bool HostChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -62,15 +63,45 @@ OfferKey OfferKeyOf(const ByteArray<32>& provider, uint32_t offer_id) {
   return key;
 }
 
+std::expected<void, std::string> CheckRegion(std::string_view region) {
+  if (region.size() > kMaxRegion) {
+    return std::unexpected("at most " + std::to_string(kMaxRegion) + " bytes");
+  }
+  for (char c : region) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+      return std::unexpected(std::string("only a-z, 0-9 and '-' (e.g. eu-west)"));
+    }
+  }
+  return {};
+}
+
+std::expected<Amount, std::string> ParsePrice(std::string_view text) {
+  auto a = Amount::Parse(std::string(text));
+  if (!a) return std::unexpected("not an amount of credits: \"" + std::string(text) + "\"");
+  if (a->micro() > kMaxOfferPrice) return std::unexpected(std::string("at most 1000000 credits"));
+  return *a;
+}
+
+std::expected<Endpoint, std::string> ParseEndpoint(std::string_view text) {
+  auto hp = ParseHostPort(text, false);
+  if (!hp) return std::unexpected(hp.error());
+  if (hp->host.size() > kMaxHost) {
+    return std::unexpected("host longer than " + std::to_string(kMaxHost) + " bytes");
+  }
+  if (!ValidHost(hp->host)) {
+    return std::unexpected("host \"" + hp->host +
+                           "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
+  }
+  return Endpoint{hp->host, hp->port};
+}
+
 std::expected<void, std::string> CheckFields(const Offer& o) {
   auto fail = [](std::string why) { return std::unexpected(std::move(why)); };
   if (o.seq == 0) return fail("seq must be at least 1");
   if (o.expires_unix <= o.issued_unix) return fail("expires_unix must be after issued_unix");
   if (o.expires_unix - o.issued_unix > kMaxOfferLifetimeS)
     return fail("lifetime longer than 24 hours");
-  if (o.region.size() > kMaxRegion) return fail("region longer than 32 bytes");
-  for (char c : o.region)
-    if (!RegionChar(c)) return fail("region may hold only a-z, 0-9 and '-'");
+  if (auto ok = CheckRegion(o.region); !ok) return fail("region: " + ok.error());
   if (o.price_per_mb.micro() > kMaxOfferPrice) return fail("price_per_mb above 10^12");
   if (o.price_per_minute.micro() > kMaxOfferPrice) return fail("price_per_minute above 10^12");
   if (o.retired) {

@@ -38,6 +38,16 @@ struct Endpoint {
 // An endpoint host as protocol.md §6 allows it: 1..253 bytes of a-z A-Z 0-9 . - :
 bool ValidHost(std::string_view host);
 
+// The rules of protocol.md §6 for what users and sellers write, in one place (the offer's own
+// check, CheckFields, and every flag, config key and RPC field use them). Errors are one line
+// for the user.
+// Region: at most kMaxRegion bytes of a-z, 0-9 and '-' ("" is no region).
+std::expected<void, std::string> CheckRegion(std::string_view region);
+// A price in credits ("0.25"), at most kMaxOfferPrice micro-credits.
+std::expected<Amount, std::string> ParsePrice(std::string_view text);
+// A peer or offer endpoint HOST:PORT: host by ValidHost, port 1..65535.
+std::expected<Endpoint, std::string> ParseEndpoint(std::string_view text);
+
 // Names an offer's slot in digests: 8 bytes of SHA-256(tag || provider || offer_id).
 using OfferKey = uint64_t;
 

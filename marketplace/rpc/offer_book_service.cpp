@@ -45,14 +45,8 @@ std::expected<CheckedFilter, grpc::Status> CheckFilter(const v1::OfferFilter& f)
                                    ")"));
   }
   out.limit = f.limit() == 0 ? kDefaultOfferLimit : f.limit();
-  if (f.region().size() > kMaxRegion) {
-    return std::unexpected(
-        Invalid("filter.region: at most " + std::to_string(kMaxRegion) + " bytes"));
-  }
-  for (char c : f.region()) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-      return std::unexpected(Invalid("filter.region: only a-z, 0-9 and '-' (e.g. eu-west)"));
-    }
+  if (auto ok = CheckRegion(f.region()); !ok) {
+    return std::unexpected(Invalid("filter.region: " + ok.error()));
   }
   out.query.region = f.region();
   if (f.max_price_per_mb() != 0)

@@ -23,6 +23,7 @@
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "common/host_port.h"
 #include "common/log.h"
 #include "common/port_file.h"
 #include "grpc_log/grpc_log.h"
@@ -31,8 +32,7 @@
 #include "marketplace/rpc/offer_book_service.h"
 #include "payments/keystore.h"
 #include "payments/spend_journal.h"
-#include "services/dvpn-client/client_control.h"
-#include "services/dvpn-node/config.h"
+#include "client/client_control.h"
 #include "tunnel/kdf.h"
 #include "tunnel/session/cli_util.h"
 #include "tunnel/session/client.h"
@@ -176,17 +176,17 @@ int main(int argc, char** argv) {
   // The policy's defaults.
   dvpn::client::ConnectPolicy defaults;
   {
-    auto price = dvpn::node::ParsePrice(f.max_price_per_mb);
+    auto price = mp::ParsePrice(f.max_price_per_mb);
     if (!price) return Refuse("--max-price-per-mb: " + price.error());
     defaults.max_price_per_mb = *price;
-    if (auto ok = dvpn::node::CheckRegion(f.region); !ok) return Refuse("--region: " + ok.error());
+    if (auto ok = mp::CheckRegion(f.region); !ok) return Refuse("--region: " + ok.error());
     defaults.region = f.region;
     if (!f.provider.empty()) {
       defaults.provider = dvpn::payments::Address::Parse(f.provider);
       if (!defaults.provider) return Refuse("--provider: not an address: " + f.provider);
     }
   }
-  auto control = dvpn::node::ParseListenAddress(f.control);
+  auto control = dvpn::ParseListenAddress(f.control);
   if (!control) return Refuse("--control: " + control.error());
   if (control->host != "127.0.0.1" && control->host != "::1") {
     return Refuse("--control: " + f.control + " is not a loopback address (no authentication)");
@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
     mp::GossipConfig g;
     g.network = info->id;
     for (const auto& b : f.bootstrap) {
-      auto e = dvpn::node::ParseEndpoint(b);
+      auto e = mp::ParseEndpoint(b);
       if (!e) return Refuse("--bootstrap: " + e.error());
       g.bootstrap.push_back(*e);
     }

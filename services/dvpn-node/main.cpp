@@ -33,9 +33,9 @@
 #include "marketplace/offer.h"
 #include "marketplace/rpc/offer_book_service.h"
 #include "payments/keys.h"
-#include "services/dvpn-node/advertiser.h"
-#include "services/dvpn-node/config.h"
-#include "services/dvpn-node/seller_node.h"
+#include "provider/advertiser.h"
+#include "provider/config.h"
+#include "provider/seller_node.h"
 #include "tunnel/session/cli_util.h"
 
 namespace {
@@ -105,11 +105,11 @@ int Refuse(const std::string& message) {
   return kExitConfig;
 }
 
-using dvpn::node::CheckRegion;
-using dvpn::node::ParseEndpoint;
-using dvpn::node::ParseHostPort;
-using dvpn::node::ParseListenAddress;
-using dvpn::node::ParsePrice;
+using dvpn::marketplace::CheckRegion;
+using dvpn::marketplace::ParseEndpoint;
+using dvpn::ParseHostPort;
+using dvpn::ParseListenAddress;
+using dvpn::marketplace::ParsePrice;
 
 std::optional<dvpn::ByteArray<32>> Hex32(const std::string& text) {
   auto bytes = dvpn::FromHex(text);

@@ -30,7 +30,7 @@
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
 #include "payments/spend_journal.h"
-#include "services/dvpn-tunnel-client/client_runtime.h"
+#include "client/client_runtime.h"
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"

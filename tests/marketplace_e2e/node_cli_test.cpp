@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "services/dvpn-node/advertiser.h"
+#include "provider/advertiser.h"
 #include "tests/marketplace_e2e/node_harness.h"
 
 namespace dvpn::marketplace_e2e {

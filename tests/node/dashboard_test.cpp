@@ -1,6 +1,6 @@
-// The dashboard's HTTP server (services/dvpn-node/dashboard.h) on real sockets, and its page
+// The dashboard's HTTP server (provider/dashboard.h) on real sockets, and its page
 // rendered by headless Chromium (tests/node/chromium.h).
-#include "services/dvpn-node/dashboard.h"
+#include "provider/dashboard.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,7 +25,7 @@
 
 #include <gtest/gtest.h>
 
-#include "services/dvpn-node/dashboard_page.h"
+#include "provider/dashboard_page.h"
 #include "tests/node/chromium.h"
 
 namespace dvpn::node {

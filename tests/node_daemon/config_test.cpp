@@ -1,8 +1,8 @@
-// The seller's configuration file (services/dvpn-node/config.h, docs/node.md §2): defaults, every
+// The seller's configuration file (provider/config.h, docs/node.md §2): defaults, every
 // table read, overrides from --set, and bad input refused with one line naming the key and its
 // position, never accepted silently.
 
-#include "services/dvpn-node/config.h"
+#include "provider/config.h"
 
 #include <gtest/gtest.h>
 

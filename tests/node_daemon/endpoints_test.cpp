@@ -1,4 +1,4 @@
-// A seller's endpoints become addresses before they are signed (services/dvpn-node/endpoints.h,
+// A seller's endpoints become addresses before they are signed (provider/endpoints.h,
 // docs/node.md "Endpoints"): the rules against a table of names, the system resolver on names
 // every machine resolves the same way, and the advertiser re-resolving on refresh.
 
@@ -7,8 +7,8 @@
 #include <map>
 
 #include "payments/keys.h"
-#include "services/dvpn-node/advertiser.h"
-#include "services/dvpn-node/endpoints.h"
+#include "provider/advertiser.h"
+#include "provider/endpoints.h"
 
 namespace dvpn::node {
 namespace {

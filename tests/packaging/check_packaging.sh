@@ -181,7 +181,7 @@ while IFS=$'\t' read -r table key; do
   n=$((n + 1))
   grep -qxF "$table"$'\t'"$key" "$TMP/example.keys" ||
     fail "node.toml.example does not show [$table] $key"
-done < <($PY schema "$ROOT/services/dvpn-node/config.cpp")
+done < <($PY schema "$ROOT/provider/config.cpp")
 [ "$n" -gt 20 ] || fail "only $n keys read from config.cpp's schema: the extraction is broken"
 pass "node.toml.example shows all $n keys of the schema"
 

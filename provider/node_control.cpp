@@ -1,4 +1,4 @@
-#include "services/dvpn-node/node_control.h"
+#include "provider/node_control.h"
 
 #include <nlohmann/json.hpp>
 

@@ -16,28 +16,14 @@
 #include <vector>
 
 #include "common/amount.h"
+#include "common/host_port.h"
 #include "marketplace/offer.h"
 #include "settlement/promise_store.h"
 
 namespace dvpn::node {
 
-// "host:port" split; the host of "[v6]:port" without brackets.
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-  std::string ToString() const;  // brackets around an IPv6 host
-};
-
-// HOST:PORT with a port 0..65535 (`allow_zero`) or 1..65535. The error says what is wrong.
-std::expected<HostPort, std::string> ParseHostPort(std::string_view text, bool allow_zero);
-// A peer or offer endpoint: host by protocol.md §6's rule (ValidHost), port 1..65535.
-std::expected<marketplace::Endpoint, std::string> ParseEndpoint(std::string_view text);
-// An IPv4 or IPv6 literal to listen on, with a port (0: any free port).
-std::expected<HostPort, std::string> ParseListenAddress(std::string_view text);
-// Offer region: at most kMaxRegion bytes of a-z, 0-9 and '-'.
-std::expected<void, std::string> CheckRegion(std::string_view region);
-// A price: an amount of credits no greater than marketplace::kMaxOfferPrice.
-std::expected<Amount, std::string> ParsePrice(std::string_view text);
+// HostPort, ParseHostPort, ParseListenAddress: common/host_port.h. CheckRegion, ParsePrice,
+// ParseEndpoint: marketplace/offer.h.
 
 struct NodeConfig {
   // [node]

@@ -1,4 +1,4 @@
-#include "services/dvpn-node/endpoints.h"
+#include "provider/endpoints.h"
 
 #include <netdb.h>
 #include <sys/socket.h>

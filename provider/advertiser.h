@@ -22,7 +22,7 @@
 #include "marketplace/offer.h"
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
-#include "services/dvpn-node/endpoints.h"
+#include "provider/endpoints.h"
 
 namespace dvpn::node {
 

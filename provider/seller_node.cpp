@@ -1,4 +1,4 @@
-#include "services/dvpn-node/seller_node.h"
+#include "provider/seller_node.h"
 
 #include <chrono>
 #include <filesystem>
@@ -16,10 +16,10 @@
 #include "marketplace/rpc/offer_book_service.h"
 #include "marketplace/wire.h"
 #include "payments/keystore.h"
-#include "services/dvpn-node/advertiser.h"
-#include "services/dvpn-node/dashboard.h"
-#include "services/dvpn-node/node_control.h"
-#include "services/dvpn-node/seller.h"
+#include "provider/advertiser.h"
+#include "provider/dashboard.h"
+#include "provider/node_control.h"
+#include "provider/seller.h"
 #include "tunnel/session/cli_util.h"
 
 namespace dvpn::node {

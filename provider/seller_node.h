@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include "services/dvpn-node/config.h"
+#include "provider/config.h"
 
 namespace dvpn::node {
 

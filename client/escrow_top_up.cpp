@@ -1,4 +1,4 @@
-#include "services/dvpn-tunnel-client/escrow_top_up.h"
+#include "client/escrow_top_up.h"
 
 #include "common/log.h"
 #include "ledger/requests.h"

@@ -1,4 +1,4 @@
-#include "services/dvpn-tunnel-client/client_runtime.h"
+#include "client/client_runtime.h"
 
 #include <atomic>
 #include <future>

@@ -1,4 +1,4 @@
-#include "services/dvpn-tunnel-client/offer_picker.h"
+#include "client/offer_picker.h"
 
 #include <grpcpp/grpcpp.h>
 

@@ -1,10 +1,9 @@
-#include "services/dvpn-client/client_control.h"
+#include "client/client_control.h"
 
 #include <thread>
 
 #include "common/log.h"
 #include "marketplace/offer.h"
-#include "services/dvpn-node/config.h"
 
 namespace dvpn::client {
 namespace {
@@ -196,7 +195,7 @@ grpc::Status ClientControlService::Connect(grpc::ServerContext*, const v1::Conne
     policy.max_price_per_mb = Amount::FromMicro(request->max_price_per_mb_micro());
   }
   if (!request->region().empty()) {
-    if (auto ok = node::CheckRegion(request->region()); !ok) {
+    if (auto ok = marketplace::CheckRegion(request->region()); !ok) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "region: " + ok.error());
     }
     policy.region = request->region();

@@ -1,4 +1,4 @@
-#include "services/dvpn-node/advertiser.h"
+#include "provider/advertiser.h"
 
 #include <algorithm>
 

@@ -28,7 +28,7 @@
 #include "payments/metering.h"
 #include "settlement/promise_store.h"
 #include "settlement/settlement.h"
-#include "services/dvpn-node/config.h"
+#include "provider/config.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/exit_server.h"
 

@@ -1,4 +1,4 @@
-#include "services/dvpn-node/dashboard.h"
+#include "provider/dashboard.h"
 
 // <utility> before Boost: 1.74's awaitable.hpp uses std::exchange without including it.
 #include <utility>
@@ -21,7 +21,7 @@
 #include <boost/beast/http.hpp>
 
 #include "common/log.h"
-#include "services/dvpn-node/dashboard_page.h"
+#include "provider/dashboard_page.h"
 
 namespace dvpn::node {
 namespace {

@@ -1,4 +1,4 @@
-#include "services/dvpn-node/seller.h"
+#include "provider/seller.h"
 
 #include <cerrno>
 #include <condition_variable>

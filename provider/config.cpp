@@ -1,4 +1,4 @@
-#include "services/dvpn-node/config.h"
+#include "provider/config.h"
 
 #include <arpa/inet.h>
 
@@ -118,7 +118,7 @@ class Reader {
     } else {
       return Fail(*n, table, key, "expected an amount of credits, e.g. \"0.25\"");
     }
-    auto amount = price ? ParsePrice(text) : [&]() -> std::expected<Amount, std::string> {
+    auto amount = price ? mp::ParsePrice(text) : [&]() -> std::expected<Amount, std::string> {
       auto a = Amount::Parse(text);
       if (!a) return Error("not an amount of credits: \"" + text + "\"");
       return *a;
@@ -168,7 +168,7 @@ class Reader {
     if (n == nullptr) return std::nullopt;
     out->clear();
     for (const auto& text : texts) {
-      auto e = ParseEndpoint(text);
+      auto e = mp::ParseEndpoint(text);
       if (!e) return Fail(*n, table, key, e.error());
       out->push_back(*e);
     }
@@ -290,7 +290,7 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   if ((e = r.Credits("offer", "price_per_mb", true, &c.price_per_mb))) return e;
   if ((e = r.Credits("offer", "price_per_minute", true, &c.price_per_minute))) return e;
   if ((e = r.String("offer", "region", &c.region))) return e;
-  if (auto ok = CheckRegion(c.region); !ok) {
+  if (auto ok = mp::CheckRegion(c.region); !ok) {
     return r.Fail(*r.Find("offer", "region"), "offer", "region", ok.error());
   }
   if ((e = r.Integer("offer", "capacity_mbps", 1, 1'000'000, &c.capacity_mbps))) return e;
@@ -362,77 +362,6 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
 }
 
 }  // namespace
-
-std::string HostPort::ToString() const {
-  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-         std::to_string(port);
-}
-
-std::expected<HostPort, std::string> ParseHostPort(std::string_view text, bool allow_zero) {
-  const std::string quoted = "\"" + std::string(text) + "\"";
-  auto colon = text.rfind(':');
-  if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size()) {
-    return Error("expected HOST:PORT, got " + quoted);
-  }
-  HostPort out;
-  out.host = std::string(text.substr(0, colon));
-  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
-    out.host = out.host.substr(1, out.host.size() - 2);
-  }
-  const std::string_view port = text.substr(colon + 1);
-  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos ||
-      std::stoul(std::string(port)) > 65535) {
-    return Error("bad port in " + quoted + " (expected 0..65535)");
-  }
-  out.port = static_cast<uint16_t>(std::stoul(std::string(port)));
-  if (out.port == 0 && !allow_zero) return Error("port 0 in " + quoted + " (expected 1..65535)");
-  if (out.host.empty()) return Error("empty host in " + quoted);
-  return out;
-}
-
-std::expected<mp::Endpoint, std::string> ParseEndpoint(std::string_view text) {
-  auto hp = ParseHostPort(text, false);
-  if (!hp) return Error(hp.error());
-  if (hp->host.size() > mp::kMaxHost) {
-    return Error("host longer than " + std::to_string(mp::kMaxHost) + " bytes");
-  }
-  if (!mp::ValidHost(hp->host)) {
-    return Error("host \"" + hp->host +
-                 "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
-  }
-  return mp::Endpoint{hp->host, hp->port};
-}
-
-std::expected<HostPort, std::string> ParseListenAddress(std::string_view text) {
-  auto hp = ParseHostPort(text, true);
-  if (!hp) return Error(hp.error());
-  in6_addr v6{};
-  in_addr v4{};
-  if (inet_pton(AF_INET, hp->host.c_str(), &v4) != 1 &&
-      inet_pton(AF_INET6, hp->host.c_str(), &v6) != 1) {
-    return Error("\"" + hp->host + "\" is not an IPv4 or IPv6 literal");
-  }
-  return hp;
-}
-
-std::expected<void, std::string> CheckRegion(std::string_view region) {
-  if (region.size() > mp::kMaxRegion) {
-    return Error("at most " + std::to_string(mp::kMaxRegion) + " bytes");
-  }
-  for (char ch : region) {
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-')) {
-      return Error("only a-z, 0-9 and '-' (e.g. eu-west)");
-    }
-  }
-  return {};
-}
-
-std::expected<Amount, std::string> ParsePrice(std::string_view text) {
-  auto a = Amount::Parse(std::string(text));
-  if (!a) return Error("not an amount of credits: \"" + std::string(text) + "\"");
-  if (a->micro() > mp::kMaxOfferPrice) return Error("at most 1000000 credits");
-  return *a;
-}
 
 std::string NodeConfig::PromiseDbPath() const { return data_dir + "/promises.sqlite"; }
 std::string NodeConfig::StaticKeyPath() const {

@@ -22,8 +22,8 @@
 #include "common/amount.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/provider_stats.h"
-#include "services/dvpn-tunnel-client/escrow_top_up.h"
-#include "services/dvpn-tunnel-client/offer_picker.h"
+#include "client/escrow_top_up.h"
+#include "client/offer_picker.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/paid_client.h"
 

@@ -19,7 +19,7 @@
 
 #include "dvpn/v1/client.grpc.pb.h"
 #include "payments/keys.h"
-#include "services/dvpn-tunnel-client/client_runtime.h"
+#include "client/client_runtime.h"
 
 namespace dvpn::client {
 
