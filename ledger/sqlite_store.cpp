@@ -9,8 +9,8 @@
 #include <unordered_map>
 #include <utility>
 
-#include "common/private_file.h"
-#include "ledger/sqlite_statement.h"
+#include "sqlite/connection.h"
+#include "sqlite/statement.h"
 
 namespace dvpn::ledger {
 namespace {
@@ -73,10 +73,17 @@ static_assert(std::size(kMigrations) == kSchemaVersion);
 constexpr uint64_t kMaxTime = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 constexpr size_t kMaxCachedKeys = 1 << 16;
 
+using sqlite::Connection;
 using sqlite::FromDb;
 using sqlite::Run;
+using sqlite::SqliteErrc;
 using sqlite::Statement;
 using sqlite::ToDb;
+
+// The ledger reports SQLite's failures as kStorage with SQLite's message, named.
+std::unexpected<Error<Errc>> Storage(const Error<SqliteErrc>& e) {
+  return Fail(Errc::kStorage, e.message);
+}
 
 // Keys are chosen by clients; a per-process secret keeps them from aiming at one bucket.
 struct KeyHash {
@@ -90,11 +97,9 @@ struct KeyHash {
 
 class SqliteStore final : public Store {
  public:
-  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  explicit SqliteStore(Connection conn) : conn_(std::move(conn)), db_(conn_.db()) {}
   ~SqliteStore() override {
-    // Statements must be finalized before the connection closes.
-    stmts_.reset();
-    sqlite3_close_v2(db_);
+    stmts_.reset();  // statements are finalized before conn_ closes
   }
 
   LedgerResult<void> Setup(const LedgerId& ledger_id);
@@ -346,16 +351,11 @@ class SqliteStore final : public Store {
   Statements& s() { return *stmts_; }
 
   std::unexpected<Error<Errc>> StoreError(const char* what) const {
-    return Fail(Errc::kStorage, std::string(what) + ": " + sqlite3_errmsg(db_));
+    return Storage(conn_.LastError(what));
   }
 
   LedgerResult<void> Exec(const char* sql, const char* what) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = std::string(what) + ": " + (err ? err : sqlite3_errmsg(db_));
-      sqlite3_free(err);
-      return Fail(Errc::kStorage, std::move(msg));
-    }
+    if (auto ok = conn_.Exec(sql, what); !ok) return Storage(ok.error());
     return {};
   }
 
@@ -396,7 +396,8 @@ class SqliteStore final : public Store {
     last_channel_ = ChannelMeta{ch.id, ch.status, ch.expiry_unix, ch.close_deadline_unix};
   }
 
-  sqlite3* db_;
+  Connection conn_;
+  sqlite3* db_;  // conn_'s handle
   std::unique_ptr<Statements> stmts_;
   std::optional<ChannelMeta> last_channel_;
   std::unordered_map<ByteArray<32>, PublicKey, KeyHash> keys_;
@@ -442,40 +443,22 @@ LedgerResult<ChannelState> SqliteStore::ChannelFromRow(const Run& r, int first,
 }
 
 LedgerResult<void> SqliteStore::Migrate(const LedgerId& ledger_id) {
-  if (auto ok = Exec("BEGIN IMMEDIATE", "begin migration"); !ok) return ok;
-  auto body = [&]() -> LedgerResult<void> {
-    Statement tables;
-    if (tables.Prepare(db_,
-                       "SELECT count(*), sum(name = 'meta') FROM sqlite_master "
-                       "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'") != SQLITE_OK) {
-      return StoreError("read schema");
-    }
-    int64_t table_count = 0;
-    bool has_meta = false;
-    {
-      Run r(tables);
-      if (r.Step() != SQLITE_ROW) return StoreError("read schema");
-      table_count = r.I64(0);
-      has_meta = r.I64(1) > 0;
-    }
-    int64_t version = 0;
-    if (has_meta) {
-      Statement get;
-      if (get.Prepare(db_, "SELECT value FROM meta WHERE key = ?1") != SQLITE_OK) {
-        return StoreError("read meta");
-      }
-      {
-        Run r(get);
-        r.Text(1, "schema_version");
-        if (r.Step() != SQLITE_ROW) return Fail(Errc::kStorage, "not a dvpn ledger database");
-        version = r.I64(0);
-      }
+  return conn_.Transact("migration", Errc::kStorage, [&]() -> LedgerResult<void> {
+    auto schema = conn_.ReadSchema();
+    if (!schema) return Storage(schema.error());
+    const int64_t version = schema->has_meta ? schema->schema_version.value_or(0) : 0;
+    if (schema->has_meta) {
+      if (!schema->schema_version) return Fail(Errc::kStorage, "not a dvpn ledger database");
       if (version > kSchemaVersion) {
         return Fail(Errc::kStorage, "database schema version " + std::to_string(version) +
                                         " is newer than this build supports (" +
                                         std::to_string(kSchemaVersion) + "); upgrade dvpn-ledger");
       }
       if (version < 1) return Fail(Errc::kStorage, "corrupt schema version");
+      Statement get;
+      if (get.Prepare(db_, "SELECT value FROM meta WHERE key = ?1") != SQLITE_OK) {
+        return StoreError("read meta");
+      }
       Run r(get);
       r.Text(1, "ledger_id");
       if (r.Step() != SQLITE_ROW) return Fail(Errc::kStorage, "database has no ledger id");
@@ -486,7 +469,7 @@ LedgerResult<void> SqliteStore::Migrate(const LedgerId& ledger_id) {
                                         ", not to this ledger " + ToHex(ledger_id.bytes) +
                                         " (check the ledger name and operator key)");
       }
-    } else if (table_count > 0) {
+    } else if (schema->tables > 0) {
       return Fail(Errc::kStorage, "not a dvpn ledger database (it has tables but no meta table)");
     }
     for (int64_t v = version; v < kSchemaVersion; ++v) {
@@ -503,7 +486,7 @@ LedgerResult<void> SqliteStore::Migrate(const LedgerId& ledger_id) {
       r.Text(1, "schema_version").I64(2, kSchemaVersion);
       if (r.Step() != SQLITE_DONE) return StoreError("write meta");
     }
-    if (!has_meta) {
+    if (!schema->has_meta) {
       {
         Run r(put);
         r.Text(1, "ledger_id").Blob(2, ledger_id.bytes);
@@ -516,13 +499,7 @@ LedgerResult<void> SqliteStore::Migrate(const LedgerId& ledger_id) {
       }
     }
     return {};
-  };
-  auto ok = body();
-  if (!ok) {
-    if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK", "rollback migration");
-    return ok;
-  }
-  return Exec("COMMIT", "commit migration");
+  });
 }
 
 LedgerResult<void> SqliteStore::PrepareAll() {
@@ -582,8 +559,6 @@ LedgerResult<void> SqliteStore::PrepareAll() {
 }
 
 LedgerResult<void> SqliteStore::Setup(const LedgerId& ledger_id) {
-  sqlite3_extended_result_codes(db_, 1);
-  if (sqlite3_busy_timeout(db_, 5000) != SQLITE_OK) return StoreError("set busy timeout");
   if (auto ok = Exec("PRAGMA journal_mode = WAL", "enable WAL"); !ok) return ok;
   if (auto ok = Exec("PRAGMA synchronous = FULL", "set synchronous"); !ok) return ok;
   if (auto ok = Exec("PRAGMA foreign_keys = ON", "enable foreign keys"); !ok) return ok;
@@ -595,17 +570,15 @@ LedgerResult<void> SqliteStore::Setup(const LedgerId& ledger_id) {
 
 LedgerResult<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
                                                      const LedgerId& ledger_id) {
-  // 0600 whatever the umask; SQLite gives the -wal and -shm files the same mode.
-  if (auto ok = CreatePrivateFile(path); !ok) return Fail(Errc::kStorage, ok.error().message);
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(
-      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = "open " + path + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    sqlite3_close_v2(db);
-    return Fail(Errc::kStorage, std::move(msg));
+  // Created 0600 whatever the umask; SQLite gives the -wal and -shm files the same mode.
+  auto conn = Connection::Open(path, {.create = true, .busy_timeout_ms = 5000});
+  if (!conn) {
+    const Error<SqliteErrc>& e = conn.error();
+    if (e.code == SqliteErrc::kFile) return Fail(Errc::kStorage, e.message);
+    if (e.code == SqliteErrc::kOpen) return Fail(Errc::kStorage, "open " + path + ": " + e.message);
+    return Fail(Errc::kStorage, path + ": " + e.message);
   }
-  auto store = std::make_unique<SqliteStore>(db);
+  auto store = std::make_unique<SqliteStore>(std::move(*conn));
   if (auto ok = store->Setup(ledger_id); !ok) {
     return Fail(Errc::kStorage, path + ": " + ok.error().message);
   }

@@ -11,13 +11,15 @@
 #include <tuple>
 #include <utility>
 
-#include "common/private_file.h"
-#include "ledger/sqlite_statement.h"
+#include "sqlite/connection.h"
+#include "sqlite/statement.h"
 
 namespace dvpn::marketplace {
 namespace {
 
+using sqlite::Connection;
 using sqlite::Run;
+using sqlite::SqliteErrc;
 using sqlite::Statement;
 
 constexpr const char* kFormat = "dvpn.provider_stats";
@@ -62,27 +64,21 @@ struct ProviderStats::Impl {
 
   Impl(const Clock& clock, size_t max) : clock_(&clock), max_providers_(max) {}
   ~Impl() {
-    upsert_.reset();
+    upsert_.reset();  // statements are finalized before conn_ closes
     erase_.reset();
-    if (db_) sqlite3_close_v2(db_);
   }
 
-  std::unexpected<dvpn::Error<StatsErrc>> DbError(const std::string& what) const {
-    return Fail(StatsErrc::kStorage, path_ + ": " + what + ": " + sqlite3_errmsg(db_));
+  // Every SQLite failure is reported as kStorage, prefixed with the file's path.
+  std::unexpected<dvpn::Error<StatsErrc>> DbFail(const dvpn::Error<SqliteErrc>& e) const {
+    return Fail(StatsErrc::kStorage, path_ + ": " + e.message);
+  }
+  std::unexpected<dvpn::Error<StatsErrc>> DbError(std::string_view what) const {
+    return DbFail(conn_->LastError(what));
   }
 
-  StatsResult<void> Exec(const char* sql, const std::string& what) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = path_ + ": " + what + ": " + (err ? err : sqlite3_errmsg(db_));
-      sqlite3_free(err);
-      return Fail(StatsErrc::kStorage, std::move(msg));
-    }
+  StatsResult<void> Exec(const char* sql, std::string_view what) {
+    if (auto ok = conn_->Exec(sql, what); !ok) return DbFail(ok.error());
     return {};
-  }
-
-  void Rollback() {
-    if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK", "rollback");
   }
 
   StatsResult<void> Setup(const std::string& path);
@@ -100,7 +96,7 @@ struct ProviderStats::Impl {
   const Clock* clock_;
   size_t max_providers_;
   std::string path_;
-  sqlite3* db_ = nullptr;  // null: in memory only
+  std::optional<Connection> conn_;  // empty: in memory only
   std::unique_ptr<Statement> upsert_;
   std::unique_ptr<Statement> erase_;
 
@@ -112,19 +108,18 @@ struct ProviderStats::Impl {
 
 StatsResult<void> ProviderStats::Impl::Setup(const std::string& path) {
   path_ = path;
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-  // 0600 whatever the umask (which providers a user picks is theirs); SQLite gives the -wal
-  // and -shm files the same mode.
-  if (auto ok = CreatePrivateFile(path); !ok) {
-    return Fail(StatsErrc::kStorage, ok.error().message);
+  // Created 0600 whatever the umask (which providers a user picks is theirs); SQLite gives the
+  // -wal and -shm files the same mode.
+  auto conn = Connection::Open(path, {.create = true, .busy_timeout_ms = 2000});
+  if (!conn) {
+    const dvpn::Error<SqliteErrc>& e = conn.error();
+    if (e.code == SqliteErrc::kFile) return Fail(StatsErrc::kStorage, e.message);
+    if (e.code == SqliteErrc::kOpen) {
+      return Fail(StatsErrc::kStorage, path + ": open: " + e.message);
+    }
+    return DbFail(e);
   }
-  int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = path + ": open: " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
-    return Fail(StatsErrc::kStorage, std::move(msg));
-  }
-  sqlite3_extended_result_codes(db_, 1);
-  if (sqlite3_busy_timeout(db_, 2000) != SQLITE_OK) return DbError("set busy timeout");
+  conn_ = std::move(*conn);
   // Before anything writes (switching to WAL rewrites the header): a foreign, newer or
   // corrupt file is left as it is.
   if (auto ok = CheckSchema(); !ok) return ok;
@@ -148,18 +143,18 @@ StatsResult<void> ProviderStats::Impl::Setup(const std::string& path) {
                      "COMMIT;",
                      "create schema");
       !ok) {
-    Rollback();
+    conn_->Rollback();
     return ok;
   }
   upsert_ = std::make_unique<Statement>();
-  if (upsert_->Prepare(db_,
+  if (upsert_->Prepare(conn_->db(),
                        "INSERT OR REPLACE INTO providers (provider, handshake_ms, throughput_mbps,"
                        " succeeded, failed, overcharges, last_seen_unix, touch)"
                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)") != SQLITE_OK) {
     return DbError("prepare");
   }
   erase_ = std::make_unique<Statement>();
-  if (erase_->Prepare(db_, "DELETE FROM providers WHERE provider = ?1") != SQLITE_OK) {
+  if (erase_->Prepare(conn_->db(), "DELETE FROM providers WHERE provider = ?1") != SQLITE_OK) {
     return DbError("prepare");
   }
   if (auto ok = Load(); !ok) return ok;
@@ -167,50 +162,23 @@ StatsResult<void> ProviderStats::Impl::Setup(const std::string& path) {
 }
 
 StatsResult<void> ProviderStats::Impl::CheckSchema() {
-  if (auto ok = Exec("BEGIN", "read schema"); !ok) return ok;
-  auto body = [&]() -> StatsResult<void> {
-    int64_t tables = 0;
-    bool has_meta = false;
-    {
-      // Also where a file that is not a database at all is noticed (SQLITE_NOTADB).
-      Statement s;
-      if (s.Prepare(db_,
-                    "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master"
-                    " WHERE type = 'table'") != SQLITE_OK) {
-        return DbError("read schema");
-      }
-      Run r(s);
-      if (r.Step() != SQLITE_ROW) return DbError("read schema");
-      tables = r.I64(0);
-      has_meta = r.I64(1) > 0;
-    }
-    if (tables == 0) return {};  // a new file
-    if (!has_meta) return Fail(StatsErrc::kStorage, path_ + ": not a provider stats file");
-    Statement s;
-    if (s.Prepare(db_,
-                  "SELECT (SELECT value FROM meta WHERE key = 'format'),"
-                  " (SELECT value FROM meta WHERE key = 'schema_version')") != SQLITE_OK) {
-      return DbError("read schema");
-    }
-    Run r(s);
-    if (r.Step() != SQLITE_ROW) return DbError("read schema");
-    if (r.Str(0) != kFormat) {
-      return Fail(StatsErrc::kStorage, path_ + ": not a provider stats file");
-    }
-    if (r.I64(1) > kSchemaVersion) {
-      return Fail(StatsErrc::kStorage, path_ + ": schema version " + std::to_string(r.I64(1)) +
-                                           " is newer than this build supports");
-    }
-    return {};
-  };
-  auto ok = body();
-  Rollback();
-  return ok;
+  auto schema = conn_->ReadSchema();  // also where a file that is not a database is noticed
+  if (!schema) return DbFail(schema.error());
+  if (schema->tables == 0) return {};  // a new file
+  if (!schema->has_meta || schema->format != kFormat) {
+    return Fail(StatsErrc::kStorage, path_ + ": not a provider stats file");
+  }
+  const int64_t version = schema->schema_version.value_or(0);
+  if (version > kSchemaVersion) {
+    return Fail(StatsErrc::kStorage, path_ + ": schema version " + std::to_string(version) +
+                                         " is newer than this build supports");
+  }
+  return {};
 }
 
 StatsResult<void> ProviderStats::Impl::Load() {
   Statement s;
-  if (s.Prepare(db_,
+  if (s.Prepare(conn_->db(),
                 "SELECT provider, handshake_ms, throughput_mbps, succeeded, failed, overcharges,"
                 " last_seen_unix, touch FROM providers") != SQLITE_OK) {
     return DbError("read providers");
@@ -264,12 +232,12 @@ StatsResult<void> ProviderStats::Impl::TrimToBound() {
     r.Blob(1, it->second);
     if (r.Step() != SQLITE_DONE) {
       auto err = DbError("trim");
-      Rollback();
+      conn_->Rollback();
       return err;
     }
   }
   if (auto ok = Exec("COMMIT", "trim"); !ok) {
-    Rollback();
+    conn_->Rollback();
     return ok;
   }
   for (auto del = by_touch_.begin(); del != it;) {
@@ -281,7 +249,7 @@ StatsResult<void> ProviderStats::Impl::TrimToBound() {
 
 StatsResult<void> ProviderStats::Impl::Write(const ProviderKey& provider, const Entry& entry,
                                              const std::optional<ProviderKey>& evict) {
-  if (!db_) return {};
+  if (!conn_) return {};
   if (auto ok = Exec("BEGIN IMMEDIATE", "record"); !ok) return ok;
   auto body = [&]() -> StatsResult<void> {
     {
@@ -313,7 +281,7 @@ StatsResult<void> ProviderStats::Impl::Write(const ProviderKey& provider, const 
     return Exec("COMMIT", "record");
   };
   auto ok = body();
-  if (!ok) Rollback();
+  if (!ok) conn_->Rollback();
   return ok;
 }
 

@@ -16,9 +16,9 @@
 #include <utility>
 
 #include "common/log.h"
-#include "common/private_file.h"
-#include "ledger/sqlite_statement.h"
 #include "settlement/promise_log.h"
+#include "sqlite/connection.h"
+#include "sqlite/statement.h"
 
 namespace dvpn::payments {
 namespace {
@@ -100,10 +100,17 @@ std::string Clip(std::string text) {
   return text;
 }
 
+using sqlite::Connection;
 using sqlite::FromDb;
 using sqlite::Run;
+using sqlite::SqliteErrc;
 using sqlite::Statement;
 using sqlite::ToDb;
+
+// The store reports SQLite's failures as kStorage with SQLite's message, named.
+std::unexpected<Error<StoreErrc>> Storage(const Error<SqliteErrc>& e) {
+  return Fail(StoreErrc::kStorage, e.message);
+}
 
 std::optional<uint64_t> OptTime(const Run& r, int i) {
   if (r.IsNull(i)) return std::nullopt;
@@ -144,85 +151,21 @@ StoreResult<StoredChannel> RowFrom(const Run& r) {
   };
 }
 
-// One SQLite connection and its prepared statements. Not thread-safe: the owner locks.
-class Connection {
- public:
-  Connection() = default;
-  ~Connection() {
-    stmts_.clear();  // statements are finalized before the connection closes
-    sqlite3_close_v2(db_);
-  }
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
-
-  StoreResult<void> Open(const std::string& path, bool create) {
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    // 0600 whatever the umask; SQLite gives the -wal and -shm files the same mode.
-    if (create) {
-      if (auto ok = CreatePrivateFile(path); !ok) {
-        return Fail(StoreErrc::kStorage, ok.error().message);
-      }
+// Opens `path`, creating it 0600 when `create`.
+StoreResult<Connection> OpenConnection(const std::string& path, bool create) {
+  auto conn = Connection::Open(path, {.create = create, .busy_timeout_ms = 5000});
+  if (!conn) {
+    if (conn.error().code == SqliteErrc::kOpen) {
+      return Fail(StoreErrc::kStorage, "open " + path + ": " + conn.error().message);
     }
-    int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
-    if (rc != SQLITE_OK) {
-      std::string msg = "open " + path + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
-      return Fail(StoreErrc::kStorage, std::move(msg));
-    }
-    sqlite3_extended_result_codes(db_, 1);
-    if (sqlite3_busy_timeout(db_, 5000) != SQLITE_OK) return Error("set busy timeout");
-    return {};
+    return Storage(conn.error());
   }
+  return std::move(*conn);
+}
 
-  sqlite3* db() const { return db_; }
-
-  std::unexpected<dvpn::Error<StoreErrc>> Error(const std::string& what) const {
-    return Fail(StoreErrc::kStorage, what + ": " + sqlite3_errmsg(db_));
-  }
-
-  StoreResult<void> Exec(const char* sql, const std::string& what) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = what + ": " + (err ? err : sqlite3_errmsg(db_));
-      sqlite3_free(err);
-      return Fail(StoreErrc::kStorage, std::move(msg));
-    }
-    return {};
-  }
-
-  // Prepares `sql` once; the statement lives as long as the connection.
-  StoreResult<const Statement*> Prepared(const char* sql) {
-    for (auto& [text, stmt] : stmts_) {
-      if (text == sql) return stmt.get();
-    }
-    auto stmt = std::make_unique<Statement>();
-    if (stmt->Prepare(db_, sql) != SQLITE_OK) return Error("prepare statement");
-    stmts_.emplace_back(sql, std::move(stmt));
-    return stmts_.back().second.get();
-  }
-
-  void Rollback() {
-    if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK", "rollback");
-  }
-
-  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back when it or the commit fails.
-  template <class F>
-  StoreResult<void> Transact(const char* what, F&& body) {
-    if (auto ok = Exec("BEGIN IMMEDIATE", std::string("begin ") + what); !ok) return ok;
-    StoreResult<void> ok = body();
-    if (ok) ok = Exec("COMMIT", std::string("commit ") + what);
-    if (!ok) Rollback();
-    return ok;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-  // Keyed by the SQL text's address: every caller passes a string literal.
-  std::vector<std::pair<const char*, std::unique_ptr<Statement>>> stmts_;
-};
-
-#define DVPN_TRY_STMT(var, conn, sql)                      \
-  auto var##_or = (conn).Prepared(sql);                    \
-  if (!var##_or) return std::unexpected(var##_or.error()); \
+#define DVPN_TRY_STMT(var, conn, sql)              \
+  auto var##_or = (conn).Prepared(sql);            \
+  if (!var##_or) return Storage(var##_or.error()); \
   const Statement& var = **var##_or
 
 StoreResult<std::optional<StoredChannel>> ReadRow(Connection& c, const ChannelId& channel) {
@@ -233,7 +176,7 @@ StoreResult<std::optional<StoredChannel>> ReadRow(Connection& c, const ChannelId
   r.Blob(1, channel.bytes);
   int rc = r.Step();
   if (rc == SQLITE_DONE) return std::optional<StoredChannel>();
-  if (rc != SQLITE_ROW) return c.Error("read promise");
+  if (rc != SQLITE_ROW) return Storage(c.LastError("read promise"));
   auto row = RowFrom(r);
   if (!row) return std::unexpected(row.error());
   return std::optional<StoredChannel>(std::move(*row));
@@ -275,7 +218,7 @@ StoreResult<void> WriteRow(Connection& c, const StoredChannel& row) {
       .Text(14, row.last_outcome)
       .I64(15, row.Unsettled().IsZero() ? 0 : 1)
       .I64(16, !dead && row.cumulative > row.settled_known ? 1 : 0);
-  if (r.Step() != SQLITE_DONE) return c.Error("write promise");
+  if (r.Step() != SQLITE_DONE) return Storage(c.LastError("write promise"));
   return {};
 }
 
@@ -284,7 +227,7 @@ StoreResult<uint64_t> ReadLastNonce(Connection& c) {
   Run r(stmt);
   int rc = r.Step();
   if (rc == SQLITE_DONE) return Fail(StoreErrc::kStorage, "meta key missing: last_nonce");
-  if (rc != SQLITE_ROW) return c.Error("read last nonce");
+  if (rc != SQLITE_ROW) return Storage(c.LastError("read last nonce"));
   return r.U64(0);
 }
 
@@ -461,19 +404,19 @@ class PromiseStore::Impl {
     r.Blob(1, channel.bytes);
     const int rc = r.Step();
     if (rc == SQLITE_DONE) return uint64_t{0};
-    if (rc != SQLITE_ROW) return read_.Error("read channel debt");
+    if (rc != SQLITE_ROW) return Storage(read_.LastError("read channel debt"));
     return r.U64(0);
   }
   StoreResult<void> SetChannelDebt(const LedgerId& ledger, const ChannelId& channel,
                                    uint64_t unpaid_bytes) {
     std::lock_guard lock(write_mu_);
     const int64_t now = TimeToDb(clock_.NowSeconds());
-    return write_.Transact("channel debt", [&]() -> StoreResult<void> {
+    return write_.Transact("channel debt", StoreErrc::kStorage, [&]() -> StoreResult<void> {
       if (unpaid_bytes == 0) {
         DVPN_TRY_STMT(del, write_, "DELETE FROM channel_debt WHERE channel = ?1");
         Run r(del);
         r.Blob(1, channel.bytes);
-        if (r.Step() != SQLITE_DONE) return write_.Error("write channel debt");
+        if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("write channel debt"));
         return {};
       }
       DVPN_TRY_STMT(put, write_,
@@ -483,7 +426,7 @@ class PromiseStore::Impl {
                     "updated = excluded.updated");
       Run r(put);
       r.Blob(1, channel.bytes).Blob(2, ledger.bytes).U64(3, unpaid_bytes).I64(4, now);
-      if (r.Step() != SQLITE_DONE) return write_.Error("write channel debt");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("write channel debt"));
       return {};
     });
   }
@@ -512,7 +455,7 @@ class PromiseStore::Impl {
     std::lock_guard lock(write_mu_);
     if (auto ok = ApplyLogLocked(); !ok) return ok;  // the rows updated must exist
     const uint64_t now = clock_.NowSeconds();
-    return write_.Transact("channel updates",
+    return write_.Transact("channel updates", StoreErrc::kStorage,
                            [&] { return ApplyUpdatesIn(write_, updates, now, std::nullopt); });
   }
 
@@ -568,43 +511,32 @@ class PromiseStore::Impl {
 };
 
 StoreResult<void> PromiseStore::Impl::Migrate() {
-  return write_.Transact("migration", [&]() -> StoreResult<void> {
-    int64_t table_count = 0;
-    bool has_meta = false;
-    {
-      DVPN_TRY_STMT(tables, write_,
-                    "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
-                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
-      Run r(tables);
-      if (r.Step() != SQLITE_ROW) return write_.Error("read schema");
-      table_count = r.I64(0);
-      has_meta = r.I64(1) > 0;
-    }
+  return write_.Transact("migration", StoreErrc::kStorage, [&]() -> StoreResult<void> {
+    auto schema = write_.ReadSchema();
+    if (!schema) return Storage(schema.error());
+    const bool has_meta = schema->has_meta;
     int64_t version = 0;
     if (has_meta) {
-      DVPN_TRY_STMT(get, write_, "SELECT value FROM meta WHERE key = ?1");
-      {
-        Run r(get);
-        r.Text(1, "format");
-        if (r.Step() != SQLITE_ROW || r.Str(0) != kFormat) {
-          return Fail(StoreErrc::kStorage, "not a dvpn promise store (no format marker)");
-        }
+      if (schema->format != kFormat) {
+        return Fail(StoreErrc::kStorage, "not a dvpn promise store (no format marker)");
       }
-      Run r(get);
-      r.Text(1, "schema_version");
-      if (r.Step() != SQLITE_ROW) return Fail(StoreErrc::kStorage, "promise store has no version");
-      version = r.I64(0);
+      if (!schema->schema_version) {
+        return Fail(StoreErrc::kStorage, "promise store has no version");
+      }
+      version = *schema->schema_version;
       if (version > kSchemaVersion) {
         return Fail(StoreErrc::kStorage, "promise store schema version " + std::to_string(version) +
                                              " is newer than this build supports (" +
                                              std::to_string(kSchemaVersion) + ")");
       }
       if (version < 1) return Fail(StoreErrc::kStorage, "corrupt promise store schema version");
-    } else if (table_count > 0) {
+    } else if (schema->tables > 0) {
       return Fail(StoreErrc::kStorage, "not a dvpn promise store (it has other tables)");
     }
     for (int64_t v = version; v < kSchemaVersion; ++v) {
-      if (auto ok = write_.Exec(kMigrations[v], "migrate promise store"); !ok) return ok;
+      if (auto ok = write_.Exec(kMigrations[v], "migrate promise store"); !ok) {
+        return Storage(ok.error());
+      }
     }
     DVPN_TRY_STMT(put, write_,
                   "INSERT INTO meta(key, value) VALUES(?1, ?2) "
@@ -612,53 +544,36 @@ StoreResult<void> PromiseStore::Impl::Migrate() {
     {
       Run r(put);
       r.Text(1, "schema_version").I64(2, kSchemaVersion);
-      if (r.Step() != SQLITE_DONE) return write_.Error("write meta");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("write meta"));
     }
     if (!has_meta) {
       {
         Run r(put);
         r.Text(1, "format").Text(2, kFormat);
-        if (r.Step() != SQLITE_DONE) return write_.Error("write meta");
+        if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("write meta"));
       }
       Run r(put);
       r.Text(1, "last_nonce").I64(2, 0);
-      if (r.Step() != SQLITE_DONE) return write_.Error("write meta");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("write meta"));
     }
     return {};
   });
 }
 
 StoreResult<void> PromiseStore::Impl::CheckExisting() {
-  if (auto ok = write_.Exec("BEGIN", "read schema"); !ok) return ok;
-  auto body = [&]() -> StoreResult<void> {
-    bool has_meta = false;
-    {
-      // Also where a file that is not a database at all is noticed.
-      DVPN_TRY_STMT(tables, write_,
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'");
-      Run r(tables);
-      if (r.Step() != SQLITE_ROW) return write_.Error("read schema");
-      has_meta = r.I64(0) > 0;
-    }
-    if (!has_meta) return {};  // empty, or someone else's tables: Migrate() says which
-    DVPN_TRY_STMT(get, write_,
-                  "SELECT (SELECT value FROM meta WHERE key = 'format'), "
-                  "(SELECT value FROM meta WHERE key = 'schema_version')");
-    Run r(get);
-    if (r.Step() != SQLITE_ROW) return write_.Error("read schema");
-    if (r.Str(0) != kFormat) {
-      return Fail(StoreErrc::kStorage, "not a dvpn promise store (no format marker)");
-    }
-    if (r.I64(1) > kSchemaVersion) {
-      return Fail(StoreErrc::kStorage, "promise store schema version " + std::to_string(r.I64(1)) +
-                                           " is newer than this build supports (" +
-                                           std::to_string(kSchemaVersion) + ")");
-    }
-    return {};
-  };
-  auto ok = body();
-  write_.Rollback();
-  return ok;
+  auto schema = write_.ReadSchema();  // also where a file that is not a database is noticed
+  if (!schema) return Storage(schema.error());
+  if (!schema->has_meta) return {};  // empty, or someone else's tables: Migrate() says which
+  if (schema->format != kFormat) {
+    return Fail(StoreErrc::kStorage, "not a dvpn promise store (no format marker)");
+  }
+  const int64_t version = schema->schema_version.value_or(0);
+  if (version > kSchemaVersion) {
+    return Fail(StoreErrc::kStorage, "promise store schema version " + std::to_string(version) +
+                                         " is newer than this build supports (" +
+                                         std::to_string(kSchemaVersion) + ")");
+  }
+  return {};
 }
 
 StoreResult<void> PromiseStore::Impl::Setup(const std::string& path) {
@@ -666,14 +581,18 @@ StoreResult<void> PromiseStore::Impl::Setup(const std::string& path) {
   if (path.empty() || path == ":memory:" || path.starts_with("file:")) {
     return Fail(StoreErrc::kStorage, "a promise store needs a file path");  // two connections
   }
-  if (auto ok = write_.Open(path, /*create=*/true); !ok) return ok;
+  auto write = OpenConnection(path, /*create=*/true);
+  if (!write) return std::unexpected(write.error());
+  write_ = std::move(*write);
   // Check the schema before anything writes to the file (switching to WAL rewrites its
   // header): a newer or foreign file is left as it is.
   if (auto ok = CheckExisting(); !ok) return ok;
-  if (auto ok = write_.Exec("PRAGMA journal_mode = WAL", "enable WAL"); !ok) return ok;
+  if (auto ok = write_.Exec("PRAGMA journal_mode = WAL", "enable WAL"); !ok) {
+    return Storage(ok.error());
+  }
   const char* sync = options_.durability == Durability::kPowerLoss ? "PRAGMA synchronous = FULL"
                                                                    : "PRAGMA synchronous = NORMAL";
-  if (auto ok = write_.Exec(sync, "set synchronous"); !ok) return ok;
+  if (auto ok = write_.Exec(sync, "set synchronous"); !ok) return Storage(ok.error());
   if (auto ok = Migrate(); !ok) return ok;
   // Promises logged before a crash (credited, not yet in the tables) go in first.
   auto log = PromiseLog::Open(path + ".log", &unapplied_);
@@ -684,8 +603,12 @@ StoreResult<void> PromiseStore::Impl::Setup(const std::string& path) {
                              unapplied_.size());
   }
   if (auto ok = ApplyLogLocked(); !ok) return ok;
-  if (auto ok = read_.Open(path, /*create=*/false); !ok) return ok;
-  if (auto ok = read_.Exec("PRAGMA query_only = ON", "set query_only"); !ok) return ok;
+  auto read = OpenConnection(path, /*create=*/false);
+  if (!read) return std::unexpected(read.error());
+  read_ = std::move(*read);
+  if (auto ok = read_.Exec("PRAGMA query_only = ON", "set query_only"); !ok) {
+    return Storage(ok.error());
+  }
   return {};
 }
 
@@ -874,7 +797,7 @@ StoreResult<void> PromiseStore::Impl::ApplyLogLocked() {
       it->second.greatest = &p;
     }
   }
-  auto ok = write_.Transact("promises", [&]() -> StoreResult<void> {
+  auto ok = write_.Transact("promises", StoreErrc::kStorage, [&]() -> StoreResult<void> {
     for (const auto& [channel, p] : per_channel) {
       auto r = StoreOne(p.first->promise, p.first->received_unix);
       if (!r && r.error().code == StoreErrc::kStorage) return std::unexpected(r.error());
@@ -916,7 +839,7 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::Settleable(const Led
   for (;;) {
     int rc = r.Step();
     if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return read_.Error("list settleable promises");
+    if (rc != SQLITE_ROW) return Storage(read_.LastError("list settleable promises"));
     auto row = RowFrom(r);
     if (!row) return std::unexpected(row.error());
     out.push_back(std::move(*row));
@@ -936,7 +859,7 @@ StoreResult<SettleOverview> PromiseStore::Impl::Overview(const LedgerId& ledger)
   for (;;) {
     int rc = r.Step();
     if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return read_.Error("read settleable promises");
+    if (rc != SQLITE_ROW) return Storage(read_.LastError("read settleable promises"));
     ++out.channels;
     out.total_unsettled = SaturatingAdd(
         out.total_unsettled,
@@ -970,7 +893,7 @@ StoreResult<std::vector<StoredChannel>> PromiseStore::Impl::NeedingInfo(const Le
   for (;;) {
     int rc = r.Step();
     if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return read_.Error("list promises needing channel facts");
+    if (rc != SQLITE_ROW) return Storage(read_.LastError("list promises needing channel facts"));
     auto row = RowFrom(r);
     if (!row) return std::unexpected(row.error());
     out.push_back(std::move(*row));
@@ -988,7 +911,7 @@ StoreResult<Earnings> PromiseStore::Impl::GetEarnings() {
   for (;;) {
     int rc = r.Step();
     if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return read_.Error("read earnings");
+    if (rc != SQLITE_ROW) return Storage(read_.LastError("read earnings"));
     int64_t state = r.I64(3);
     if (state < 1 || state > 3) return Fail(StoreErrc::kStorage, "corrupt promise row state");
     const auto st = static_cast<ChannelSettleState>(state);
@@ -1025,7 +948,7 @@ StoreResult<std::vector<SettleAttempt>> PromiseStore::Impl::Attempts(size_t limi
   for (;;) {
     int rc = r.Step();
     if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return read_.Error("read settlement attempts");
+    if (rc != SQLITE_ROW) return Storage(read_.LastError("read settlement attempts"));
     out.push_back(SettleAttempt{
         .id = static_cast<uint64_t>(r.I64(0)),
         .time_unix = OptTime(r, 1).value_or(0),
@@ -1043,7 +966,7 @@ StoreResult<uint64_t> PromiseStore::Impl::BeginAttempt(uint64_t nonce, uint32_t 
   if (auto ok = ApplyLogLocked(); !ok) return std::unexpected(ok.error());
   const uint64_t now = clock_.NowSeconds();
   uint64_t id = 0;
-  auto ok = write_.Transact("settlement attempt", [&]() -> StoreResult<void> {
+  auto ok = write_.Transact("settlement attempt", StoreErrc::kStorage, [&]() -> StoreResult<void> {
     auto last = ReadLastNonce(write_);
     if (!last) return std::unexpected(last.error());
     if (nonce <= *last) {
@@ -1055,7 +978,7 @@ StoreResult<uint64_t> PromiseStore::Impl::BeginAttempt(uint64_t nonce, uint32_t 
       DVPN_TRY_STMT(put, write_, "UPDATE meta SET value = ?1 WHERE key = 'last_nonce'");
       Run r(put);
       r.U64(1, nonce);
-      if (r.Step() != SQLITE_DONE) return write_.Error("write last nonce");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("write last nonce"));
     }
     {
       DVPN_TRY_STMT(insert, write_,
@@ -1063,14 +986,14 @@ StoreResult<uint64_t> PromiseStore::Impl::BeginAttempt(uint64_t nonce, uint32_t 
                     "VALUES(?1, ?2, ?3, 0, 'pending')");
       Run r(insert);
       r.I64(1, TimeToDb(now)).U64(2, nonce).I64(3, items);
-      if (r.Step() != SQLITE_DONE) return write_.Error("log settlement attempt");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("log settlement attempt"));
       id = static_cast<uint64_t>(sqlite3_last_insert_rowid(write_.db()));
     }
     if (id > options_.max_attempt_rows) {
       DVPN_TRY_STMT(prune, write_, "DELETE FROM settle_attempts WHERE id <= ?1");
       Run r(prune);
       r.I64(1, static_cast<int64_t>(id - options_.max_attempt_rows));
-      if (r.Step() != SQLITE_DONE) return write_.Error("prune settlement attempts");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("prune settlement attempts"));
     }
     return {};
   });
@@ -1084,7 +1007,7 @@ StoreResult<void> PromiseStore::Impl::FinishAttempt(uint64_t id, Amount total_mo
   std::lock_guard lock(write_mu_);
   if (auto ok = ApplyLogLocked(); !ok) return std::unexpected(ok.error());
   const uint64_t now = clock_.NowSeconds();
-  return write_.Transact("settlement result", [&]() -> StoreResult<void> {
+  return write_.Transact("settlement result", StoreErrc::kStorage, [&]() -> StoreResult<void> {
     std::optional<uint64_t> started;
     {
       DVPN_TRY_STMT(get, write_, "SELECT time FROM settle_attempts WHERE id = ?1");
@@ -1095,7 +1018,7 @@ StoreResult<void> PromiseStore::Impl::FinishAttempt(uint64_t id, Amount total_mo
         return Fail(StoreErrc::kInvalidArgument,
                     "no settlement attempt " + std::to_string(id) + " in the log");
       }
-      if (rc != SQLITE_ROW) return write_.Error("read settlement attempt");
+      if (rc != SQLITE_ROW) return Storage(write_.LastError("read settlement attempt"));
       started = OptTime(r, 0);
     }
     {
@@ -1104,7 +1027,7 @@ StoreResult<void> PromiseStore::Impl::FinishAttempt(uint64_t id, Amount total_mo
       const std::string text = Clip(outcome);
       Run r(put);
       r.I64(1, static_cast<int64_t>(id)).U64(2, total_moved.micro()).Text(3, text);
-      if (r.Step() != SQLITE_DONE) return write_.Error("finish settlement attempt");
+      if (r.Step() != SQLITE_DONE) return Storage(write_.LastError("finish settlement attempt"));
     }
     return ApplyUpdatesIn(write_, updates, now, started);
   });

@@ -1,6 +1,7 @@
 #pragma once
-// Small RAII helpers over SQLite prepared statements, shared by the ledger's SqliteStore and the
-// provider's PromiseStore (the two SQLite files of the project).
+// Small RAII helpers over SQLite prepared statements, shared by every store over SQLite (the
+// ledger's SqliteStore, the provider's PromiseStore, the client's ProviderStats); connections
+// are sqlite/connection.h.
 //
 // uint64 values (amounts, nonces) are stored bit for bit in SQLite's int64 (ToDb / FromDb); SQL
 // never does arithmetic or comparisons on them. Not thread-safe: a statement belongs to one
