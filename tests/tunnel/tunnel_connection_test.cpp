@@ -338,6 +338,18 @@ TEST_F(TunnelConnectionTest, ControlHandlerMayCloseTheTunnel) {
   ASSERT_TRUE(RunUntil([&] { return client_closed_ && exit_closed_; }));
 }
 
+// An exception escaping one of a tunnel's coroutines (here the read loop, through a handler it
+// calls) is our bug: it is logged and ends that tunnel, both sides see it closed, and the
+// process goes on (before issue 15 the coroutines were detached: the exception vanished, and
+// the tunnel stayed half alive with no reader).
+TEST_F(TunnelConnectionTest, AnExceptionInATunnelCoroutineClosesTheTunnelNotTheProcess) {
+  exit_->SetControlHandler([](ByteSpan) { throw std::runtime_error("injected fault"); });
+  ASSERT_TRUE(client_->SendControl(Bytes("boom")));
+  ASSERT_TRUE(RunUntil([&] { return client_closed_ && exit_closed_; }));
+  EXPECT_TRUE(exit_->closed());
+  EXPECT_TRUE(client_->closed());
+}
+
 // ---- meters ----------------------------------------------------------------------------------
 
 TEST_F(TunnelConnectionTest, MetersAgreeOnBothSidesAfterTransfersBothWays) {

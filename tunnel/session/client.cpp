@@ -139,8 +139,16 @@ void TunnelKeeper::Start(UpHandler on_up, GaveUpHandler on_gave_up) {
   on_up_ = std::move(on_up);
   on_gave_up_ = std::move(on_gave_up);
   auto self = shared_from_this();
-  asio::co_spawn(
-      ex_, [self]() { return self->Run(); }, asio::detached);
+  // An exception escaping Run is our bug: logged, and the keeper gives up (the runtime ends and
+  // says why) rather than leave a client that silently stopped reconnecting.
+  asio::co_spawn(ex_, [self]() { return self->Run(); }, [self](std::exception_ptr e) {
+    if (!e) return;
+    LogTaskFailure(*TunnelLog(), "tunnel keeper", e);
+    if (self->on_gave_up_) {
+      auto cb = std::move(self->on_gave_up_);
+      cb("internal error in the tunnel keeper (see the log)");
+    }
+  });
 }
 
 void TunnelKeeper::Stop(std::function<void()> on_stopped) {
@@ -376,7 +384,8 @@ bool SocksFrontend::CheckCredentials(std::string_view user, std::string_view pas
 void SocksFrontend::Start() {
   auto self = shared_from_this();
   asio::co_spawn(
-      acceptor_.get_executor(), [self]() { return self->AcceptLoop(); }, asio::detached);
+      acceptor_.get_executor(), [self]() { return self->AcceptLoop(); },
+      [](std::exception_ptr e) { LogTaskFailure(*TunnelLog(), "socks accept loop", e); });
 }
 
 void SocksFrontend::Stop() {
@@ -401,7 +410,8 @@ asio::awaitable<void> SocksFrontend::AcceptLoop() {
     asio::co_spawn(
         acceptor_.get_executor(),
         [self, s = std::move(socket)]() mutable { return self->Serve(std::move(s)); },
-        asio::detached);
+        // The connection's socket closes with the coroutine's frame.
+        [](std::exception_ptr e) { LogTaskFailure(*TunnelLog(), "socks connection", e); });
   }
 }
 

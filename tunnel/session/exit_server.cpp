@@ -113,7 +113,8 @@ void ExitServer::Start() {
   last_summary_ = std::chrono::steady_clock::now();
   host_watcher_->Start();
   asio::co_spawn(
-      acceptor_.get_executor(), [self]() { return self->AcceptLoop(); }, asio::detached);
+      acceptor_.get_executor(), [self]() { return self->AcceptLoop(); },
+      [](std::exception_ptr e) { LogTaskFailure(*TunnelLog(), "exit accept loop", e); });
 }
 
 void ExitServer::Stop(std::function<void()> on_idle) {
@@ -460,7 +461,12 @@ asio::awaitable<void> ExitServer::Handshake(std::shared_ptr<PendingConn> conn) {
         if (!t) return;
         asio::co_spawn(
             self->acceptor_.get_executor(),
-            [self, t, id, dest]() { return self->ServeOpen(t, id, dest); }, asio::detached);
+            [self, t, id, dest]() { return self->ServeOpen(t, id, dest); },
+            [t](std::exception_ptr e) {  // our bug: this tunnel ends, the exit goes on
+              if (!e) return;
+              LogTaskFailure(*TunnelLog(), "exit stream open", e);
+              t->Close(CloseReason::kInternal, "internal error opening a stream", true);
+            });
       },
       [self, weak, name, controller]() {
         TunnelLog()->debug("exit: {} closed", name);

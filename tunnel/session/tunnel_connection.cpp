@@ -125,12 +125,17 @@ void TunnelConnection::Start(OpenHandler on_open, ClosedHandler on_closed) {
   on_closed_ = std::move(on_closed);
   auto self = shared_from_this();
   auto ex = socket_.get_executor();
-  asio::co_spawn(
-      ex, [self]() { return self->ReadLoop(); }, asio::detached);
-  asio::co_spawn(
-      ex, [self]() { return self->WriteLoop(); }, asio::detached);
-  asio::co_spawn(
-      ex, [self]() { return self->KeepaliveLoop(); }, asio::detached);
+  asio::co_spawn(ex, [self]() { return self->ReadLoop(); }, TaskDone("read loop"));
+  asio::co_spawn(ex, [self]() { return self->WriteLoop(); }, TaskDone("write loop"));
+  asio::co_spawn(ex, [self]() { return self->KeepaliveLoop(); }, TaskDone("keepalive"));
+}
+
+void TunnelConnection::OnTaskEnd(const char* task, std::exception_ptr e) {
+  if (!e) return;
+  LogTaskFailure(*TunnelLog(), (name_ + " " + task).c_str(), e);
+  const bool writer_gone = std::string_view(task) == "write loop";
+  Close(CloseReason::kInternal, std::string(task) + " failed", !writer_gone && !writer_done_);
+  if (writer_gone && !writer_done_) FinishWriter();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -456,6 +461,10 @@ asio::awaitable<void> TunnelConnection::WriteLoop() {
     }
     Notify(room_signal_);
   }
+  FinishWriter();
+}
+
+void TunnelConnection::FinishWriter() {
   writer_done_ = true;
   error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -879,7 +888,7 @@ Result<uint32_t, OpenFailure> TunnelConnection::OpenStreamEarly(const Destinatio
           TunnelLog()->debug("{}: early stream {} failed: {}", self->name_, st->id, r.error().message);
         }
       },
-      asio::detached);
+      TaskDone("early open"));
   return (*s)->id;
 }
 
@@ -943,10 +952,8 @@ void TunnelConnection::StartPumps(const StreamPtr& s) {
   auto self = shared_from_this();
   auto ex = socket_.get_executor();
   if (limiter_ && !s->limit) s->limit = std::make_unique<Stream::LimitTimers>(ex);
-  asio::co_spawn(
-      ex, [self, s]() { return self->Uplink(s); }, asio::detached);
-  asio::co_spawn(
-      ex, [self, s]() { return self->Downlink(s); }, asio::detached);
+  asio::co_spawn(ex, [self, s]() { return self->Uplink(s); }, TaskDone("uplink"));
+  asio::co_spawn(ex, [self, s]() { return self->Downlink(s); }, TaskDone("downlink"));
 }
 
 asio::awaitable<void> TunnelConnection::Uplink(StreamPtr s) {

@@ -209,6 +209,15 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
 
   asio::awaitable<void> ReadLoop();
   asio::awaitable<void> WriteLoop();
+  // The writer's last steps (closes the socket, reports the tunnel closed, once).
+  void FinishWriter();
+  // The completion of each coroutine of this tunnel: an exception escaping one is our bug; it
+  // is logged and ends this tunnel (CLOSE kInternal while the writer still runs), never the
+  // process or another tunnel.
+  void OnTaskEnd(const char* task, std::exception_ptr e);
+  auto TaskDone(const char* task) {
+    return [self = shared_from_this(), task](std::exception_ptr e) { self->OnTaskEnd(task, e); };
+  }
   asio::awaitable<void> KeepaliveLoop();
   asio::awaitable<void> Uplink(StreamPtr s);
   asio::awaitable<void> Downlink(StreamPtr s);
