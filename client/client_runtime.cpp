@@ -8,7 +8,7 @@
 #include "common/log.h"
 #include "common/port_file.h"
 #include "payments/spend_journal.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 
 namespace dvpn::tunnel_client {
 namespace {
@@ -122,7 +122,7 @@ void ClientRuntime::State::StartSocks() {
   try {
     frontend = std::make_shared<session::SocksFrontend>(io, config.socks, slot,
                                                         std::move(config.frontend));
-    if (config.frontend.credentials) session::WipeString(config.frontend.credentials->password);
+    if (config.frontend.credentials) cli::WipeString(config.frontend.credentials->password);
   } catch (const std::exception& e) {
     log->error("cannot listen on {}: {}", config.socks.address().to_string(), e.what());
     Fail(kClientRuntimeFailure, std::string("cannot listen for SOCKS: ") + e.what());

@@ -12,7 +12,7 @@
 #include "common/port_file.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/session/bandwidth_limiter.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 
 namespace dvpn::node {
 namespace {
@@ -108,7 +108,7 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
   s.store = std::move(*store);
 
   std::string error;
-  auto endpoint = session::ResolveHostPort(s.io, config.tunnel_listen.ToString(), &error);
+  auto endpoint = cli::ResolveHostPort(s.io, config.tunnel_listen.ToString(), &error);
   if (!endpoint) return std::unexpected("tunnel.listen: " + error);
   std::vector<tunnel::IpAddress> own;
   if (!endpoint->address().is_unspecified()) {
@@ -117,7 +117,7 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
                             : tunnel::IpAddress::V6(a.to_v6().to_bytes()));
   }
   auto policy =
-      tunnel::ExitPolicy::FromStrings(session::PolicyRules(config.deny, config.allow), own);
+      tunnel::ExitPolicy::FromStrings(cli::PolicyRules(config.deny, config.allow), own);
   if (!policy) return std::unexpected("tunnel.allow/deny: " + policy.error().message);
 
   session::ExitPaymentConfig pay;

@@ -20,14 +20,14 @@
 #include "provider/dashboard.h"
 #include "provider/node_control.h"
 #include "provider/seller.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 
 namespace dvpn::node {
 namespace {
 
 namespace mp = marketplace;
 using namespace std::chrono_literals;
-using tunnel::session::WaitForSignal;
+using cli::WaitForSignal;
 
 constexpr std::chrono::milliseconds kPublishTimeout{5000};
 constexpr std::chrono::seconds kRetryRefresh{5};
@@ -54,7 +54,7 @@ std::expected<payments::PrivateKey, std::string> LoadProviderKey(const NodeConfi
   std::string passphrase;
   if (!c.passphrase_file.empty()) {
     std::string error;
-    auto p = tunnel::session::ReadSecretFile(c.passphrase_file, kMaxPassphrase, &error);
+    auto p = cli::ReadSecretFile(c.passphrase_file, kMaxPassphrase, &error);
     if (!p) return std::unexpected("node.passphrase_file: " + error);
     passphrase = std::move(*p);
   } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
@@ -424,7 +424,7 @@ int RunSellerNode(const NodeConfig& config, const SellerRunOptions& options,
     return Fail(kExitConfig, "node.data_dir: " + ok.error().message);
   }
   tunnel::EnsureSodium();
-  auto tunnel_key = tunnel::session::LoadOrCreateTunnelKey(config.StaticKeyPath());
+  auto tunnel_key = cli::LoadOrCreateTunnelKey(config.StaticKeyPath());
   if (!tunnel_key) return Fail(kExitConfig, "tunnel.static_key_file: " + tunnel_key.error());
 
   ledger::rpc::RpcLedgerGateway gateway(config.ledger.ToString());

@@ -34,12 +34,13 @@
 #include "payments/spend_journal.h"
 #include "client/client_control.h"
 #include "tunnel/kdf.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 #include "tunnel/session/client.h"
 
 namespace {
 
 namespace session = dvpn::tunnel::session;
+namespace cli = dvpn::cli;
 namespace mp = dvpn::marketplace;
 using namespace std::chrono_literals;
 
@@ -196,7 +197,7 @@ int main(int argc, char** argv) {
   std::string passphrase;
   if (!f.passphrase_file.empty()) {
     std::string error;
-    auto p = session::ReadSecretFile(f.passphrase_file, kMaxPassphrase, &error);
+    auto p = cli::ReadSecretFile(f.passphrase_file, kMaxPassphrase, &error);
     if (!p) return Refuse("--passphrase-file: " + error);
     passphrase = std::move(*p);
   } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
@@ -205,7 +206,7 @@ int main(int argc, char** argv) {
     return Refuse("--keystore: no passphrase (--passphrase-file or $DVPN_PASSPHRASE)");
   }
   auto wallet = dvpn::payments::LoadKeystore(f.keystore, passphrase);
-  session::WipeString(passphrase);
+  cli::WipeString(passphrase);
   if (!wallet) {
     return Refuse("--keystore " + f.keystore + ": " +
                   (wallet.error().code == dvpn::payments::KeystoreErrc::kWrongPassphrase
@@ -221,7 +222,7 @@ int main(int argc, char** argv) {
   pay_base.identity = &identity;
   pay_base.daily = std::make_shared<dvpn::payments::DailySpend>();
   {
-    const auto& amount = session::ParseAmountFlag;
+    const auto& amount = cli::ParseAmountFlag;
     if (auto e = amount(f.session_cap, "--session-cap", &pay_base.policy.session_cap))
       return Refuse(*e);
     if (auto e = amount(f.daily_cap, "--daily-cap", &pay_base.policy.daily_cap)) return Refuse(*e);
@@ -235,25 +236,25 @@ int main(int argc, char** argv) {
     }
   }
   dvpn::Amount open_deposit;
-  if (auto e = session::ParseAmountFlag(f.open_deposit, "--open-deposit", &open_deposit)) {
+  if (auto e = cli::ParseAmountFlag(f.open_deposit, "--open-deposit", &open_deposit)) {
     return Refuse(*e);
   }
   session::asio::io_context resolver_io(1);
   std::string error;
-  auto socks_ep = session::ResolveHostPort(resolver_io, f.socks, &error);
+  auto socks_ep = cli::ResolveHostPort(resolver_io, f.socks, &error);
   if (!socks_ep) return Refuse("--socks: " + error);
   // Whoever reaches the SOCKS port spends this wallet's credits: beyond loopback, only with a
   // password.
-  auto credentials = session::LoadSocksCredentials(f.socks_user, f.socks_password_file);
+  auto credentials = cli::LoadSocksCredentials(f.socks_user, f.socks_password_file);
   if (!credentials) return Refuse(credentials.error());
   if (!socks_ep->address().is_loopback() && !*credentials) {
     return Refuse("--socks: " + f.socks + " is not a loopback address: whoever reaches it spends " +
                   "your credits; add --socks-user and --socks-password-file (or $" +
-                  session::kSocksPasswordEnv + ")");
+                  cli::kSocksPasswordEnv + ")");
   }
 
   auto log = dvpn::Logger("dvpn-client");
-  session::RaiseOpenFileLimit(*log);
+  cli::RaiseOpenFileLimit(*log);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);

@@ -36,13 +36,13 @@
 #include "provider/advertiser.h"
 #include "provider/config.h"
 #include "provider/seller_node.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 
 namespace {
 
 namespace mp = dvpn::marketplace;
 using namespace std::chrono_literals;
-using dvpn::tunnel::session::WaitForSignal;
+using dvpn::cli::WaitForSignal;
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
@@ -194,7 +194,7 @@ void AddFlags(CLI::App& app, Flags& f) {
 // Checks every flag and builds the settings; loads the provider key. The error names the flag.
 std::expected<Settings, std::string> Validate(const Flags& f) {
   if (!f.identity_key_hex.empty()) {
-    return std::unexpected(std::string(dvpn::tunnel::session::kIdentityKeyHexRemoved));
+    return std::unexpected(std::string(dvpn::cli::kIdentityKeyHexRemoved));
   }
   Settings s;
   auto network = Hex32(f.ledger_id);
@@ -297,7 +297,7 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   s.refresh = std::chrono::seconds(refresh);
   s.retire_linger = std::chrono::milliseconds(f.retire_linger_ms);
 
-  auto key = dvpn::tunnel::session::LoadAccountKey(f.identity_key_file, f.keystore);
+  auto key = dvpn::cli::LoadAccountKey(f.identity_key_file, f.keystore);
   if (!key) return std::unexpected(key.error());
   if (auto ok = dvpn::node::OfferAdvertiser::Check(t, *key); !ok) {
     return std::unexpected("the offer is invalid: " + ok.error());

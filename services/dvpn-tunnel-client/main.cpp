@@ -34,7 +34,7 @@
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/paid_client.h"
 
@@ -46,6 +46,7 @@ constexpr long kSignalPollNs = 100'000'000;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 
 namespace session = dvpn::tunnel::session;
+namespace cli = dvpn::cli;
 
 int Refuse(const std::string& message) {
   std::cerr << "dvpn-tunnel-client: " << message << "\n";
@@ -190,7 +191,7 @@ int main(int argc, char** argv) {
   }
   if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
   dvpn::grpc_log::RouteLibraryLogs();
-  if (!identity_hex.empty()) return Refuse(dvpn::tunnel::session::kIdentityKeyHexRemoved);
+  if (!identity_hex.empty()) return Refuse(dvpn::cli::kIdentityKeyHexRemoved);
   if (reconnect_min_ms > reconnect_max_ms) {
     return Refuse("--reconnect-min-ms (" + std::to_string(reconnect_min_ms) +
                   ") is above --reconnect-max-ms (" + std::to_string(reconnect_max_ms) + ")");
@@ -198,7 +199,7 @@ int main(int argc, char** argv) {
   dvpn::tunnel::EnsureSodium();
 
   // SOCKS credentials: the password never comes from the command line (it would show in ps).
-  auto credentials = session::LoadSocksCredentials(socks_user, socks_password_file);
+  auto credentials = cli::LoadSocksCredentials(socks_user, socks_password_file);
   if (!credentials) return Refuse(credentials.error());
 
   const bool choose_from_offers = !offers_from.empty();
@@ -220,10 +221,10 @@ int main(int argc, char** argv) {
     provider_key_bytes = *provider_key;
   }
   std::optional<dvpn::payments::PrivateKey> identity;
-  if (!session::AccountKeyGiven(identity_key_file, keystore_path)) {
+  if (!cli::AccountKeyGiven(identity_key_file, keystore_path)) {
     identity = dvpn::payments::PrivateKey::Generate();
   } else {
-    auto key = session::LoadAccountKey(identity_key_file, keystore_path);
+    auto key = cli::LoadAccountKey(identity_key_file, keystore_path);
     if (!key) return Refuse(key.error());
     identity = std::move(*key);
   }
@@ -255,18 +256,18 @@ int main(int argc, char** argv) {
   std::string error;
   std::optional<session::tcp::endpoint> provider_ep;
   if (!choose_from_offers) {
-    provider_ep = session::ResolveHostPort(io, provider, &error);
+    provider_ep = cli::ResolveHostPort(io, provider, &error);
     if (!provider_ep) return Refuse("--provider: " + error);
   }
-  auto socks_ep = session::ResolveHostPort(io, socks, &error);
+  auto socks_ep = cli::ResolveHostPort(io, socks, &error);
   if (!socks_ep) return Refuse("--socks: " + error);
 
   auto log = dvpn::Logger("dvpn-tunnel-client");
-  session::RaiseOpenFileLimit(*log);
+  cli::RaiseOpenFileLimit(*log);
 
   session::ClientPaymentConfig pay;
   {
-    const auto& amount = session::ParseAmountFlag;
+    const auto& amount = cli::ParseAmountFlag;
     if (auto e = amount(max_price_per_mb_text, "--max-price-per-mb", &pay.policy.max_price_per_mb))
       return Refuse(*e);
     if (auto e = amount(max_price_per_minute_text, "--max-price-per-minute",
@@ -328,7 +329,7 @@ int main(int argc, char** argv) {
     po.policy.min_capacity_mbps = min_capacity_mbps;
     po.client = &*identity;
     po.ledger = ledger_client;
-    if (auto e = session::ParseAmountFlag(open_deposit_text, "--open-deposit", &po.open_deposit))
+    if (auto e = cli::ParseAmountFlag(open_deposit_text, "--open-deposit", &po.open_deposit))
       return Refuse(*e);
     if (!po.open_deposit.IsZero() && !ledger_client) return Refuse("--open-deposit needs --ledger");
     config.picker = std::move(po);
@@ -341,7 +342,7 @@ int main(int argc, char** argv) {
   config.socks_port_file = socks_port_file;
   config.frontend.credentials = std::move(*credentials);
   config.frontend.fast_reply = socks_fast_reply;
-  if (*credentials) session::WipeString((*credentials)->password);
+  if (*credentials) cli::WipeString((*credentials)->password);
   config.pay = std::move(pay);
   config.ledger_client = ledger_client;
   config.keeper.handshake_timeout = std::chrono::milliseconds(handshake_timeout_ms);

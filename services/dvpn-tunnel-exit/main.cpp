@@ -32,7 +32,7 @@
 #include "tunnel/exit_policy.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 #include "tunnel/session/exit_server.h"
 
 namespace {
@@ -45,6 +45,7 @@ constexpr uint64_t kMaxCount = 1'000'000;
 constexpr uint32_t kMaxRate = 1'000'000;
 
 namespace session = dvpn::tunnel::session;
+namespace cli = dvpn::cli;
 
 constexpr std::chrono::milliseconds kShutdownGrace{2'000};
 
@@ -198,11 +199,11 @@ int main(int argc, char** argv) {
   }
   if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
   dvpn::grpc_log::RouteLibraryLogs();
-  if (!identity_key_hex.empty()) return Refuse(dvpn::tunnel::session::kIdentityKeyHexRemoved);
+  if (!identity_key_hex.empty()) return Refuse(dvpn::cli::kIdentityKeyHexRemoved);
   dvpn::tunnel::EnsureSodium();
 
   std::string error;
-  auto key = session::LoadOrCreateTunnelKey(key_file);
+  auto key = cli::LoadOrCreateTunnelKey(key_file);
   if (!key) return Refuse(key.error());
   std::string public_hex = dvpn::ToHex(key->public_key);
   if (print_public_key) {
@@ -210,10 +211,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::vector<std::string> rules = session::PolicyRules(deny, allow);
+  std::vector<std::string> rules = cli::PolicyRules(deny, allow);
 
   session::asio::io_context io(1);
-  auto endpoint = session::ResolveHostPort(io, listen, &error);
+  auto endpoint = cli::ResolveHostPort(io, listen, &error);
   if (!endpoint) return Refuse("--listen: " + error);
 
   std::vector<dvpn::tunnel::IpAddress> own;
@@ -226,7 +227,7 @@ int main(int argc, char** argv) {
   if (!policy) return Refuse("exit policy: " + policy.error().message);
 
   auto log = dvpn::Logger("dvpn-tunnel-exit");
-  session::RaiseOpenFileLimit(*log);
+  cli::RaiseOpenFileLimit(*log);
   session::ExitServer::Options options;
   options.log_destinations = log_destinations;
   options.max_tunnels = max_tunnels;
@@ -251,7 +252,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<dvpn::payments::SettlementScheduler> scheduler;
   if (paid) {
     session::ExitPaymentConfig pay;
-    const auto& parse_price = session::ParseAmountFlag;
+    const auto& parse_price = cli::ParseAmountFlag;
     if (auto e = parse_price(price_per_mb_text, "--price-per-mb", &pay.price.per_mb))
       return Refuse(*e);
     if (auto e = parse_price(price_per_minute_text, "--price-per-minute", &pay.price.per_minute))
@@ -261,7 +262,7 @@ int main(int argc, char** argv) {
     pay.payment_grace_ms = payment_grace_ms;
     if (ledger_target.empty()) return Refuse("--ledger HOST:PORT is required with a price");
     if (promise_db.empty()) return Refuse("--promise-db FILE is required with a price");
-    auto key = session::LoadAccountKey(identity_key_file, keystore_path);
+    auto key = cli::LoadAccountKey(identity_key_file, keystore_path);
     if (!key) return Refuse(key.error());
     provider_key = std::move(*key);
     auto threshold = dvpn::Amount::Parse(settle_threshold_text);

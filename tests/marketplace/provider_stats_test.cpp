@@ -687,8 +687,11 @@ TEST(ProviderChooser, PropertyNeverIneligibleEveryEligibleOnceInScoreOrder) {
       EXPECT_EQ(yielded.size(), eligible_at_start) << "iteration " << iter;
     }
   }
-  // The generator really exercised the chooser.
-  EXPECT_GT(total_yielded, 400u);
+  // The generator really exercised the chooser. The counts vary from run to run (the offers'
+  // BIP-340 signatures are randomized, and they break ties between versions of equal seq): 40
+  // runs gave 388..520 yielded, 60..78 long choices, 246..301 failovers; the bars sit well
+  // below (a bar at 400 failed about one run in 20).
+  EXPECT_GT(total_yielded, 300u);
   EXPECT_GT(long_choices, 40u);
   EXPECT_GT(total_failed_over, 200u);
 }

@@ -1,6 +1,7 @@
 #pragma once
-// Small helpers shared by the tunnel executables (wiring only): HOST:PORT parsing, the open-file
-// limit, reading a secret from a file, and loading the payment account key.
+// What the executables share (wiring only, docs/architecture.md "cli"): HOST:PORT resolution,
+// the open-file limit, reading a secret from a file, SOCKS credentials, loading the payment
+// account key and the tunnel key, waiting for a signal, exit-policy rule lines.
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -27,8 +28,13 @@
 #include "payments/keystore.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/asio.h"
+#include "tunnel/session/client.h"
 
-namespace dvpn::tunnel::session {
+namespace dvpn::cli {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
 
 // "127.0.0.1:0", "[::1]:1080", "localhost:9000" (names resolved once, first address).
 // nullopt with `error` set when it cannot be parsed or resolved.
@@ -134,7 +140,7 @@ inline std::optional<std::string> ParseAmountFlag(const std::string& text, const
 // Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).
 void WipeString(std::string& s);
 
-struct SocksCredentials;  // tunnel/session/client.h
+using tunnel::session::SocksCredentials;  // tunnel/session/client.h
 inline constexpr const char* kSocksPasswordEnv = "DVPN_SOCKS_PASSWORD";
 // The SOCKS5 username/password (RFC 1929) of a client daemon, from --socks-user and
 // --socks-password-file or else $DVPN_SOCKS_PASSWORD (docs/tunnel-cli.md "SOCKS credentials");
@@ -233,6 +239,6 @@ inline std::vector<std::string> PolicyRules(const std::vector<std::string>& deny
 
 // Reads the tunnel's hex X25519 secret from `path`, or creates the file (mode 0600) with a fresh
 // one. The error names the file.
-std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path);
+std::expected<tunnel::X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path);
 
-}  // namespace dvpn::tunnel::session
+}  // namespace dvpn::cli

@@ -1,4 +1,4 @@
-#include "tunnel/session/cli_util.h"
+#include "cli/cli_util.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,7 +9,10 @@
 #include "tunnel/kdf.h"
 #include "tunnel/session/client.h"
 
-namespace dvpn::tunnel::session {
+namespace dvpn::cli {
+
+using tunnel::Wipe;
+using tunnel::X25519KeyPair;
 
 std::expected<std::optional<SocksCredentials>, std::string> LoadSocksCredentials(
     const std::string& user, const std::string& password_file) {
@@ -102,4 +105,4 @@ std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::strin
   return pair;
 }
 
-}  // namespace dvpn::tunnel::session
+}  // namespace dvpn::cli
