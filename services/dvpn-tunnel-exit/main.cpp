@@ -301,6 +301,10 @@ int main(int argc, char** argv) {
     std::cerr << "dvpn-tunnel-exit: cannot listen on " << listen << ": " << e.what() << "\n";
     return kExitRuntime;
   }
+  // SIGINT/SIGTERM are ours before the port file says we are up: a stop asked the moment after
+  // (a supervisor, a test) gets the graceful shutdown with its final settlement, not the
+  // default action that kills the process.
+  session::asio::signal_set stop(io, SIGINT, SIGTERM);
   int port = server->local_endpoint().port();
   server->Start();
   log->info("listening on {}:{}; static public key {}", endpoint->address().to_string(), port,
@@ -310,7 +314,6 @@ int main(int argc, char** argv) {
     return kExitRuntime;
   }
 
-  session::asio::signal_set stop(io, SIGINT, SIGTERM);
   session::asio::steady_timer grace(io);
   stop.async_wait([&](const session::error_code& ec, int sig) {
     if (ec) return;
