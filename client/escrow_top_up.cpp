@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "ledger/requests.h"
+#include "payments/payment_session.h"
 
 namespace dvpn::tunnel_client {
 namespace {
@@ -48,8 +49,8 @@ std::expected<void, std::string> EscrowTopUp::Start() {
 void EscrowTopUp::OnEscrowUse(Amount cumulative, bool escrow_low) {
   {
     std::lock_guard lock(mu_);
-    const bool low = escrow_low || deposit_.CheckedSub(cumulative).value_or(Amount::Zero()) <
-                                       options_.below;
+    const bool low =
+        escrow_low || payments::EscrowRunsLow(deposit_, cumulative, options_.below);
     if (!low) return;
     pending_ = true;
     pending_low_ = pending_low_ || escrow_low;
@@ -91,8 +92,9 @@ bool EscrowTopUp::MaybeTopUp(Amount cumulative, bool escrow_low) {
     std::lock_guard lock(mu_);
     deposit_ = channel->deposit;
   }
-  const Amount left = channel->deposit.CheckedSub(cumulative).value_or(Amount::Zero());
-  if (!escrow_low && left >= options_.below) return true;  // someone topped up meanwhile
+  if (!escrow_low && !payments::EscrowRunsLow(channel->deposit, cumulative, options_.below)) {
+    return true;  // someone topped up meanwhile
+  }
   if (channel->status != ledger::ChannelStatus::kOpen) {
     Log()->error("top-up: the channel is not open any more");
     return false;

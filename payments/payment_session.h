@@ -180,6 +180,13 @@ struct SpendPolicy {
   Amount low_escrow_threshold;
 };
 
+// The client's top-up rule (docs/payments.md §5, --top-up-below): the escrow runs low when
+// what the deposit leaves after `signed_total` is below `below`; a total at or above the
+// deposit leaves nothing. The one place the rule is written (client/escrow_top_up.cpp asks it).
+inline bool EscrowRunsLow(Amount deposit, Amount signed_total, Amount below) {
+  return deposit.CheckedSub(signed_total).value_or(Amount::Zero()) < below;
+}
+
 // The UTC day number of a Unix time (days since 1970-01-01).
 inline constexpr uint64_t UtcDay(uint64_t unix_seconds) { return unix_seconds / 86'400; }
 
