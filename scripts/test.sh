@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine: install dependencies, configure, build
 # every target, run every test with ctest; then the same suite again in a second build with
-# AddressSanitizer + UndefinedBehaviorSanitizer (in <build-dir>-asan).
+# AddressSanitizer + UndefinedBehaviorSanitizer (in <build-dir>-asan; compiled at -Og -g1, see
+# CMakeLists.txt: about 2.5x faster to build than -O2 -g, still file:line in reports).
 # Usage: scripts/test.sh [build-dir] (default: build). DVPN_SANITIZE=0 skips the sanitizer pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
