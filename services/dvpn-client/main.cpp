@@ -12,7 +12,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <iostream>
 #include <memory>
 #include <optional>
 #include <random>
@@ -26,7 +25,6 @@
 #include "common/host_port.h"
 #include "common/log.h"
 #include "common/port_file.h"
-#include "grpc_log/grpc_log.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/rpc/offer_book_service.h"
@@ -35,6 +33,7 @@
 #include "client/client_control.h"
 #include "tunnel/kdf.h"
 #include "cli/cli_util.h"
+#include "cli/program.h"
 #include "tunnel/session/client.h"
 
 namespace {
@@ -44,8 +43,8 @@ namespace cli = dvpn::cli;
 namespace mp = dvpn::marketplace;
 using namespace std::chrono_literals;
 
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using dvpn::cli::kExitRuntime;
+using dvpn::cli::kExitConfig;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 constexpr size_t kMaxPassphrase = 1024;
 constexpr long kSignalPollNs = 200'000'000;
@@ -81,15 +80,9 @@ void WaitForOffers(mp::GossipTransport& gossip, spdlog::logger& log) {
                .count());
 }
 
-int Refuse(const std::string& message) {
-  std::cerr << "dvpn-client: " << message << "\n";
-  return kExitConfig;
-}
+int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-client", message); }
 
-int Fail(const std::string& message) {
-  std::cerr << "dvpn-client: " << message << "\n";
-  return kExitRuntime;
-}
+int Fail(const std::string& message) { return dvpn::cli::Fail("dvpn-client", message); }
 
 struct Flags {
   std::string keystore;
@@ -161,14 +154,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "dvpn-client " DVPN_VERSION);
   app.footer("Exit codes: 0 clean shutdown, 2 refused to start, 1 runtime failure. "
              "docs/client.md.");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitConfig;
-  }
-  if (!dvpn::SetLogLevel(f.log_level)) return Refuse("--log-level: unknown level " + f.log_level);
-  dvpn::grpc_log::RouteLibraryLogs();
+  if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
+  if (auto e = dvpn::cli::StartLogging(f.log_level)) return Refuse(*e);
   if (f.bootstrap.empty() == f.offers_from.empty()) {
     return Refuse("give --bootstrap (gossip) or --offers-from (a node's OfferBook), one of them");
   }

@@ -16,11 +16,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/program.h"
 #include "common/bytes.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
-#include "grpc_log/grpc_log.h"
 #include "ledger/ledger.h"
 #include "ledger/rpc/ledger_service.h"
 #include "ledger/sqlite_store.h"
@@ -29,8 +29,8 @@
 
 namespace {
 
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using dvpn::cli::kExitRuntime;
+using dvpn::cli::kExitConfig;
 
 // The largest batch whose request still fits the server's 16 MiB receive limit with room to
 // spare (a promise is about 110 bytes on the wire).
@@ -52,10 +52,7 @@ struct Flags {
   std::string log_level = "info";
 };
 
-int Refuse(const std::string& message) {
-  std::cerr << "dvpn-ledger: " << message << "\n";
-  return kExitConfig;
-}
+int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-ledger", message); }
 
 std::optional<dvpn::payments::PublicKey> OperatorKey(const Flags& flags, std::string* error) {
   if (!flags.operator_keystore.empty()) {
@@ -118,17 +115,9 @@ int main(int argc, char** argv) {
       "Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 refused to start (bad flags, operator "
       "key, database), 1 cannot listen.");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitConfig;
-  }
+  if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
 
-  if (!dvpn::SetLogLevel(flags.log_level)) {
-    return Refuse("--log-level: unknown level \"" + flags.log_level + "\"");
-  }
-  dvpn::grpc_log::RouteLibraryLogs();
+  if (auto e = dvpn::cli::StartLogging(flags.log_level)) return Refuse(*e);
   if (flags.operator_pubkey_hex.empty() && flags.operator_keystore.empty()) {
     return Refuse(
         "an operator key is required: pass --operator-pubkey HEX or "

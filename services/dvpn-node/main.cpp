@@ -28,7 +28,6 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
-#include "grpc_log/grpc_log.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/offer.h"
 #include "marketplace/rpc/offer_book_service.h"
@@ -37,6 +36,7 @@
 #include "provider/config.h"
 #include "provider/seller_node.h"
 #include "cli/cli_util.h"
+#include "cli/program.h"
 
 namespace {
 
@@ -44,8 +44,8 @@ namespace mp = dvpn::marketplace;
 using namespace std::chrono_literals;
 using dvpn::cli::WaitForSignal;
 
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using dvpn::cli::kExitRuntime;
+using dvpn::cli::kExitConfig;
 constexpr std::chrono::milliseconds kPublishTimeout{5000};
 // A refresh the node refused (e.g. the slot's refresh limit) is tried again this much later.
 constexpr std::chrono::seconds kRetryRefresh{5};
@@ -100,10 +100,7 @@ struct Settings {
   std::chrono::milliseconds retire_linger{0};
 };
 
-int Refuse(const std::string& message) {
-  std::cerr << "dvpn-node: " << message << "\n";
-  return kExitConfig;
-}
+int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-node", message); }
 
 using dvpn::marketplace::CheckRegion;
 using dvpn::marketplace::ParseEndpoint;
@@ -430,12 +427,7 @@ int main(int argc, char** argv) {
                  "seller mode: write the bound ports (gossip, tunnel, control, http) to this file");
   app.set_version_flag("--version", "dvpn-node " DVPN_VERSION);
   AddFlags(app, flags);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitConfig;
-  }
+  if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
 
   // Block the shutdown signals before any thread starts, so every thread inherits the mask and
   // only the main thread's sigtimedwait receives them.
@@ -454,8 +446,7 @@ int main(int argc, char** argv) {
     }
     auto config = dvpn::node::LoadNodeConfig(config_path, overrides);
     if (!config) return Refuse(config.error());
-    dvpn::SetLogLevel(config->log_level);
-    dvpn::grpc_log::RouteLibraryLogs();
+    (void)dvpn::cli::StartLogging(config->log_level);  // the config checked the level
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     try {
       return dvpn::node::RunSellerNode(*config, {.ports_file = ports_file}, signals);
@@ -468,10 +459,7 @@ int main(int argc, char** argv) {
     return Refuse("--set and --ports-file need --config (seller mode)");
   }
   if (flags.ledger_id.empty()) return Refuse("--ledger-id is required (or give --config)");
-  if (!dvpn::SetLogLevel(flags.log_level)) {
-    return Refuse("--log-level: unknown level \"" + flags.log_level + "\"");
-  }
-  dvpn::grpc_log::RouteLibraryLogs();
+  if (auto e = dvpn::cli::StartLogging(flags.log_level)) return Refuse(*e);
   auto settings = Validate(flags);
   if (!settings) return Refuse(settings.error());
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);

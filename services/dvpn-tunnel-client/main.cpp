@@ -25,7 +25,6 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/port_file.h"
-#include "grpc_log/grpc_log.h"
 #include "common/clock.h"
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
@@ -35,12 +34,13 @@
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
 #include "cli/cli_util.h"
+#include "cli/program.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/paid_client.h"
 
 namespace {
 
-constexpr int kExitConfig = 2;
+using dvpn::cli::kExitConfig;
 // How often the main thread looks whether the runtime ended by itself.
 constexpr long kSignalPollNs = 100'000'000;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
@@ -49,8 +49,7 @@ namespace session = dvpn::tunnel::session;
 namespace cli = dvpn::cli;
 
 int Refuse(const std::string& message) {
-  std::cerr << "dvpn-tunnel-client: " << message << "\n";
-  return kExitConfig;
+  return dvpn::cli::Refuse("dvpn-tunnel-client", message);
 }
 
 std::optional<dvpn::Hash32> Hex32(const std::string& text) {
@@ -183,14 +182,8 @@ int main(int argc, char** argv) {
                  "the provider's account address (dv...): terms naming another payee are refused");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitConfig;
-  }
-  if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
-  dvpn::grpc_log::RouteLibraryLogs();
+  if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
+  if (auto e = dvpn::cli::StartLogging(log_level)) return Refuse(*e);
   if (!identity_hex.empty()) return Refuse(dvpn::cli::kIdentityKeyHexRemoved);
   if (reconnect_min_ms > reconnect_max_ms) {
     return Refuse("--reconnect-min-ms (" + std::to_string(reconnect_min_ms) +

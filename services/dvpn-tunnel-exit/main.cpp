@@ -23,7 +23,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
-#include "grpc_log/grpc_log.h"
 #include "settlement/ledger_gateway_rpc.h"
 #include "payments/keys.h"
 #include "payments/keystore.h"
@@ -33,12 +32,13 @@
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
 #include "cli/cli_util.h"
+#include "cli/program.h"
 #include "tunnel/session/exit_server.h"
 
 namespace {
 
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using dvpn::cli::kExitRuntime;
+using dvpn::cli::kExitConfig;
 // Upper bounds of the limit flags (far above what one process can serve; they only keep the
 // numbers meaningful).
 constexpr uint64_t kMaxCount = 1'000'000;
@@ -49,10 +49,7 @@ namespace cli = dvpn::cli;
 
 constexpr std::chrono::milliseconds kShutdownGrace{2'000};
 
-int Refuse(const std::string& message) {
-  std::cerr << "dvpn-tunnel-exit: " << message << "\n";
-  return kExitConfig;
-}
+int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-tunnel-exit", message); }
 
 }  // namespace
 
@@ -191,14 +188,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(uint64_t{0}, uint64_t{600'000}));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitConfig;
-  }
-  if (!dvpn::SetLogLevel(log_level)) return Refuse("--log-level: unknown level " + log_level);
-  dvpn::grpc_log::RouteLibraryLogs();
+  if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
+  if (auto e = dvpn::cli::StartLogging(log_level)) return Refuse(*e);
   if (!identity_key_hex.empty()) return Refuse(dvpn::cli::kIdentityKeyHexRemoved);
   dvpn::tunnel::EnsureSodium();
 

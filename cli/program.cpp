@@ -1,0 +1,38 @@
+#include "cli/program.h"
+
+#include <iostream>
+
+#include "common/log.h"
+#include "grpc_log/grpc_log.h"
+
+namespace dvpn::cli {
+
+int Refuse(const char* program, const std::string& message) {
+  std::cerr << program << ": " << message << "\n";
+  return kExitConfig;
+}
+
+int Fail(const char* program, const std::string& message) {
+  std::cerr << program << ": " << message << "\n";
+  return kExitRuntime;
+}
+
+std::optional<int> Parse(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitConfig;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> StartLogging(const std::string& level) {
+  if (!SetLogLevel(level)) {
+    return "--log-level: unknown level \"" + level + "\" (trace, debug, info, warn, error, off)";
+  }
+  grpc_log::RouteLibraryLogs();
+  return std::nullopt;
+}
+
+}  // namespace dvpn::cli
