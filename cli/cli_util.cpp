@@ -79,6 +79,37 @@ void WipeString(std::string& s) {
   s.clear();
 }
 
+std::expected<payments::PrivateKey, std::string> LoadKeystoreWithPassphrase(
+    const std::string& keystore, const std::string& passphrase_file,
+    const std::string& keystore_name, const std::string& passphrase_name, const std::string& hint) {
+  constexpr size_t kMaxPassphrase = 1024;
+  std::string passphrase;
+  if (!passphrase_file.empty()) {
+    std::string error;
+    auto p = ReadSecretFile(passphrase_file, kMaxPassphrase, &error);
+    if (!p) return std::unexpected(passphrase_name + ": " + error);
+    passphrase = std::move(*p);
+    WipeString(*p);
+  } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
+    passphrase = env;
+  } else {
+    return std::unexpected(keystore_name + ": no passphrase (" + hint + ")");
+  }
+  auto key = payments::LoadKeystore(keystore, passphrase);
+  WipeString(passphrase);
+  if (key) return std::move(*key);
+  const std::string where = keystore_name + " " + keystore;
+  switch (key.error().code) {
+    case payments::KeystoreErrc::kWrongPassphrase:
+      return std::unexpected(where +
+                             ": wrong passphrase (the file is intact but does not open with it)");
+    case payments::KeystoreErrc::kIo:
+      return std::unexpected(where + ": cannot read: " + key.error().message);
+    default:
+      return std::unexpected(where + ": " + key.error().message);
+  }
+}
+
 std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path) {
   std::ifstream in(path);
   if (in) {

@@ -217,6 +217,14 @@ inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
   return std::move(*k);
 }
 
+// A dvpnctl keystore opened with the passphrase from the first line of `passphrase_file`, else
+// $DVPN_PASSPHRASE (the seller's config and dvpn-client's flags). `keystore_name` and
+// `passphrase_name` are how the user named them ("node.keystore", "--keystore"); `hint` ends
+// the no-passphrase error. Errors never hold the passphrase; the copy read is wiped.
+std::expected<payments::PrivateKey, std::string> LoadKeystoreWithPassphrase(
+    const std::string& keystore, const std::string& passphrase_file,
+    const std::string& keystore_name, const std::string& passphrase_name, const std::string& hint);
+
 // Waits for one of `signals` (blocked in every thread) until `deadline`. Returns the signal,
 // or 0 at the deadline.
 int WaitForSignal(const sigset_t& signals, std::chrono::steady_clock::time_point deadline);

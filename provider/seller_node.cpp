@@ -33,7 +33,6 @@ constexpr std::chrono::milliseconds kPublishTimeout{5000};
 constexpr std::chrono::seconds kRetryRefresh{5};
 constexpr std::chrono::seconds kLedgerTimeout{10};
 constexpr std::chrono::milliseconds kRetireLinger{1000};
-constexpr size_t kMaxPassphrase = 1024;
 constexpr size_t kMaxChannelsShown = 1000;
 
 uint64_t WallMs() {
@@ -47,34 +46,12 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-
 // The provider's account key from the keystore; the passphrase from passphrase_file or
 // $DVPN_PASSPHRASE. Errors name the key and say what is wrong (the passphrase never appears).
 std::expected<payments::PrivateKey, std::string> LoadProviderKey(const NodeConfig& c) {
-  std::string passphrase;
-  if (!c.passphrase_file.empty()) {
-    std::string error;
-    auto p = cli::ReadSecretFile(c.passphrase_file, kMaxPassphrase, &error);
-    if (!p) return std::unexpected("node.passphrase_file: " + error);
-    passphrase = std::move(*p);
-  } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
-    passphrase = env;
-  } else {
-    return std::unexpected(
-        "node.keystore: no passphrase (set node.passphrase_file or $DVPN_PASSPHRASE)");
-  }
-  auto key = payments::LoadKeystore(c.keystore, passphrase);
-  if (key) return std::move(*key);
-  switch (key.error().code) {
-    case payments::KeystoreErrc::kWrongPassphrase:
-      return std::unexpected("node.keystore " + c.keystore +
-                             ": wrong passphrase (the file is intact but does not open with it)");
-    case payments::KeystoreErrc::kIo:
-      return std::unexpected("node.keystore " + c.keystore + ": cannot read: " +
-                             key.error().message);
-    default:
-      return std::unexpected("node.keystore " + c.keystore + ": " + key.error().message);
-  }
+  return cli::LoadKeystoreWithPassphrase(c.keystore, c.passphrase_file, "node.keystore",
+                                         "node.passphrase_file",
+                                         "set node.passphrase_file or $DVPN_PASSPHRASE");
 }
 
 // The running node: every part, and the NodeControl answers built from them.

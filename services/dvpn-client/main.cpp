@@ -46,7 +46,6 @@ using namespace std::chrono_literals;
 using dvpn::cli::kExitRuntime;
 using dvpn::cli::kExitConfig;
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
-constexpr size_t kMaxPassphrase = 1024;
 constexpr long kSignalPollNs = 200'000'000;
 
 // --connect at start: the gossip node has just dialed its bootstrap peers. Wait until it knows
@@ -181,25 +180,10 @@ int main(int argc, char** argv) {
   }
 
   // The wallet.
-  std::string passphrase;
-  if (!f.passphrase_file.empty()) {
-    std::string error;
-    auto p = cli::ReadSecretFile(f.passphrase_file, kMaxPassphrase, &error);
-    if (!p) return Refuse("--passphrase-file: " + error);
-    passphrase = std::move(*p);
-  } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
-    passphrase = env;
-  } else {
-    return Refuse("--keystore: no passphrase (--passphrase-file or $DVPN_PASSPHRASE)");
-  }
-  auto wallet = dvpn::payments::LoadKeystore(f.keystore, passphrase);
-  cli::WipeString(passphrase);
-  if (!wallet) {
-    return Refuse("--keystore " + f.keystore + ": " +
-                  (wallet.error().code == dvpn::payments::KeystoreErrc::kWrongPassphrase
-                       ? std::string("wrong passphrase")
-                       : wallet.error().message));
-  }
+  auto wallet = cli::LoadKeystoreWithPassphrase(f.keystore, f.passphrase_file, "--keystore",
+                                                "--passphrase-file",
+                                                "--passphrase-file or $DVPN_PASSPHRASE");
+  if (!wallet) return Refuse(wallet.error());
   const dvpn::payments::PrivateKey identity = std::move(*wallet);
   const std::string wallet_address =
       dvpn::payments::Address::FromPublicKey(identity.public_key()).ToString();
