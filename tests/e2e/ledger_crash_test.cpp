@@ -32,6 +32,7 @@
 #include "ledger/requests.h"
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keystore.h"
+#include "tests/support/ledger_process.h"
 #include "tests/support/subprocess.h"
 
 #ifndef DVPN_LEDGER_BIN
@@ -46,6 +47,7 @@ void PrintTo(const Amount& amount, std::ostream* os) { *os << amount.ToString() 
 namespace dvpn::ledger {
 namespace {
 
+using dvpn::testing::LedgerProcess;
 using dvpn::testing::Subprocess;
 using dvpn::testing::FileTail;
 using dvpn::testing::TempDir;
@@ -54,51 +56,6 @@ using rpc::LedgerClient;
 using std::chrono::milliseconds;
 
 constexpr Amount Micro(uint64_t v) { return Amount::FromMicro(v); }
-
-// One dvpn-ledger process over a database in `dir`, with its client.
-class LedgerProcess {
- public:
-  LedgerProcess(const TempDir& dir, std::string operator_hex)
-      : dir_(dir), operator_hex_(std::move(operator_hex)) {}
-
-  // Starts the process and connects; false (with a failure recorded) when it does not come up
-  // within 10 s.
-  bool Start() {
-    std::string port_file = dir_.File("port");
-    std::remove(port_file.c_str());
-    auto proc = Subprocess::Spawn({DVPN_LEDGER_BIN, "--db", dir_.File("ledger.db"), "--listen",
-                                   "127.0.0.1:0", "--port-file", port_file, "--name", "crash-test",
-                                   "--operator-pubkey", operator_hex_, "--log-level", "warn"},
-                                  log());
-    if (!proc) {
-      ADD_FAILURE() << proc.error();
-      return false;
-    }
-    proc_.emplace(*std::move(proc));
-    auto port = dvpn::testing::WaitForPortFile(port_file, milliseconds(10'000));
-    if (!port) {
-      ADD_FAILURE() << "dvpn-ledger did not write its port file; log:\n" << FileTail(log(), 4000);
-      return false;
-    }
-    client_ =
-        std::make_unique<LedgerClient>("127.0.0.1:" + std::to_string(*port), milliseconds(5000));
-    if (!client_->WaitForConnected(milliseconds(5000))) {
-      ADD_FAILURE() << "cannot connect to dvpn-ledger on port " << *port;
-      return false;
-    }
-    return true;
-  }
-
-  Subprocess& proc() { return *proc_; }
-  LedgerClient& client() { return *client_; }
-  std::string log() const { return dir_.File("ledger.log"); }
-
- private:
-  const TempDir& dir_;
-  std::string operator_hex_;
-  std::optional<Subprocess> proc_;
-  std::unique_ptr<LedgerClient> client_;
-};
 
 struct Channel {
   PrivateKey client;
@@ -116,7 +73,11 @@ class CrashTest : public ::testing::Test {
 
   void SetUp() override {
     operator_hex_ = ToHex(operator_.public_key().bytes());
-    ledger_ = std::make_unique<LedgerProcess>(dir_, operator_hex_);
+    ledger_ = std::make_unique<LedgerProcess>(
+        dir_, dvpn::testing::LedgerProcessOptions{.binary = DVPN_LEDGER_BIN,
+                                                 .name = "crash-test",
+                                                 .operator_hex = operator_hex_,
+                                                 .extra = {}});
     ASSERT_TRUE(ledger_->Start());
     auto info = ledger_->client().GetInfo();
     ASSERT_TRUE(info) << info.error().message;

@@ -27,6 +27,7 @@
 #include "settlement/settlement.h"
 #include "tests/settlement/settlement_test_util.h"
 #include "tests/settlement/test_gateways.h"
+#include "tests/support/ledger_process.h"
 #include "tests/support/subprocess.h"
 
 #ifndef DVPN_LEDGER_BIN
@@ -37,6 +38,7 @@ namespace dvpn::payments {
 namespace {
 
 using dvpn::testing::FileTail;
+using dvpn::testing::LedgerProcess;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
 using ledger::rpc::GatewayErrcFor;
@@ -53,68 +55,6 @@ using testing::WaitUntil;
 constexpr uint64_t kCredit = 1'000'000;
 constexpr uint64_t kChallenge = 60;
 
-// One dvpn-ledger process over a database in `dir`; restarts on the same file and port.
-class LedgerProcess {
- public:
-  LedgerProcess(const TempDir& dir, const PrivateKey& op, uint32_t max_batch)
-      : dir_(dir), op_hex_(ToHex(op.public_key().bytes())), max_batch_(max_batch) {}
-
-  bool Start() {
-    // After a SIGKILL the old port may take a moment to be free again: a few tries.
-    for (int attempt = 0; attempt < 20; ++attempt) {
-      const std::string port_file = dir_.File("port");
-      std::remove(port_file.c_str());
-      auto proc = Subprocess::Spawn(
-          {DVPN_LEDGER_BIN, "--db", dir_.File("ledger.db"), "--listen",
-           "127.0.0.1:" + std::to_string(port_), "--port-file", port_file, "--name", "settle-e2e",
-           "--operator-pubkey", op_hex_, "--challenge-period", std::to_string(kChallenge),
-           "--max-batch", std::to_string(max_batch_), "--log-level", "warn"},
-          log());
-      if (!proc) {
-        ADD_FAILURE() << proc.error();
-        return false;
-      }
-      proc_.emplace(*std::move(proc));
-      auto port = dvpn::testing::WaitForPortFile(port_file, milliseconds(10'000));
-      if (port) {
-        port_ = *port;
-        admin_ = std::make_unique<LedgerClient>(target(), milliseconds(5000));
-        if (admin_->WaitForConnected(milliseconds(5000))) return true;
-        ADD_FAILURE() << "cannot connect to dvpn-ledger on " << target();
-        return false;
-      }
-      auto status = proc_->WaitFor(milliseconds(2000));  // it exits when it cannot listen
-      if (!status) {
-        ADD_FAILURE() << "dvpn-ledger neither listens nor exits; log:\n" << FileTail(log());
-        return false;
-      }
-      std::this_thread::sleep_for(milliseconds(100));  // bounded retry of a busy port
-    }
-    ADD_FAILURE() << "dvpn-ledger could not listen on port " << port_ << "; log:\n" << FileTail(log());
-    return false;
-  }
-
-  void Kill() {
-    ASSERT_TRUE(proc_ && proc_->Signal(SIGKILL));
-    auto status = proc_->WaitFor(milliseconds(10'000));
-    ASSERT_TRUE(status) << "dvpn-ledger did not die";
-    EXPECT_TRUE(WIFSIGNALED(*status)) << *status;
-  }
-
-  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
-  LedgerClient& admin() { return *admin_; }
-  Subprocess& proc() { return *proc_; }
-  std::string log() const { return dir_.File("ledger.log"); }
-
- private:
-  const TempDir& dir_;
-  std::string op_hex_;
-  uint32_t max_batch_;
-  int port_ = 0;
-  std::optional<Subprocess> proc_;
-  std::unique_ptr<LedgerClient> admin_;
-};
-
 struct Chan {
   PrivateKey client;
   Address address;
@@ -129,9 +69,15 @@ class SettlementE2E : public ::testing::Test {
   void SetUp() override { StartLedger(5000); }
 
   void StartLedger(uint32_t max_batch) {
-    ledger_ = std::make_unique<LedgerProcess>(dir_, operator_, max_batch);
+    ledger_ = std::make_unique<LedgerProcess>(
+        dir_, dvpn::testing::LedgerProcessOptions{
+                  .binary = DVPN_LEDGER_BIN,
+                  .name = "settle-e2e",
+                  .operator_hex = ToHex(operator_.public_key().bytes()),
+                  .extra = {"--challenge-period", std::to_string(kChallenge), "--max-batch",
+                            std::to_string(max_batch)}});
     ASSERT_TRUE(ledger_->Start());
-    auto info = ledger_->admin().GetInfo();
+    auto info = ledger_->client().GetInfo();
     ASSERT_TRUE(info) << info.error().message;
     id_ = info->id;
     now_ = info->server_time_unix;
@@ -155,10 +101,10 @@ class SettlementE2E : public ::testing::Test {
              std::optional<Address> provider = std::nullopt) {
     Chan ch{PrivateKey::Generate(), {}, {}, Micro(deposit), now_ + expiry_in, 0};
     ch.address = Address::FromPublicKey(ch.client.public_key());
-    auto d = ledger_->admin().Deposit(
+    auto d = ledger_->client().Deposit(
         ledger::MakeDeposit(operator_, id_, ch.address, Micro(deposit + kCredit), ++op_nonce_));
     EXPECT_TRUE(d) << d.error().message;
-    auto c = ledger_->admin().OpenChannel(ledger::MakeOpenChannel(
+    auto c = ledger_->client().OpenChannel(ledger::MakeOpenChannel(
         ch.client, id_, provider.value_or(provider_addr_), Micro(deposit), ++ch.nonce, ch.expiry));
     EXPECT_TRUE(c) << c.error().message;
     if (c) ch.id = c->id;
@@ -219,7 +165,7 @@ class SettlementE2E : public ::testing::Test {
 
   // The ledger (read over gRPC) and the store agree exactly; nothing was paid twice.
   void ExpectExact() {
-    LedgerClient& client = ledger_->admin();
+    LedgerClient& client = ledger_->client();
     Amount sum;
     for (const auto& ch : channels_) {
       auto on_ledger = client.GetChannel(ch->id);
@@ -313,7 +259,7 @@ TEST_F(SettlementE2E, EveryTriggerSettlesExactly) {
   EXPECT_EQ(s.Stats().last_trigger, SettleTrigger::kShutdown);
   EXPECT_EQ(s.Stats().failures, 0u);
   ExpectExact();
-  auto provider = ledger_->admin().GetAccount(provider_addr_);
+  auto provider = ledger_->client().GetAccount(provider_addr_);
   EXPECT_EQ(provider->balance, Micro(700'000 + 500'000 + 1234 + 77 + 5000 + 999));
 }
 
@@ -338,7 +284,7 @@ TEST_F(SettlementE2E, LedgerKilledAndRestartedNothingLostNothingPaidTwice) {
   ExpectExact();
   Amount expected = Micro(1000);
   for (int i = 0; i < 6; ++i) expected = *expected.CheckedAdd(Micro(1000 * (i + 1) + 500));
-  EXPECT_EQ(ledger_->admin().GetAccount(provider_addr_)->balance, expected);
+  EXPECT_EQ(ledger_->client().GetAccount(provider_addr_)->balance, expected);
 }
 
 // The ledger commits a batch and dies before its answer arrives: the scheduler cannot know
@@ -365,7 +311,7 @@ TEST_F(SettlementE2E, AnAnswerLostInACrashIsResignedAndAnswersAlreadySettled) {
   auto log = store_->Attempts(1);
   ASSERT_TRUE(log && !log->empty());
   EXPECT_EQ((*log)[0].outcome, "ok: moved 0.000000, 2 already settled");
-  EXPECT_EQ(ledger_->admin().GetAccount(provider_addr_)->balance, Micro(10'000));
+  EXPECT_EQ(ledger_->client().GetAccount(provider_addr_)->balance, Micro(10'000));
   ExpectExact();
 }
 
@@ -382,7 +328,7 @@ TEST_F(SettlementE2E, DeadChannelsAndCappedPromisesOverGrpc) {
   Submit(fine, 100);
   Submit(ghost, 700);
   auto close =
-      ledger_->admin().CloseChannel(ledger::MakeCloseChannel(provider_, id_, closed.id, 1));
+      ledger_->client().CloseChannel(ledger::MakeCloseChannel(provider_, id_, closed.id, 1));
   ASSERT_TRUE(close) << close.error().message;
 
   auto& s = Start(Policy());
