@@ -47,7 +47,6 @@ void PrintTo(const Amount& amount, std::ostream* os) { *os << amount.ToString() 
 namespace dvpn::ledger {
 namespace {
 
-using dvpn::testing::LedgerProcess;
 using dvpn::testing::Subprocess;
 using dvpn::testing::FileTail;
 using dvpn::testing::TempDir;
@@ -73,7 +72,7 @@ class CrashTest : public ::testing::Test {
 
   void SetUp() override {
     operator_hex_ = ToHex(operator_.public_key().bytes());
-    ledger_ = std::make_unique<LedgerProcess>(
+    ledger_ = std::make_unique<dvpn::testing::LedgerProcess>(
         dir_, dvpn::testing::LedgerProcessOptions{.binary = DVPN_LEDGER_BIN,
                                                  .name = "crash-test",
                                                  .operator_hex = operator_hex_,
@@ -200,7 +199,7 @@ class CrashTest : public ::testing::Test {
   uint64_t nonce_ = 0;
   std::vector<std::vector<SignedPromise>> sent_;
   std::mt19937_64 rng_{std::random_device{}()};
-  std::unique_ptr<LedgerProcess> ledger_;
+  std::unique_ptr<dvpn::testing::LedgerProcess> ledger_;
 };
 
 TEST_F(CrashTest, KillNineWhileSettlingMovesEachCreditOnce) {

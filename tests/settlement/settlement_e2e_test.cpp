@@ -38,7 +38,6 @@ namespace dvpn::payments {
 namespace {
 
 using dvpn::testing::FileTail;
-using dvpn::testing::LedgerProcess;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
 using ledger::rpc::GatewayErrcFor;
@@ -69,7 +68,7 @@ class SettlementE2E : public ::testing::Test {
   void SetUp() override { StartLedger(5000); }
 
   void StartLedger(uint32_t max_batch) {
-    ledger_ = std::make_unique<LedgerProcess>(
+    ledger_ = std::make_unique<dvpn::testing::LedgerProcess>(
         dir_, dvpn::testing::LedgerProcessOptions{
                   .binary = DVPN_LEDGER_BIN,
                   .name = "settle-e2e",
@@ -199,7 +198,7 @@ class SettlementE2E : public ::testing::Test {
   ManualClock clock_{0};
   std::map<ChannelId, Amount> max_promised_;
   std::vector<std::unique_ptr<Chan>> channels_;
-  std::unique_ptr<LedgerProcess> ledger_;
+  std::unique_ptr<dvpn::testing::LedgerProcess> ledger_;
   std::unique_ptr<PromiseStore> store_;
   std::unique_ptr<RpcLedgerGateway> rpc_;
   std::unique_ptr<FaultyGateway> gateway_;
