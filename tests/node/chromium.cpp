@@ -1,8 +1,6 @@
 #include "tests/node/chromium.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +12,6 @@
 #include <thread>
 
 #include "tests/support/subprocess.h"
-
-extern char** environ;
 
 namespace dvpn::testing {
 namespace {
@@ -83,35 +79,13 @@ std::expected<ChromiumRun, std::string> RunChromium(const std::vector<std::strin
                                    "--mute-audio",
                                    "--user-data-dir=" + dir.File("profile")};
   argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargs;
-  for (std::string& a : argv) cargs.push_back(a.data());
-  cargs.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t empty_mask, defaults;
-  sigemptyset(&empty_mask);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGINT);
-  sigaddset(&defaults, SIGTERM);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &empty_mask);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setpgroup(&attr, 0);  // its own group: the browser's helpers join it
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, cargs[0], &actions, &attr, cargs.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return std::unexpected("posix_spawn " + *binary + ": " + std::strerror(rc));
+  auto spawned = SpawnChild(argv, SpawnOptions{.stdout_path = out_path,
+                                               .stderr_path = err_path,
+                                               .truncate = true,
+                                               .null_stdin = true,
+                                               .own_group = true});  // the browser's helpers join it
+  if (!spawned) return std::unexpected(spawned.error());
+  const pid_t pid = *spawned;
 
   ChromiumRun run;
   auto status = WaitUntil(pid, std::chrono::steady_clock::now() + timeout);

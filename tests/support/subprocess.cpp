@@ -24,19 +24,28 @@ constexpr std::chrono::milliseconds kPollInterval{5};
 
 }  // namespace
 
-std::expected<Subprocess, std::string> Subprocess::Spawn(const std::vector<std::string>& argv,
-                                                         const std::string& log_path) {
+std::expected<pid_t, std::string> SpawnChild(const std::vector<std::string>& argv,
+                                             const SpawnOptions& options) {
   if (argv.empty()) return std::unexpected("empty argv");
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
+  const int mode = O_WRONLY | O_CREAT | (options.truncate ? O_TRUNC : O_APPEND);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  if (!log_path.empty()) {
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  if (options.null_stdin) {
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  }
+  if (!options.stdout_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, options.stdout_path.c_str(), mode,
+                                     0644);
+    if (options.stderr_path.empty()) {
+      posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, options.stderr_path.c_str(), mode,
+                                       0644);
+    }
   }
   // The child starts with default signal dispositions and an empty mask, whatever the test
   // runner's threads have blocked.
@@ -50,14 +59,28 @@ std::expected<Subprocess, std::string> Subprocess::Spawn(const std::vector<std::
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &empty_mask);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (options.own_group) {
+    posix_spawnattr_setpgroup(&attr, 0);
+    flags |= POSIX_SPAWN_SETPGROUP;
+  }
+  posix_spawnattr_setflags(&attr, flags);
 
   pid_t pid = -1;
   int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return std::unexpected("posix_spawn " + argv[0] + ": " + std::strerror(rc));
-  return Subprocess(pid);
+  return pid;
+}
+
+std::expected<Subprocess, std::string> Subprocess::Spawn(const std::vector<std::string>& argv,
+                                                         const std::string& log_path) {
+  SpawnOptions options;
+  options.stdout_path = log_path;
+  auto pid = SpawnChild(argv, options);
+  if (!pid) return std::unexpected(pid.error());
+  return Subprocess(*pid);
 }
 
 Subprocess::Subprocess(Subprocess&& other) noexcept : pid_(other.pid_) { other.pid_ = -1; }

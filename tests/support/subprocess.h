@@ -16,6 +16,23 @@
 
 namespace dvpn::testing {
 
+// How SpawnChild starts a child. Its stdout goes to `stdout_path` (appended, or truncated first)
+// unless that is empty, when both streams are inherited; stderr goes to `stderr_path`, or with
+// stdout when that is empty. `own_group` puts it in a new process group (kill(-pid) reaches
+// its helpers).
+struct SpawnOptions {
+  std::string stdout_path;
+  std::string stderr_path;
+  bool truncate = false;
+  bool null_stdin = false;
+  bool own_group = false;
+};
+
+// posix_spawn of argv[0] (a path) with default signal dispositions and an empty signal mask,
+// whatever the test runner's threads have blocked. Returns the child's pid.
+std::expected<pid_t, std::string> SpawnChild(const std::vector<std::string>& argv,
+                                             const SpawnOptions& options);
+
 class Subprocess {
  public:
   // Starts argv[0] (a path) with the arguments argv[1..]. stdout and stderr are appended to
