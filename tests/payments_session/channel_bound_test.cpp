@@ -36,16 +36,22 @@ SessionTerms BaseTerms(uint64_t interval, uint64_t window) {
   return t;
 }
 
+// A provider's session on the test channel, with a deposit far above anything the tests spend.
+auto RichPayee(const SessionTerms& t, const PrivateKey& client,
+               Amount deposit = Micro(1'000'000'000)) {
+  return PayeeSession::Create({.terms = t,
+                               .ledger = TestLedger(),
+                               .channel = TestChannel(),
+                               .client = client.public_key(),
+                               .deposit = deposit});
+}
+
 // ---- the pieces, one by one ------------------------------------------------------------------
 
 TEST(ChannelBound, ReservationIsDurableBeforeTheLimitRises) {
   PrivateKey client = PrivateKey::Generate();
   SessionTerms t = BaseTerms(100'000, 400'000);
-  auto s = PayeeSession::Create({.terms = t,
-                                 .ledger = TestLedger(),
-                                 .channel = TestChannel(),
-                                 .client = client.public_key(),
-                                 .deposit = Micro(1'000'000'000)});
+  auto s = RichPayee(t, client);
   ASSERT_TRUE(s);
   // Nothing recorded yet: nothing may be served.
   EXPECT_EQ(s->ForwardingLimit(), 0u);
@@ -71,11 +77,7 @@ TEST(ChannelBound, ReservationIsDurableBeforeTheLimitRises) {
   EXPECT_EQ(s->ForwardingLimit(), 400'000u);
   EXPECT_FALSE(s->OnMetered(399'000, 7).reserve);
   // A store that cannot record ends the session.
-  auto s2 = PayeeSession::Create({.terms = t,
-                                  .ledger = TestLedger(),
-                                  .channel = TestChannel(),
-                                  .client = client.public_key(),
-                                  .deposit = Micro(1'000'000'000)});
+  auto s2 = RichPayee(t, client);
   ASSERT_TRUE(s2->OnMetered(0, 0).reserve);
   auto failed = s2->OnReserveFailed("disk full");
   ASSERT_TRUE(failed.end);
@@ -86,11 +88,7 @@ TEST(ChannelBound, CarriedBytesAreInvoicedBeforeAnythingNew) {
   PrivateKey client = PrivateKey::Generate();
   SessionTerms t = BaseTerms(100'000, 400'000);
   t.carried_bytes = 400'000;  // a whole window unpaid from before
-  auto s = PayeeSession::Create({.terms = t,
-                                 .ledger = TestLedger(),
-                                 .channel = TestChannel(),
-                                 .client = client.public_key(),
-                                 .deposit = Micro(1'000'000'000)});
+  auto s = RichPayee(t, client);
   ASSERT_TRUE(s);
   EXPECT_EQ(s->ForwardingLimit(), 0u);
   auto a = s->OnMetered(0, 0);
@@ -206,11 +204,7 @@ class ChannelModel {
       t.base_cumulative = accepted_;
       t.base_signature = key_.Sign(PromiseDigest(TestLedger(), TestChannel(), accepted_));
     }
-    auto payee = PayeeSession::Create({.terms = t,
-                                       .ledger = TestLedger(),
-                                       .channel = TestChannel(),
-                                       .client = key_.public_key(),
-                                       .deposit = Amount::FromMicro(uint64_t{1} << 50)});
+    auto payee = RichPayee(t, key_, Amount::FromMicro(uint64_t{1} << 50));
     ASSERT_TRUE(payee) << payee.error().message;
     SpendPolicy policy;
     policy.max_carried_bytes = window_;
