@@ -53,8 +53,8 @@ uint64_t LoadMonthBytes(const std::string& path, const std::string& month) {
 }
 
 void SaveMonthBytes(const std::string& path, const std::string& month, uint64_t bytes) {
-  std::string ignored;  // a failed write keeps the last count (see LoadMonthBytes)
-  WriteFileAtomically(path, month + " " + std::to_string(bytes) + "\n", &ignored);
+  // A failed write keeps the last count (see LoadMonthBytes).
+  (void)WriteFileAtomically(path, month + " " + std::to_string(bytes) + "\n");
 }
 
 }  // namespace
@@ -107,9 +107,8 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
   if (!store) return std::unexpected(config.PromiseDbPath() + ": " + store.error().message);
   s.store = std::move(*store);
 
-  std::string error;
-  auto endpoint = cli::ResolveHostPort(s.io, config.tunnel_listen.ToString(), &error);
-  if (!endpoint) return std::unexpected("tunnel.listen: " + error);
+  auto endpoint = cli::ResolveHostPort(s.io, config.tunnel_listen.ToString());
+  if (!endpoint) return std::unexpected("tunnel.listen: " + endpoint.error().message);
   std::vector<tunnel::IpAddress> own;
   if (!endpoint->address().is_unspecified()) {
     auto a = endpoint->address();
