@@ -9,7 +9,7 @@ namespace dvpn::node {
 
 enum class Errc {
   kBadConfig,      // a configuration key, override or address that is not acceptable
-  kIo,             // a file could not be read
+  kIo,             // a file or database could not be read or opened
   kBadEndpoint,    // an offer endpoint refused: wildcard, loopback, does not resolve
   kOfferRefused,   // the offer failed the field rules or the gossip node refused it
   kOverCap,        // over the monthly data cap: the offer stays retired

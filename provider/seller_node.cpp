@@ -248,7 +248,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   // The exit, payments and settlement.
   auto seller = Seller::Start(config_, key_, tunnel_key, ledger_, gateway,
                               [this](bool over_cap) { OnCap(over_cap); });
-  if (!seller) return Fail(kExitRuntime, seller.error());
+  if (!seller) return Fail(kExitRuntime, seller.error().message);
   seller_ = std::move(*seller);
 
   // The offer: the tunnel's key and where clients reach it.
