@@ -14,7 +14,7 @@ namespace dvpn::cli {
 using tunnel::Wipe;
 using tunnel::X25519KeyPair;
 
-std::expected<std::optional<SocksCredentials>, std::string> LoadSocksCredentials(
+Result<std::optional<SocksCredentials>, Errc> LoadSocksCredentials(
     const std::string& user, const std::string& password_file) {
   constexpr size_t kMaxCredential = 255;  // RFC 1929: ULEN, PLEN are one byte
   const std::string env_name = std::string("$") + kSocksPasswordEnv;
@@ -27,15 +27,14 @@ std::expected<std::optional<SocksCredentials>, std::string> LoadSocksCredentials
     Wipe(std::span<uint8_t>(reinterpret_cast<uint8_t*>(env), from_env->size()));
     ::unsetenv(kSocksPasswordEnv);
   }
-  auto fail = [&](std::string why) {
+  auto fail = [&](std::string why, Errc code = Errc::kBadInput) {
     if (from_env) WipeString(*from_env);
     WipeString(password);
-    return std::unexpected(std::move(why));
+    return dvpn::Fail(code, std::move(why));
   };
   if (!password_file.empty()) {
-    std::string error;
-    auto p = ReadSecretFile(password_file, kMaxCredential, &error);
-    if (!p) return fail("--socks-password-file: " + error);
+    auto p = ReadSecretFile(password_file, kMaxCredential);
+    if (!p) return fail("--socks-password-file: " + p.error().message, p.error().code);
     password = std::move(*p);
     WipeString(*p);
     have_password = true;
@@ -79,21 +78,20 @@ void WipeString(std::string& s) {
   s.clear();
 }
 
-std::expected<payments::PrivateKey, std::string> LoadKeystoreWithPassphrase(
+Result<payments::PrivateKey, Errc> LoadKeystoreWithPassphrase(
     const std::string& keystore, const std::string& passphrase_file,
     const std::string& keystore_name, const std::string& passphrase_name, const std::string& hint) {
   constexpr size_t kMaxPassphrase = 1024;
   std::string passphrase;
   if (!passphrase_file.empty()) {
-    std::string error;
-    auto p = ReadSecretFile(passphrase_file, kMaxPassphrase, &error);
-    if (!p) return std::unexpected(passphrase_name + ": " + error);
+    auto p = ReadSecretFile(passphrase_file, kMaxPassphrase);
+    if (!p) return dvpn::Fail(p.error().code, passphrase_name + ": " + p.error().message);
     passphrase = std::move(*p);
     WipeString(*p);
   } else if (const char* env = std::getenv("DVPN_PASSPHRASE")) {
     passphrase = env;
   } else {
-    return std::unexpected(keystore_name + ": no passphrase (" + hint + ")");
+    return dvpn::Fail(Errc::kBadInput, keystore_name + ": no passphrase (" + hint + ")");
   }
   auto key = payments::LoadKeystore(keystore, passphrase);
   WipeString(passphrase);
@@ -101,16 +99,16 @@ std::expected<payments::PrivateKey, std::string> LoadKeystoreWithPassphrase(
   const std::string where = keystore_name + " " + keystore;
   switch (key.error().code) {
     case payments::KeystoreErrc::kWrongPassphrase:
-      return std::unexpected(where +
-                             ": wrong passphrase (the file is intact but does not open with it)");
+      return dvpn::Fail(Errc::kBadSecret, where + ": wrong passphrase (the file is intact but "
+                                                   "does not open with it)");
     case payments::KeystoreErrc::kIo:
-      return std::unexpected(where + ": cannot read: " + key.error().message);
+      return dvpn::Fail(Errc::kIo, where + ": cannot read: " + key.error().message);
     default:
-      return std::unexpected(where + ": " + key.error().message);
+      return dvpn::Fail(Errc::kBadSecret, where + ": " + key.error().message);
   }
 }
 
-std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path) {
+Result<X25519KeyPair, Errc> LoadOrCreateTunnelKey(const std::string& path) {
   std::ifstream in(path);
   if (in) {
     std::stringstream ss;
@@ -119,7 +117,7 @@ std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::strin
     while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
     auto bytes = FromHex(text);
     if (!bytes || bytes->size() != 32) {
-      return std::unexpected(path + ": expected 64 hex digits (an X25519 secret key)");
+      return dvpn::Fail(Errc::kBadSecret, path + ": expected 64 hex digits (an X25519 secret key)");
     }
     auto secret = ToArray<32>(*bytes);
     auto pair = X25519KeyPair::FromSecret(*secret);
@@ -128,11 +126,11 @@ std::expected<X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::strin
   }
   auto pair = X25519KeyPair::Generate();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return std::unexpected("cannot create " + path + ": " + std::strerror(errno));
+  if (fd < 0) return dvpn::Fail(Errc::kIo, "cannot create " + path + ": " + std::strerror(errno));
   std::string hex = ToHex(pair.secret_key) + "\n";
   bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
   ok = (::close(fd) == 0) && ok;
-  if (!ok) return std::unexpected("cannot write " + path);
+  if (!ok) return dvpn::Fail(Errc::kIo, "cannot write " + path);
   return pair;
 }
 

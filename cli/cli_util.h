@@ -24,6 +24,8 @@
 
 #include "common/amount.h"
 #include "common/bytes.h"
+#include "common/result.h"
+#include "cli/errc.h"
 #include "payments/keys.h"
 #include "payments/keystore.h"
 #include "tunnel/handshake.h"
@@ -37,21 +39,18 @@ using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 
 // "127.0.0.1:0", "[::1]:1080", "localhost:9000" (names resolved once, first address).
-// nullopt with `error` set when it cannot be parsed or resolved.
-inline std::optional<tcp::endpoint> ResolveHostPort(asio::io_context& io, const std::string& text,
-                                                    std::string* error) {
+// Error kBadInput when it cannot be parsed, kResolve when it cannot be resolved.
+inline Result<tcp::endpoint, Errc> ResolveHostPort(asio::io_context& io, const std::string& text) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    *error = "expected HOST:PORT, got \"" + text + "\"";
-    return std::nullopt;
+    return dvpn::Fail(Errc::kBadInput, "expected HOST:PORT, got \"" + text + "\"");
   }
   std::string host = text.substr(0, colon);
   std::string port = text.substr(colon + 1);
   // The resolver would take "99999" modulo 65536: refuse anything but 0..65535.
   if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoul(port) > 65535) {
-    *error = "bad port in \"" + text + "\" (expected 0..65535)";
-    return std::nullopt;
+    return dvpn::Fail(Errc::kBadInput, "bad port in \"" + text + "\" (expected 0..65535)");
   }
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
@@ -60,8 +59,8 @@ inline std::optional<tcp::endpoint> ResolveHostPort(asio::io_context& io, const 
   tcp::resolver resolver(io);
   auto results = resolver.resolve(host, port, tcp::resolver::numeric_service, ec);
   if (ec || results.empty()) {
-    *error = "cannot resolve \"" + text + "\": " + (ec ? ec.message() : "no address");
-    return std::nullopt;
+    return dvpn::Fail(Errc::kResolve,
+                "cannot resolve \"" + text + "\": " + (ec ? ec.message() : "no address"));
   }
   return results.begin()->endpoint();
 }
@@ -100,15 +99,11 @@ inline void RaiseOpenFileLimit(spdlog::logger& log) {
 }
 
 // Reads a secret (e.g. a password) from the first line of `path`, without its line ending
-// ("\n" or "\r\n"); at most `max_size` bytes are read. nullopt with `error` set when the file
-// cannot be read, or the line is empty or longer than `max_size`.
-inline std::optional<std::string> ReadSecretFile(const std::string& path, size_t max_size,
-                                                 std::string* error) {
+// ("\n" or "\r\n"); at most `max_size` bytes are read. Error kIo when the file cannot be read,
+// kBadSecret when the line is empty or longer than `max_size`; the message names the file.
+inline Result<std::string, Errc> ReadSecretFile(const std::string& path, size_t max_size) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = "cannot read " + path + ": " + std::strerror(errno);
-    return std::nullopt;
-  }
+  if (!in) return dvpn::Fail(Errc::kIo, "cannot read " + path + ": " + std::strerror(errno));
   std::string text(max_size + 2, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
@@ -116,12 +111,11 @@ inline std::optional<std::string> ReadSecretFile(const std::string& path, size_t
   if (newline != std::string::npos) text.resize(newline);
   if (!text.empty() && text.back() == '\r') text.pop_back();
   if (text.empty()) {
-    *error = path + ": empty (expected the secret on the first line)";
-    return std::nullopt;
+    return dvpn::Fail(Errc::kBadSecret, path + ": empty (expected the secret on the first line)");
   }
   if (text.size() > max_size) {
-    *error = path + ": the secret is longer than " + std::to_string(max_size) + " bytes";
-    return std::nullopt;
+    return dvpn::Fail(Errc::kBadSecret,
+                path + ": the secret is longer than " + std::to_string(max_size) + " bytes");
   }
   return text;
 }
@@ -148,7 +142,7 @@ inline constexpr const char* kSocksPasswordEnv = "DVPN_SOCKS_PASSWORD";
 // is wiped and removed from the environment in any case. None when neither is given. Error: the
 // line for the user (a user without a password, a password without a user, 0 or more than 255
 // bytes, an unreadable file).
-std::expected<std::optional<SocksCredentials>, std::string> LoadSocksCredentials(
+Result<std::optional<SocksCredentials>, Errc> LoadSocksCredentials(
     const std::string& user, const std::string& password_file);
 
 // A secret key never travels on the command line: any local user reads /proc/<pid>/cmdline.
@@ -170,50 +164,56 @@ inline bool AccountKeyGiven(const std::string& key_file, const std::string& keys
 // on its first line; refused when it is not a regular file or group or others may read or write
 // it), $DVPN_IDENTITY_KEY_HEX (64 hex digits), and `keystore_path` (a dvpnctl keystore;
 // passphrase from $DVPN_PASSPHRASE). Error: a message naming the source; it never holds the key.
-inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
+inline Result<payments::PrivateKey, Errc> LoadAccountKey(
     const std::string& key_file, const std::string& keystore_path) {
   const char* env = std::getenv(kIdentityKeyEnv);
   const bool from_env = env && *env;
   if (int(!key_file.empty()) + int(!keystore_path.empty()) + int(from_env) != 1) {
-    return std::unexpected(std::string(
-        "give exactly one of --identity-key-file, --keystore and $DVPN_IDENTITY_KEY_HEX"));
+    return dvpn::Fail(
+        Errc::kBadInput,
+        "give exactly one of --identity-key-file, --keystore and $DVPN_IDENTITY_KEY_HEX");
   }
   auto parse = [](std::string_view hex,
-                  const std::string& source) -> std::expected<payments::PrivateKey, std::string> {
+                  const std::string& source) -> Result<payments::PrivateKey, Errc> {
     auto bytes = FromHex(hex);
     std::optional<payments::PrivateKey> key;
     if (bytes && bytes->size() == 32) key = payments::PrivateKey::FromBytes(*bytes);
     if (bytes) std::fill(bytes->begin(), bytes->end(), 0);
-    if (!key) return std::unexpected(source + ": expected 64 hex digits of a valid secret key");
+    if (!key) {
+      return dvpn::Fail(Errc::kBadSecret,
+                        source + ": expected 64 hex digits of a valid secret key");
+    }
     return std::move(*key);
   };
   if (from_env) return parse(env, std::string("$") + kIdentityKeyEnv);
   if (!key_file.empty()) {
     struct stat st {};
     if (::stat(key_file.c_str(), &st) != 0) {
-      return std::unexpected("--identity-key-file: cannot read " + key_file + ": " +
-                             std::strerror(errno));
+      return dvpn::Fail(Errc::kIo, "--identity-key-file: cannot read " + key_file + ": " +
+                                       std::strerror(errno));
     }
     if (!S_ISREG(st.st_mode)) {
-      return std::unexpected("--identity-key-file: " + key_file + " is not a regular file");
+      return dvpn::Fail(Errc::kIo, "--identity-key-file: " + key_file + " is not a regular file");
     }
     if ((st.st_mode & 077) != 0) {
       char mode[8];
       std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      return std::unexpected("--identity-key-file: " + key_file + " has mode " + mode +
-                             ": group or others may read or write it; run chmod 600 " + key_file);
+      return dvpn::Fail(Errc::kBadSecret,
+                        "--identity-key-file: " + key_file + " has mode " + mode +
+                            ": group or others may read or write it; run chmod 600 " + key_file);
     }
-    std::string error;
-    auto text = ReadSecretFile(key_file, 128, &error);
-    if (!text) return std::unexpected("--identity-key-file: " + error);
+    auto text = ReadSecretFile(key_file, 128);
+    if (!text) {
+      return dvpn::Fail(text.error().code, "--identity-key-file: " + text.error().message);
+    }
     auto key = parse(*text, "--identity-key-file " + key_file);
     WipeString(*text);
     return key;
   }
   const char* pass = std::getenv("DVPN_PASSPHRASE");
-  if (!pass) return std::unexpected(std::string("--keystore: set DVPN_PASSPHRASE"));
+  if (!pass) return dvpn::Fail(Errc::kBadInput, "--keystore: set DVPN_PASSPHRASE");
   auto k = payments::LoadKeystore(keystore_path, pass);
-  if (!k) return std::unexpected("--keystore: " + k.error().message);
+  if (!k) return dvpn::Fail(Errc::kBadSecret, "--keystore: " + k.error().message);
   return std::move(*k);
 }
 
@@ -221,7 +221,7 @@ inline std::expected<payments::PrivateKey, std::string> LoadAccountKey(
 // $DVPN_PASSPHRASE (the seller's config and dvpn-client's flags). `keystore_name` and
 // `passphrase_name` are how the user named them ("node.keystore", "--keystore"); `hint` ends
 // the no-passphrase error. Errors never hold the passphrase; the copy read is wiped.
-std::expected<payments::PrivateKey, std::string> LoadKeystoreWithPassphrase(
+Result<payments::PrivateKey, Errc> LoadKeystoreWithPassphrase(
     const std::string& keystore, const std::string& passphrase_file,
     const std::string& keystore_name, const std::string& passphrase_name, const std::string& hint);
 
@@ -247,6 +247,6 @@ inline std::vector<std::string> PolicyRules(const std::vector<std::string>& deny
 
 // Reads the tunnel's hex X25519 secret from `path`, or creates the file (mode 0600) with a fresh
 // one. The error names the file.
-std::expected<tunnel::X25519KeyPair, std::string> LoadOrCreateTunnelKey(const std::string& path);
+Result<tunnel::X25519KeyPair, Errc> LoadOrCreateTunnelKey(const std::string& path);
 
 }  // namespace dvpn::cli

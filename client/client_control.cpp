@@ -86,11 +86,11 @@ bool ClientController::NeedsRetryLocked() const {
   return runtime_->Finished() && runtime_->ExitCode() == tunnel_client::kClientRuntimeFailure;
 }
 
-std::expected<void, std::string> ClientController::StartLocked() {
+Result<void, Errc> ClientController::StartLocked() {
   auto config = factory_(*wanted_);
-  if (!config) return std::unexpected(config.error());
+  if (!config) return std::unexpected(std::move(config.error()));
   auto runtime = tunnel_client::ClientRuntime::Start(std::move(*config));
-  if (!runtime) return std::unexpected(runtime.error());
+  if (!runtime) return std::unexpected(std::move(runtime.error()));
   runtime_ = std::move(*runtime);
   return {};
 }
@@ -121,11 +121,11 @@ void ClientController::Supervise() {
       runtime_->Stop();  // finished already: joins its io thread
       runtime_.reset();
     }
-    if (auto started = StartLocked(); !started) retry_error_ = started.error();
+    if (auto started = StartLocked(); !started) retry_error_ = started.error().message;
   }
 }
 
-std::expected<v1::ClientStatus, std::string> ClientController::Connect(
+Result<v1::ClientStatus, Errc> ClientController::Connect(
     const ConnectPolicy& policy, std::chrono::milliseconds wait) {
   std::lock_guard calls(calls_mu_);
   std::unique_lock lock(mu_);
@@ -140,7 +140,7 @@ std::expected<v1::ClientStatus, std::string> ClientController::Connect(
   retry_error_.clear();
   if (auto started = StartLocked(); !started) {
     wanted_.reset();
-    return std::unexpected(started.error());
+    return std::unexpected(std::move(started.error()));
   }
   cv_.notify_all();
   // Retries may replace the runtime while this waits (mu_ is released in the wait).
@@ -187,16 +187,15 @@ v1::ClientStatus ClientController::Status() {
 grpc::Status ClientControlService::Connect(grpc::ServerContext*, const v1::ConnectRequest* request,
                                            v1::ClientStatus* reply) {
   ConnectPolicy policy = controller_.defaults();
-  if (request->max_price_per_mb_micro() > marketplace::kMaxOfferPrice) {
+  auto max_price = marketplace::PriceFromMicro(request->max_price_per_mb_micro());
+  if (!max_price) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "max_price_per_mb_micro: at most 1000000 credits");
+                        "max_price_per_mb_micro: " + max_price.error().message);
   }
-  if (request->max_price_per_mb_micro() != 0) {
-    policy.max_price_per_mb = Amount::FromMicro(request->max_price_per_mb_micro());
-  }
+  if (max_price->micro() != 0) policy.max_price_per_mb = *max_price;
   if (!request->region().empty()) {
     if (auto ok = marketplace::CheckRegion(request->region()); !ok) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "region: " + ok.error());
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "region: " + ok.error().message);
     }
     policy.region = request->region();
   }
@@ -212,7 +211,9 @@ grpc::Status ClientControlService::Connect(grpc::ServerContext*, const v1::Conne
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "wait_ms: at most 60000");
   }
   auto status = controller_.Connect(policy, std::chrono::milliseconds(wait));
-  if (!status) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status.error());
+  if (!status) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status.error().message);
+  }
   *reply = std::move(*status);
   return grpc::Status::OK;
 }

@@ -20,6 +20,7 @@
 #include "dvpn/v1/client.grpc.pb.h"
 #include "payments/keys.h"
 #include "client/client_runtime.h"
+#include "client/errc.h"
 
 namespace dvpn::client {
 
@@ -33,8 +34,8 @@ struct ConnectPolicy {
 class ClientController {
  public:
   // Builds the runtime's configuration for `policy` (the wallet, the spend state shared by
-  // every connection, the offers source). Error: a message for the caller.
-  using Factory = std::function<std::expected<tunnel_client::ClientRuntimeConfig, std::string>(
+  // every connection, the offers source). Error: a message for the caller (kBadConfig).
+  using Factory = std::function<Result<tunnel_client::ClientRuntimeConfig, Errc>(
       const ConnectPolicy& policy)>;
 
   // Between a Connect and the next Disconnect the controller keeps trying: a connection that
@@ -54,16 +55,17 @@ class ClientController {
 
   // Replaces any running connection with one under `policy` and waits up to `wait` for its
   // tunnel (the SOCKS port listens then); retries go on after it returns. Error: the
-  // configuration could not be built.
-  std::expected<v1::ClientStatus, std::string> Connect(const ConnectPolicy& policy,
-                                                       std::chrono::milliseconds wait);
+  // configuration could not be built, or the runtime could not start (the factory's or
+  // ClientRuntime::Start's error).
+  Result<v1::ClientStatus, Errc> Connect(const ConnectPolicy& policy,
+                                         std::chrono::milliseconds wait);
   v1::ClientStatus Disconnect();
   v1::ClientStatus Status();
 
  private:
   v1::ClientStatus StatusLocked();
   // Starts a runtime for wanted_ (mu_ held). Error: the factory's or the runtime's.
-  std::expected<void, std::string> StartLocked();
+  Result<void, Errc> StartLocked();
   bool NeedsRetryLocked() const;
   void Supervise();
 

@@ -136,10 +136,11 @@ void ClientRuntime::State::StartSocks() {
   }
   log->info("SOCKS5 server listening on {}:{} ({})", config.socks.address().to_string(), port,
             auth_required ? "username/password required" : "no authentication");
-  std::string error;
-  if (!config.socks_port_file.empty() && !WritePortFile(config.socks_port_file, port, &error)) {
-    log->error("{}", error);
-    Fail(kClientRuntimeFailure, error);
+  if (!config.socks_port_file.empty()) {
+    if (auto written = WritePortFile(config.socks_port_file, port); !written) {
+      log->error("{}", written.error().message);
+      Fail(kClientRuntimeFailure, written.error().message);
+    }
   }
 }
 
@@ -176,7 +177,7 @@ void ClientRuntime::State::OnPaymentFinal(payments::CloseReason reason, const st
   keeper->Halt(why);
 }
 
-std::expected<std::unique_ptr<ClientRuntime>, std::string> ClientRuntime::Start(
+Result<std::unique_ptr<ClientRuntime>, client::Errc> ClientRuntime::Start(
     ClientRuntimeConfig config) {
   auto s = std::make_shared<State>(std::move(config));
   ClientRuntimeConfig& c = s->config;
@@ -185,14 +186,18 @@ std::expected<std::unique_ptr<ClientRuntime>, std::string> ClientRuntime::Start(
   if (!c.pay.carry) c.pay.carry = std::make_shared<session::CarryBook>();
 
   if (!c.pay.policy.top_up_amount.IsZero()) {
-    if (!c.ledger_client) return std::unexpected("a top-up needs the ledger");
+    if (!c.ledger_client) {
+      return dvpn::Fail(client::Errc::kBadConfig, "a top-up needs the ledger");
+    }
     s->top_up = std::make_unique<EscrowTopUp>(
         c.ledger_client, EscrowTopUp::Options{.client = c.pay.identity,
                                               .ledger = c.pay.ledger,
                                               .channel = c.pay.channel,
                                               .amount = c.pay.policy.top_up_amount,
                                               .below = c.pay.policy.low_escrow_threshold});
-    if (auto started = s->top_up->Start(); !started) return std::unexpected(started.error());
+    if (auto started = s->top_up->Start(); !started) {
+      return std::unexpected(std::move(started.error()));
+    }
     c.pay.on_escrow_use = [t = s->top_up.get()](Amount cumulative, bool low) {
       t->OnEscrowUse(cumulative, low);
     };

@@ -69,10 +69,10 @@ struct ClientStatus {
 
 class ClientRuntime {
  public:
-  // Starts the io thread and the first connection. Fails only on a local problem (e.g. an
-  // escrow top-up that cannot start); connection failures show in Status() and in the outcome.
-  static std::expected<std::unique_ptr<ClientRuntime>, std::string> Start(
-      ClientRuntimeConfig config);
+  // Starts the io thread and the first connection. Fails only on a local problem (kBadConfig: a
+  // top-up without a ledger; EscrowTopUp::Start's errors); connection failures show in Status()
+  // and in the outcome.
+  static Result<std::unique_ptr<ClientRuntime>, client::Errc> Start(ClientRuntimeConfig config);
   ~ClientRuntime();  // Stop()
 
   ClientStatus Status();

@@ -28,15 +28,18 @@ EscrowTopUp::~EscrowTopUp() {
   if (worker_.joinable()) worker_.join();
 }
 
-std::expected<void, std::string> EscrowTopUp::Start() {
-  if (options_.amount.IsZero()) return std::unexpected(std::string("top-up amount is zero"));
+Result<void, client::Errc> EscrowTopUp::Start() {
+  using client::Errc;
+  if (options_.amount.IsZero()) return Fail(Errc::kBadConfig, "top-up amount is zero");
   auto channel = ledger_->GetChannel(options_.channel);
-  if (!channel) return std::unexpected("cannot read the channel: " + channel.error().message);
+  if (!channel) {
+    return Fail(Errc::kLedger, "cannot read the channel: " + channel.error().message);
+  }
   if (channel->client_key != options_.client->public_key()) {
-    return std::unexpected(std::string("the channel belongs to another client key"));
+    return Fail(Errc::kChannel, "the channel belongs to another client key");
   }
   if (channel->status != ledger::ChannelStatus::kOpen) {
-    return std::unexpected(std::string("the channel is not open"));
+    return Fail(Errc::kChannel, "the channel is not open");
   }
   {
     std::lock_guard lock(mu_);

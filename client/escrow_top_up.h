@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "client/errc.h"
 #include "common/amount.h"
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
@@ -41,8 +42,9 @@ class EscrowTopUp {
   EscrowTopUp& operator=(const EscrowTopUp&) = delete;
 
   // Reads the channel once (blocking, bounded) and starts the worker. Error: why the channel
-  // cannot be used (unreachable ledger, unknown channel, another client's channel, not open).
-  std::expected<void, std::string> Start();
+  // cannot be used: kLedger (unreachable ledger, unknown channel), kChannel (another client's
+  // channel, not open), kBadConfig (a zero amount).
+  [[nodiscard]] Result<void, client::Errc> Start();
 
   // `cumulative` was just signed, or (escrow_low) the provider reported the escrow short.
   void OnEscrowUse(Amount cumulative, bool escrow_low);

@@ -3,11 +3,16 @@
 // "[::1]:7443", "ledger.example:7400". Text only: nothing here resolves a name.
 
 #include <cstdint>
-#include <expected>
 #include <string>
 #include <string_view>
 
+#include "common/result.h"
+
 namespace dvpn {
+
+enum class HostPortErrc {
+  kMalformed,  // not HOST:PORT, a port out of range, not an IP literal where one is needed
+};
 
 // "host:port" split; the host of "[v6]:port" without brackets.
 struct HostPort {
@@ -16,9 +21,10 @@ struct HostPort {
   std::string ToString() const;  // brackets around an IPv6 host
 };
 
-// HOST:PORT with a port 0..65535 (`allow_zero`) or 1..65535. The error says what is wrong.
-std::expected<HostPort, std::string> ParseHostPort(std::string_view text, bool allow_zero);
+// HOST:PORT with a port 0..65535 (`allow_zero`) or 1..65535. Error kMalformed, the message says
+// what is wrong.
+Result<HostPort, HostPortErrc> ParseHostPort(std::string_view text, bool allow_zero);
 // An IPv4 or IPv6 literal to listen on, with a port (0: any free port).
-std::expected<HostPort, std::string> ParseListenAddress(std::string_view text);
+Result<HostPort, HostPortErrc> ParseListenAddress(std::string_view text);
 
 }  // namespace dvpn

@@ -6,28 +6,25 @@
 
 namespace dvpn {
 
-bool WriteFileAtomically(const std::string& path, const std::string& text, std::string* error) {
+Result<void, FileErrc> WriteFileAtomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << text;
     out.flush();
-    if (!out) {
-      *error = "cannot write " + tmp;
-      return false;
-    }
+    if (!out) return Fail(FileErrc::kIo, "cannot write " + tmp);
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
-    *error = "cannot rename " + tmp + " to " + path + ": " + ec.message();
-    return false;
+    return Fail(FileErrc::kIo, "cannot rename " + tmp + " to " + path + ": " + ec.message());
   }
-  return true;
+  return {};
 }
 
-bool WritePortFile(const std::string& path, int port, std::string* error) {
-  return WriteFileAtomically(path, std::to_string(port) + "\n", error);
+Result<void, FileErrc> WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return {};
+  return WriteFileAtomically(path, std::to_string(port) + "\n");
 }
 
 }  // namespace dvpn

@@ -107,6 +107,22 @@ const char* OfferVerdictName(OfferVerdict v) {
   return "?";
 }
 
+Errc ErrcOf(OfferVerdict v) {
+  switch (v) {
+    case OfferVerdict::kExpired:
+    case OfferVerdict::kFromTheFuture: return Errc::kExpired;
+    case OfferVerdict::kWrongNetwork: return Errc::kWrongNetwork;
+    case OfferVerdict::kNotNewer: return Errc::kNotNewer;
+    case OfferVerdict::kRateLimited:
+    case OfferVerdict::kSlotTooBusy:
+    case OfferVerdict::kBookFull: return Errc::kRefused;
+    case OfferVerdict::kBadSignature: return Errc::kBadSignature;
+    case OfferVerdict::kAccepted:
+    case OfferVerdict::kMalformed: break;
+  }
+  return Errc::kBadField;
+}
+
 struct GossipNode::Peer {
   PeerId id = 0;
   bool outbound = false;
@@ -727,14 +743,13 @@ OfferVerdict GossipNode::Accept(Peer* from, std::shared_ptr<const Offer> offer, 
   return OfferVerdict::kAccepted;
 }
 
-std::expected<void, std::string> GossipNode::Publish(const Offer& offer) {
-  auto fields = CheckFields(offer);
-  if (!fields) return std::unexpected(fields.error());
+Result<void, Errc> GossipNode::Publish(const Offer& offer) {
+  if (auto fields = CheckFields(offer); !fields) return fields;
   Hash32 digest{};
   const OfferVerdict v = Validate(nullptr, offer, false, &digest);
-  if (v != OfferVerdict::kAccepted) return std::unexpected(std::string(OfferVerdictName(v)));
+  if (v != OfferVerdict::kAccepted) return Fail(ErrcOf(v), OfferVerdictName(v));
   const OfferVerdict a = Accept(nullptr, std::make_shared<const Offer>(offer), true);
-  if (a != OfferVerdict::kAccepted) return std::unexpected(std::string(OfferVerdictName(a)));
+  if (a != OfferVerdict::kAccepted) return Fail(ErrcOf(a), OfferVerdictName(a));
   return {};
 }
 

@@ -105,6 +105,8 @@ enum class OfferVerdict {
 };
 inline constexpr size_t kOfferVerdicts = 10;
 const char* OfferVerdictName(OfferVerdict v);
+// The error a refused verdict is reported as (kAccepted has none: kBadField is returned).
+Errc ErrcOf(OfferVerdict v);
 
 struct GossipStats {
   uint64_t frames_sent = 0, frames_received = 0;
@@ -139,8 +141,9 @@ class GossipNode {
   void Tick();
 
   // Publishes one of our own offers (already signed): stored and pushed like a received one.
-  // Fails when it does not pass our own validation (the error says why).
-  std::expected<void, std::string> Publish(const Offer& offer);
+  // Fails when it does not pass our own validation: CheckFields' error, or the verdict's code
+  // (ErrcOf) with its name as the message ("bad signature", "not newer", ...).
+  [[nodiscard]] Result<void, Errc> Publish(const Offer& offer);
 
   const OfferBook& book() const { return book_; }
   // Changes to the book (added, updated, removed), for watchers.

@@ -90,7 +90,7 @@ class GossipTransport::Impl final : public GossipHost {
     if (thread_.joinable()) thread_.join();
   }
 
-  std::expected<void, std::string> Start();
+  Result<void, Errc> Start();
   void Stop();
 
   uint16_t port() const { return port_.load(); }
@@ -124,7 +124,7 @@ class GossipTransport::Impl final : public GossipHost {
     return out;
   }
 
-  std::expected<void, std::string> PublishNow(const Offer& offer) { return node_->Publish(offer); }
+  Result<void, Errc> PublishNow(const Offer& offer) { return node_->Publish(offer); }
 
   uint64_t AddBookListener(BookListener listener);
   void RemoveBookListener(uint64_t id);
@@ -240,14 +240,16 @@ class GossipTransport::Impl final : public GossipHost {
 // ---------------------------------------------------------------------------------------------
 // Start and stop
 
-std::expected<void, std::string> GossipTransport::Impl::Start() {
+Result<void, Errc> GossipTransport::Impl::Start() {
   std::lock_guard lock(mu_);
-  if (state_ != State::kNew) return std::unexpected("the gossip transport was started before");
-  if (config_.round.count() <= 0) return std::unexpected("gossip round must be positive");
+  if (state_ != State::kNew) {
+    return Fail(Errc::kNotRunning, "the gossip transport was started before");
+  }
+  if (config_.round.count() <= 0) return Fail(Errc::kBadConfig, "gossip round must be positive");
   if (!options_.listen_address.empty()) {
     error_code ec;
     auto address = asio::ip::make_address(options_.listen_address, ec);
-    if (ec) return std::unexpected("bad gossip listen address: " + options_.listen_address);
+    if (ec) return Fail(Errc::kBadConfig, "bad gossip listen address: " + options_.listen_address);
     tcp::endpoint at(address, options_.listen_port);
     acceptor_.open(at.protocol(), ec);
     if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -256,8 +258,9 @@ std::expected<void, std::string> GossipTransport::Impl::Start() {
     if (ec) {
       error_code ignored;
       acceptor_.close(ignored);
-      return std::unexpected("cannot listen for gossip on " + options_.listen_address + ":" +
-                             std::to_string(options_.listen_port) + ": " + ec.message());
+      return Fail(Errc::kTransport, "cannot listen for gossip on " + options_.listen_address +
+                                        ":" + std::to_string(options_.listen_port) + ": " +
+                                        ec.message());
     }
     port_ = acceptor_.local_endpoint(ec).port();
     if (config_.listen_port == 0) config_.listen_port = port_;
@@ -669,18 +672,16 @@ GossipTransport::GossipTransport(GossipConfig config, GossipTransportOptions opt
 
 GossipTransport::~GossipTransport() = default;
 
-std::expected<void, std::string> GossipTransport::Start() { return impl_->Start(); }
+Result<void, Errc> GossipTransport::Start() { return impl_->Start(); }
 void GossipTransport::Stop() { impl_->Stop(); }
 uint16_t GossipTransport::port() const { return impl_->port(); }
 const NodeId& GossipTransport::node_id() const { return impl_->node_id(); }
 
-std::future<std::expected<void, std::string>> GossipTransport::Publish(Offer offer) {
+std::future<Result<void, Errc>> GossipTransport::Publish(Offer offer) {
   Impl* impl = impl_.get();
   return impl->Call(
-      [impl, offer = std::move(offer)]() -> std::expected<void, std::string> {
-        return impl->PublishNow(offer);
-      },
-      std::expected<void, std::string>(std::unexpect, "the gossip node is not running"));
+      [impl, offer = std::move(offer)]() -> Result<void, Errc> { return impl->PublishNow(offer); },
+      Result<void, Errc>(Fail(Errc::kNotRunning, "the gossip node is not running")));
 }
 
 std::future<std::vector<Offer>> GossipTransport::QueryOffers(OfferQuery query) {

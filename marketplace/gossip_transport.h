@@ -69,9 +69,10 @@ class GossipTransport {
   GossipTransport& operator=(const GossipTransport&) = delete;
 
   // Binds and listens, starts the io thread, starts the node (which dials its bootstrap peers).
-  // Fails, with nothing started, when the address is not a literal or cannot be bound, or when
-  // called a second time (also after Stop: a transport runs once).
-  [[nodiscard]] std::expected<void, std::string> Start();
+  // Fails, with nothing started: kBadConfig when the address is not a literal or the round is
+  // not positive, kTransport when it cannot be bound, kNotRunning when called a second time
+  // (also after Stop: a transport runs once).
+  [[nodiscard]] Result<void, Errc> Start();
   // Closes the listener and every connection, stops the timers and joins the io thread, within
   // about options.stop_timeout. Idempotent. Afterwards the futures below answer at once with
   // their "not running" values.
@@ -82,8 +83,8 @@ class GossipTransport {
   const NodeId& node_id() const;
 
   // Publishes one of our own signed offers (GossipNode::Publish). The error says why it was
-  // refused, or "the gossip node is not running".
-  std::future<std::expected<void, std::string>> Publish(Offer offer);
+  // refused, or kNotRunning "the gossip node is not running".
+  std::future<Result<void, Errc>> Publish(Offer offer);
   // Copies of the live offers matching `query` (OfferBook::Query at the current wall clock);
   // empty when not running.
   std::future<std::vector<Offer>> QueryOffers(OfferQuery query);

@@ -7,7 +7,6 @@
 namespace dvpn::marketplace {
 namespace {
 
-
 bool HostChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
          c == '-' || c == ':';
@@ -63,47 +62,64 @@ OfferKey OfferKeyOf(const ByteArray<32>& provider, uint32_t offer_id) {
   return key;
 }
 
-std::expected<void, std::string> CheckRegion(std::string_view region) {
+Result<void, Errc> CheckRegion(std::string_view region) {
   if (region.size() > kMaxRegion) {
-    return std::unexpected("at most " + std::to_string(kMaxRegion) + " bytes");
+    return Fail(Errc::kTooLarge, "at most " + std::to_string(kMaxRegion) + " bytes");
   }
   for (char c : region) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-      return std::unexpected(std::string("only a-z, 0-9 and '-' (e.g. eu-west)"));
+      return Fail(Errc::kBadField, "only a-z, 0-9 and '-' (e.g. eu-west)");
     }
   }
   return {};
 }
 
-std::expected<Amount, std::string> ParsePrice(std::string_view text) {
-  auto a = Amount::Parse(std::string(text));
-  if (!a) return std::unexpected("not an amount of credits: \"" + std::string(text) + "\"");
-  if (a->micro() > kMaxOfferPrice) return std::unexpected(std::string("at most 1000000 credits"));
-  return *a;
+Result<Amount, Errc> PriceFromMicro(uint64_t micro) {
+  if (micro > kMaxOfferPrice) return Fail(Errc::kTooLarge, "at most 1000000 credits");
+  return Amount::FromMicro(micro);
 }
 
-std::expected<Endpoint, std::string> ParseEndpoint(std::string_view text) {
+Result<Amount, Errc> ParsePrice(std::string_view text) {
+  auto a = Amount::Parse(std::string(text));
+  if (!a) return Fail(Errc::kBadField, "not an amount of credits: \"" + std::string(text) + "\"");
+  return PriceFromMicro(a->micro());
+}
+
+Result<void, Errc> CheckSellerPrice(Amount per_mb, Amount per_minute) {
+  if (per_mb.micro() == 0) {
+    return Fail(Errc::kBadField, "must be above zero (a seller's offer has a price)");
+  }
+  if (per_mb.micro() > kMaxOfferPrice || per_minute.micro() > kMaxOfferPrice) {
+    return Fail(Errc::kTooLarge, "at most 1000000 credits (1000000000000 micro)");
+  }
+  return {};
+}
+
+Result<Endpoint, Errc> ParseEndpoint(std::string_view text) {
   auto hp = ParseHostPort(text, false);
-  if (!hp) return std::unexpected(hp.error());
+  if (!hp) return Fail(Errc::kBadField, std::move(hp.error().message));
   if (hp->host.size() > kMaxHost) {
-    return std::unexpected("host longer than " + std::to_string(kMaxHost) + " bytes");
+    return Fail(Errc::kTooLarge, "host longer than " + std::to_string(kMaxHost) + " bytes");
   }
   if (!ValidHost(hp->host)) {
-    return std::unexpected("host \"" + hp->host +
-                           "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
+    return Fail(Errc::kBadField,
+                "host \"" + hp->host +
+                    "\": only letters, digits, '.', '-' and ':' (a name or an IP)");
   }
   return Endpoint{hp->host, hp->port};
 }
 
-std::expected<void, std::string> CheckFields(const Offer& o) {
-  auto fail = [](std::string why) { return std::unexpected(std::move(why)); };
+Result<void, Errc> CheckFields(const Offer& o) {
+  auto fail = [](std::string why) { return Fail(Errc::kBadField, std::move(why)); };
   if (o.seq == 0) return fail("seq must be at least 1");
   if (o.expires_unix <= o.issued_unix) return fail("expires_unix must be after issued_unix");
   if (o.expires_unix - o.issued_unix > kMaxOfferLifetimeS)
     return fail("lifetime longer than 24 hours");
-  if (auto ok = CheckRegion(o.region); !ok) return fail("region: " + ok.error());
-  if (o.price_per_mb.micro() > kMaxOfferPrice) return fail("price_per_mb above 10^12");
-  if (o.price_per_minute.micro() > kMaxOfferPrice) return fail("price_per_minute above 10^12");
+  if (auto ok = CheckRegion(o.region); !ok) return fail("region: " + ok.error().message);
+  if (o.price_per_mb.micro() > kMaxOfferPrice)
+    return Fail(Errc::kTooLarge, "price_per_mb above 10^12");
+  if (o.price_per_minute.micro() > kMaxOfferPrice)
+    return Fail(Errc::kTooLarge, "price_per_minute above 10^12");
   if (o.retired) {
     if (!o.endpoints.empty()) return fail("a retired offer has no endpoints");
     return {};
@@ -123,6 +139,13 @@ TimeCheck CheckTime(const Offer& o, uint64_t now_unix) {
   if (o.expires_unix <= now_unix) return TimeCheck::kExpired;
   if (o.issued_unix > now_unix + kMaxClockSkewS) return TimeCheck::kFromTheFuture;
   return TimeCheck::kOk;
+}
+
+bool Matches(const OfferQuery& q, const Offer& o, uint64_t now_unix) {
+  if (o.retired || o.expires_unix <= now_unix) return false;
+  if (q.max_price_per_mb && o.price_per_mb > *q.max_price_per_mb) return false;
+  if (!q.region.empty() && o.region != q.region) return false;
+  return o.capacity_mbps >= q.min_capacity_mbps;
 }
 
 void SignOffer(Offer& offer, const payments::PrivateKey& key) {

@@ -6,7 +6,6 @@
 // Pure functions and value types; thread-safe.
 
 #include <cstdint>
-#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,7 +13,10 @@
 
 #include "common/amount.h"
 #include "common/bytes.h"
+#include "common/result.h"
+#include "marketplace/errc.h"
 #include "payments/keys.h"
+#include "payments/metering.h"
 #include "payments/signed_messages.h"
 
 namespace dvpn::marketplace {
@@ -26,7 +28,9 @@ inline constexpr size_t kMaxEndpoints = 4;
 inline constexpr size_t kMaxHost = 253;
 inline constexpr uint64_t kMaxOfferLifetimeS = 86400;
 inline constexpr uint64_t kMaxClockSkewS = 120;
-inline constexpr uint64_t kMaxOfferPrice = 1'000'000'000'000;  // micro-credits, as §5
+// micro-credits: the payment terms' own bound (payments/metering.h, protocol.md §5)
+inline constexpr uint64_t kMaxOfferPrice = payments::kMaxPricePerMb.micro();
+static_assert(payments::kMaxPricePerMinute.micro() == kMaxOfferPrice);
 
 struct Endpoint {
   std::string host;
@@ -39,14 +43,22 @@ struct Endpoint {
 bool ValidHost(std::string_view host);
 
 // The rules of protocol.md §6 for what users and sellers write, in one place (the offer's own
-// check, CheckFields, and every flag, config key and RPC field use them). Errors are one line
-// for the user.
-// Region: at most kMaxRegion bytes of a-z, 0-9 and '-' ("" is no region).
-std::expected<void, std::string> CheckRegion(std::string_view region);
-// A price in credits ("0.25"), at most kMaxOfferPrice micro-credits.
-std::expected<Amount, std::string> ParsePrice(std::string_view text);
-// A peer or offer endpoint HOST:PORT: host by ValidHost, port 1..65535.
-std::expected<Endpoint, std::string> ParseEndpoint(std::string_view text);
+// check, CheckFields, and every flag, config key and RPC field use them). Error messages are one
+// line for the user.
+// Region: at most kMaxRegion bytes (kTooLarge) of a-z, 0-9 and '-' (kBadField); "" is no region.
+[[nodiscard]] Result<void, Errc> CheckRegion(std::string_view region);
+// A price of micro-credits as an offer or a filter may carry it: at most kMaxOfferPrice
+// (kTooLarge "at most 1000000 credits").
+[[nodiscard]] Result<Amount, Errc> PriceFromMicro(uint64_t micro);
+// A price in credits ("0.25"): kBadField when it is not an amount, then PriceFromMicro.
+[[nodiscard]] Result<Amount, Errc> ParsePrice(std::string_view text);
+// The price a seller sets on its running offer: per MB above zero (kBadField "must be above
+// zero (a seller's offer has a price)"), both at most kMaxOfferPrice (kTooLarge "at most
+// 1000000 credits (1000000000000 micro)"). The caller names the field.
+[[nodiscard]] Result<void, Errc> CheckSellerPrice(Amount per_mb, Amount per_minute);
+// A peer or offer endpoint HOST:PORT: host by ValidHost (kBadField; kTooLarge above kMaxHost
+// bytes), port 1..65535 (kBadField).
+[[nodiscard]] Result<Endpoint, Errc> ParseEndpoint(std::string_view text);
 
 // Names an offer's slot in digests: 8 bytes of SHA-256(tag || provider || offer_id).
 using OfferKey = uint64_t;
@@ -81,13 +93,25 @@ inline OfferKey OfferKeyOf(const Offer& o) { return OfferKeyOf(o.provider, o.off
 
 // The field rules of protocol.md §6 that need no clock and no signature check: sizes,
 // characters, seq >= 1, lifetime, prices, endpoints (none when retired, 1..4 otherwise).
-// The error names the field. Whether `provider` is a curve point is left to the signature
-// check (a point decompression costs as much as a small part of a verification).
-std::expected<void, std::string> CheckFields(const Offer& offer);
+// Error kBadField (kTooLarge for a price above kMaxOfferPrice); the message names the field.
+// Whether `provider` is a curve point is left to the signature check (a point decompression
+// costs as much as a small part of a verification).
+[[nodiscard]] Result<void, Errc> CheckFields(const Offer& offer);
 
 // Why an offer is not usable at `now_unix` (expired, or issued too far in the future).
 enum class TimeCheck { kOk, kExpired, kFromTheFuture };
 TimeCheck CheckTime(const Offer& offer, uint64_t now_unix);
+
+// What a client asks of the offers it is shown (OfferBook::Query, the OfferBook service's filter).
+struct OfferQuery {
+  std::optional<Amount> max_price_per_mb;  // none: any price
+  std::string region;                      // empty: any
+  uint32_t min_capacity_mbps = 0;
+};
+
+// The offer filter, in one place: `offer` is live at `now_unix` (not retired, not expired) and
+// within the query's price, region and capacity.
+bool Matches(const OfferQuery& query, const Offer& offer, uint64_t now_unix);
 
 // Signs `offer` in place with `key` (sets provider to key's public key first).
 void SignOffer(Offer& offer, const payments::PrivateKey& key);

@@ -98,11 +98,7 @@ std::vector<std::shared_ptr<const Offer>> OfferBook::Query(const OfferQuery& q,
                                                           uint64_t now_unix) const {
   std::vector<std::shared_ptr<const Offer>> out;
   for (const auto& [key, o] : by_key_) {
-    if (o->retired || o->expires_unix <= now_unix) continue;
-    if (q.max_price_per_mb && o->price_per_mb > *q.max_price_per_mb) continue;
-    if (!q.region.empty() && o->region != q.region) continue;
-    if (o->capacity_mbps < q.min_capacity_mbps) continue;
-    out.push_back(o);
+    if (Matches(q, *o, now_unix)) out.push_back(o);
   }
   return out;
 }

@@ -25,12 +25,6 @@ struct OfferBookLimits {
   size_t max_offers_per_provider = 4;
 };
 
-struct OfferQuery {
-  std::optional<Amount> max_price_per_mb;  // none: any price
-  std::string region;                      // empty: any
-  uint32_t min_capacity_mbps = 0;
-};
-
 struct OfferChange {
   enum class Kind { kAdded, kUpdated, kRemoved };
   Kind kind;
@@ -65,7 +59,7 @@ class OfferBook {
   // Drops every offer with expires_unix <= now_unix. Returns how many.
   size_t ExpireUpTo(uint64_t now_unix);
 
-  // Live (not retired, not expired at now_unix) offers matching `q`, in no particular order.
+  // The offers that Matches(q, offer, now_unix) (offer.h), in no particular order.
   std::vector<std::shared_ptr<const Offer>> Query(const OfferQuery& q, uint64_t now_unix) const;
 
   // Every slot held (tombstones included), sorted by key.

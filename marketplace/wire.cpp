@@ -47,9 +47,11 @@ void ToProto(const Offer& o, v1::Offer* out) {
   out->set_signature(Str(o.signature));
 }
 
-std::expected<Offer, std::string> FromProto(const v1::Offer& in) {
-  auto fail = [](std::string why) { return std::unexpected(std::move(why)); };
-  if (in.ByteSizeLong() > kMaxOfferEncoding) return fail("offer larger than 1400 bytes");
+Result<Offer, Errc> FromProto(const v1::Offer& in) {
+  auto fail = [](std::string why) { return Fail(Errc::kBadField, std::move(why)); };
+  if (in.ByteSizeLong() > kMaxOfferEncoding) {
+    return Fail(Errc::kTooLarge, "offer larger than 1400 bytes");
+  }
   Offer o;
   if (!CopyBytes(in.ledger_id(), o.ledger.bytes)) return fail("ledger_id is not 32 bytes");
   if (!CopyBytes(in.provider(), o.provider)) return fail("provider is not 32 bytes");
@@ -74,8 +76,7 @@ std::expected<Offer, std::string> FromProto(const v1::Offer& in) {
     if (e.port() > 65535) return fail("endpoint port above 65535");
     o.endpoints.push_back(Endpoint{e.host(), static_cast<uint16_t>(e.port())});
   }
-  auto ok = CheckFields(o);
-  if (!ok) return std::unexpected(ok.error());
+  if (auto ok = CheckFields(o); !ok) return std::unexpected(std::move(ok.error()));
   return o;
 }
 

@@ -3,7 +3,6 @@
 // gossip messages of docs/protocol.md §7 (packed digest entries and pull keys).
 // Pure functions; thread-safe.
 
-#include <expected>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,9 +20,10 @@ inline constexpr size_t kMaxPeersPerMessage = 16;
 inline constexpr uint32_t kGossipVersion = 1;
 
 void ToProto(const Offer& offer, v1::Offer* out);
-// Fails (naming the field) on wrong byte lengths, a port above 65535, more than 4 endpoints,
-// or a protobuf form larger than kMaxOfferEncoding; then CheckFields' rules.
-std::expected<Offer, std::string> FromProto(const v1::Offer& in);
+// Fails (the message names the field) with kTooLarge for a protobuf form larger than
+// kMaxOfferEncoding, kBadField for wrong byte lengths, a port above 65535 or more than 4
+// endpoints; then CheckFields' rules.
+[[nodiscard]] Result<Offer, Errc> FromProto(const v1::Offer& in);
 
 // Digest entries and pull keys packed as protocol.md §7 says. Unpacking fails on a length
 // that is not a multiple of the entry size or more than kMaxDigestEntries entries.

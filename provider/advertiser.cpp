@@ -10,11 +10,13 @@ OfferAdvertiser::OfferAdvertiser(OfferTemplate offer, const payments::PrivateKey
                                  PublishFn publish)
     : template_(std::move(offer)), key_(key), publish_(std::move(publish)) {}
 
-std::expected<void, std::string> OfferAdvertiser::Check(const OfferTemplate& t,
-                                                        const payments::PrivateKey& key) {
+Result<void, Errc> OfferAdvertiser::Check(const OfferTemplate& t, const payments::PrivateKey& key) {
   OfferAdvertiser probe(t, key, nullptr);
   auto offer = probe.Sign(false, 1'000'000'000'000);
-  return marketplace::CheckFields(offer);
+  if (auto ok = marketplace::CheckFields(offer); !ok) {
+    return Fail(Errc::kOfferRefused, std::move(ok.error().message));
+  }
+  return {};
 }
 
 marketplace::Offer OfferAdvertiser::Sign(bool retired, uint64_t now_unix_ms) {
@@ -39,11 +41,11 @@ marketplace::Offer OfferAdvertiser::Sign(bool retired, uint64_t now_unix_ms) {
   return o;
 }
 
-std::expected<marketplace::Offer, std::string> OfferAdvertiser::PublishLive(uint64_t now_unix_ms) {
+Result<marketplace::Offer, Errc> OfferAdvertiser::PublishLive(uint64_t now_unix_ms) {
   if (source_) {
     auto resolved = ResolveEndpoints(source_->configured, source_->allow_loopback, source_->lookup);
     if (!resolved) {
-      Logger("dvpn-node")->warn("offer endpoints: {}; keeping {}", resolved.error(),
+      Logger("dvpn-node")->warn("offer endpoints: {}; keeping {}", resolved.error().message,
                                 Describe(template_.endpoints));
     } else if (*resolved != template_.endpoints) {
       Logger("dvpn-node")->info("offer endpoints: {} now resolve to {} (were {})",
@@ -53,14 +55,18 @@ std::expected<marketplace::Offer, std::string> OfferAdvertiser::PublishLive(uint
     }
   }
   auto offer = Sign(false, now_unix_ms);
-  if (auto ok = publish_(offer); !ok) return std::unexpected(ok.error());
+  if (auto ok = publish_(offer); !ok) {
+    return Fail(Errc::kOfferRefused, std::move(ok.error().message));
+  }
   last_ = offer;
   return offer;
 }
 
-std::expected<marketplace::Offer, std::string> OfferAdvertiser::Retire(uint64_t now_unix_ms) {
+Result<marketplace::Offer, Errc> OfferAdvertiser::Retire(uint64_t now_unix_ms) {
   auto offer = Sign(true, now_unix_ms);
-  if (auto ok = publish_(offer); !ok) return std::unexpected(ok.error());
+  if (auto ok = publish_(offer); !ok) {
+    return Fail(Errc::kOfferRefused, std::move(ok.error().message));
+  }
   last_ = offer;
   return offer;
 }

@@ -12,7 +12,6 @@
 // the caller bounds (the gossip transport's future with a deadline).
 
 #include <cstdint>
-#include <expected>
 #include <functional>
 #include <optional>
 #include <string>
@@ -23,6 +22,7 @@
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
 #include "provider/endpoints.h"
+#include "provider/errc.h"
 
 namespace dvpn::node {
 
@@ -42,22 +42,24 @@ struct OfferTemplate {
 
 class OfferAdvertiser {
  public:
-  using PublishFn = std::function<std::expected<void, std::string>(const marketplace::Offer&)>;
+  // The gossip node's answer (marketplace::GossipTransport::Publish, bounded by the caller).
+  using PublishFn =
+      std::function<Result<void, marketplace::Errc>(const marketplace::Offer&)>;
 
   // `key` must outlive the advertiser.
   OfferAdvertiser(OfferTemplate offer, const payments::PrivateKey& key, PublishFn publish);
 
-  // Checks a live version of `offer` with the readers' field rules (CheckFields). The error
-  // names the field; nothing is published.
-  static std::expected<void, std::string> Check(const OfferTemplate& offer,
+  // Checks a live version of `offer` with the readers' field rules (CheckFields). Error
+  // kOfferRefused, CheckFields' message (it names the field); nothing is published.
+  [[nodiscard]] static Result<void, Errc> Check(const OfferTemplate& offer,
                                                 const payments::PrivateKey& key);
 
-  // Signs and publishes a new live version issued at `now_unix_ms`. Returns it, or why the
-  // node refused it (nothing changes then: the next call signs a larger seq anyway).
-  std::expected<marketplace::Offer, std::string> PublishLive(uint64_t now_unix_ms);
+  // Signs and publishes a new live version issued at `now_unix_ms`. Returns it, or kOfferRefused
+  // with the node's reason (nothing changes then: the next call signs a larger seq anyway).
+  Result<marketplace::Offer, Errc> PublishLive(uint64_t now_unix_ms);
   // Signs and publishes the retired version of the slot (protocol.md §6 "Retiring"), valid for
   // one lifetime so it outlives every live version signed before.
-  std::expected<marketplace::Offer, std::string> Retire(uint64_t now_unix_ms);
+  Result<marketplace::Offer, Errc> Retire(uint64_t now_unix_ms);
 
   // The price of the versions signed from now on (the next PublishLive advertises it).
   void SetPrice(Amount per_mb, Amount per_minute) {

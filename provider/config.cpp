@@ -37,8 +37,6 @@ const std::map<std::string, std::set<std::string>>& Schema() {
   return schema;
 }
 
-using Error = std::unexpected<std::string>;
-
 // Reads typed values out of the parsed document; every error names "table.key" and where the
 // value was written (the file's line:column, or "--set" for an override).
 class Reader {
@@ -118,12 +116,12 @@ class Reader {
     } else {
       return Fail(*n, table, key, "expected an amount of credits, e.g. \"0.25\"");
     }
-    auto amount = price ? mp::ParsePrice(text) : [&]() -> std::expected<Amount, std::string> {
+    auto amount = price ? mp::ParsePrice(text) : [&]() -> Result<Amount, mp::Errc> {
       auto a = Amount::Parse(text);
-      if (!a) return Error("not an amount of credits: \"" + text + "\"");
+      if (!a) return dvpn::Fail(mp::Errc::kBadField, "not an amount of credits: \"" + text + "\"");
       return *a;
     }();
-    if (!amount) return Fail(*n, table, key, amount.error());
+    if (!amount) return Fail(*n, table, key, amount.error().message);
     *out = *amount;
     return std::nullopt;
   }
@@ -154,7 +152,7 @@ class Reader {
     const toml::node* n = Find(table, key);
     if (n == nullptr) return std::nullopt;
     auto hp = parse(text);
-    if (!hp) return Fail(*n, table, key, hp.error());
+    if (!hp) return Fail(*n, table, key, hp.error().message);
     *out = *hp;
     return std::nullopt;
   }
@@ -169,7 +167,7 @@ class Reader {
     out->clear();
     for (const auto& text : texts) {
       auto e = mp::ParseEndpoint(text);
-      if (!e) return Fail(*n, table, key, e.error());
+      if (!e) return Fail(*n, table, key, e.error().message);
       out->push_back(*e);
     }
     return std::nullopt;
@@ -291,7 +289,7 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   if ((e = r.Credits("offer", "price_per_minute", true, &c.price_per_minute))) return e;
   if ((e = r.String("offer", "region", &c.region))) return e;
   if (auto ok = mp::CheckRegion(c.region); !ok) {
-    return r.Fail(*r.Find("offer", "region"), "offer", "region", ok.error());
+    return r.Fail(*r.Find("offer", "region"), "offer", "region", ok.error().message);
   }
   if ((e = r.Integer("offer", "capacity_mbps", 1, 1'000'000, &c.capacity_mbps))) return e;
   if ((e = r.Integer("offer", "max_sessions", 1, 1'000'000, &c.max_sessions))) return e;
@@ -369,7 +367,7 @@ std::string NodeConfig::StaticKeyPath() const {
 }
 std::string NodeConfig::UsagePath() const { return data_dir + "/usage"; }
 
-std::expected<NodeConfig, std::string> ParseNodeConfig(std::string_view toml_text,
+Result<NodeConfig, Errc> ParseNodeConfig(std::string_view toml_text,
                                                        std::string_view source_name,
                                                        const std::vector<std::string>& overrides) {
   toml::table root;
@@ -377,27 +375,30 @@ std::expected<NodeConfig, std::string> ParseNodeConfig(std::string_view toml_tex
     root = toml::parse(toml_text, source_name);
   } catch (const toml::parse_error& e) {
     const auto& begin = e.source().begin;
-    return Error(std::string(source_name) + ":" + std::to_string(begin.line) + ":" +
-                 std::to_string(begin.column) + ": " + std::string(e.description()));
+    return Fail(Errc::kBadConfig, std::string(source_name) + ":" + std::to_string(begin.line) +
+                                      ":" + std::to_string(begin.column) + ": " +
+                                      std::string(e.description()));
   }
   for (const auto& o : overrides) {
-    if (auto e = ApplyOverride(root, o)) return Error(*e);
+    if (auto e = ApplyOverride(root, o)) return Fail(Errc::kBadConfig, std::move(*e));
   }
   NodeConfig config;
   Reader reader(root, std::string(source_name));
-  if (auto e = Read(reader, config)) return Error(*e);
+  if (auto e = Read(reader, config)) return Fail(Errc::kBadConfig, std::move(*e));
   return config;
 }
 
-std::expected<NodeConfig, std::string> LoadNodeConfig(const std::string& path,
-                                                      const std::vector<std::string>& overrides) {
+Result<NodeConfig, Errc> LoadNodeConfig(const std::string& path,
+                                        const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Error(path + ": cannot read: " + std::strerror(errno));
+  if (!in) return Fail(Errc::kIo, path + ": cannot read: " + std::strerror(errno));
   // A configuration file is small; refuse something that is not one.
   constexpr std::streamsize kMaxConfigBytes = 1 << 20;
   std::string buffer(kMaxConfigBytes + 1, '\0');
   in.read(buffer.data(), kMaxConfigBytes + 1);
-  if (in.gcount() > kMaxConfigBytes) return Error(path + ": larger than 1 MiB; not a config file");
+  if (in.gcount() > kMaxConfigBytes) {
+    return Fail(Errc::kBadConfig, path + ": larger than 1 MiB; not a config file");
+  }
   buffer.resize(static_cast<size_t>(in.gcount()));
   return ParseNodeConfig(buffer, path, overrides);
 }

@@ -10,7 +10,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <expected>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "common/amount.h"
 #include "common/host_port.h"
 #include "marketplace/offer.h"
+#include "provider/errc.h"
 #include "settlement/promise_store.h"
 
 namespace dvpn::node {
@@ -90,13 +90,13 @@ struct NodeConfig {
 
 // Parses `toml_text` (named `source_name` in errors, e.g. the file's path), applies
 // `overrides` ("table.key=VALUE"; VALUE an integer, true/false, a TOML array "[...]", or else a
-// string) and checks everything. The error is one line naming the key.
-std::expected<NodeConfig, std::string> ParseNodeConfig(std::string_view toml_text,
+// string) and checks everything. Error kBadConfig, one line naming the key.
+[[nodiscard]] Result<NodeConfig, Errc> ParseNodeConfig(std::string_view toml_text,
                                                        std::string_view source_name,
                                                        const std::vector<std::string>& overrides);
 
-// Reads the file at `path`, then ParseNodeConfig.
-std::expected<NodeConfig, std::string> LoadNodeConfig(const std::string& path,
+// Reads the file at `path` (kIo when it cannot be read), then ParseNodeConfig.
+[[nodiscard]] Result<NodeConfig, Errc> LoadNodeConfig(const std::string& path,
                                                       const std::vector<std::string>& overrides);
 
 }  // namespace dvpn::node

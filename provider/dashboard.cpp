@@ -125,24 +125,24 @@ bool IsLoopbackHost(std::string_view host_header) {
 
 }  // namespace
 
-std::expected<LoopbackEndpoint, std::string> ParseLoopbackListen(const std::string& listen) {
+Result<LoopbackEndpoint, Errc> ParseLoopbackListen(const std::string& listen) {
   auto split = SplitHostPort(listen, /*port_optional=*/false);
   if (!split) {
-    return std::unexpected("dashboard listen address \"" + listen +
-                           "\": expected HOST:PORT, e.g. 127.0.0.1:7602");
+    return Fail(Errc::kBadConfig, "dashboard listen address \"" + listen +
+                                      "\": expected HOST:PORT, e.g. 127.0.0.1:7602");
   }
   auto& [host, port] = *split;
   if (EqualsIgnoreCase(host, "localhost")) return LoopbackEndpoint{"127.0.0.1", *port};
   error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec) {
-    return std::unexpected("dashboard listen address \"" + listen +
-                           "\": the host must be an IP literal or localhost");
+    return Fail(Errc::kBadConfig, "dashboard listen address \"" + listen +
+                                      "\": the host must be an IP literal or localhost");
   }
   if (!address.is_loopback()) {
-    return std::unexpected("dashboard listen address \"" + listen +
-                           "\" is not loopback; the dashboard has no authentication, so it "
-                           "listens on 127.0.0.1 or [::1] only");
+    return Fail(Errc::kBadConfig, "dashboard listen address \"" + listen +
+                                      "\" is not loopback; the dashboard has no authentication, "
+                                      "so it listens on 127.0.0.1 or [::1] only");
   }
   return LoopbackEndpoint{address.to_string(), *port};
 }
@@ -160,7 +160,7 @@ class DashboardServer::Impl {
     if (thread_.joinable()) thread_.join();
   }
 
-  std::expected<void, std::string> Start(const LoopbackEndpoint& at);
+  Result<void, Errc> Start(const LoopbackEndpoint& at);
   void Stop();
   uint16_t port() const { return port_; }
   DashboardStats stats() const {
@@ -216,9 +216,9 @@ class DashboardServer::Impl {
   std::unordered_set<ConnPtr> live_;
 };
 
-std::expected<void, std::string> DashboardServer::Impl::Start(const LoopbackEndpoint& at) {
+Result<void, Errc> DashboardServer::Impl::Start(const LoopbackEndpoint& at) {
   std::lock_guard lock(mu_);
-  if (state_ != State::kNew) return std::unexpected("the dashboard was started before");
+  if (state_ != State::kNew) return Fail(Errc::kListen, "the dashboard was started before");
   error_code ec;
   tcp::endpoint endpoint(asio::ip::make_address(at.address, ec), at.port);
   if (!ec) acceptor_.open(endpoint.protocol(), ec);
@@ -229,8 +229,8 @@ std::expected<void, std::string> DashboardServer::Impl::Start(const LoopbackEndp
   if (ec) {
     error_code ignored;
     acceptor_.close(ignored);
-    return std::unexpected("dashboard: cannot listen on " + at.address + ":" +
-                           std::to_string(at.port) + ": " + ec.message());
+    return Fail(Errc::kListen, "dashboard: cannot listen on " + at.address + ":" +
+                                   std::to_string(at.port) + ": " + ec.message());
   }
   asio::co_spawn(io_, AcceptLoop(), LogException);
   std::promise<void> done;
@@ -497,19 +497,23 @@ uint16_t DashboardServer::port() const { return impl_->port(); }
 void DashboardServer::Stop() { impl_->Stop(); }
 DashboardStats DashboardServer::stats() const { return impl_->stats(); }
 
-std::expected<std::unique_ptr<DashboardServer>, std::string> DashboardServer::Start(
+Result<std::unique_ptr<DashboardServer>, Errc> DashboardServer::Start(
     const std::string& listen, DashboardSource source, DashboardOptions options) {
   auto at = ParseLoopbackListen(listen);
-  if (!at) return std::unexpected(at.error());
+  if (!at) return std::unexpected(std::move(at.error()));
   if (options.header_limit < 256 || options.header_limit > (1u << 20)) {
-    return std::unexpected("dashboard: header_limit must be in [256, 1 MiB]");
+    return Fail(Errc::kBadConfig, "dashboard: header_limit must be in [256, 1 MiB]");
   }
-  if (options.max_connections == 0) return std::unexpected("dashboard: max_connections is 0");
+  if (options.max_connections == 0) {
+    return Fail(Errc::kBadConfig, "dashboard: max_connections is 0");
+  }
   if (options.read_timeout.count() <= 0 || options.write_timeout.count() <= 0) {
-    return std::unexpected("dashboard: timeouts must be positive");
+    return Fail(Errc::kBadConfig, "dashboard: timeouts must be positive");
   }
   auto impl = std::make_unique<Impl>(std::move(source), std::move(options));
-  if (auto started = impl->Start(*at); !started) return std::unexpected(started.error());
+  if (auto started = impl->Start(*at); !started) {
+    return std::unexpected(std::move(started.error()));
+  }
   return std::unique_ptr<DashboardServer>(new DashboardServer(std::move(impl)));
 }
 

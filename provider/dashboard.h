@@ -30,10 +30,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <expected>
 #include <functional>
 #include <memory>
 #include <string>
+
+#include "provider/errc.h"
 
 namespace dvpn::node {
 
@@ -68,9 +69,10 @@ class DashboardServer {
  public:
   // Listens on `listen`: "127.0.0.1:PORT" (any 127.0.0.0/8 address), "[::1]:PORT" or
   // "localhost:PORT" (= 127.0.0.1); PORT 0 picks a free port (see port()). Fails, with nothing
-  // started, on a malformed address, a non-loopback address (the dashboard has no
-  // authentication), or when the address cannot be bound. Runs its own io thread.
-  static std::expected<std::unique_ptr<DashboardServer>, std::string> Start(
+  // started: kBadConfig on a malformed address, a non-loopback address (the dashboard has no
+  // authentication) or bad options; kListen when the address cannot be bound. Runs its own io
+  // thread.
+  static Result<std::unique_ptr<DashboardServer>, Errc> Start(
       const std::string& listen, DashboardSource source, DashboardOptions options = {});
 
   ~DashboardServer();  // Stop()
@@ -98,6 +100,7 @@ struct LoopbackEndpoint {
   std::string address;  // an IPv4 or IPv6 literal, loopback
   uint16_t port = 0;
 };
-std::expected<LoopbackEndpoint, std::string> ParseLoopbackListen(const std::string& listen);
+// Error kBadConfig, the message names the address.
+Result<LoopbackEndpoint, Errc> ParseLoopbackListen(const std::string& listen);
 
 }  // namespace dvpn::node

@@ -22,7 +22,7 @@ std::optional<ip::address> Literal(const std::string& host) {
   return address;
 }
 
-using LookupResult = std::expected<std::vector<ip::address>, std::string>;
+using LookupResult = Result<std::vector<ip::address>, Errc>;
 
 LookupResult GetAddrInfo(const std::string& name) {
   addrinfo hints{};
@@ -30,7 +30,7 @@ LookupResult GetAddrInfo(const std::string& name) {
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* list = nullptr;
   const int rc = ::getaddrinfo(name.c_str(), nullptr, &hints, &list);
-  if (rc != 0) return std::unexpected(std::string(::gai_strerror(rc)));
+  if (rc != 0) return Fail(Errc::kBadEndpoint, ::gai_strerror(rc));
   std::vector<ip::address> out;
   for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
     if (a->ai_family == AF_INET) {
@@ -46,7 +46,7 @@ LookupResult GetAddrInfo(const std::string& name) {
     }
   }
   ::freeaddrinfo(list);
-  if (out.empty()) return std::unexpected(std::string("no IPv4 or IPv6 address"));
+  if (out.empty()) return Fail(Errc::kBadEndpoint, "no IPv4 or IPv6 address");
   return out;
 }
 
@@ -77,14 +77,14 @@ HostLookup SystemLookup(std::chrono::milliseconds timeout) {
     auto future = promise->get_future();
     std::thread([promise, name] { promise->set_value(GetAddrInfo(name)); }).detach();
     if (future.wait_for(timeout) != std::future_status::ready) {
-      return std::unexpected("no answer from the resolver within " +
-                             std::to_string(timeout.count()) + " ms");
+      return Fail(Errc::kBadEndpoint, "no answer from the resolver within " +
+                                          std::to_string(timeout.count()) + " ms");
     }
     return future.get();
   };
 }
 
-std::expected<std::vector<marketplace::Endpoint>, std::string> ResolveEndpoints(
+Result<std::vector<marketplace::Endpoint>, Errc> ResolveEndpoints(
     const std::vector<marketplace::Endpoint>& configured, bool allow_loopback,
     const HostLookup& lookup) {
   std::vector<marketplace::Endpoint> out;
@@ -96,14 +96,16 @@ std::expected<std::vector<marketplace::Endpoint>, std::string> ResolveEndpoints(
   for (const auto& e : configured) {
     if (auto literal = Literal(e.host)) {
       if (literal->is_unspecified()) {
-        return std::unexpected(e.host + ": a wildcard address; clients need the address they " +
-                               "can reach");
+        return Fail(Errc::kBadEndpoint,
+                    e.host + ": a wildcard address; clients need the address they can reach");
       }
       add(*literal, e.port);
       continue;
     }
     auto found = lookup(e.host);
-    if (!found) return std::unexpected(e.host + ": cannot resolve: " + found.error());
+    if (!found) {
+      return Fail(Errc::kBadEndpoint, e.host + ": cannot resolve: " + found.error().message);
+    }
     std::optional<ip::address> v4, v6;
     for (const auto& a : *found) {
       if (a.is_v4() && !v4) v4 = a;
@@ -112,17 +114,18 @@ std::expected<std::vector<marketplace::Endpoint>, std::string> ResolveEndpoints(
     for (const auto& a : {v4, v6}) {
       if (!a) continue;
       if (a->is_unspecified()) {
-        return std::unexpected(e.host + ": resolves to the wildcard address " + a->to_string());
+        return Fail(Errc::kBadEndpoint,
+                    e.host + ": resolves to the wildcard address " + a->to_string());
       }
       if (a->is_loopback() && !allow_loopback && e.host != "localhost") {
-        return std::unexpected(e.host + ": resolves to " + a->to_string() +
-                               " (loopback), which no other machine can reach; write the "
-                               "address or name clients use");
+        return Fail(Errc::kBadEndpoint, e.host + ": resolves to " + a->to_string() +
+                                            " (loopback), which no other machine can reach; "
+                                            "write the address or name clients use");
       }
       add(*a, e.port);
     }
   }
-  if (out.empty()) return std::unexpected(std::string("no endpoint"));
+  if (out.empty()) return Fail(Errc::kBadEndpoint, "no endpoint");
   return out;
 }
 

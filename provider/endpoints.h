@@ -23,7 +23,6 @@
 // Thread-safety: free functions; SystemLookup may be called from any thread.
 
 #include <chrono>
-#include <expected>
 #include <functional>
 #include <string>
 #include <vector>
@@ -31,19 +30,20 @@
 #include <boost/asio/ip/address.hpp>
 
 #include "marketplace/offer.h"
+#include "provider/errc.h"
 
 namespace dvpn::node {
 
-// A name's addresses, in the resolver's order. Error: why it has none (one line).
-using HostLookup = std::function<std::expected<std::vector<boost::asio::ip::address>, std::string>(
+// A name's addresses, in the resolver's order. Error kBadEndpoint: why it has none (one line).
+using HostLookup = std::function<Result<std::vector<boost::asio::ip::address>, Errc>(
     const std::string& name)>;
 
 // getaddrinfo(3) on a thread of its own, waited for at most `timeout`: a DNS server that does
 // not answer delays the caller by `timeout`, not by the resolver's retries.
 HostLookup SystemLookup(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
-// The rules above. Error: "HOST: why" for the first endpoint refused.
-std::expected<std::vector<marketplace::Endpoint>, std::string> ResolveEndpoints(
+// The rules above. Error kBadEndpoint: "HOST: why" for the first endpoint refused.
+Result<std::vector<marketplace::Endpoint>, Errc> ResolveEndpoints(
     const std::vector<marketplace::Endpoint>& configured, bool allow_loopback,
     const HostLookup& lookup);
 

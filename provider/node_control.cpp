@@ -51,19 +51,18 @@ grpc::Status NodeControlService::SettleNow(grpc::ServerContext*,
 
 grpc::Status NodeControlService::SetPrice(grpc::ServerContext*, const v1::SetPriceRequest* request,
                                           v1::SetPriceResponse* reply) {
-  if (request->price_per_mb_micro() == 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "price_per_mb_micro: must be above zero (a seller's offer has a price)");
-  }
-  if (request->price_per_mb_micro() > marketplace::kMaxOfferPrice ||
-      request->price_per_minute_micro() > marketplace::kMaxOfferPrice) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "price: at most 1000000 credits (1000000000000 micro)");
-  }
   payments::Price price{Amount::FromMicro(request->price_per_mb_micro()),
                         Amount::FromMicro(request->price_per_minute_micro())};
+  if (auto ok = marketplace::CheckSellerPrice(price.per_mb, price.per_minute); !ok) {
+    // A zero price is the per-MB field's; a price too high may be either.
+    const char* field =
+        ok.error().code == marketplace::Errc::kTooLarge ? "price: " : "price_per_mb_micro: ";
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ok.error().message);
+  }
   auto offer = backend_.SetPrice(price);
-  if (!offer) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, offer.error());
+  if (!offer) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, offer.error().message);
+  }
   *reply->mutable_offer() = std::move(*offer);
   return grpc::Status::OK;
 }

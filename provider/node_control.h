@@ -8,11 +8,11 @@
 // threads and must be thread-safe.
 
 #include <chrono>
-#include <expected>
 #include <string>
 
 #include "dvpn/v1/node.grpc.pb.h"
 #include "payments/metering.h"
+#include "provider/errc.h"
 
 namespace dvpn::node {
 
@@ -23,9 +23,10 @@ class NodeBackend {
   virtual v1::ListSessionsResponse Sessions() = 0;
   virtual v1::GetEarningsResponse Earnings() = 0;
   virtual v1::SettleNowResponse SettleNow(std::chrono::milliseconds timeout) = 0;
-  // Re-signs and publishes the offer at `price` and offers it to new sessions. Error: why the
-  // offer could not be published (nothing changed then).
-  virtual std::expected<v1::Offer, std::string> SetPrice(const payments::Price& price) = 0;
+  // Re-signs and publishes the offer at `price` (already checked: marketplace::CheckSellerPrice)
+  // and offers it to new sessions. Error kOverCap or kOfferRefused, saying why the offer could
+  // not be published (nothing changed then).
+  virtual Result<v1::Offer, Errc> SetPrice(const payments::Price& price) = 0;
 };
 
 class NodeControlService final : public v1::NodeControl::Service {
@@ -41,8 +42,8 @@ class NodeControlService final : public v1::NodeControl::Service {
   // timeout_ms 0 means 10 s; above 60 s is INVALID_ARGUMENT.
   grpc::Status SettleNow(grpc::ServerContext*, const v1::SettleNowRequest* request,
                          v1::SettleNowResponse* reply) override;
-  // INVALID_ARGUMENT for a price above the offer limit (1,000,000 credits) or a zero price per
-  // MB; FAILED_PRECONDITION when the offer could not be published.
+  // INVALID_ARGUMENT for a price marketplace::CheckSellerPrice refuses (a zero price per MB, or
+  // above 1,000,000 credits); FAILED_PRECONDITION when the offer could not be published.
   grpc::Status SetPrice(grpc::ServerContext*, const v1::SetPriceRequest* request,
                         v1::SetPriceResponse* reply) override;
 

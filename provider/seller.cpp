@@ -53,8 +53,8 @@ uint64_t LoadMonthBytes(const std::string& path, const std::string& month) {
 }
 
 void SaveMonthBytes(const std::string& path, const std::string& month, uint64_t bytes) {
-  std::string ignored;  // a failed write keeps the last count (see LoadMonthBytes)
-  WriteFileAtomically(path, month + " " + std::to_string(bytes) + "\n", &ignored);
+  // A failed write keeps the last count (see LoadMonthBytes).
+  (void)WriteFileAtomically(path, month + " " + std::to_string(bytes) + "\n");
 }
 
 }  // namespace
@@ -88,7 +88,7 @@ struct Seller::State {
   bool over_cap = false;
 };
 
-std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
+Result<std::unique_ptr<Seller>, Errc> Seller::Start(
     const NodeConfig& config, const payments::PrivateKey& provider_key,
     const tunnel::X25519KeyPair& tunnel_key, const payments::LedgerId& ledger,
     payments::LedgerGateway& gateway, CapListener on_cap) {
@@ -104,12 +104,11 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
   payments::PromiseStoreOptions store_options;
   store_options.durability = config.promise_durability;
   auto store = payments::PromiseStore::Open(config.PromiseDbPath(), s.clock, store_options);
-  if (!store) return std::unexpected(config.PromiseDbPath() + ": " + store.error().message);
+  if (!store) return Fail(Errc::kIo, config.PromiseDbPath() + ": " + store.error().message);
   s.store = std::move(*store);
 
-  std::string error;
-  auto endpoint = cli::ResolveHostPort(s.io, config.tunnel_listen.ToString(), &error);
-  if (!endpoint) return std::unexpected("tunnel.listen: " + error);
+  auto endpoint = cli::ResolveHostPort(s.io, config.tunnel_listen.ToString());
+  if (!endpoint) return Fail(Errc::kBadConfig, "tunnel.listen: " + endpoint.error().message);
   std::vector<tunnel::IpAddress> own;
   if (!endpoint->address().is_unspecified()) {
     auto a = endpoint->address();
@@ -118,7 +117,7 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
   }
   auto policy =
       tunnel::ExitPolicy::FromStrings(cli::PolicyRules(config.deny, config.allow), own);
-  if (!policy) return std::unexpected("tunnel.allow/deny: " + policy.error().message);
+  if (!policy) return Fail(Errc::kBadConfig, "tunnel.allow/deny: " + policy.error().message);
 
   session::ExitPaymentConfig pay;
   pay.price = s.price;
@@ -149,7 +148,8 @@ std::expected<std::unique_ptr<Seller>, std::string> Seller::Start(
     s.exit = std::make_shared<session::ExitServer>(s.io, *endpoint, tunnel_key, std::move(*policy),
                                                    options);
   } catch (const std::exception& e) {
-    return std::unexpected("tunnel.listen " + config.tunnel_listen.ToString() + ": " + e.what());
+    return Fail(Errc::kListen,
+                "tunnel.listen " + config.tunnel_listen.ToString() + ": " + e.what());
   }
 
   payments::SettlementPolicy settle;

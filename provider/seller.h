@@ -56,8 +56,9 @@ class Seller {
 
   // Opens the promise store, binds the tunnel's port, starts the exit, the scheduler and the
   // sampler. The error names the part that failed (e.g. "tunnel.listen 0.0.0.0:7443: Address
-  // already in use").
-  static std::expected<std::unique_ptr<Seller>, std::string> Start(
+  // already in use"): kIo (the promise store), kBadConfig (tunnel.listen, the exit policy),
+  // kListen (the tunnel's port).
+  static Result<std::unique_ptr<Seller>, Errc> Start(
       const NodeConfig& config, const payments::PrivateKey& provider_key,
       const tunnel::X25519KeyPair& tunnel_key, const payments::LedgerId& ledger,
       payments::LedgerGateway& gateway, CapListener on_cap);

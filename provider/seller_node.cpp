@@ -48,7 +48,7 @@ int Fail(int code, const std::string& message) {
 
 // The provider's account key from the keystore; the passphrase from passphrase_file or
 // $DVPN_PASSPHRASE. Errors name the key and say what is wrong (the passphrase never appears).
-std::expected<payments::PrivateKey, std::string> LoadProviderKey(const NodeConfig& c) {
+Result<payments::PrivateKey, cli::Errc> LoadProviderKey(const NodeConfig& c) {
   return cli::LoadKeystoreWithPassphrase(c.keystore, c.passphrase_file, "node.keystore",
                                          "node.passphrase_file",
                                          "set node.passphrase_file or $DVPN_PASSPHRASE");
@@ -71,7 +71,7 @@ class SellerNode final : public NodeBackend {
   v1::ListSessionsResponse Sessions() override;
   v1::GetEarningsResponse Earnings() override;
   v1::SettleNowResponse SettleNow(std::chrono::milliseconds timeout) override;
-  std::expected<v1::Offer, std::string> SetPrice(const payments::Price& price) override;
+  Result<v1::Offer, Errc> SetPrice(const payments::Price& price) override;
 
  private:
   // Publishes a fresh live version (or, over the data cap, keeps the offer retired).
@@ -96,7 +96,7 @@ void SellerNode::Refresh() {
   std::lock_guard lock(advertiser_mu_);
   if (over_cap_) return;
   auto published = advertiser_->PublishLive(WallMs());
-  if (!published) log_->warn("re-publishing the offer failed: {}", published.error());
+  if (!published) log_->warn("re-publishing the offer failed: {}", published.error().message);
 }
 
 void SellerNode::OnCap(bool over_cap) {
@@ -105,7 +105,7 @@ void SellerNode::OnCap(bool over_cap) {
   if (!advertiser_) return;  // not advertising yet: Run publishes or not by over_cap_
   auto published = over_cap ? advertiser_->Retire(WallMs()) : advertiser_->PublishLive(WallMs());
   if (!published) log_->warn("publishing the offer after a data cap change failed: {}",
-                             published.error());
+                             published.error().message);
 }
 
 v1::GetStatusResponse SellerNode::Status() {
@@ -203,18 +203,19 @@ v1::SettleNowResponse SellerNode::SettleNow(std::chrono::milliseconds timeout) {
   return r;
 }
 
-std::expected<v1::Offer, std::string> SellerNode::SetPrice(const payments::Price& price) {
+Result<v1::Offer, Errc> SellerNode::SetPrice(const payments::Price& price) {
   std::lock_guard lock(advertiser_mu_);
   if (over_cap_) {
-    return std::unexpected(std::string(
-        "over the monthly data cap the offer is retired until the month turns; nothing changed"));
+    return dvpn::Fail(Errc::kOverCap, "over the monthly data cap the offer is retired until the "
+                                      "month turns; nothing changed");
   }
   const OfferTemplate before = advertiser_->offer_template();
   advertiser_->SetPrice(price.per_mb, price.per_minute);
   auto published = advertiser_->PublishLive(WallMs());
   if (!published) {
     advertiser_->SetPrice(before.price_per_mb, before.price_per_minute);
-    return std::unexpected("the offer at the new price was not published: " + published.error());
+    return dvpn::Fail(Errc::kOfferRefused,
+                      "the offer at the new price was not published: " + published.error().message);
   }
   seller_->SetPrice(price);
   log_->info("price changed to {} per MB, {} per minute; offer seq {}", price.per_mb.ToString(),
@@ -241,13 +242,13 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   transport_ = std::make_unique<mp::GossipTransport>(gossip, transport_options);
   if (auto started = transport_->Start(); !started) {
     return Fail(kExitRuntime, "gossip.listen " + config_.gossip_listen.ToString() + ": " +
-                                  started.error());
+                                  started.error().message);
   }
 
   // The exit, payments and settlement.
   auto seller = Seller::Start(config_, key_, tunnel_key, ledger_, gateway,
                               [this](bool over_cap) { OnCap(over_cap); });
-  if (!seller) return Fail(kExitRuntime, seller.error());
+  if (!seller) return Fail(kExitRuntime, seller.error().message);
   seller_ = std::move(*seller);
 
   // The offer: the tunnel's key and where clients reach it.
@@ -272,7 +273,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
     auto resolved = ResolveEndpoints(offer.endpoints, allow_loopback, SystemLookup());
     if (!resolved) {
       seller_->Shutdown(0ms, 0ms);
-      return Fail(kExitConfig, "[offer] endpoints: " + resolved.error());
+      return Fail(kExitConfig, "[offer] endpoints: " + resolved.error().message);
     }
     if (HasNames(offer.endpoints)) {
       log_->info("offer endpoints: {} resolve to {}", Describe(offer.endpoints),
@@ -284,15 +285,15 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   }
   if (auto ok = OfferAdvertiser::Check(offer, key_); !ok) {
     seller_->Shutdown(0ms, 0ms);
-    return Fail(kExitConfig, "[offer]: " + ok.error());
+    return Fail(kExitConfig, "[offer]: " + ok.error().message);
   }
   {
     std::lock_guard lock(advertiser_mu_);
     advertiser_.emplace(offer, key_, [this](const mp::Offer& o) {
       auto published = transport_->Publish(o);
       if (published.wait_for(kPublishTimeout) != std::future_status::ready) {
-        return std::expected<void, std::string>(std::unexpect,
-                                                "the gossip node did not answer in time");
+        return Result<void, mp::Errc>(
+            dvpn::Fail(mp::Errc::kTransport, "the gossip node did not answer in time"));
       }
       return published.get();
     });
@@ -308,7 +309,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
       auto first = advertiser_->PublishLive(WallMs());
       if (!first) {
         seller_->Shutdown(0ms, 0ms);
-        return Fail(kExitRuntime, "the gossip node refused our offer: " + first.error());
+        return Fail(kExitRuntime, "the gossip node refused our offer: " + first.error().message);
       }
     }
   }
@@ -323,7 +324,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   if (!grpc) {
     seller_->Shutdown(0ms, 0ms);
     return Fail(kExitRuntime, "control.grpc_listen " + config_.grpc_listen.ToString() + ": " +
-                                  grpc.error());
+                                  grpc.error().message);
   }
   DashboardSource source;
   source.status_json = [this] { return StatusJson(Status()); };
@@ -334,7 +335,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
     (*grpc)->Shutdown(0ms);
     seller_->Shutdown(0ms, 0ms);
     return Fail(kExitRuntime, "control.http_listen " + config_.http_listen.ToString() + ": " +
-                                  dashboard.error());
+                                  dashboard.error().message);
   }
   // Ports configured as 0 are known only now; the exit protects the configured ones already.
   if (!seller_->ProtectPorts({transport_->port(), static_cast<uint16_t>((*grpc)->port()),
@@ -348,11 +349,10 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
                              "\ntunnel=" + std::to_string(seller_->tunnel_port()) +
                              "\ncontrol=" + std::to_string((*grpc)->port()) +
                              "\nhttp=" + std::to_string((*dashboard)->port()) + "\n";
-    std::string error;
-    if (!WriteFileAtomically(options.ports_file, text, &error)) {
+    if (auto written = WriteFileAtomically(options.ports_file, text); !written) {
       (*grpc)->Shutdown(0ms);
       seller_->Shutdown(0ms, 0ms);
-      return Fail(kExitRuntime, "--ports-file: " + error);
+      return Fail(kExitRuntime, "--ports-file: " + written.error().message);
     }
   }
   log_->info("seller {} on ledger {}: tunnel on port {}, gossip on {}:{}, control gRPC on {}, "
@@ -376,7 +376,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   {
     std::lock_guard lock(advertiser_mu_);
     if (auto retired = advertiser_->Retire(WallMs()); !retired) {
-      log_->warn("retiring the offer failed: {}", retired.error());
+      log_->warn("retiring the offer failed: {}", retired.error().message);
     }
   }
   const auto linger_end = std::chrono::steady_clock::now() + kRetireLinger;
@@ -395,14 +395,16 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
 int RunSellerNode(const NodeConfig& config, const SellerRunOptions& options,
                   const sigset_t& signals) {
   auto key = LoadProviderKey(config);
-  if (!key) return Fail(kExitConfig, key.error());
+  if (!key) return Fail(kExitConfig, key.error().message);
   // 0700 whatever the umask: the promise store, the tunnel key and the usage file live here.
   if (auto ok = CreatePrivateDirectories(config.data_dir); !ok) {
     return Fail(kExitConfig, "node.data_dir: " + ok.error().message);
   }
   tunnel::EnsureSodium();
   auto tunnel_key = cli::LoadOrCreateTunnelKey(config.StaticKeyPath());
-  if (!tunnel_key) return Fail(kExitConfig, "tunnel.static_key_file: " + tunnel_key.error());
+  if (!tunnel_key) {
+    return Fail(kExitConfig, "tunnel.static_key_file: " + tunnel_key.error().message);
+  }
 
   ledger::rpc::RpcLedgerGateway gateway(config.ledger.ToString());
   auto params = gateway.GetParams(std::chrono::steady_clock::now() + kLedgerTimeout);

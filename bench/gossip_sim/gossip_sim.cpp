@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
     std::vector<bool> live_at_start(net.size());
     for (size_t i = 0; i < net.size(); ++i) live_at_start[i] = net.alive(i);
     if (auto ok = net.node(origin).Publish(offer); !ok) {
-      std::fprintf(stderr, "publish failed: %s\n", ok.error().c_str());
+      std::fprintf(stderr, "publish failed: %s\n", ok.error().message.c_str());
       return 2;
     }
     auto count = [&](std::vector<double>* times) {

@@ -46,7 +46,7 @@ std::expected<CheckedFilter, grpc::Status> CheckFilter(const v1::OfferFilter& f)
   }
   out.limit = f.limit() == 0 ? kDefaultOfferLimit : f.limit();
   if (auto ok = CheckRegion(f.region()); !ok) {
-    return std::unexpected(Invalid("filter.region: " + ok.error()));
+    return std::unexpected(Invalid("filter.region: " + ok.error().message));
   }
   out.query.region = f.region();
   if (f.max_price_per_mb() != 0)
@@ -57,10 +57,7 @@ std::expected<CheckedFilter, grpc::Status> CheckFilter(const v1::OfferFilter& f)
 
 bool FilterMatches(const OfferQuery& q, const payments::LedgerId& network, const Offer& o,
                    uint64_t now_unix) {
-  if (o.ledger != network || o.retired || o.expires_unix <= now_unix) return false;
-  if (q.max_price_per_mb && o.price_per_mb > *q.max_price_per_mb) return false;
-  if (!q.region.empty() && o.region != q.region) return false;
-  return o.capacity_mbps >= q.min_capacity_mbps;
+  return o.ledger == network && Matches(q, o, now_unix);
 }
 
 void ToRankedOffer(const Offer& offer, v1::RankedOffer* out) {
@@ -260,7 +257,7 @@ OfferBookServer::OfferBookServer(OfferFeed& feed, const payments::LedgerId& netw
                                  const OfferBookServerOptions& options)
     : service_(std::make_unique<OfferBookService>(feed, network, options.service)) {}
 
-std::expected<std::unique_ptr<OfferBookServer>, std::string> OfferBookServer::Start(
+Result<std::unique_ptr<OfferBookServer>, Errc> OfferBookServer::Start(
     OfferFeed& feed, const payments::LedgerId& network, const OfferBookServerOptions& options) {
   std::unique_ptr<OfferBookServer> server(new OfferBookServer(feed, network, options));
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -273,8 +270,8 @@ std::expected<std::unique_ptr<OfferBookServer>, std::string> OfferBookServer::St
   builder.SetMaxReceiveMessageSize(64 * 1024);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || port == 0) {
-    return std::unexpected("cannot listen on " + options.listen_address +
-                           " (address in use, or not a valid host:port)");
+    return Fail(Errc::kTransport, "cannot listen on " + options.listen_address +
+                                      " (address in use, or not a valid host:port)");
   }
   server->port_ = port;
   std::string host = options.listen_address.substr(0, options.listen_address.rfind(':'));

@@ -88,8 +88,8 @@ struct CheckedFilter {
 };
 std::expected<CheckedFilter, grpc::Status> CheckFilter(const v1::OfferFilter& filter);
 
-// True when `offer` is one the filter shows: for `network`, not retired, not expired at
-// `now_unix`, and within the query's price, region and capacity.
+// True when `offer` is one the filter shows: for `network`, and Matches(query, offer, now_unix)
+// (marketplace/offer.h: the one copy of the filter).
 bool FilterMatches(const OfferQuery& query, const payments::LedgerId& network, const Offer& offer,
                    uint64_t now_unix);
 
@@ -146,9 +146,9 @@ struct OfferBookServerOptions {
 
 class OfferBookServer {
  public:
-  // Builds and starts the server. Fails with a message when the address cannot be bound.
-  // `feed` must outlive the server.
-  static std::expected<std::unique_ptr<OfferBookServer>, std::string> Start(
+  // Builds and starts the server. Fails with kTransport (the message names the address) when
+  // the address cannot be bound. `feed` must outlive the server.
+  static Result<std::unique_ptr<OfferBookServer>, Errc> Start(
       OfferFeed& feed, const payments::LedgerId& network, const OfferBookServerOptions& options);
 
   ~OfferBookServer();  // Shutdown(1 s) if not done yet

@@ -164,9 +164,11 @@ int main(int argc, char** argv) {
   dvpn::client::ConnectPolicy defaults;
   {
     auto price = mp::ParsePrice(f.max_price_per_mb);
-    if (!price) return Refuse("--max-price-per-mb: " + price.error());
+    if (!price) return Refuse("--max-price-per-mb: " + price.error().message);
     defaults.max_price_per_mb = *price;
-    if (auto ok = mp::CheckRegion(f.region); !ok) return Refuse("--region: " + ok.error());
+    if (auto ok = mp::CheckRegion(f.region); !ok) {
+      return Refuse("--region: " + ok.error().message);
+    }
     defaults.region = f.region;
     if (!f.provider.empty()) {
       defaults.provider = dvpn::payments::Address::Parse(f.provider);
@@ -174,7 +176,7 @@ int main(int argc, char** argv) {
     }
   }
   auto control = dvpn::ParseListenAddress(f.control);
-  if (!control) return Refuse("--control: " + control.error());
+  if (!control) return Refuse("--control: " + control.error().message);
   if (control->host != "127.0.0.1" && control->host != "::1") {
     return Refuse("--control: " + f.control + " is not a loopback address (no authentication)");
   }
@@ -183,7 +185,7 @@ int main(int argc, char** argv) {
   auto wallet = cli::LoadKeystoreWithPassphrase(f.keystore, f.passphrase_file, "--keystore",
                                                 "--passphrase-file",
                                                 "--passphrase-file or $DVPN_PASSPHRASE");
-  if (!wallet) return Refuse(wallet.error());
+  if (!wallet) return Refuse(wallet.error().message);
   const dvpn::payments::PrivateKey identity = std::move(*wallet);
   const std::string wallet_address =
       dvpn::payments::Address::FromPublicKey(identity.public_key()).ToString();
@@ -211,13 +213,12 @@ int main(int argc, char** argv) {
     return Refuse(*e);
   }
   session::asio::io_context resolver_io(1);
-  std::string error;
-  auto socks_ep = cli::ResolveHostPort(resolver_io, f.socks, &error);
-  if (!socks_ep) return Refuse("--socks: " + error);
+  auto socks_ep = cli::ResolveHostPort(resolver_io, f.socks);
+  if (!socks_ep) return Refuse("--socks: " + socks_ep.error().message);
   // Whoever reaches the SOCKS port spends this wallet's credits: beyond loopback, only with a
   // password.
   auto credentials = cli::LoadSocksCredentials(f.socks_user, f.socks_password_file);
-  if (!credentials) return Refuse(credentials.error());
+  if (!credentials) return Refuse(credentials.error().message);
   if (!socks_ep->address().is_loopback() && !*credentials) {
     return Refuse("--socks: " + f.socks + " is not a loopback address: whoever reaches it spends " +
                   "your credits; add --socks-user and --socks-password-file (or $" +
@@ -249,7 +250,7 @@ int main(int argc, char** argv) {
     g.network = info->id;
     for (const auto& b : f.bootstrap) {
       auto e = mp::ParseEndpoint(b);
-      if (!e) return Refuse("--bootstrap: " + e.error());
+      if (!e) return Refuse("--bootstrap: " + e.error().message);
       g.bootstrap.push_back(*e);
     }
     std::random_device rd;
@@ -258,12 +259,14 @@ int main(int argc, char** argv) {
     mp::GossipTransportOptions t;
     t.listen_address = "";  // light mode: never accepts connections
     gossip = std::make_unique<mp::GossipTransport>(g, t);
-    if (auto started = gossip->Start(); !started) return Fail("gossip: " + started.error());
+    if (auto started = gossip->Start(); !started) {
+      return Fail("gossip: " + started.error().message);
+    }
     feed = std::make_unique<mp::rpc::TransportOfferFeed>(*gossip);
     mp::rpc::OfferBookServerOptions o;
     o.listen_address = "127.0.0.1:0";
     auto server = mp::rpc::OfferBookServer::Start(*feed, info->id, o);
-    if (!server) return Fail("the local offer book: " + server.error());
+    if (!server) return Fail("the local offer book: " + server.error().message);
     book = std::move(*server);
     offers_from = "127.0.0.1:" + std::to_string(book->port());
   }
@@ -271,7 +274,7 @@ int main(int argc, char** argv) {
   // Each Connect gets a fresh runtime configuration sharing the wallet and the spend state.
   dvpn::SystemClock clock;
   auto factory = [&](const dvpn::client::ConnectPolicy& policy)
-      -> std::expected<dvpn::tunnel_client::ClientRuntimeConfig, std::string> {
+      -> dvpn::Result<dvpn::tunnel_client::ClientRuntimeConfig, dvpn::client::Errc> {
     dvpn::tunnel_client::ClientRuntimeConfig c;
     c.pay = pay_base;
     c.pay.policy.max_price_per_mb = policy.max_price_per_mb;
@@ -294,8 +297,8 @@ int main(int argc, char** argv) {
     } else {
       auto opened = mp::ProviderStats::Open(f.provider_stats, clock);
       if (!opened) {
-        return std::unexpected("--provider-stats " + f.provider_stats + ": " +
-                               opened.error().message);
+        return dvpn::Fail(dvpn::client::Errc::kBadConfig, "--provider-stats " + f.provider_stats +
+                                                              ": " + opened.error().message);
       }
       c.stats = std::make_unique<mp::ProviderStats>(std::move(*opened));
     }
@@ -311,9 +314,8 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();
   if (!server || control_port == 0) return Fail("--control " + f.control + ": cannot listen");
-  if (!f.control_port_file.empty() &&
-      !dvpn::WritePortFile(f.control_port_file, control_port, &error)) {
-    return Fail(error);
+  if (auto written = dvpn::WritePortFile(f.control_port_file, control_port); !written) {
+    return Fail(written.error().message);
   }
   log->info("wallet {}; ledger {}; offers from {}; ClientControl on {}:{}", wallet_address,
             f.ledger, f.bootstrap.empty() ? offers_from : "gossip (light mode)", control->host,
@@ -321,7 +323,7 @@ int main(int argc, char** argv) {
   if (f.connect) {
     if (gossip) WaitForOffers(*gossip, *log);
     auto st = controller.Connect(defaults, kConnectWait);
-    if (!st) return Fail(st.error());
+    if (!st) return Fail(st.error().message);
     log->info("connect: {}{}{}", st->state(),
               st->provider_address().empty() ? "" : " via " + st->provider_address(),
               st->last_error().empty() ? "" : " (" + st->last_error() + ")");

@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/errc.h"
 #include "cli/program.h"
 #include "common/bytes.h"
 #include "common/clock.h"
@@ -54,27 +55,26 @@ struct Flags {
 
 int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-ledger", message); }
 
-std::optional<dvpn::payments::PublicKey> OperatorKey(const Flags& flags, std::string* error) {
+dvpn::Result<dvpn::payments::PublicKey, dvpn::cli::Errc> OperatorKey(const Flags& flags) {
+  using dvpn::cli::Errc;
   if (!flags.operator_keystore.empty()) {
     auto key = dvpn::payments::LoadKeystorePublicKey(flags.operator_keystore);
     if (!key) {
-      *error = "cannot read the operator key from " + flags.operator_keystore + ": " +
-               key.error().message;
-      return std::nullopt;
+      return dvpn::Fail(Errc::kIo, "cannot read the operator key from " +
+                                       flags.operator_keystore + ": " + key.error().message);
     }
     return *key;
   }
   auto bytes = dvpn::FromHex(flags.operator_pubkey_hex);
   if (!bytes) {
-    *error = "--operator-pubkey: not hex (expected 64 hex digits, an x-only public key)";
-    return std::nullopt;
+    return dvpn::Fail(Errc::kBadInput,
+                      "--operator-pubkey: not hex (expected 64 hex digits, an x-only public key)");
   }
   auto key = dvpn::payments::PublicKey::Parse(*bytes);
   if (!key) {
-    *error =
-        "--operator-pubkey: not a valid secp256k1 x-only public key (expected 32 bytes, "
-        "64 hex digits)";
-    return std::nullopt;
+    return dvpn::Fail(Errc::kBadInput,
+                      "--operator-pubkey: not a valid secp256k1 x-only public key (expected 32 "
+                      "bytes, 64 hex digits)");
   }
   return *key;
 }
@@ -141,9 +141,8 @@ int main(int argc, char** argv) {
 
   auto log = dvpn::Logger("dvpn-ledger");
 
-  std::string error;
-  auto operator_key = OperatorKey(flags, &error);
-  if (!operator_key) return Refuse(error);
+  auto operator_key = OperatorKey(flags);
+  if (!operator_key) return Refuse(operator_key.error().message);
 
   dvpn::ledger::LedgerConfig config{.name = flags.name,
                                     .operator_key = *operator_key,
@@ -170,8 +169,8 @@ int main(int argc, char** argv) {
     std::cerr << "dvpn-ledger: " << server.error() << "\n";
     return kExitRuntime;
   }
-  if (!flags.port_file.empty() && !dvpn::WritePortFile(flags.port_file, (*server)->port(), &error)) {
-    std::cerr << "dvpn-ledger: --port-file: " << error << "\n";
+  if (auto written = dvpn::WritePortFile(flags.port_file, (*server)->port()); !written) {
+    std::cerr << "dvpn-ledger: --port-file: " << written.error().message << "\n";
     (*server)->Shutdown();
     return kExitRuntime;
   }

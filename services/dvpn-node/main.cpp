@@ -199,13 +199,13 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   s.gossip.network.bytes = *network;
 
   auto listen = ParseListenAddress(f.gossip_listen);
-  if (!listen) return std::unexpected("--gossip-listen: " + listen.error());
+  if (!listen) return std::unexpected("--gossip-listen: " + listen.error().message);
   s.transport.listen_address = listen->host;
   s.transport.listen_port = static_cast<uint16_t>(listen->port);
   s.gossip.listen_port = static_cast<uint16_t>(f.advertise_port);
   for (const auto& b : f.bootstrap) {
     auto e = ParseEndpoint(b);
-    if (!e) return std::unexpected("--bootstrap: " + e.error());
+    if (!e) return std::unexpected("--bootstrap: " + e.error().message);
     s.gossip.bootstrap.push_back(*e);
   }
   if (f.seed) {
@@ -219,7 +219,7 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   s.gossip.hello_timeout = std::chrono::milliseconds(f.hello_timeout_ms);
 
   auto grpc = ParseHostPort(f.grpc_listen, true);
-  if (!grpc) return std::unexpected("--grpc-listen: " + grpc.error());
+  if (!grpc) return std::unexpected("--grpc-listen: " + grpc.error().message);
   s.grpc.listen_address = f.grpc_listen;
   s.port_file = f.port_file;
   s.grpc_port_file = f.grpc_port_file;
@@ -245,11 +245,11 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   dvpn::node::OfferTemplate t;
   t.ledger = s.gossip.network;
   auto price = ParsePrice(f.price_per_mb);
-  if (!price) return std::unexpected("--price-per-mb: " + price.error());
+  if (!price) return std::unexpected("--price-per-mb: " + price.error().message);
   t.price_per_mb = *price;
   if (!f.price_per_minute.empty()) {
     auto per_minute = ParsePrice(f.price_per_minute);
-    if (!per_minute) return std::unexpected("--price-per-minute: " + per_minute.error());
+    if (!per_minute) return std::unexpected("--price-per-minute: " + per_minute.error().message);
     t.price_per_minute = *per_minute;
   }
   if (f.tunnel_key.empty()) return std::unexpected("--tunnel-key is required with --price-per-mb");
@@ -264,21 +264,23 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   }
   for (const auto& text : f.endpoints) {
     auto e = ParseEndpoint(text);
-    if (!e) return std::unexpected("--endpoint: " + e.error());
+    if (!e) return std::unexpected("--endpoint: " + e.error().message);
     t.endpoints.push_back(*e);
   }
   // Names become addresses here and before each refresh (endpoints.h). The exit is another
   // process here: only "localhost" and loopback literals may advertise loopback.
   {
     auto resolved = dvpn::node::ResolveEndpoints(t.endpoints, false, dvpn::node::SystemLookup());
-    if (!resolved) return std::unexpected("--endpoint " + resolved.error());
+    if (!resolved) return std::unexpected("--endpoint " + resolved.error().message);
     if (dvpn::node::HasNames(t.endpoints)) {
       s.endpoint_source =
           dvpn::node::OfferAdvertiser::EndpointSource{t.endpoints, false, dvpn::node::SystemLookup()};
     }
     t.endpoints = std::move(*resolved);
   }
-  if (auto ok = CheckRegion(f.region); !ok) return std::unexpected("--region: " + ok.error());
+  if (auto ok = CheckRegion(f.region); !ok) {
+    return std::unexpected("--region: " + ok.error().message);
+  }
   t.region = f.region;
   t.capacity_mbps = f.capacity_mbps;
   t.max_sessions = f.max_sessions;
@@ -295,9 +297,9 @@ std::expected<Settings, std::string> Validate(const Flags& f) {
   s.retire_linger = std::chrono::milliseconds(f.retire_linger_ms);
 
   auto key = dvpn::cli::LoadAccountKey(f.identity_key_file, f.keystore);
-  if (!key) return std::unexpected(key.error());
+  if (!key) return std::unexpected(key.error().message);
   if (auto ok = dvpn::node::OfferAdvertiser::Check(t, *key); !ok) {
-    return std::unexpected("the offer is invalid: " + ok.error());
+    return std::unexpected("the offer is invalid: " + ok.error().message);
   }
   s.key = std::move(*key);
   s.offer = std::move(t);
@@ -324,26 +326,24 @@ std::string Describe(const mp::Offer& o) {
 
 int Run(Settings& s, const sigset_t& signals) {
   auto log = dvpn::Logger("dvpn-node");
-  std::string error;
 
   mp::GossipTransport transport(s.gossip, s.transport);
   if (auto started = transport.Start(); !started) {
-    std::cerr << "dvpn-node: " << started.error() << "\n";
+    std::cerr << "dvpn-node: " << started.error().message << "\n";
     return kExitRuntime;
   }
-  if (!s.port_file.empty() && !dvpn::WritePortFile(s.port_file, transport.port(), &error)) {
-    std::cerr << "dvpn-node: --port-file: " << error << "\n";
+  if (auto written = dvpn::WritePortFile(s.port_file, transport.port()); !written) {
+    std::cerr << "dvpn-node: --port-file: " << written.error().message << "\n";
     return kExitRuntime;
   }
   mp::rpc::TransportOfferFeed feed(transport);
   auto server = mp::rpc::OfferBookServer::Start(feed, s.gossip.network, s.grpc);
   if (!server) {
-    std::cerr << "dvpn-node: --grpc-listen: " << server.error() << "\n";
+    std::cerr << "dvpn-node: --grpc-listen: " << server.error().message << "\n";
     return kExitRuntime;
   }
-  if (!s.grpc_port_file.empty() &&
-      !dvpn::WritePortFile(s.grpc_port_file, (*server)->port(), &error)) {
-    std::cerr << "dvpn-node: --grpc-port-file: " << error << "\n";
+  if (auto written = dvpn::WritePortFile(s.grpc_port_file, (*server)->port()); !written) {
+    std::cerr << "dvpn-node: --grpc-port-file: " << written.error().message << "\n";
     return kExitRuntime;
   }
   log->info("node {} on network {}: gossip on {}:{}, OfferBook gRPC on {}, {} bootstrap peer(s)",
@@ -357,15 +357,15 @@ int Run(Settings& s, const sigset_t& signals) {
     advertiser.emplace(*s.offer, *s.key, [&transport](const mp::Offer& o) {
       auto published = transport.Publish(o);
       if (published.wait_for(kPublishTimeout) != std::future_status::ready) {
-        return std::expected<void, std::string>(std::unexpect,
-                                                "the gossip node did not answer in time");
+        return dvpn::Result<void, mp::Errc>(
+            dvpn::Fail(mp::Errc::kTransport, "the gossip node did not answer in time"));
       }
       return published.get();
     });
     if (s.endpoint_source) advertiser->SetEndpointSource(std::move(*s.endpoint_source));
     auto first = advertiser->PublishLive(WallMs());
     if (!first) {
-      std::cerr << "dvpn-node: the node refused our offer: " << first.error() << "\n";
+      std::cerr << "dvpn-node: the node refused our offer: " << first.error().message << "\n";
       return kExitRuntime;
     }
     log->info("published {} (provider {})", Describe(*first),
@@ -382,8 +382,8 @@ int Run(Settings& s, const sigset_t& signals) {
       log->info("published {}", Describe(*refreshed));
       next_refresh = std::chrono::steady_clock::now() + s.refresh;
     } else {
-      log->warn("re-publishing the offer failed: {}; trying again in {} s", refreshed.error(),
-                kRetryRefresh.count());
+      log->warn("re-publishing the offer failed: {}; trying again in {} s",
+                refreshed.error().message, kRetryRefresh.count());
       next_refresh = std::chrono::steady_clock::now() + kRetryRefresh;
     }
   }
@@ -397,7 +397,7 @@ int Run(Settings& s, const sigset_t& signals) {
       // A second signal cuts the linger short.
       WaitForSignal(signals, std::chrono::steady_clock::now() + s.retire_linger);
     } else {
-      log->warn("retiring the offer failed: {}", retired.error());
+      log->warn("retiring the offer failed: {}", retired.error().message);
     }
   }
   (*server)->Shutdown(std::chrono::milliseconds(2000));
@@ -445,7 +445,7 @@ int main(int argc, char** argv) {
       }
     }
     auto config = dvpn::node::LoadNodeConfig(config_path, overrides);
-    if (!config) return Refuse(config.error());
+    if (!config) return Refuse(config.error().message);
     (void)dvpn::cli::StartLogging(config->log_level);  // the config checked the level
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     try {

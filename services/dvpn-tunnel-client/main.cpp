@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
 
   // SOCKS credentials: the password never comes from the command line (it would show in ps).
   auto credentials = cli::LoadSocksCredentials(socks_user, socks_password_file);
-  if (!credentials) return Refuse(credentials.error());
+  if (!credentials) return Refuse(credentials.error().message);
 
   const bool choose_from_offers = !offers_from.empty();
   if (!choose_from_offers && (provider.empty() || provider_key_hex.empty())) {
@@ -218,7 +218,7 @@ int main(int argc, char** argv) {
     identity = dvpn::payments::PrivateKey::Generate();
   } else {
     auto key = cli::LoadAccountKey(identity_key_file, keystore_path);
-    if (!key) return Refuse(key.error());
+    if (!key) return Refuse(key.error().message);
     identity = std::move(*key);
   }
   dvpn::payments::ChannelId channel;
@@ -246,14 +246,14 @@ int main(int argc, char** argv) {
   }
 
   session::asio::io_context io(1);
-  std::string error;
   std::optional<session::tcp::endpoint> provider_ep;
   if (!choose_from_offers) {
-    provider_ep = cli::ResolveHostPort(io, provider, &error);
-    if (!provider_ep) return Refuse("--provider: " + error);
+    auto resolved = cli::ResolveHostPort(io, provider);
+    if (!resolved) return Refuse("--provider: " + resolved.error().message);
+    provider_ep = *resolved;
   }
-  auto socks_ep = cli::ResolveHostPort(io, socks, &error);
-  if (!socks_ep) return Refuse("--socks: " + error);
+  auto socks_ep = cli::ResolveHostPort(io, socks);
+  if (!socks_ep) return Refuse("--socks: " + socks_ep.error().message);
 
   auto log = dvpn::Logger("dvpn-tunnel-client");
   cli::RaiseOpenFileLimit(*log);
@@ -351,7 +351,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   auto runtime = dvpn::tunnel_client::ClientRuntime::Start(std::move(config));
-  if (!runtime) return Refuse(runtime.error());
+  if (!runtime) return Refuse(runtime.error().message);
   while (!(*runtime)->Finished()) {
     timespec tick{0, kSignalPollNs};
     int sig = ::sigtimedwait(&signals, nullptr, &tick);

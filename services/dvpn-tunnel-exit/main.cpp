@@ -193,9 +193,8 @@ int main(int argc, char** argv) {
   if (!identity_key_hex.empty()) return Refuse(dvpn::cli::kIdentityKeyHexRemoved);
   dvpn::tunnel::EnsureSodium();
 
-  std::string error;
   auto key = cli::LoadOrCreateTunnelKey(key_file);
-  if (!key) return Refuse(key.error());
+  if (!key) return Refuse(key.error().message);
   std::string public_hex = dvpn::ToHex(key->public_key);
   if (print_public_key) {
     std::cout << public_hex << "\n";
@@ -205,8 +204,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> rules = cli::PolicyRules(deny, allow);
 
   session::asio::io_context io(1);
-  auto endpoint = cli::ResolveHostPort(io, listen, &error);
-  if (!endpoint) return Refuse("--listen: " + error);
+  auto endpoint = cli::ResolveHostPort(io, listen);
+  if (!endpoint) return Refuse("--listen: " + endpoint.error().message);
 
   std::vector<dvpn::tunnel::IpAddress> own;
   if (!endpoint->address().is_unspecified()) {
@@ -254,7 +253,7 @@ int main(int argc, char** argv) {
     if (ledger_target.empty()) return Refuse("--ledger HOST:PORT is required with a price");
     if (promise_db.empty()) return Refuse("--promise-db FILE is required with a price");
     auto key = cli::LoadAccountKey(identity_key_file, keystore_path);
-    if (!key) return Refuse(key.error());
+    if (!key) return Refuse(key.error().message);
     provider_key = std::move(*key);
     auto threshold = dvpn::Amount::Parse(settle_threshold_text);
     if (!threshold) return Refuse("--settle-threshold: not an amount: " + settle_threshold_text);
@@ -300,8 +299,8 @@ int main(int argc, char** argv) {
   server->Start();
   log->info("listening on {}:{}; static public key {}", endpoint->address().to_string(), port,
             public_hex);
-  if (!port_file.empty() && !dvpn::WritePortFile(port_file, port, &error)) {
-    std::cerr << "dvpn-tunnel-exit: " << error << "\n";
+  if (auto written = dvpn::WritePortFile(port_file, port); !written) {
+    std::cerr << "dvpn-tunnel-exit: " << written.error().message << "\n";
     return kExitRuntime;
   }
 

@@ -224,6 +224,25 @@ TEST_F(GossipNodeTest, BadFramesAndHellosCloseTheConnection) {
   EXPECT_EQ(node_.stats().peers, 0u);
 }
 
+// Our own offer refused: the verdict's name is the message, its code what a caller branches on.
+TEST_F(GossipNodeTest, PublishReportsWhyAnOfferIsRefused) {
+  auto key = payments::PrivateKey::Generate();
+  ASSERT_TRUE(node_.Publish(MakeOffer(key, 2)));
+  auto stale = node_.Publish(MakeOffer(key, 2));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, Errc::kNotNewer);
+  EXPECT_EQ(stale.error().message, "not newer");
+
+  Offer forged = MakeOffer(key, 3);
+  forged.capacity_mbps += 1;  // after signing
+  auto bad = node_.Publish(forged);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::kBadSignature);
+
+  Offer zero_seq = MakeOffer(key, 0);
+  EXPECT_EQ(node_.Publish(zero_seq).error().code, Errc::kBadField);
+}
+
 TEST_F(GossipNodeTest, DigestAnswersWithWhatThePeerLacksAndPullsWhatItHasNewer) {
   Connect(1, 1);
   auto a = payments::PrivateKey::Generate(), b = payments::PrivateKey::Generate();

@@ -94,7 +94,7 @@ std::unique_ptr<GossipTransport> StartTransport(GossipConfig config,
                                                 GossipTransportOptions options = {}) {
   auto t = std::make_unique<GossipTransport>(std::move(config), std::move(options));
   auto started = t->Start();
-  EXPECT_TRUE(started.has_value()) << (started ? "" : started.error());
+  EXPECT_TRUE(started.has_value()) << (started ? "" : started.error().message);
   EXPECT_NE(t->port(), 0);
   return t;
 }
@@ -243,7 +243,7 @@ TEST(GossipTransport, StartsOnceAndAnswersWhenStopped) {
   t.Stop();
   auto published = Get(t.Publish(SignedOffer(payments::PrivateKey::Generate())));
   ASSERT_FALSE(published.has_value());
-  EXPECT_EQ(published.error(), "the gossip node is not running");
+  EXPECT_EQ(published.error().message, "the gossip node is not running");
   EXPECT_TRUE(Get(t.QueryOffers({})).empty());
   EXPECT_EQ(StatsOf(t).connections, 0u);
 }
@@ -273,7 +273,7 @@ TEST(GossipTransport, OfferReachesBootstrappedPeer) {
   auto key = payments::PrivateKey::Generate();
   Offer offer = SignedOffer(key);
   auto published = Get(a->Publish(offer));
-  ASSERT_TRUE(published.has_value()) << published.error();
+  ASSERT_TRUE(published.has_value()) << published.error().message;
 
   ASSERT_TRUE(WaitFor([&] { return OffersOf(*b) == 1; }));
   auto got = Get(b->QueryOffers({}));

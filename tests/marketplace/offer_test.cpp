@@ -179,7 +179,7 @@ TEST(OfferWire, RoundTripAndBadFields) {
     v1::Offer back;
     ASSERT_TRUE(back.ParseFromString(bytes));
     auto decoded = FromProto(back);
-    ASSERT_TRUE(decoded) << decoded.error();
+    ASSERT_TRUE(decoded) << decoded.error().message;
     EXPECT_EQ(*decoded, o);
     EXPECT_TRUE(VerifyOfferSignature(*decoded, OfferDigest(*decoded)));
   }
@@ -199,6 +199,85 @@ TEST(OfferWire, RoundTripAndBadFields) {
          "five endpoints");
   refuse([](v1::Offer& o) { o.set_region(std::string(2000, 'a')); }, "oversized");
   refuse([](v1::Offer& o) { o.set_seq(0); }, "seq 0");
+
+  // The codes callers branch on.
+  v1::Offer big = pb;
+  big.set_region(std::string(2000, 'a'));
+  EXPECT_EQ(FromProto(big).error().code, Errc::kTooLarge);
+  v1::Offer zero_seq = pb;
+  zero_seq.set_seq(0);
+  EXPECT_EQ(FromProto(zero_seq).error().code, Errc::kBadField);
+  EXPECT_EQ(FromProto(zero_seq).error().message, "seq must be at least 1");
+}
+
+// The rules users and sellers write (flags, config keys, RPC fields), with their codes and the
+// messages users see.
+TEST(OfferRules, RegionPriceAndEndpoint) {
+  EXPECT_TRUE(CheckRegion(""));
+  EXPECT_TRUE(CheckRegion("eu-west"));
+  EXPECT_EQ(CheckRegion(std::string(kMaxRegion + 1, 'a')).error().code, Errc::kTooLarge);
+  EXPECT_EQ(CheckRegion("EU").error().code, Errc::kBadField);
+  EXPECT_EQ(CheckRegion("EU").error().message, "only a-z, 0-9 and '-' (e.g. eu-west)");
+
+  EXPECT_EQ(*PriceFromMicro(kMaxOfferPrice), Amount::FromMicro(kMaxOfferPrice));
+  EXPECT_EQ(*PriceFromMicro(0), Amount::Zero());
+  EXPECT_EQ(PriceFromMicro(kMaxOfferPrice + 1).error().code, Errc::kTooLarge);
+  EXPECT_EQ(PriceFromMicro(kMaxOfferPrice + 1).error().message, "at most 1000000 credits");
+  EXPECT_EQ(kMaxOfferPrice, payments::kMaxPricePerMb.micro()) << "one price cap";
+
+  EXPECT_EQ(*ParsePrice("0.25"), Amount::FromMicro(250'000));
+  EXPECT_EQ(ParsePrice("x").error().code, Errc::kBadField);
+  EXPECT_EQ(ParsePrice("1000000.000001").error().code, Errc::kTooLarge);
+
+  EXPECT_EQ(*ParseEndpoint("192.0.2.1:7443"), (Endpoint{"192.0.2.1", 7443}));
+  EXPECT_EQ(ParseEndpoint("192.0.2.1:0").error().code, Errc::kBadField);
+  EXPECT_EQ(ParseEndpoint("a_b:1").error().code, Errc::kBadField);
+  EXPECT_EQ(ParseEndpoint(std::string(kMaxHost + 1, 'a') + ":1").error().code, Errc::kTooLarge);
+}
+
+// The price a seller sets on its running offer (NodeControl.SetPrice asks this rule).
+TEST(OfferRules, SellerPrice) {
+  const Amount cap = Amount::FromMicro(kMaxOfferPrice);
+  const Amount over = Amount::FromMicro(kMaxOfferPrice + 1);
+  EXPECT_TRUE(CheckSellerPrice(Amount::FromMicro(1), Amount::Zero()));
+  EXPECT_TRUE(CheckSellerPrice(cap, cap));
+  auto zero = CheckSellerPrice(Amount::Zero(), Amount::FromMicro(5));
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error().code, Errc::kBadField);
+  EXPECT_EQ(zero.error().message, "must be above zero (a seller's offer has a price)");
+  for (auto [per_mb, per_minute] : {std::pair{over, Amount::Zero()}, std::pair{cap, over}}) {
+    auto high = CheckSellerPrice(per_mb, per_minute);
+    ASSERT_FALSE(high);
+    EXPECT_EQ(high.error().code, Errc::kTooLarge);
+    EXPECT_EQ(high.error().message, "at most 1000000 credits (1000000000000 micro)");
+  }
+}
+
+// The offer filter (OfferBook::Query and the OfferBook service both ask Matches).
+TEST(OfferRules, QueryMatches) {
+  Offer o = LiveVectorOffer();  // 0.25 per MB, eu-west, 800 Mbit/s, expires 1'900'003'600
+  const uint64_t now = o.issued_unix;
+  EXPECT_TRUE(Matches(OfferQuery{}, o, now));
+  EXPECT_FALSE(Matches(OfferQuery{}, o, o.expires_unix)) << "expired";
+  EXPECT_FALSE(Matches(OfferQuery{}, RetiredVectorOffer(), now)) << "retired";
+
+  OfferQuery q;
+  q.max_price_per_mb = Amount::FromMicro(250'000);
+  EXPECT_TRUE(Matches(q, o, now));
+  q.max_price_per_mb = Amount::FromMicro(249'999);
+  EXPECT_FALSE(Matches(q, o, now));
+
+  q = OfferQuery{};
+  q.region = "eu-west";
+  EXPECT_TRUE(Matches(q, o, now));
+  q.region = "us-east";
+  EXPECT_FALSE(Matches(q, o, now));
+
+  q = OfferQuery{};
+  q.min_capacity_mbps = 800;
+  EXPECT_TRUE(Matches(q, o, now));
+  q.min_capacity_mbps = 801;
+  EXPECT_FALSE(Matches(q, o, now));
 }
 
 TEST(OfferWire, DigestAndKeyPacking) {

@@ -114,7 +114,7 @@ TEST_F(ChainTest, OfferFromTheLastNodeReachesTheClientOnTheFirst) {
             payments::Address::FromPublicKey(provider.public_key()).ToString());
   EXPECT_DOUBLE_EQ(got.score(), (250'000.0 + 1) * 1.5);  // nothing measured
   auto parsed = marketplace::FromProto(got.offer());
-  ASSERT_TRUE(parsed) << parsed.error();
+  ASSERT_TRUE(parsed) << parsed.error().message;
   EXPECT_TRUE(marketplace::VerifyOfferSignature(*parsed, marketplace::OfferDigest(*parsed)));
 
   // The watch on node 0 (opened before the provider started) saw it arrive.

@@ -188,8 +188,8 @@ TEST(OfferAdvertiser, SeqOnlyGrowsAndTheRetiredVersionIsEmpty) {
   std::vector<Offer> published;
   bool refuse = false;
   node::OfferAdvertiser ad(Template(), key,
-                           [&](const Offer& o) -> std::expected<void, std::string> {
-                             if (refuse) return std::unexpected(std::string("slot too busy"));
+                           [&](const Offer& o) -> Result<void, marketplace::Errc> {
+                             if (refuse) return Fail(marketplace::Errc::kRefused, "slot too busy");
                              published.push_back(o);
                              return {};
                            });

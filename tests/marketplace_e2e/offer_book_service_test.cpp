@@ -64,7 +64,7 @@ class OfferBookServiceTest : public ::testing::Test {
     options.service.max_watchers = max_watchers;
     options.service.watch_poll = 50ms;
     auto server = OfferBookServer::Start(*feed_, TestNetwork(), options);
-    ASSERT_TRUE(server) << server.error();
+    ASSERT_TRUE(server) << server.error().message;
     server_ = std::move(*server);
     node_.grpc_port = server_->port();
     node_.channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
@@ -76,7 +76,7 @@ class OfferBookServiceTest : public ::testing::Test {
     auto f = transport_->Publish(o);
     ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
     auto r = f.get();
-    ASSERT_TRUE(r) << r.error();
+    ASSERT_TRUE(r) << r.error().message;
   }
 
   std::unique_ptr<GossipTransport> transport_;
@@ -263,7 +263,7 @@ TEST(OfferBookServiceOverflow, AWatcherThatFallsBehindIsEndedWithResourceExhaust
   options.service.watch_queue_limit = 4;
   options.service.watch_poll = 50ms;
   auto server = OfferBookServer::Start(feed, TestNetwork(), options);
-  ASSERT_TRUE(server) << server.error();
+  ASSERT_TRUE(server) << server.error().message;
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
                                      grpc::InsecureChannelCredentials());
   auto stub = v1::OfferBook::NewStub(channel);

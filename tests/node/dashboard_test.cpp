@@ -210,7 +210,7 @@ struct CountingSource {
 
 std::unique_ptr<DashboardServer> StartOrDie(DashboardSource source, DashboardOptions options = {}) {
   auto server = DashboardServer::Start("127.0.0.1:0", std::move(source), options);
-  if (!server) throw std::runtime_error(server.error());
+  if (!server) throw std::runtime_error(server.error().message);
   return std::move(*server);
 }
 
@@ -577,7 +577,8 @@ TEST(Dashboard, RefusesNonLoopbackAndMalformedAddresses) {
                              "[::ffff:127.0.0.1]:0"}) {
     auto server = DashboardServer::Start(listen, {});
     ASSERT_FALSE(server) << listen;
-    EXPECT_NE(server.error().find("not loopback"), std::string::npos) << server.error();
+    EXPECT_NE(server.error().message.find("not loopback"), std::string::npos)
+        << server.error().message;
   }
   for (const char* listen :
        {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", ":7602", "127.0.0.1:-1", "127.0.0.1:12ab",
@@ -591,7 +592,7 @@ TEST(Dashboard, RefusesNonLoopbackAndMalformedAddresses) {
   EXPECT_EQ(parsed->port, 7602);
   for (const char* listen : {"127.0.0.1:0", "localhost:0", "127.0.0.2:0"}) {
     auto server = DashboardServer::Start(listen, CountingSource{}.Make());
-    ASSERT_TRUE(server) << listen << ": " << server.error();
+    ASSERT_TRUE(server) << listen << ": " << server.error().message;
     EXPECT_NE((*server)->port(), 0);
   }
   // The port in use: a clear error.
@@ -599,7 +600,8 @@ TEST(Dashboard, RefusesNonLoopbackAndMalformedAddresses) {
   auto second =
       DashboardServer::Start("127.0.0.1:" + std::to_string(first->port()), CountingSource{}.Make());
   ASSERT_FALSE(second);
-  EXPECT_NE(second.error().find("cannot listen"), std::string::npos) << second.error();
+  EXPECT_NE(second.error().message.find("cannot listen"), std::string::npos)
+      << second.error().message;
 }
 
 TEST(Dashboard, StopWithClientsConnectedIsPromptAndIdempotent) {

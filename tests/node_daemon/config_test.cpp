@@ -24,8 +24,8 @@ price_per_mb = "0.25"
 listen = "127.0.0.1:7443"
 )";
 
-std::expected<NodeConfig, std::string> Parse(const std::string& text,
-                                             const std::vector<std::string>& overrides = {}) {
+Result<NodeConfig, Errc> Parse(const std::string& text,
+                               const std::vector<std::string>& overrides = {}) {
   return ParseNodeConfig(text, "node.toml", overrides);
 }
 
@@ -33,12 +33,12 @@ std::expected<NodeConfig, std::string> Parse(const std::string& text,
 std::string ErrorOf(const std::string& text, const std::vector<std::string>& overrides = {}) {
   auto c = Parse(text, overrides);
   EXPECT_FALSE(c.has_value()) << "accepted:\n" << text;
-  return c ? std::string() : c.error();
+  return c ? std::string() : c.error().message;
 }
 
 TEST(NodeConfig, MinimalFileGetsTheDocumentedDefaults) {
   auto c = Parse(kMinimal);
-  ASSERT_TRUE(c.has_value()) << c.error();
+  ASSERT_TRUE(c.has_value()) << c.error().message;
   EXPECT_EQ(c->ledger.ToString(), "127.0.0.1:7400");
   EXPECT_EQ(c->price_per_mb.micro(), 250'000u);
   EXPECT_EQ(c->price_per_minute.micro(), 0u);
@@ -107,7 +107,7 @@ shutdown_grace_ms = 1000
 grpc_listen = "127.0.0.1:0"
 http_listen = "[::1]:8080"
 )");
-  ASSERT_TRUE(c.has_value()) << c.error();
+  ASSERT_TRUE(c.has_value()) << c.error().message;
   EXPECT_EQ(c->passphrase_file, "/run/secrets/pass");
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->gossip_listen.ToString(), "[::]:7600");
@@ -138,7 +138,7 @@ TEST(NodeConfig, OverridesReplaceFileValues) {
   auto c = Parse(kMinimal, {"offer.price_per_mb=0.5", "offer.max_sessions=3",
                             "tunnel.log_destinations=true", "gossip.bootstrap=[\"127.0.0.1:9\"]",
                             "node.data_dir=/tmp/x"});
-  ASSERT_TRUE(c.has_value()) << c.error();
+  ASSERT_TRUE(c.has_value()) << c.error().message;
   EXPECT_EQ(c->price_per_mb.micro(), 500'000u);
   EXPECT_EQ(c->max_sessions, 3u);
   EXPECT_TRUE(c->log_destinations);
@@ -146,7 +146,7 @@ TEST(NodeConfig, OverridesReplaceFileValues) {
   EXPECT_EQ(c->data_dir, "/tmp/x");
   // An override may add a table the file does not have.
   auto d = Parse(kMinimal, {"limits.monthly_data_gb=7"});
-  ASSERT_TRUE(d.has_value()) << d.error();
+  ASSERT_TRUE(d.has_value()) << d.error().message;
   EXPECT_EQ(d->monthly_data_gb, 7u);
 }
 
@@ -230,18 +230,20 @@ TEST(NodeConfig, WildcardTunnelNeedsExplicitEndpoints) {
             std::string::npos)
       << e;
   auto c = Parse(kMinimal, {"tunnel.listen=0.0.0.0:7443", "offer.endpoints=[\"198.51.100.1:7443\"]"});
-  ASSERT_TRUE(c.has_value()) << c.error();
+  ASSERT_TRUE(c.has_value()) << c.error().message;
   EXPECT_EQ(c->endpoints[0].ToString(), "198.51.100.1:7443");
   // A specific address with port 0: the node advertises the port it binds (none known yet).
   auto any_port = Parse(kMinimal, {"tunnel.listen=127.0.0.1:0"});
-  ASSERT_TRUE(any_port.has_value()) << any_port.error();
+  ASSERT_TRUE(any_port.has_value()) << any_port.error().message;
   EXPECT_TRUE(any_port->endpoints.empty());
 }
 
 TEST(NodeConfig, UnreadableOrHugeFile) {
   auto missing = LoadNodeConfig("/nonexistent/node.toml", {});
   ASSERT_FALSE(missing.has_value());
-  EXPECT_EQ(missing.error(), "/nonexistent/node.toml: cannot read: No such file or directory");
+  EXPECT_EQ(missing.error().code, Errc::kIo);
+  EXPECT_EQ(missing.error().message,
+            "/nonexistent/node.toml: cannot read: No such file or directory");
 }
 
 }  // namespace

@@ -21,11 +21,10 @@ struct Table {
   std::map<std::string, std::vector<std::string>> names;
   int calls = 0;
   HostLookup Lookup() {
-    return [this](const std::string& name)
-               -> std::expected<std::vector<ip::address>, std::string> {
+    return [this](const std::string& name) -> Result<std::vector<ip::address>, node::Errc> {
       ++calls;
       auto it = names.find(name);
-      if (it == names.end()) return std::unexpected(std::string("Name or service not known"));
+      if (it == names.end()) return Fail(node::Errc::kBadEndpoint, "Name or service not known");
       std::vector<ip::address> out;
       for (const auto& a : it->second) out.push_back(ip::make_address(a));
       return out;
@@ -37,7 +36,7 @@ TEST(ResolveEndpoints, LiteralsAreKeptAndNamesBecomeTheirFirstV4AndV6Address) {
   Table t;
   t.names["exit.example"] = {"203.0.113.7", "203.0.113.8", "2001:db8::7", "2001:db8::8"};
   auto out = ResolveEndpoints({{"198.51.100.1", 7443}, {"exit.example", 7444}}, false, t.Lookup());
-  ASSERT_TRUE(out) << out.error();
+  ASSERT_TRUE(out) << out.error().message;
   EXPECT_EQ(*out, (std::vector<Endpoint>{{"198.51.100.1", 7443},
                                          {"203.0.113.7", 7444},
                                          {"2001:db8::7", 7444}}));
@@ -52,7 +51,7 @@ TEST(ResolveEndpoints, DuplicatesGoAndAtMostFourRemain) {
   auto out = ResolveEndpoints(
       {{"203.0.113.1", 1}, {"a.example", 1}, {"b.example", 1}, {"c.example", 1}}, false,
       t.Lookup());
-  ASSERT_TRUE(out) << out.error();
+  ASSERT_TRUE(out) << out.error().message;
   EXPECT_EQ(*out, (std::vector<Endpoint>{{"203.0.113.1", 1},
                                          {"2001:db8::1", 1},
                                          {"203.0.113.2", 1},
@@ -65,15 +64,17 @@ TEST(ResolveEndpoints, ANameOnLoopbackIsRefusedUnlessTheTunnelIsLocalOrTheNameIs
   t.names["localhost"] = {"127.0.0.1", "::1"};
   auto refused = ResolveEndpoints({{"myhost", 7443}}, false, t.Lookup());
   ASSERT_FALSE(refused);
-  EXPECT_NE(refused.error().find("myhost: resolves to 127.0.1.1 (loopback)"), std::string::npos)
-      << refused.error();
+  EXPECT_EQ(refused.error().code, Errc::kBadEndpoint);
+  EXPECT_NE(refused.error().message.find("myhost: resolves to 127.0.1.1 (loopback)"),
+            std::string::npos)
+      << refused.error().message;
 
   auto local = ResolveEndpoints({{"myhost", 7443}}, true, t.Lookup());
-  ASSERT_TRUE(local) << local.error();
+  ASSERT_TRUE(local) << local.error().message;
   EXPECT_EQ(*local, (std::vector<Endpoint>{{"127.0.1.1", 7443}}));
 
   auto named = ResolveEndpoints({{"localhost", 7443}}, false, t.Lookup());
-  ASSERT_TRUE(named) << named.error();
+  ASSERT_TRUE(named) << named.error().message;
   EXPECT_EQ(*named, (std::vector<Endpoint>{{"127.0.0.1", 7443}, {"::1", 7443}}));
 }
 
@@ -90,13 +91,13 @@ TEST(ResolveEndpoints, WildcardsAndUnknownNamesAreRefusedWithTheHost) {
        }) {
     auto out = ResolveEndpoints(endpoints, true, t.Lookup());
     ASSERT_FALSE(out) << expected;
-    EXPECT_NE(out.error().find(expected), std::string::npos) << out.error();
+    EXPECT_NE(out.error().message.find(expected), std::string::npos) << out.error().message;
   }
 }
 
 TEST(ResolveEndpoints, TheSystemResolverAnswersLocalhostAndRefusesAnInvalidName) {
   auto local = ResolveEndpoints({{"localhost", 7443}}, false, SystemLookup());
-  ASSERT_TRUE(local) << local.error();
+  ASSERT_TRUE(local) << local.error().message;
   ASSERT_FALSE(local->empty());
   for (const auto& e : *local) {
     EXPECT_TRUE(ip::make_address(e.host).is_loopback()) << e.host;
@@ -105,8 +106,8 @@ TEST(ResolveEndpoints, TheSystemResolverAnswersLocalhostAndRefusesAnInvalidName)
   // RFC 6761: .invalid never resolves.
   auto none = ResolveEndpoints({{"dvpn-test.invalid", 7443}}, true, SystemLookup());
   ASSERT_FALSE(none);
-  EXPECT_NE(none.error().find("dvpn-test.invalid: cannot resolve"), std::string::npos)
-      << none.error();
+  EXPECT_NE(none.error().message.find("dvpn-test.invalid: cannot resolve"), std::string::npos)
+      << none.error().message;
   EXPECT_TRUE(HasNames({{"127.0.0.1", 1}, {"localhost", 1}}));
   EXPECT_FALSE(HasNames({{"127.0.0.1", 1}, {"::1", 1}}));
 }
@@ -126,7 +127,7 @@ TEST(OfferAdvertiserEndpoints, EachRefreshSignsTheAddressTheNameHasThenAndKeepsI
   std::vector<marketplace::Offer> published;
   OfferAdvertiser advertiser(offer, key, [&](const marketplace::Offer& o) {
     published.push_back(o);
-    return std::expected<void, std::string>();
+    return Result<void, marketplace::Errc>();
   });
   advertiser.SetEndpointSource({{{"exit.example", 7443}}, false, t.Lookup()});
 
