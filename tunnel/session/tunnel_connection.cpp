@@ -145,10 +145,6 @@ void TunnelConnection::SetControlHandler(ControlHandler handler) {
   on_control_ = std::move(handler);
 }
 
-bool TunnelConnection::SendControl(ByteSpan message) {
-  return SendControl(message, ControlOrder::kUrgent);
-}
-
 bool TunnelConnection::SendControl(ByteSpan message, ControlOrder order) {
   if (closing_ || message.size() > kMaxControlPayload) return false;
   const size_t frame_size = kFrameHeaderSize + message.size();
