@@ -1,7 +1,9 @@
 #pragma once
-// TunnelConnection: one established tunnel (after the handshake) over a TCP socket, for either
-// role. It owns the socket, the record sealer/opener and the StreamTable, runs a read loop
-// (large reads, whole records opened in place, frames dispatched to the table), a write loop
+// TunnelConnection: one established tunnel (after the handshake), for either role: the mux and
+// the stream pumps. Its records travel over a RecordTransport (record_transport.h; a TCP socket
+// today), called once per read and once per write batch. It owns the transport, the record
+// sealer/opener and the StreamTable, runs a read loop (large reads into a buffer grown on
+// demand, whole records opened in place, frames dispatched to the table), a write loop
 // (frames coalesced into records, records sealed just before one gathered write; one write in
 // flight; tunnel frames such as WINDOW, PING/PONG and CONTROL go ahead of queued stream data), a
 // keepalive/idle timer, and two pumps per attached stream (local socket <-> tunnel) with
@@ -10,9 +12,10 @@
 // `[limits] bandwidth_mbps`), every byte read from or written to a local socket first takes
 // tokens from it; back-pressure then reaches the peer through the same windows.
 //
-// Hooks for the payment layer (the MeteredSession interface the controllers use): a control channel (SetControlHandler / SendControl), meters of
-// the DATA payload bytes each way with an observer every N bytes (SetMeterObserver), and a pause
-// switch that stops new data both ways within the flow-control windows (SetForwardingPaused).
+// Hooks for the payment layer (MeteredSession, the interface the controllers use): a control
+// channel (SetControlHandler / SendControl), meters of the DATA payload bytes each way with an
+// observer every N bytes (SetMeterObserver), a pause switch that stops new data both ways within
+// the flow-control windows (SetForwardingPaused) and a forwarding limit.
 // docs/tunnel.md, "Sessions", defines exactly which bytes are metered.
 //
 // Threading: every method must be called on the io_context's (single) thread; the object is
@@ -36,6 +39,7 @@
 #include "tunnel/record.h"
 #include "tunnel/session/asio.h"
 #include "tunnel/session/metered_session.h"
+#include "tunnel/session/record_transport.h"
 #include "tunnel/stream_table.h"
 
 namespace dvpn::tunnel::session {
@@ -62,7 +66,11 @@ class TunnelConnection final : public MeteredSession,
   using OpenHandler = std::function<void(uint32_t id, const Destination& destination)>;
   using ClosedHandler = std::function<void()>;
 
+  // Over a TCP connection (a TcpRecordTransport; TCP_NODELAY is set).
   TunnelConnection(tcp::socket socket, const SessionKeys& keys, Role role,
+                   ConnectionOptions options, std::string name);
+  // Over any record transport (not null).
+  TunnelConnection(std::unique_ptr<RecordTransport> transport, const SessionKeys& keys, Role role,
                    ConnectionOptions options, std::string name);
   ~TunnelConnection();
   TunnelConnection(const TunnelConnection&) = delete;
@@ -169,7 +177,7 @@ class TunnelConnection final : public MeteredSession,
   bool closed() const override { return closing_; }
   size_t stream_count() const { return streams_.size(); }
   const std::string& name() const override { return name_; }
-  asio::any_io_executor executor() override { return socket_.get_executor(); }
+  asio::any_io_executor executor() override { return ex_; }
   // Client: the session params of the handshake's msg2 (empty: a free session).
   void set_session_params(std::vector<uint8_t> params) { session_params_ = std::move(params); }
   const std::vector<uint8_t>& session_params() const override { return session_params_; }
@@ -266,7 +274,8 @@ class TunnelConnection final : public MeteredSession,
   void ReleaseTunnelCredit();
   void ReportBlocked();
 
-  tcp::socket socket_;
+  std::unique_ptr<RecordTransport> transport_;
+  asio::any_io_executor ex_;  // transport_->executor(), asked once
   Role role_;
   ConnectionOptions options_;
   std::string name_;
