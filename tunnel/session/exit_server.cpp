@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "common/log.h"
-#include "payments/wire/control_codec.h"
 
 namespace dvpn::tunnel::session {
 namespace {
@@ -298,92 +297,25 @@ asio::awaitable<void> ExitServer::Handshake(std::shared_ptr<PendingConn> conn) {
     }
   } pending_guard{this, conn.get()};
   if (!socket.is_open()) co_return;  // evicted before it started
-  std::array<uint8_t, kMaxHandshakeMessage> buf{};
-  SessionKeys keys;
-  std::optional<ClientHello> hello;
-  std::optional<ExitPayments::Admission> admission;
-  std::optional<std::string> refusal;
-  std::chrono::steady_clock::time_point msg2_sent;
-  // A channel admitted but never served is released.
-  struct ReleaseGuard {
-    ExitPayments* payments = nullptr;
-    std::optional<ExitPayments::Admission>* admission;
-    bool armed = true;
-    ~ReleaseGuard() {
-      if (armed && payments && admission->has_value()) payments->Release((*admission)->channel.id);
-    }
-  } release_guard{options_.payments.get(), &admission};
+  ExitHandshake handshake(socket, {.static_key = &static_key_,
+                                   .replay_guard = &replay_guard_,
+                                   .clock = &clock_,
+                                   .timeout = options_.handshake_timeout,
+                                   .msg1_timeout = options_.msg1_timeout});
+  auto hello = co_await handshake.ReadHello();
+  if (!hello) co_return;
+  conn->awaiting_msg1 = false;  // no longer the first to be evicted
+  // Paid exits only: admission decides msg2's terms; its channel is released if unused.
+  std::optional<PaidAdmission> admission;
+  if (options_.payments) {
+    admission.emplace(options_.payments, hello->hello);
+    co_await admission->Decide();
+    if (!socket.is_open()) co_return;  // the handshake timed out meanwhile
+  }
+  const auto msg2_sent = std::chrono::steady_clock::now();
   {
-    Watchdog deadline(socket.get_executor(), options_.handshake_timeout, [&socket] {
-      error_code ignored;
-      socket.close(ignored);
-    });
-    // A connection that does not deliver msg1 soon holds a descriptor for nothing.
-    std::optional<Watchdog> msg1_deadline;
-    msg1_deadline.emplace(socket.get_executor(), options_.msg1_timeout, [&socket] {
-      error_code ignored;
-      socket.close(ignored);
-    });
-
-    error_code ec;
-    co_await asio::async_read(socket, asio::buffer(buf.data(), kHandshakeHeaderSize),
-                              asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      TunnelLog()->debug("exit: handshake aborted before msg1: {}", ec.message());
-      co_return;
-    }
-    auto size = HandshakeMessageSize(ByteSpan(buf.data(), kHandshakeHeaderSize));
-    if (!size || *size != kMsg1Size) {
-      TunnelLog()->debug("exit: not a handshake (bad msg1 header); connection dropped");
-      co_return;
-    }
-    co_await asio::async_read(
-        socket, asio::buffer(buf.data() + kHandshakeHeaderSize, kMsg1Size - kHandshakeHeaderSize),
-        asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      TunnelLog()->debug("exit: msg1 truncated: {}", ec.message());
-      co_return;
-    }
-    msg1_deadline.reset();
-    conn->awaiting_msg1 = false;  // no longer the first to be evicted
-    HandshakeResponder::Options responder_options;
-    responder_options.static_key = &static_key_;
-    responder_options.replay_guard = &replay_guard_;
-    responder_options.clock = &clock_;
-    HandshakeResponder responder(std::move(responder_options));
-    ByteSpan msg1(buf.data(), kMsg1Size);
-    if (!responder.CheckMac1(msg1)) {
-      TunnelLog()->debug("exit: msg1 with a bad mac1 (client does not know our key); dropped");
-      co_return;
-    }
-    auto h = responder.ReadMessage1(msg1);
-    if (!h) {
-      TunnelLog()->debug("exit: msg1 rejected: {}: {}", HandshakeErrcName(h.error().code),
-                   h.error().message);
-      co_return;
-    }
-    hello = *h;
-    auto cipher = ChooseCipher(hello->ciphers, LocalCiphers());
-    if (!cipher) {
-      TunnelLog()->debug("exit: no common cipher; dropped");
-      co_return;
-    }
-    std::vector<uint8_t> params;
-    if (options_.payments) {
-      auto admitted = co_await options_.payments->Admit(*hello);
-      if (!socket.is_open()) {  // the handshake timed out meanwhile
-        if (admitted) options_.payments->Release(hello->channel);
-        co_return;
-      }
-      if (admitted) {
-        params = payments::wire::EncodeTerms(admitted->terms);
-        admission = std::move(*admitted);
-      } else {
-        refusal = admitted.error();
-      }
-    }
-    // Checked again (with the handshakes between here and their tunnel) before msg2: handshakes
-    // that were pending together may complete together.
+    // Checked again (with the handshakes between here and their tunnel) before msg2:
+    // handshakes that were pending together may complete together.
     if (live_tunnels_ + msg2_in_flight_ >= options_.max_tunnels) {
       Count(&Counters::tunnel_limit);
       TunnelLog()->debug("exit: {} tunnels alive (the maximum); handshake dropped", live_tunnels_);
@@ -394,29 +326,24 @@ asio::awaitable<void> ExitServer::Handshake(std::shared_ptr<PendingConn> conn) {
       size_t& n;
       ~InFlight() { --n; }
     } in_flight{msg2_in_flight_};
-    msg2_sent = std::chrono::steady_clock::now();
-    auto n = responder.WriteMessage2(buf, *cipher, params);
-    if (!n) {
-      TunnelLog()->warn("exit: cannot write msg2: {}", n.error().message);
-      co_return;
-    }
-    co_await asio::async_write(socket, asio::buffer(buf.data(), *n),
-                               asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      TunnelLog()->debug("exit: cannot send msg2: {}", ec.message());
-      co_return;
-    }
-    auto k = responder.TakeKeys();
-    if (!k) co_return;
-    keys = std::move(*k);
+    auto keys = co_await handshake.Answer(admission ? ByteSpan(admission->params()) : ByteSpan());
+    if (!keys) co_return;
+    if (!socket.is_open()) co_return;
+    pending_guard.succeeded = true;
+    Unlist(*conn);
+    Count(&Counters::opened);
+    OpenTunnel(std::move(socket), *keys, hello->hello, admission ? &*admission : nullptr,
+               msg2_sent);
   }
-  if (!socket.is_open()) co_return;
-  pending_guard.succeeded = true;
-  Unlist(*conn);
-  Count(&Counters::opened);
+}
+
+void ExitServer::OpenTunnel(tcp::socket socket, const SessionKeys& keys, const ClientHello& hello,
+                            PaidAdmission* admission,
+                            std::chrono::steady_clock::time_point msg2_sent) {
+  auto self = shared_from_this();
   std::string name = "tunnel#" + std::to_string(next_tunnel_++);
   TunnelLog()->debug("exit: {} established ({}, client {})", name, CipherName(keys.cipher),
-                     ToHex(hello->identity.bytes()).substr(0, 16));
+                     ToHex(hello.identity.bytes()).substr(0, 16));
   std::string peer;
   {
     error_code ignored;
@@ -439,20 +366,14 @@ asio::awaitable<void> ExitServer::Handshake(std::shared_ptr<PendingConn> conn) {
                               .count());
   std::weak_ptr<TunnelConnection> weak = tunnel;
   std::shared_ptr<PayeeController> controller;
+  std::optional<std::string> refusal;
   if (admission) {
-    payments::PayeeSession::Options po{.terms = admission->terms,
-                                       .ledger = hello->ledger,
-                                       .channel = hello->channel,
-                                       .client = hello->identity,
-                                       .deposit = admission->channel.deposit};
-    auto session = payments::PayeeSession::Create(std::move(po));
-    if (!session) {
-      refusal = session.error().message;
-    } else {
-      release_guard.armed = false;
-      controller = std::make_shared<PayeeController>(options_.payments, std::move(*session), tunnel,
-                                                     admission->channel, msg2_sent);
+    auto attached = admission->Attach(tunnel, msg2_sent);
+    if (attached) {
+      controller = std::move(*attached);
       entry.controller = controller;
+    } else {
+      refusal = std::move(attached.error().message);
     }
   }
   tunnel->Start(
@@ -483,13 +404,13 @@ asio::awaitable<void> ExitServer::Handshake(std::shared_ptr<PendingConn> conn) {
     Count(&Counters::refused);
     TunnelLog()->debug("exit: {} refused: payment required: {}", name, *refusal);
     tunnel->Close(CloseReason::kPaymentRequired, *refusal, true);
-    co_return;
+    return;
   }
   if (refusal_) {
     Count(&Counters::refused);
     TunnelLog()->debug("exit: {} refused: {}", name, *refusal_);
     tunnel->Close(CloseReason::kShutdown, *refusal_, true);
-    co_return;
+    return;
   }
   if (controller) controller->Start();
 }

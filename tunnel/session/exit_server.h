@@ -34,7 +34,9 @@
 #include "tunnel/rate_limit.h"
 #include "tunnel/session/asio.h"
 #include "tunnel/session/bandwidth_limiter.h"
+#include "tunnel/session/exit_handshake.h"
 #include "tunnel/session/host_addresses.h"
+#include "tunnel/session/paid_admission.h"
 #include "tunnel/session/paid_exit.h"
 #include "tunnel/session/tunnel_connection.h"
 
@@ -148,7 +150,13 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   };
 
   asio::awaitable<void> AcceptLoop();
+  // The handshake (ExitHandshake), paid admission between msg1 and msg2 when the exit is paid
+  // (PaidAdmission), then OpenTunnel.
   asio::awaitable<void> Handshake(std::shared_ptr<PendingConn> conn);
+  // Makes and starts the tunnel of a finished handshake; with `admission`, its payment
+  // controller (or CLOSE kPaymentRequired for a refused client).
+  void OpenTunnel(tcp::socket socket, const SessionKeys& keys, const ClientHello& hello,
+                  PaidAdmission* admission, std::chrono::steady_clock::time_point msg2_sent);
   // Closes the oldest pending connection still waiting for msg1; false when there is none.
   bool EvictOldestPending();
   void Unlist(PendingConn& conn);

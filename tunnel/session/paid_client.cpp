@@ -20,7 +20,7 @@ void CarryBook::Set(const payments::ChannelId& channel, uint64_t unpaid_bytes) {
 }
 
 std::shared_ptr<PayerController> PayerController::Attach(
-    const std::shared_ptr<TunnelConnection>& tunnel, const ClientPaymentConfig& config,
+    const std::shared_ptr<MeteredSession>& tunnel, const ClientPaymentConfig& config,
     FinalHandler on_final) {
   auto terms = payments::wire::DecodeTerms(tunnel->session_params());
   if (!terms) {
@@ -73,7 +73,7 @@ std::shared_ptr<PayerController> PayerController::Attach(
 }
 
 PayerController::PayerController(payments::PayerSession session,
-                                 std::shared_ptr<TunnelConnection> tunnel,
+                                 std::shared_ptr<MeteredSession> tunnel,
                                  const ClientPaymentConfig& config, FinalHandler on_final)
     : session_(std::move(session)),
       tunnel_(tunnel),
@@ -104,7 +104,7 @@ void PayerController::End(payments::CloseReason reason, const std::string& why) 
   }
 }
 
-void PayerController::NoteUnpaid(const TunnelConnection& t) {
+void PayerController::NoteUnpaid(const MeteredSession& t) {
   if (carry_) {
     carry_->Set(channel_, session_.UnpaidBytes(t.data_bytes_sent() + t.data_bytes_received()));
   }

@@ -16,7 +16,7 @@
 
 #include "payments/payer_session.h"
 #include "payments/spend_journal.h"
-#include "tunnel/session/tunnel_connection.h"
+#include "tunnel/session/metered_session.h"
 
 namespace dvpn::tunnel::session {
 
@@ -64,22 +64,22 @@ class PayerController : public std::enable_shared_from_this<PayerController> {
   // Empty params: a free session, nothing attached, returns null. Terms that do not decode or
   // are refused: the tunnel is closed (kTermsRefused), `on_final` is called, returns null.
   // Call on the io thread, right after the tunnel started.
-  static std::shared_ptr<PayerController> Attach(const std::shared_ptr<TunnelConnection>& tunnel,
+  static std::shared_ptr<PayerController> Attach(const std::shared_ptr<MeteredSession>& tunnel,
                                                  const ClientPaymentConfig& config,
                                                  FinalHandler on_final);
 
   const payments::PayerSession& session() const { return session_; }
 
  private:
-  PayerController(payments::PayerSession session, std::shared_ptr<TunnelConnection> tunnel,
+  PayerController(payments::PayerSession session, std::shared_ptr<MeteredSession> tunnel,
                   const ClientPaymentConfig& config, FinalHandler on_final);
   void OnControl(ByteSpan message);
   void End(payments::CloseReason reason, const std::string& why);
-  void NoteUnpaid(const TunnelConnection& t);
+  void NoteUnpaid(const MeteredSession& t);
   uint64_t ElapsedMs() const;
 
   payments::PayerSession session_;
-  std::weak_ptr<TunnelConnection> tunnel_;
+  std::weak_ptr<MeteredSession> tunnel_;
   FinalHandler on_final_;
   std::shared_ptr<payments::SpendJournal> journal_;
   std::shared_ptr<payments::DailySpend> daily_;

@@ -127,7 +127,7 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
 
 PayeeController::PayeeController(std::shared_ptr<ExitPayments> payments,
                                  payments::PayeeSession session,
-                                 std::shared_ptr<TunnelConnection> tunnel,
+                                 std::shared_ptr<MeteredSession> tunnel,
                                  ledger::ChannelState channel,
                                  std::chrono::steady_clock::time_point msg2_sent)
     : payments_(std::move(payments)),
@@ -135,7 +135,7 @@ PayeeController::PayeeController(std::shared_ptr<ExitPayments> payments,
       tunnel_(tunnel),
       channel_(std::move(channel)),
       start_(msg2_sent),
-      timer_(tunnel->socket_executor()) {}
+      timer_(tunnel->executor()) {}
 
 uint64_t PayeeController::ElapsedMs() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
@@ -196,8 +196,8 @@ void PayeeController::Send(const payments::ControlMessage& message) {
   auto bytes = payments::wire::EncodeControl(message);
   // Invoices go behind the DATA they count (docs/payments.md §3); the rest is urgent.
   const auto order = std::holds_alternative<payments::Invoice>(message)
-                         ? TunnelConnection::ControlOrder::kAfterData
-                         : TunnelConnection::ControlOrder::kUrgent;
+                         ? MeteredSession::ControlOrder::kAfterData
+                         : MeteredSession::ControlOrder::kUrgent;
   t->SendControl(bytes, order);
 }
 

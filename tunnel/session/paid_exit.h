@@ -28,7 +28,7 @@
 #include "settlement/promise_store.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/asio.h"
-#include "tunnel/session/tunnel_connection.h"
+#include "tunnel/session/metered_session.h"
 
 namespace dvpn::tunnel::session {
 
@@ -91,7 +91,7 @@ class ExitPayments : public std::enable_shared_from_this<ExitPayments> {
 class PayeeController : public std::enable_shared_from_this<PayeeController> {
  public:
   PayeeController(std::shared_ptr<ExitPayments> payments, payments::PayeeSession session,
-                  std::shared_ptr<TunnelConnection> tunnel, ledger::ChannelState channel,
+                  std::shared_ptr<MeteredSession> tunnel, ledger::ChannelState channel,
                   std::chrono::steady_clock::time_point msg2_sent);
   void Start();
   // The tunnel closed: stops the timer, releases the channel.
@@ -121,7 +121,7 @@ class PayeeController : public std::enable_shared_from_this<PayeeController> {
 
   std::shared_ptr<ExitPayments> payments_;
   payments::PayeeSession session_;
-  std::weak_ptr<TunnelConnection> tunnel_;
+  std::weak_ptr<MeteredSession> tunnel_;
   ledger::ChannelState channel_;
   std::chrono::steady_clock::time_point start_;
   asio::steady_timer timer_;

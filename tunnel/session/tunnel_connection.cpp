@@ -101,21 +101,26 @@ void TunnelConnection::RecordQueue::Clear() {
 
 TunnelConnection::TunnelConnection(tcp::socket socket, const SessionKeys& keys, Role role,
                                    ConnectionOptions options, std::string name)
-    : socket_(std::move(socket)),
+    : TunnelConnection(std::make_unique<TcpRecordTransport>(std::move(socket)), keys, role,
+                       std::move(options), std::move(name)) {}
+
+TunnelConnection::TunnelConnection(std::unique_ptr<RecordTransport> transport,
+                                   const SessionKeys& keys, Role role, ConnectionOptions options,
+                                   std::string name)
+    : transport_(std::move(transport)),
+      ex_(transport_->executor()),
       role_(role),
       options_(options),
       name_(std::move(name)),
       sealer_(keys),
       opener_(keys),
       table_(role, options.table),
-      write_signal_(socket_.get_executor()),
-      room_signal_(socket_.get_executor()),
-      resume_signal_(socket_.get_executor()),
-      keepalive_timer_(socket_.get_executor()),
+      write_signal_(ex_),
+      room_signal_(ex_),
+      resume_signal_(ex_),
+      keepalive_timer_(ex_),
       limiter_(options_.bandwidth.get()) {
   last_rx_ = last_rekey_ = std::chrono::steady_clock::now();
-  error_code ec;
-  socket_.set_option(tcp::no_delay(true), ec);
 }
 
 TunnelConnection::~TunnelConnection() = default;
@@ -124,7 +129,7 @@ void TunnelConnection::Start(OpenHandler on_open, ClosedHandler on_closed) {
   on_open_ = std::move(on_open);
   on_closed_ = std::move(on_closed);
   auto self = shared_from_this();
-  auto ex = socket_.get_executor();
+  auto ex = ex_;
   asio::co_spawn(ex, [self]() { return self->ReadLoop(); }, TaskDone("read loop"));
   asio::co_spawn(ex, [self]() { return self->WriteLoop(); }, TaskDone("write loop"));
   asio::co_spawn(ex, [self]() { return self->KeepaliveLoop(); }, TaskDone("keepalive"));
@@ -143,10 +148,6 @@ void TunnelConnection::OnTaskEnd(const char* task, std::exception_ptr e) {
 
 void TunnelConnection::SetControlHandler(ControlHandler handler) {
   on_control_ = std::move(handler);
-}
-
-bool TunnelConnection::SendControl(ByteSpan message) {
-  return SendControl(message, ControlOrder::kUrgent);
 }
 
 bool TunnelConnection::SendControl(ByteSpan message, ControlOrder order) {
@@ -185,7 +186,7 @@ void TunnelConnection::CountData(uint64_t n, bool sent) {
   meter_marks_ = marks;
   if (!meter_posted_) {
     meter_posted_ = true;
-    asio::post(socket_.get_executor(), [self = shared_from_this()]() { self->RunMeterObserver(); });
+    asio::post(ex_, [self = shared_from_this()]() { self->RunMeterObserver(); });
   }
 }
 
@@ -273,7 +274,7 @@ void TunnelConnection::ReleaseTunnelCredit() {
 void TunnelConnection::ReportBlocked() {
   if (blocked_posted_ || !on_blocked_ || !*on_blocked_ || closing_) return;
   blocked_posted_ = true;
-  asio::post(socket_.get_executor(), [self = shared_from_this(), fn = on_blocked_, l = limit_] {
+  asio::post(ex_, [self = shared_from_this(), fn = on_blocked_, l = limit_] {
     if (!self->closing_) (*fn)(l);
   });
 }
@@ -449,10 +450,9 @@ asio::awaitable<void> TunnelConnection::WriteLoop() {
       if (!closing_) Close(CloseReason::kInternal, "cannot seal records", false);
       break;
     }
-    error_code ec;
-    co_await asio::async_write(socket_,
-                               std::span<const asio::const_buffer>(iov_.data(), iov_.size()),
-                               asio::redirect_error(asio::use_awaitable, ec));
+    // The whole batch in one call to the transport (one gathered write on TCP).
+    const std::span<const asio::const_buffer> batch(iov_.data(), iov_.size());
+    const error_code ec = (co_await transport_->WriteAll(batch)).ec;
     data_flight_.Clear();
     control_flight_.Clear();
     if (ec) {
@@ -466,9 +466,7 @@ asio::awaitable<void> TunnelConnection::WriteLoop() {
 
 void TunnelConnection::FinishWriter() {
   writer_done_ = true;
-  error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  transport_->Close(true);
   keepalive_timer_.cancel();
   if (!closed_notified_) {
     closed_notified_ = true;
@@ -493,9 +491,7 @@ asio::awaitable<void> TunnelConnection::ReadLoop() {
       std::vector<uint8_t>().swap(rbuf_);  // light traffic: hold no buffer while waiting
     }
     if (rbuf_.empty()) {
-      error_code wait_ec;  // an error shows again in the read below
-      co_await socket_.async_wait(tcp::socket::wait_read,
-                                  asio::redirect_error(asio::use_awaitable, wait_ec));
+      co_await transport_->WaitReadable();  // an error shows again in the read below
       if (closing_) co_return;
       rbuf_.resize(kInitialReadBuffer);
     } else if (filled && rbuf_.size() < kReadBufferSize) {
@@ -506,10 +502,8 @@ asio::awaitable<void> TunnelConnection::ReadLoop() {
       end -= begin;
       begin = 0;
     }
-    error_code ec;
-    size_t n =
-        co_await socket_.async_read_some(asio::buffer(rbuf_.data() + end, rbuf_.size() - end),
-                                         asio::redirect_error(asio::use_awaitable, ec));
+    const auto [ec, n] = co_await transport_->ReadSome(
+        std::span<uint8_t>(rbuf_.data() + end, rbuf_.size() - end));
     if (closing_) co_return;
     if (ec) {
       Close(CloseReason::kNormal,
@@ -575,7 +569,7 @@ bool TunnelConnection::HandleAction(const Action& a) {
     case Kind::kNone:
       break;
     case Kind::kOpenRequested: {
-      auto s = std::make_shared<Stream>(socket_.get_executor(), a.stream_id);
+      auto s = std::make_shared<Stream>(ex_, a.stream_id);
       streams_[a.stream_id] = s;
       if (on_open_) {
         on_open_(a.stream_id, a.destination);
@@ -776,16 +770,14 @@ void TunnelConnection::Close(CloseReason reason, const std::string& why, bool se
   keepalive_timer_.cancel();
   if (!send_close) {
     // Nothing more to say: stop reading now (the writer closes the socket after its flush).
-    error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_receive, ignored);
+    transport_->ShutdownReceive();
   }
   // Bound the final flush: a peer that does not read cannot hold the tunnel open.
-  auto timer = std::make_shared<asio::steady_timer>(socket_.get_executor());
+  auto timer = std::make_shared<asio::steady_timer>(ex_);
   timer->expires_after(std::chrono::seconds(2));
   timer->async_wait([self = shared_from_this(), timer](error_code ec) {
     if (!ec || !self->writer_done_) {
-      error_code ignored;
-      self->socket_.close(ignored);
+      self->transport_->Close(false);
     }
   });
 }
@@ -833,7 +825,7 @@ Result<TunnelConnection::StreamPtr, OpenFailure> TunnelConnection::BeginOpen(
   if (closing_) return Fail(OpenFailure::kGeneral, "the tunnel is closed");
   auto id = table_.Open();
   if (!id) return Fail(OpenFailure::kGeneral, "cannot open a stream: " + id.error().message);
-  auto s = std::make_shared<Stream>(socket_.get_executor(), *id);
+  auto s = std::make_shared<Stream>(ex_, *id);
   streams_[*id] = s;
   bool encoded = true;
   AppendFrame(true, kFrameHeaderSize + EncodedDestinationSize(destination), [&](FrameWriter& w) {
@@ -881,7 +873,7 @@ Result<uint32_t, OpenFailure> TunnelConnection::OpenStreamEarly(const Destinatio
   // Enforce open_timeout in the background; the outcome reaches the local socket (a reset on
   // failure) once it is attached.
   asio::co_spawn(
-      socket_.get_executor(),
+      ex_,
       [self = shared_from_this(), st = *s]() -> asio::awaitable<void> {
         auto r = co_await self->AwaitOpen(st);
         if (!r) {
@@ -950,7 +942,7 @@ void TunnelConnection::RefuseStream(uint32_t id, OpenFailure failure) {
 void TunnelConnection::StartPumps(const StreamPtr& s) {
   s->pumping = true;
   auto self = shared_from_this();
-  auto ex = socket_.get_executor();
+  auto ex = ex_;
   if (limiter_ && !s->limit) s->limit = std::make_unique<Stream::LimitTimers>(ex);
   asio::co_spawn(ex, [self, s]() { return self->Uplink(s); }, TaskDone("uplink"));
   asio::co_spawn(ex, [self, s]() { return self->Downlink(s); }, TaskDone("downlink"));

@@ -1,7 +1,9 @@
 #pragma once
-// TunnelConnection: one established tunnel (after the handshake) over a TCP socket, for either
-// role. It owns the socket, the record sealer/opener and the StreamTable, runs a read loop
-// (large reads, whole records opened in place, frames dispatched to the table), a write loop
+// TunnelConnection: one established tunnel (after the handshake), for either role: the mux and
+// the stream pumps. Its records travel over a RecordTransport (record_transport.h; a TCP socket
+// today), called once per read and once per write batch. It owns the transport, the record
+// sealer/opener and the StreamTable, runs a read loop (large reads into a buffer grown on
+// demand, whole records opened in place, frames dispatched to the table), a write loop
 // (frames coalesced into records, records sealed just before one gathered write; one write in
 // flight; tunnel frames such as WINDOW, PING/PONG and CONTROL go ahead of queued stream data), a
 // keepalive/idle timer, and two pumps per attached stream (local socket <-> tunnel) with
@@ -10,9 +12,10 @@
 // `[limits] bandwidth_mbps`), every byte read from or written to a local socket first takes
 // tokens from it; back-pressure then reaches the peer through the same windows.
 //
-// Hooks for the payment layer: a control channel (SetControlHandler / SendControl), meters of
-// the DATA payload bytes each way with an observer every N bytes (SetMeterObserver), and a pause
-// switch that stops new data both ways within the flow-control windows (SetForwardingPaused).
+// Hooks for the payment layer (MeteredSession, the interface the controllers use): a control
+// channel (SetControlHandler / SendControl), meters of the DATA payload bytes each way with an
+// observer every N bytes (SetMeterObserver), a pause switch that stops new data both ways within
+// the flow-control windows (SetForwardingPaused) and a forwarding limit.
 // docs/tunnel.md, "Sessions", defines exactly which bytes are metered.
 //
 // Threading: every method must be called on the io_context's (single) thread; the object is
@@ -35,6 +38,8 @@
 #include "tunnel/mux_frame.h"
 #include "tunnel/record.h"
 #include "tunnel/session/asio.h"
+#include "tunnel/session/metered_session.h"
+#include "tunnel/session/record_transport.h"
 #include "tunnel/stream_table.h"
 
 namespace dvpn::tunnel::session {
@@ -53,16 +58,19 @@ struct ConnectionOptions {
   std::shared_ptr<BandwidthLimiter> bandwidth;
 };
 
-class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
+class TunnelConnection final : public MeteredSession,
+                               public std::enable_shared_from_this<TunnelConnection> {
  public:
   // Exit: called for each accepted OPEN (the stream is kOpening). The callee must finish with
   // AcceptStream or RefuseStream (either may report that the stream is gone meanwhile).
   using OpenHandler = std::function<void(uint32_t id, const Destination& destination)>;
   using ClosedHandler = std::function<void()>;
-  // Called once per CONTROL frame received; `message` is valid only during the call.
-  using ControlHandler = std::function<void(ByteSpan message)>;
 
+  // Over a TCP connection (a TcpRecordTransport; TCP_NODELAY is set).
   TunnelConnection(tcp::socket socket, const SessionKeys& keys, Role role,
+                   ConnectionOptions options, std::string name);
+  // Over any record transport (not null).
+  TunnelConnection(std::unique_ptr<RecordTransport> transport, const SessionKeys& keys, Role role,
                    ConnectionOptions options, std::string name);
   ~TunnelConnection();
   TunnelConnection(const TunnelConnection&) = delete;
@@ -96,7 +104,7 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   void RefuseStream(uint32_t id, OpenFailure failure);
 
   // Ends the tunnel (CLOSE frame with `reason` when `send_close`).
-  void Close(CloseReason reason, const std::string& why, bool send_close);
+  void Close(CloseReason reason, const std::string& why, bool send_close) override;
 
   // ---- Control channel (payment messages) --------------------------------------------------
   // `handler` is called on the io thread for each CONTROL frame received, in order, while the
@@ -104,23 +112,22 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // only during the call. The handler may call any method of this object (SendControl, Close,
   // SetForwardingPaused, ...). An empty handler drops CONTROL frames (debug log). Replaces any
   // earlier handler; may be set before or after Start.
-  void SetControlHandler(ControlHandler handler);
+  void SetControlHandler(ControlHandler handler) override;
   // Queues one CONTROL frame carrying `message` (copied). It goes ahead of stream data already
   // queued: it is in the first record of the next write (never held back by DATA, windows or
   // SetForwardingPaused). False, and nothing is sent, when the tunnel is closed (or closing) or
   // `message` is longer than kMaxControlPayload. A peer that stops reading while control frames
   // pile up beyond the tunnel's slack (1 MiB) ends the tunnel (kFlowControl); SendControl then
   // returns false as well. Accepted messages are never dropped while the tunnel lives.
-  bool SendControl(ByteSpan message);
+  using MeteredSession::SendControl;
   // Ordered variant. kUrgent is SendControl(message) above. kAfterData appends the CONTROL frame
   // to the stream-ordered data queue instead: the peer receives it only after every DATA frame
   // queued before it (so after every byte data_bytes_sent() counted at the time of the call);
   // it is not held back by windows or the pause (it carries no payload), only by the DATA ahead
   // of it. The data queue may then grow to the write buffer limit plus the control slack
   // (1 MiB); beyond that the tunnel ends (kFlowControl) and false is returned. Invoices use
-  // kAfterData (docs/payments.md, section 3).
-  enum class ControlOrder { kUrgent, kAfterData };
-  bool SendControl(ByteSpan message, ControlOrder order);
+  // kAfterData (docs/payments.md, section 3). (ControlOrder is MeteredSession's.)
+  bool SendControl(ByteSpan message, ControlOrder order) override;
 
   // ---- Metering -----------------------------------------------------------------------------
   // Metered bytes are DATA frame payload bytes only (no frame or record headers, tags, control,
@@ -129,15 +136,15 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // (every DATA frame that passed the flow-control checks, including frames for a stream this
   // side already closed, whose bytes are then discarded). So one side's sent equals the other's
   // received once the frames in flight have arrived.
-  uint64_t data_bytes_sent() const { return data_sent_; }
-  uint64_t data_bytes_received() const { return data_received_; }
+  uint64_t data_bytes_sent() const override { return data_sent_; }
+  uint64_t data_bytes_received() const override { return data_received_; }
   // Calls `fn` once for every multiple of `every_bytes` that data_bytes_sent() +
   // data_bytes_received() crosses from now on (several calls when one step crosses several).
   // Calls are posted to the io thread (never inside frame handling or a pump), so they run soon
   // after the crossing; the counters may have moved further by then, and calls due when the
   // tunnel closes still run. `every_bytes` 0 or an empty `fn` removes the observer. Replaces any
   // earlier observer (calls already due for it are dropped).
-  void SetMeterObserver(uint64_t every_bytes, std::function<void()> fn);
+  void SetMeterObserver(uint64_t every_bytes, std::function<void()> fn) override;
 
   // ---- Pause --------------------------------------------------------------------------------
   // While paused this side reads none of its local sockets (no new DATA originates here) and
@@ -146,7 +153,7 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // stream). Data already received is still delivered to the local sockets; OPENs, FIN, RESET,
   // PING/PONG and CONTROL are handled as usual. Unpausing sends the withheld credit at once and
   // wakes the pumps. Idempotent.
-  void SetForwardingPaused(bool paused);
+  void SetForwardingPaused(bool paused) override;
   bool forwarding_paused() const { return paused_; }
 
   // ---- Forwarding limit (the exit of a paid session, docs/payments.md §4) -------------------
@@ -159,21 +166,21 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   // the limit (a read or a grant found nothing left), `on_blocked(limit)` is posted to the io
   // thread, once until the limit changes (it may have changed by the time the call runs: compare
   // `limit`). Call before Start.
-  void LimitForwarding(uint64_t limit, std::function<void(uint64_t limit)> on_blocked);
+  void LimitForwarding(uint64_t limit, std::function<void(uint64_t limit)> on_blocked) override;
   // Moves the limit (LimitForwarding must have been called); what it held resumes at once.
-  void SetForwardingLimit(uint64_t limit);
+  void SetForwardingLimit(uint64_t limit) override;
   uint64_t forwarding_limit() const { return limit_; }
   // The peer of a side that called LimitForwarding: the tunnel send window starts at 0 and grows
   // by the WINDOW credit the exit grants. Call before Start.
-  void ZeroTunnelSendWindow() { table_.ZeroTunnelSendWindow(); }
+  void ZeroTunnelSendWindow() override { table_.ZeroTunnelSendWindow(); }
 
-  bool closed() const { return closing_; }
+  bool closed() const override { return closing_; }
   size_t stream_count() const { return streams_.size(); }
-  const std::string& name() const { return name_; }
-  asio::any_io_executor socket_executor() { return socket_.get_executor(); }
+  const std::string& name() const override { return name_; }
+  asio::any_io_executor executor() override { return ex_; }
   // Client: the session params of the handshake's msg2 (empty: a free session).
   void set_session_params(std::vector<uint8_t> params) { session_params_ = std::move(params); }
-  const std::vector<uint8_t>& session_params() const { return session_params_; }
+  const std::vector<uint8_t>& session_params() const override { return session_params_; }
 
  private:
   struct Stream;
@@ -267,7 +274,8 @@ class TunnelConnection : public std::enable_shared_from_this<TunnelConnection> {
   void ReleaseTunnelCredit();
   void ReportBlocked();
 
-  tcp::socket socket_;
+  std::unique_ptr<RecordTransport> transport_;
+  asio::any_io_executor ex_;  // transport_->executor(), asked once
   Role role_;
   ConnectionOptions options_;
   std::string name_;
