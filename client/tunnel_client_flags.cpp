@@ -21,6 +21,127 @@ std::optional<Hash32> Hex32(const std::string& text) {
   return ToArray<32>(*bytes);
 }
 
+// Where to go: a fixed exit (--provider, --provider-key) or the offers of a node.
+std::expected<void, std::string> CheckTarget(const TunnelClientFlags& f) {
+  const bool choose_from_offers = !f.offers_from.empty();
+  if (!choose_from_offers && (f.provider.empty() || f.provider_key_hex.empty())) {
+    return std::unexpected("--provider and --provider-key are required (or --offers-from)");
+  }
+  if (choose_from_offers && f.max_price_per_mb_text.empty()) {
+    return std::unexpected("--offers-from needs --max-price-per-mb (the highest price to choose)");
+  }
+  if (choose_from_offers &&
+      (!f.channel_hex.empty() || !f.payee_text.empty() || !f.top_up_amount_text.empty())) {
+    return std::unexpected(
+        "--offers-from chooses the provider: --channel, --payee and --top-up-amount "
+        "do not apply");
+  }
+  return {};
+}
+
+// The channel, the ledger's id (read from --ledger when given) and the ledger client.
+struct LedgerChoice {
+  payments::ChannelId channel;
+  payments::LedgerId ledger;
+  std::shared_ptr<ledger::rpc::LedgerClient> client;
+};
+
+std::expected<LedgerChoice, std::string> ChooseLedger(const TunnelClientFlags& f) {
+  LedgerChoice out;
+  if (!f.channel_hex.empty()) {
+    auto c = Hex32(f.channel_hex);
+    if (!c) return std::unexpected("--channel: expected 64 hex digits");
+    out.channel.bytes = *c;
+  }
+  if (!f.ledger_hex.empty()) {
+    auto l = Hex32(f.ledger_hex);
+    if (!l) return std::unexpected("--ledger-id: expected 64 hex digits");
+    out.ledger.bytes = *l;
+  }
+  if (!f.ledger_target.empty()) {
+    out.client = std::make_shared<ledger::rpc::LedgerClient>(f.ledger_target, kLedgerCallTimeout);
+    auto info = out.client->GetInfo();
+    if (!info) return std::unexpected("--ledger " + f.ledger_target + ": " + info.error().message);
+    if (!f.ledger_hex.empty() && info->id != out.ledger) {
+      return std::unexpected("--ledger " + f.ledger_target +
+                             " is not the ledger named by --ledger-id");
+    }
+    out.ledger = info->id;
+  }
+  return out;
+}
+
+// The spend policy, the payee and the spend state from the flags.
+std::expected<void, std::string> ParsePayment(const TunnelClientFlags& f,
+                                              session::ClientPaymentConfig& pay,
+                                              spdlog::logger& log) {
+  const auto& amount = cli::ParseAmountFlag;
+  if (auto e = amount(f.max_price_per_mb_text, "--max-price-per-mb", &pay.policy.max_price_per_mb))
+    return std::unexpected(*e);
+  if (auto e = amount(f.max_price_per_minute_text, "--max-price-per-minute",
+                      &pay.policy.max_price_per_minute))
+    return std::unexpected(*e);
+  if (auto e = amount(f.session_cap_text, "--session-cap", &pay.policy.session_cap))
+    return std::unexpected(*e);
+  if (auto e = amount(f.daily_cap_text, "--daily-cap", &pay.policy.daily_cap))
+    return std::unexpected(*e);
+  pay.policy.tolerance_bytes = f.tolerance_bytes;
+  if (!f.payee_text.empty()) {
+    pay.expected_payee = payments::Address::Parse(f.payee_text);
+    if (!pay.expected_payee) return std::unexpected("--payee: not an address: " + f.payee_text);
+  }
+  if (auto ok = StartSpendState(pay, f.spend_file); !ok) return std::unexpected(ok.error());
+  if (pay.journal) {
+    const uint64_t today = payments::UtcDay(UnixSeconds());
+    log.info("spent today so far (from {}): {} of the daily cap {}", f.spend_file,
+             pay.journal->ReservedFor(today).ToString(), pay.policy.daily_cap.ToString());
+  }
+  if (auto e = amount(f.top_up_amount_text, "--top-up-amount", &pay.policy.top_up_amount))
+    return std::unexpected(*e);
+  pay.policy.low_escrow_threshold = pay.policy.top_up_amount;
+  if (auto e = amount(f.top_up_below_text, "--top-up-below", &pay.policy.low_escrow_threshold))
+    return std::unexpected(*e);
+  return {};
+}
+
+// --offers-from: the picker's options and the provider stats.
+std::expected<void, std::string> AddPicker(const TunnelClientFlags& f, const LedgerChoice& l,
+                                           const payments::PrivateKey* identity,
+                                           const SystemClock& system_clock,
+                                           tunnel_client::ClientRuntimeConfig& config) {
+  const session::ClientPaymentConfig& pay = config.pay;
+  std::unique_ptr<marketplace::ProviderStats> stats;
+  if (f.provider_stats_path.empty()) {
+    stats = std::make_unique<marketplace::ProviderStats>(
+        marketplace::ProviderStats::InMemory(system_clock));
+  } else {
+    auto opened = marketplace::ProviderStats::Open(f.provider_stats_path, system_clock);
+    if (!opened) {
+      return std::unexpected("--provider-stats " + f.provider_stats_path + ": " +
+                             marketplace::StatsErrcName(opened.error().code) + ": " +
+                             opened.error().message);
+    }
+    stats = std::make_unique<marketplace::ProviderStats>(std::move(*opened));
+  }
+  tunnel_client::OfferPicker::Options po;
+  po.offers_from = f.offers_from;
+  po.policy.ledger = l.ledger;
+  po.policy.max_price_per_mb = pay.policy.max_price_per_mb;
+  if (!f.max_price_per_minute_text.empty())
+    po.policy.max_price_per_minute = pay.policy.max_price_per_minute;
+  po.policy.region = f.region;
+  po.policy.min_capacity_mbps = f.min_capacity_mbps;
+  po.client = identity;
+  po.ledger = l.client;
+  if (auto e = cli::ParseAmountFlag(f.open_deposit_text, "--open-deposit", &po.open_deposit))
+    return std::unexpected(*e);
+  if (!po.open_deposit.IsZero() && !l.client)
+    return std::unexpected("--open-deposit needs --ledger");
+  config.picker = std::move(po);
+  config.stats = std::move(stats);
+  return {};
+}
+
 }  // namespace
 
 void AddTunnelClientFlags(CLI::App& app, TunnelClientFlags& f) {
@@ -124,19 +245,8 @@ std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const Tunnel
   auto credentials = cli::LoadSocksCredentials(f.socks_user, f.socks_password_file);
   if (!credentials) return std::unexpected(credentials.error());
 
+  if (auto ok = CheckTarget(f); !ok) return std::unexpected(ok.error());
   const bool choose_from_offers = !f.offers_from.empty();
-  if (!choose_from_offers && (f.provider.empty() || f.provider_key_hex.empty())) {
-    return std::unexpected("--provider and --provider-key are required (or --offers-from)");
-  }
-  if (choose_from_offers && f.max_price_per_mb_text.empty()) {
-    return std::unexpected("--offers-from needs --max-price-per-mb (the highest price to choose)");
-  }
-  if (choose_from_offers &&
-      (!f.channel_hex.empty() || !f.payee_text.empty() || !f.top_up_amount_text.empty())) {
-    return std::unexpected(
-        "--offers-from chooses the provider: --channel, --payee and --top-up-amount "
-        "do not apply");
-  }
   Hash32 provider_key_bytes{};
   if (!choose_from_offers) {
     auto provider_key = Hex32(f.provider_key_hex);
@@ -152,30 +262,8 @@ std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const Tunnel
     setup.identity = std::make_unique<payments::PrivateKey>(std::move(*key));
   }
   const payments::PrivateKey* identity = setup.identity.get();
-  payments::ChannelId channel;
-  payments::LedgerId ledger;
-  if (!f.channel_hex.empty()) {
-    auto c = Hex32(f.channel_hex);
-    if (!c) return std::unexpected("--channel: expected 64 hex digits");
-    channel.bytes = *c;
-  }
-  if (!f.ledger_hex.empty()) {
-    auto l = Hex32(f.ledger_hex);
-    if (!l) return std::unexpected("--ledger-id: expected 64 hex digits");
-    ledger.bytes = *l;
-  }
-  std::shared_ptr<ledger::rpc::LedgerClient> ledger_client;
-  if (!f.ledger_target.empty()) {
-    ledger_client =
-        std::make_shared<ledger::rpc::LedgerClient>(f.ledger_target, kLedgerCallTimeout);
-    auto info = ledger_client->GetInfo();
-    if (!info) return std::unexpected("--ledger " + f.ledger_target + ": " + info.error().message);
-    if (!f.ledger_hex.empty() && info->id != ledger) {
-      return std::unexpected("--ledger " + f.ledger_target +
-                             " is not the ledger named by --ledger-id");
-    }
-    ledger = info->id;
-  }
+  auto ledger = ChooseLedger(f);
+  if (!ledger) return std::unexpected(ledger.error());
 
   session::asio::io_context io(1);
   std::string error;
@@ -187,74 +275,19 @@ std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const Tunnel
   auto socks_ep = cli::ResolveHostPort(io, f.socks, &error);
   if (!socks_ep) return std::unexpected("--socks: " + error);
 
-  session::ClientPaymentConfig pay;
-  {
-    const auto& amount = cli::ParseAmountFlag;
-    if (auto e =
-            amount(f.max_price_per_mb_text, "--max-price-per-mb", &pay.policy.max_price_per_mb))
-      return std::unexpected(*e);
-    if (auto e = amount(f.max_price_per_minute_text, "--max-price-per-minute",
-                        &pay.policy.max_price_per_minute))
-      return std::unexpected(*e);
-    if (auto e = amount(f.session_cap_text, "--session-cap", &pay.policy.session_cap))
-      return std::unexpected(*e);
-    if (auto e = amount(f.daily_cap_text, "--daily-cap", &pay.policy.daily_cap))
-      return std::unexpected(*e);
-    pay.policy.tolerance_bytes = f.tolerance_bytes;
-    if (!f.payee_text.empty()) {
-      pay.expected_payee = payments::Address::Parse(f.payee_text);
-      if (!pay.expected_payee) return std::unexpected("--payee: not an address: " + f.payee_text);
-    }
-    pay.identity = identity;
-    pay.ledger = ledger;
-    pay.channel = channel;
-    if (auto ok = StartSpendState(pay, f.spend_file); !ok) return std::unexpected(ok.error());
-    if (pay.journal) {
-      const uint64_t today = payments::UtcDay(UnixSeconds());
-      log.info("spent today so far (from {}): {} of the daily cap {}", f.spend_file,
-               pay.journal->ReservedFor(today).ToString(), pay.policy.daily_cap.ToString());
-    }
-    if (auto e = amount(f.top_up_amount_text, "--top-up-amount", &pay.policy.top_up_amount))
-      return std::unexpected(*e);
-    pay.policy.low_escrow_threshold = pay.policy.top_up_amount;
-    if (auto e = amount(f.top_up_below_text, "--top-up-below", &pay.policy.low_escrow_threshold))
-      return std::unexpected(*e);
-  }
-  if (!pay.policy.top_up_amount.IsZero() && !ledger_client) {
+  tunnel_client::ClientRuntimeConfig& config = setup.config;
+  session::ClientPaymentConfig& pay = config.pay;
+  pay.identity = identity;
+  pay.ledger = ledger->ledger;
+  pay.channel = ledger->channel;
+  if (auto ok = ParsePayment(f, pay, log); !ok) return std::unexpected(ok.error());
+  if (!pay.policy.top_up_amount.IsZero() && !ledger->client) {
     return std::unexpected("--top-up-amount needs --ledger HOST:PORT");
   }
-  tunnel_client::ClientRuntimeConfig& config = setup.config;
-  const SystemClock& system_clock = *setup.clock;
   if (choose_from_offers) {
-    std::unique_ptr<marketplace::ProviderStats> stats;
-    if (f.provider_stats_path.empty()) {
-      stats = std::make_unique<marketplace::ProviderStats>(
-          marketplace::ProviderStats::InMemory(system_clock));
-    } else {
-      auto opened = marketplace::ProviderStats::Open(f.provider_stats_path, system_clock);
-      if (!opened) {
-        return std::unexpected("--provider-stats " + f.provider_stats_path + ": " +
-                               marketplace::StatsErrcName(opened.error().code) + ": " +
-                               opened.error().message);
-      }
-      stats = std::make_unique<marketplace::ProviderStats>(std::move(*opened));
+    if (auto ok = AddPicker(f, *ledger, identity, *setup.clock, config); !ok) {
+      return std::unexpected(ok.error());
     }
-    tunnel_client::OfferPicker::Options po;
-    po.offers_from = f.offers_from;
-    po.policy.ledger = ledger;
-    po.policy.max_price_per_mb = pay.policy.max_price_per_mb;
-    if (!f.max_price_per_minute_text.empty())
-      po.policy.max_price_per_minute = pay.policy.max_price_per_minute;
-    po.policy.region = f.region;
-    po.policy.min_capacity_mbps = f.min_capacity_mbps;
-    po.client = identity;
-    po.ledger = ledger_client;
-    if (auto e = cli::ParseAmountFlag(f.open_deposit_text, "--open-deposit", &po.open_deposit))
-      return std::unexpected(*e);
-    if (!po.open_deposit.IsZero() && !ledger_client)
-      return std::unexpected("--open-deposit needs --ledger");
-    config.picker = std::move(po);
-    config.stats = std::move(stats);
   }
 
   config.provider = provider_ep;
@@ -264,8 +297,7 @@ std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const Tunnel
   config.frontend.credentials = std::move(*credentials);
   config.frontend.fast_reply = f.socks_fast_reply;
   if (*credentials) cli::WipeString((*credentials)->password);
-  config.pay = std::move(pay);
-  config.ledger_client = ledger_client;
+  config.ledger_client = ledger->client;
   config.keeper.handshake_timeout = std::chrono::milliseconds(f.handshake_timeout_ms);
   config.keeper.initial_backoff = std::chrono::milliseconds(f.reconnect_min_ms);
   config.keeper.max_backoff = std::chrono::milliseconds(f.reconnect_max_ms);
