@@ -10,7 +10,7 @@
 
 #include "common/log.h"
 #include "common/port_file.h"
-#include "tunnel/exit_policy.h"
+#include "provider/exit_assembly.h"
 #include "tunnel/session/bandwidth_limiter.h"
 #include "cli/cli_util.h"
 
@@ -61,19 +61,17 @@ void SaveMonthBytes(const std::string& path, const std::string& month, uint64_t 
 
 struct Seller::State {
   NodeConfig config;
-  const payments::PrivateKey* provider_key = nullptr;
-  payments::LedgerGateway* gateway = nullptr;
   payments::LedgerId ledger;
   CapListener on_cap;
-  SystemClock clock;
   std::shared_ptr<spdlog::logger> log = Logger("dvpn-node");
 
   session::asio::io_context io{1};
   std::optional<session::asio::executor_work_guard<session::asio::io_context::executor_type>> work;
+  std::unique_ptr<ExitAssembly> assembly;  // the exit, its payments, store and scheduler
   std::shared_ptr<session::ExitServer> exit;
   std::shared_ptr<session::ExitPayments> payments;
-  std::unique_ptr<payments::PromiseStore> store;
-  std::unique_ptr<payments::SettlementScheduler> scheduler;
+  payments::PromiseStore* store = nullptr;
+  payments::SettlementScheduler* scheduler = nullptr;
 
   mutable std::mutex mu;  // guards everything below
   std::condition_variable cv;
@@ -95,47 +93,30 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
   auto state = std::make_unique<State>();
   State& s = *state;
   s.config = config;
-  s.provider_key = &provider_key;
-  s.gateway = &gateway;
   s.ledger = ledger;
   s.on_cap = std::move(on_cap);
   s.price = payments::Price{config.price_per_mb, config.price_per_minute};
 
-  payments::PromiseStoreOptions store_options;
-  store_options.durability = config.promise_durability;
-  auto store = payments::PromiseStore::Open(config.PromiseDbPath(), s.clock, store_options);
-  if (!store) return Fail(Errc::kIo, config.PromiseDbPath() + ": " + store.error().message);
-  s.store = std::move(*store);
-
-  auto endpoint = cli::ResolveHostPort(s.io, config.tunnel_listen.ToString());
-  if (!endpoint) return Fail(Errc::kBadConfig, "tunnel.listen: " + endpoint.error().message);
-  std::vector<tunnel::IpAddress> own;
-  if (!endpoint->address().is_unspecified()) {
-    auto a = endpoint->address();
-    own.push_back(a.is_v4() ? tunnel::IpAddress::V4(a.to_v4().to_bytes())
-                            : tunnel::IpAddress::V6(a.to_v6().to_bytes()));
-  }
-  auto policy =
-      tunnel::ExitPolicy::FromStrings(cli::PolicyRules(config.deny, config.allow), own);
-  if (!policy) return Fail(Errc::kBadConfig, "tunnel.allow/deny: " + policy.error().message);
-
-  session::ExitPaymentConfig pay;
-  pay.price = s.price;
-  pay.invoice_interval_bytes = config.invoice_interval_bytes;
-  pay.credit_window_bytes = config.credit_window_bytes;
-  pay.payment_grace_ms = config.payment_grace_ms;
-  pay.provider_key = &provider_key;
-  pay.ledger = ledger;
-  pay.store = s.store.get();
-  pay.gateway = &gateway;
-  s.payments = std::make_shared<session::ExitPayments>(pay);
-
-  session::ExitServer::Options options;
+  ExitSpec spec;
+  spec.listen = config.tunnel_listen.ToString();
+  spec.policy_rules = cli::PolicyRules(config.deny, config.allow);
+  PaidExitSpec& paid = spec.paid.emplace();
+  paid.price = s.price;
+  paid.invoice_interval_bytes = config.invoice_interval_bytes;
+  paid.credit_window_bytes = config.credit_window_bytes;
+  paid.payment_grace_ms = config.payment_grace_ms;
+  paid.provider_key = &provider_key;
+  paid.ledger = ledger;
+  paid.gateway = &gateway;
+  paid.promise_db = config.PromiseDbPath();
+  paid.durability = config.promise_durability;
+  paid.settle.settle_threshold = config.settle_threshold;
+  paid.settle.settle_max_age = std::chrono::seconds(config.settle_max_age_s);
+  session::ExitServer::Options& options = spec.options;
   options.log_destinations = config.log_destinations;
   options.max_tunnels = config.max_sessions;
   options.max_pending_handshakes = config.max_pending_handshakes;
   options.msg1_timeout = std::chrono::milliseconds(config.msg1_timeout_ms);
-  options.payments = s.payments;
   // The node's own services are never reachable through its tunnel (docs/tunnel.md, "The
   // exit's own host"); the exit adds its own port. A port 0 here (tests) is bound later.
   options.protected_ports = {config.gossip_listen.port, config.advertise_port,
@@ -144,19 +125,25 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
     options.bandwidth = std::make_shared<session::BandwidthLimiter>(
         session::BandwidthLimiter::BytesPerSecondFromMbps(config.bandwidth_mbps));
   }
-  try {
-    s.exit = std::make_shared<session::ExitServer>(s.io, *endpoint, tunnel_key, std::move(*policy),
-                                                   options);
-  } catch (const std::exception& e) {
-    return Fail(Errc::kListen,
-                "tunnel.listen " + config.tunnel_listen.ToString() + ": " + e.what());
+  auto built = ExitAssembly::Build(s.io, tunnel_key, std::move(spec));
+  if (!built) {
+    const std::string& why = built.error().message;
+    switch (built.error().code) {
+      case ExitAssemblyErrc::kListenAddress:
+        return Fail(Errc::kBadConfig, "tunnel.listen: " + why);
+      case ExitAssemblyErrc::kPolicy:
+        return Fail(Errc::kBadConfig, "tunnel.allow/deny: " + why);
+      case ExitAssemblyErrc::kPromiseStore:
+        return Fail(Errc::kIo, config.PromiseDbPath() + ": " + why);
+      case ExitAssemblyErrc::kListen:
+        return Fail(Errc::kListen, "tunnel.listen " + config.tunnel_listen.ToString() + ": " + why);
+    }
   }
-
-  payments::SettlementPolicy settle;
-  settle.settle_threshold = config.settle_threshold;
-  settle.settle_max_age = std::chrono::seconds(config.settle_max_age_s);
-  s.scheduler = std::make_unique<payments::SettlementScheduler>(*s.store, gateway, provider_key,
-                                                                ledger, s.clock, settle);
+  s.assembly = std::move(*built);
+  s.exit = s.assembly->server();
+  s.payments = s.assembly->payments();
+  s.store = s.assembly->store();
+  s.scheduler = s.assembly->scheduler();
 
   s.month = CurrentMonth();
   s.month_base = LoadMonthBytes(config.UsagePath(), s.month);
@@ -165,8 +152,7 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
   auto seller = std::unique_ptr<Seller>(new Seller(std::move(state)));
   seller->tunnel_port_ = s.exit->local_endpoint().port();
   s.work.emplace(s.io.get_executor());
-  s.exit->Start();
-  s.scheduler->Start();
+  s.assembly->Start();
   seller->io_thread_ = std::thread([&s] { s.io.run(); });
   seller->Sample();  // applies a cap already reached before the first tunnel
   seller->sampler_thread_ = std::thread([p = seller.get()] { p->SamplerLoop(); });
@@ -365,17 +351,9 @@ void Seller::Shutdown(std::chrono::milliseconds grace, std::chrono::milliseconds
     s.totals.month_bytes_metered = s.month_base + (s.totals.bytes_metered - s.month_exit_start);
     SaveMonthBytes(s.config.UsagePath(), s.month, s.totals.month_bytes_metered);
   }
-  exit->DropTunnels();
-  // 3. Channel reads still running would post to the stopped io_context: cut them short.
-  s.gateway->CancelInFlight();
-  s.payments->WaitForLedgerCalls(std::chrono::steady_clock::now() + 10s);
-  // 4. Everything accepted is committed, then one final settlement.
-  s.store->Close();
-  s.log->info("final settlement (deadline {} ms)", settle_timeout.count());
-  s.scheduler->Shutdown(std::chrono::steady_clock::now() + settle_timeout);
-  auto stats = s.scheduler->Stats();
-  s.log->info("settlement: {} batch(es) settled, {} failed{}{}", stats.successes, stats.failures,
-              stats.last_error.empty() ? "" : "; last error: ", stats.last_error);
+  // 3. The tunnels go, the channel reads still running are cut short, everything accepted is
+  // committed, then one final settlement.
+  s.assembly->Settle(settle_timeout, *s.log);
 }
 
 }  // namespace dvpn::node

@@ -19,6 +19,7 @@
 #include "provider/advertiser.h"
 #include "provider/dashboard.h"
 #include "provider/node_control.h"
+#include "provider/offer_refresh.h"
 #include "provider/seller.h"
 #include "cli/cli_util.h"
 
@@ -29,17 +30,9 @@ namespace mp = marketplace;
 using namespace std::chrono_literals;
 using cli::WaitForSignal;
 
-constexpr std::chrono::milliseconds kPublishTimeout{5000};
-constexpr std::chrono::seconds kRetryRefresh{5};
 constexpr std::chrono::seconds kLedgerTimeout{10};
 constexpr std::chrono::milliseconds kRetireLinger{1000};
 constexpr size_t kMaxChannelsShown = 1000;
-
-uint64_t WallMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
 
 int Fail(int code, const std::string& message) {
   std::cerr << "dvpn-node: " << message << "\n";
@@ -289,18 +282,10 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   }
   {
     std::lock_guard lock(advertiser_mu_);
-    advertiser_.emplace(offer, key_, [this](const mp::Offer& o) {
-      auto published = transport_->Publish(o);
-      if (published.wait_for(kPublishTimeout) != std::future_status::ready) {
-        return Result<void, mp::Errc>(
-            dvpn::Fail(mp::Errc::kTransport, "the gossip node did not answer in time"));
-      }
-      return published.get();
-    });
+    advertiser_.emplace(offer, key_, GossipPublisher(*transport_));
     if (endpoint_source) advertiser_->SetEndpointSource(std::move(*endpoint_source));
   }
-  const uint64_t refresh_s = std::max<uint64_t>(30, config_.lifetime_s / 3);
-  auto next_refresh = std::chrono::steady_clock::now() + std::chrono::seconds(refresh_s);
+  const std::chrono::seconds refresh_every{std::max<uint64_t>(30, config_.lifetime_s / 3)};
   {
     std::lock_guard lock(advertiser_mu_);
     // A cap reached before start keeps the offer unpublished until the month turns.
@@ -361,13 +346,12 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
              config_.gossip_listen.host, transport_->port(), (*grpc)->address(),
              config_.http_listen.host, (*dashboard)->port(), config_.price_per_mb.ToString());
 
-  int sig = 0;
-  while (sig == 0) {
-    sig = WaitForSignal(signals, next_refresh);
-    if (sig != 0) break;
+  // A refresh that failed waits for the next one (Refresh logs why).
+  const RefreshSchedule schedule{refresh_every, refresh_every};
+  const int sig = RefreshUntilSignal(signals, schedule, [this] {
     Refresh();
-    next_refresh = std::chrono::steady_clock::now() + std::chrono::seconds(refresh_s);
-  }
+    return true;
+  });
   log_->info("{} received: shutting down (sessions get {} ms, settlement {} ms)",
              sig == SIGINT ? "SIGINT" : "SIGTERM", config_.shutdown_grace_ms,
              config_.shutdown_timeout_ms);

@@ -1,7 +1,7 @@
 #pragma once
 // dvpnctl input: command-line values (amounts, addresses, ids, durations, promise files) and
 // secrets (passphrases, imported secret keys). Every parser fails with Exit::kRefused and a
-// message that names the bad value; none of them throws. Private to services/dvpnctl.
+// message that names the bad value; none of them throws. Private to ctl/ (dvpn_ctl).
 
 #include <cstdint>
 #include <string>
@@ -11,7 +11,7 @@
 #include "common/amount.h"
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
-#include "services/dvpnctl/cli.h"
+#include "ctl/cli.h"
 
 namespace dvpn::ctl {
 

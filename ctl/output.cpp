@@ -1,4 +1,4 @@
-#include "services/dvpnctl/output.h"
+#include "ctl/output_internal.h"
 
 #include <ctime>
 

@@ -1,14 +1,14 @@
 #pragma once
 // dvpnctl's commands that talk to a daemon instead of the ledger: `offers` (a dvpn-node's
 // OfferBook, best first), `earnings` (a seller node's NodeControl), and `connect`,
-// `disconnect`, `status` (a dvpn-client's ClientControl). Private to services/dvpnctl;
+// `disconnect`, `status` (a dvpn-client's ClientControl). Used by dvpnctl's main;
 // docs/dvpnctl.md, "Node and client commands".
 
 #include <cstdint>
 #include <string>
 
 #include "common/amount.h"
-#include "services/dvpnctl/cli.h"
+#include "ctl/cli.h"
 
 namespace dvpn::ctl {
 

@@ -1,6 +1,6 @@
 #pragma once
 // dvpnctl's shared vocabulary: global options, exit codes, and the Result type every command
-// returns. Private to services/dvpnctl.
+// returns (ctl/, used by dvpnctl's main).
 
 #include <chrono>
 #include <string>

@@ -16,7 +16,7 @@
 
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
-#include "services/dvpnctl/cli.h"
+#include "ctl/cli.h"
 
 namespace dvpn::ctl {
 

@@ -1,4 +1,4 @@
-#include "services/dvpnctl/wallet.h"
+#include "ctl/wallet.h"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -14,8 +14,8 @@
 #include "common/bytes.h"
 #include "ledger/requests.h"
 #include "payments/keystore.h"
-#include "services/dvpnctl/input.h"
-#include "services/dvpnctl/output.h"
+#include "ctl/input_internal.h"
+#include "ctl/output_internal.h"
 
 namespace dvpn::ctl {
 namespace {

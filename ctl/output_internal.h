@@ -2,7 +2,7 @@
 // dvpnctl output: each ledger value as a JSON object (for --json) and as aligned text lines
 // (for people). Amounts appear in JSON twice: as text ("1.500000", credits) and as an integer
 // count of micro-credits ("balance_micro": 1500000), so scripts never parse decimals.
-// Private to services/dvpnctl.
+// Private to ctl/ (dvpn_ctl).
 
 #include <cstdint>
 #include <string>

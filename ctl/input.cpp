@@ -1,4 +1,4 @@
-#include "services/dvpnctl/input.h"
+#include "ctl/input_internal.h"
 
 #include <signal.h>
 #include <termios.h>

@@ -1,4 +1,4 @@
-#include "services/dvpnctl/daemon_commands.h"
+#include "ctl/daemon_commands.h"
 
 #include <cstdio>
 #include <iostream>
@@ -9,7 +9,7 @@
 #include "dvpn/v1/client.grpc.pb.h"
 #include "dvpn/v1/marketplace.grpc.pb.h"
 #include "dvpn/v1/node.grpc.pb.h"
-#include "services/dvpnctl/output.h"
+#include "ctl/output_internal.h"
 
 namespace dvpn::ctl {
 namespace {

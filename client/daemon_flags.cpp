@@ -1,0 +1,115 @@
+#include "client/daemon_flags.h"
+
+#include "cli/cli_util.h"
+#include "client/spend_file.h"
+#include "common/host_port.h"
+#include "marketplace/offer.h"
+
+namespace dvpn::client {
+
+namespace mp = marketplace;
+
+void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
+  app.add_option("--keystore", f.keystore, "the wallet: a dvpnctl keystore")->required();
+  app.add_option("--passphrase-file", f.passphrase_file,
+                 "the keystore's passphrase on the file's first line (else $DVPN_PASSPHRASE)");
+  app.add_option("--ledger", f.ledger, "the ledger's gRPC HOST:PORT")->required();
+  app.add_option("--bootstrap", f.bootstrap,
+                 "a gossip peer HOST:PORT to learn offers from (repeatable; light mode: the "
+                 "client's gossip node only dials out)");
+  app.add_option("--offers-from", f.offers_from,
+                 "instead of gossip: a dvpn-node's OfferBook gRPC HOST:PORT");
+  app.add_option("--max-price-per-mb", f.max_price_per_mb,
+                 "the highest price per MB to choose (credits)")
+      ->required();
+  app.add_option("--region", f.region, "only offers from this region");
+  app.add_option("--provider", f.provider, "only this provider's offers (its dv... address)");
+  app.add_option("--socks", f.socks, "the SOCKS5 address (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--socks-port-file", f.socks_port_file, "write the SOCKS port here once up");
+  app.add_option("--socks-user", f.socks_user,
+                 "require SOCKS5 username/password (RFC 1929) with this user name; the password "
+                 "comes from --socks-password-file or $DVPN_SOCKS_PASSWORD (required when --socks "
+                 "is not a loopback address)");
+  app.add_option("--socks-password-file", f.socks_password_file,
+                 "file whose first line is the SOCKS password (with --socks-user)");
+  app.add_option("--session-cap", f.session_cap, "sign at most this much per session (credits)");
+  app.add_option("--daily-cap", f.daily_cap, "sign at most this much per UTC day (credits)");
+  app.add_option("--spend-file", f.spend_file, "keep today's spending here (with --daily-cap)");
+  app.add_option("--open-deposit", f.open_deposit,
+                 "open a channel with this deposit to a chosen provider that has none (credits)");
+  app.add_option("--provider-stats", f.provider_stats,
+                 "keep what this client measured of each provider in this SQLite file");
+  app.add_option("--control", f.control, "ClientControl gRPC HOST:PORT (loopback only)")
+      ->capture_default_str();
+  app.add_option("--control-port-file", f.control_port_file, "write the control port here");
+  app.add_flag("--connect", f.connect,
+               "connect at start, and keep trying until connected (else wait for "
+               "ClientControl.Connect)");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+}
+
+std::expected<ClientDaemonConfig, std::string> ClientDaemonConfigFromFlags(
+    const ClientDaemonFlags& f) {
+  // The policy's defaults.
+  ConnectPolicy defaults;
+  {
+    auto price = mp::ParsePrice(f.max_price_per_mb);
+    if (!price) return std::unexpected("--max-price-per-mb: " + price.error().message);
+    defaults.max_price_per_mb = *price;
+    if (auto ok = mp::CheckRegion(f.region); !ok) return std::unexpected("--region: " + ok.error().message);
+    defaults.region = f.region;
+    if (!f.provider.empty()) {
+      defaults.provider = payments::Address::Parse(f.provider);
+      if (!defaults.provider) return std::unexpected("--provider: not an address: " + f.provider);
+    }
+  }
+  auto control = ParseListenAddress(f.control);
+  if (!control) return std::unexpected("--control: " + control.error().message);
+  if (control->host != "127.0.0.1" && control->host != "::1") {
+    return std::unexpected("--control: " + f.control +
+                           " is not a loopback address (no authentication)");
+  }
+
+  ClientDaemonConfig c;
+  c.ledger = f.ledger;
+  c.offers_from = f.offers_from;
+  for (const auto& b : f.bootstrap) {
+    auto e = mp::ParseEndpoint(b);
+    if (!e) return std::unexpected("--bootstrap: " + e.error().message);
+    c.bootstrap.push_back(*e);
+  }
+  c.defaults = defaults;
+  const auto& amount = cli::ParseAmountFlag;
+  if (auto e = amount(f.session_cap, "--session-cap", &c.pay.policy.session_cap))
+    return std::unexpected(*e);
+  if (auto e = amount(f.daily_cap, "--daily-cap", &c.pay.policy.daily_cap))
+    return std::unexpected(*e);
+  if (auto ok = StartSpendState(c.pay, f.spend_file); !ok) return std::unexpected(ok.error());
+  if (auto e = amount(f.open_deposit, "--open-deposit", &c.open_deposit))
+    return std::unexpected(*e);
+  c.provider_stats = f.provider_stats;
+  tunnel::session::asio::io_context resolver_io(1);
+  auto socks_ep = cli::ResolveHostPort(resolver_io, f.socks);
+  if (!socks_ep) return std::unexpected("--socks: " + socks_ep.error().message);
+  // Whoever reaches the SOCKS port spends this wallet's credits: beyond loopback, only with a
+  // password.
+  auto credentials = cli::LoadSocksCredentials(f.socks_user, f.socks_password_file);
+  if (!credentials) return std::unexpected(credentials.error().message);
+  if (!socks_ep->address().is_loopback() && !*credentials) {
+    return std::unexpected("--socks: " + f.socks +
+                           " is not a loopback address: whoever reaches it spends " +
+                           "your credits; add --socks-user and --socks-password-file (or $" +
+                           cli::kSocksPasswordEnv + ")");
+  }
+
+  c.socks = *socks_ep;
+  c.socks_port_file = f.socks_port_file;
+  c.credentials = *credentials;
+  c.control = *control;
+  c.control_port_file = f.control_port_file;
+  return c;
+}
+
+}  // namespace dvpn::client
