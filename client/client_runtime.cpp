@@ -352,6 +352,7 @@ ClientStatus ClientRuntime::Status() {
     auto future = counts->get_future();
     session::asio::post(s->io, [s, counts] {
       std::vector<Counts> all;
+      bool every_hop_up = true;
       for (const auto& hop : s->hops) {
         auto t = hop->slot->current();
         all.push_back({.sent = t ? t->data_bytes_sent() : 0,
@@ -360,12 +361,22 @@ ClientStatus ClientRuntime::Status() {
                        .spent = hop->Spent(),
                        .up = t != nullptr,
                        .was_up = hop->up});
+        every_hop_up = every_hop_up && t != nullptr;
+      }
+      {
+        // Decided here, where the tunnels live: on the caller's thread a tunnel that came up
+        // after this look would read as lost (and "reconnecting" would stay).
+        std::lock_guard lock(s->mu);
+        if (s->state == ClientState::kConnected && !every_hop_up) {
+          s->state = ClientState::kReconnecting;
+        } else if (s->state == ClientState::kReconnecting && every_hop_up) {
+          s->state = ClientState::kConnected;
+        }
       }
       counts->set_value(std::move(all));
     });
     if (future.wait_for(kStatusTimeout) == std::future_status::ready) {
       const std::vector<Counts> all = future.get();
-      bool every_hop_up = true;
       for (size_t i = 0; i < all.size(); ++i) {
         HopStatus& h = out.hops[i];
         h.state = all[i].up       ? ClientState::kConnected
@@ -376,14 +387,9 @@ ClientStatus ClientRuntime::Status() {
         h.reconnects = all[i].reconnects;
         h.spent = all[i].spent;
         out.reconnects += all[i].reconnects;
-        every_hop_up = every_hop_up && all[i].up;
       }
       out.bytes_sent = out.hops.front().bytes_sent;
       out.bytes_received = out.hops.front().bytes_received;
-      std::lock_guard lock(s->mu);
-      if (!every_hop_up && s->state == ClientState::kConnected) {
-        s->state = ClientState::kReconnecting;
-      }
     }
   }
   if (s->config.pay.daily) {

@@ -1,6 +1,7 @@
 // ClientRuntime on a path of one hop (client/client_runtime.h): to a free exit running in this
-// process on 127.0.0.1 (port 0), the hop's status is the path's totals; a hop whose provider
-// cannot be reached ends the runtime with the hop marked failed.
+// process on 127.0.0.1 (port 0), the hop's status is the path's totals, and a lost tunnel reads
+// "reconnecting" and then "connected" again; a hop whose provider cannot be reached ends the
+// runtime with the hop marked failed.
 
 #include "client/client_runtime.h"
 
@@ -53,6 +54,12 @@ class FreeExit {
 
   session::tcp::endpoint endpoint() const { return server_->local_endpoint(); }
   const tunnel::Key32& key() const { return key_.public_key; }
+  // Ends every tunnel (the server goes on accepting), as a restarting exit would.
+  void DropEveryTunnel() {
+    session::asio::post(io_, [this] {
+      server_->CloseAll(tunnel::CloseReason::kShutdown, "test: tunnels dropped");
+    });
+  }
 
  private:
   session::asio::io_context io_{1};
@@ -108,6 +115,41 @@ TEST(ClientRuntimeOneHop, HopStatusIsThePathsTotals) {
   ASSERT_EQ(stopped.hops.size(), 1u);
   EXPECT_EQ(stopped.hops[0].state, ClientState::kStopped);
   EXPECT_EQ(stopped.hops[0].provider_endpoint, endpoint);
+}
+
+TEST(ClientRuntimeOneHop, AHopThatComesBackReadsConnectedAgain) {
+  FreeExit exit;
+  const auto identity = payments::PrivateKey::Generate();
+  auto config = FixedProvider(exit.endpoint(), exit.key(), identity);
+  config.keeper.max_reconnects.reset();  // unlimited
+  config.keeper.initial_backoff = 300ms;
+  auto runtime = ClientRuntime::Start(std::move(config));
+  ASSERT_TRUE(runtime.has_value()) << runtime.error();
+  ClientRuntime& r = **runtime;
+  ASSERT_TRUE(WaitFor([&] { return r.Status().state == ClientState::kConnected; }))
+      << r.Status().last_error;
+
+  exit.DropEveryTunnel();
+  // Seen between tunnels (the backoff is at least 150 ms), or already back.
+  ClientStatus between;
+  ASSERT_TRUE(WaitFor([&] {
+    between = r.Status();
+    return between.state == ClientState::kReconnecting || between.reconnects == 1;
+  }));
+  if (between.state == ClientState::kReconnecting) {
+    EXPECT_EQ(between.hops[0].state, ClientState::kReconnecting);
+  }
+  ClientStatus back;
+  ASSERT_TRUE(WaitFor([&] {
+    back = r.Status();
+    return back.state == ClientState::kConnected && back.reconnects == 1;
+  })) << ClientStateName(back.state) << ", " << back.reconnects << " reconnect(s)";
+  ASSERT_EQ(back.hops.size(), 1u);
+  EXPECT_EQ(back.hops[0].state, ClientState::kConnected);
+  EXPECT_EQ(back.hops[0].reconnects, 1u);
+  EXPECT_NE(back.socks_port, 0);
+  r.Stop();
+  EXPECT_EQ(r.ExitCode(), kClientOk);
 }
 
 TEST(ClientRuntimeOneHop, UnreachableHopEndsThePath) {
