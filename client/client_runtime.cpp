@@ -159,6 +159,32 @@ struct ClientRuntime::State {
       SampleTick();
     });
   }
+  // Each hop's state, metered bytes, reconnects and spending (the other fields empty), and
+  // the path's state brought up to date: decided here, where the tunnels live (on a caller's
+  // thread a tunnel that came up after the look would read as lost).
+  std::vector<HopStatus> LiveHops() {
+    std::vector<HopStatus> out(hops.size());
+    bool every_hop_up = true;
+    for (size_t i = 0; i < hops.size(); ++i) {
+      const Hop& hop = *hops[i];
+      auto t = hop.slot->current();
+      out[i].state = t        ? ClientState::kConnected
+                     : hop.up ? ClientState::kReconnecting
+                              : ClientState::kConnecting;
+      out[i].bytes_sent = t ? t->data_bytes_sent() : 0;
+      out[i].bytes_received = t ? t->data_bytes_received() : 0;
+      out[i].reconnects = hop.keeper->reconnects();
+      out[i].spent = hop.Spent();
+      every_hop_up = every_hop_up && t != nullptr;
+    }
+    std::lock_guard lock(mu);
+    if (state == ClientState::kConnected && !every_hop_up) {
+      state = ClientState::kReconnecting;
+    } else if (state == ClientState::kReconnecting && every_hop_up) {
+      state = ClientState::kConnected;
+    }
+    return out;
+  }
   void BuildHop(uint32_t index);
   void OnHopUp(Hop& hop);
   void StartSocks();
@@ -343,51 +369,12 @@ ClientStatus ClientRuntime::Status() {
   out.hops.resize(s->hops.size());
   if (!s->finished) {
     // The tunnels' counters and the payment sessions live on the io thread.
-    struct Counts {
-      uint64_t sent = 0, received = 0, reconnects = 0;
-      Amount spent;
-      bool up = false, was_up = false;
-    };
-    auto counts = std::make_shared<std::promise<std::vector<Counts>>>();
-    auto future = counts->get_future();
-    session::asio::post(s->io, [s, counts] {
-      std::vector<Counts> all;
-      bool every_hop_up = true;
-      for (const auto& hop : s->hops) {
-        auto t = hop->slot->current();
-        all.push_back({.sent = t ? t->data_bytes_sent() : 0,
-                       .received = t ? t->data_bytes_received() : 0,
-                       .reconnects = hop->keeper->reconnects(),
-                       .spent = hop->Spent(),
-                       .up = t != nullptr,
-                       .was_up = hop->up});
-        every_hop_up = every_hop_up && t != nullptr;
-      }
-      {
-        // Decided here, where the tunnels live: on the caller's thread a tunnel that came up
-        // after this look would read as lost (and "reconnecting" would stay).
-        std::lock_guard lock(s->mu);
-        if (s->state == ClientState::kConnected && !every_hop_up) {
-          s->state = ClientState::kReconnecting;
-        } else if (s->state == ClientState::kReconnecting && every_hop_up) {
-          s->state = ClientState::kConnected;
-        }
-      }
-      counts->set_value(std::move(all));
-    });
+    auto live = std::make_shared<std::promise<std::vector<HopStatus>>>();
+    auto future = live->get_future();
+    session::asio::post(s->io, [s, live] { live->set_value(s->LiveHops()); });
     if (future.wait_for(kStatusTimeout) == std::future_status::ready) {
-      const std::vector<Counts> all = future.get();
-      for (size_t i = 0; i < all.size(); ++i) {
-        HopStatus& h = out.hops[i];
-        h.state = all[i].up       ? ClientState::kConnected
-                  : all[i].was_up ? ClientState::kReconnecting
-                                  : ClientState::kConnecting;
-        h.bytes_sent = all[i].sent;
-        h.bytes_received = all[i].received;
-        h.reconnects = all[i].reconnects;
-        h.spent = all[i].spent;
-        out.reconnects += all[i].reconnects;
-      }
+      out.hops = future.get();
+      for (const HopStatus& h : out.hops) out.reconnects += h.reconnects;
       out.bytes_sent = out.hops.front().bytes_sent;
       out.bytes_received = out.hops.front().bytes_received;
     }
