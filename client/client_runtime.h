@@ -1,12 +1,13 @@
 #pragma once
 // ClientRuntime: one running client connection (the body of dvpn-tunnel-client, and what
-// dvpn-client starts on Connect): the TunnelKeeper (handshake, reconnects, provider choice and
-// failover with an OfferPicker), the payment layer (PayerController: terms check, promises,
-// spend caps, top-ups) and the SOCKS5 front end, on an io thread of its own. The SOCKS server
-// starts once the first tunnel is up.
+// dvpn-client starts on Connect), built on a path of hops (client/path.h; one hop today). Each
+// hop has its provider (fixed, or chosen by an OfferPicker of its own), its TunnelKeeper
+// (handshake, reconnects, failover) and its payment session (PayerController: terms check,
+// promises, spend caps, top-ups). The SOCKS5 front end feeds the first hop; it starts once every
+// hop's first tunnel is up. Everything runs on an io thread of its own.
 //
-// It ends by itself when the keeper gives up, a spend cap is reached or the provider's terms
-// are refused (with a fixed provider; with offers the picker moves on), or on Stop().
+// It ends by itself when a hop's keeper gives up, a spend cap is reached or a provider's terms
+// are refused (with a fixed provider; with offers the hop's picker moves on), or on Stop().
 //
 // Thread-safety: public methods may be called from any thread. Ownership: the runtime owns
 // everything in its config (the identity is borrowed and must outlive it).
@@ -18,12 +19,14 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/amount.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/provider_stats.h"
 #include "client/escrow_top_up.h"
 #include "client/offer_picker.h"
+#include "client/path.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/paid_client.h"
 
@@ -36,7 +39,9 @@ inline constexpr int kClientSpendCap = 3;
 inline constexpr int kClientPaymentRefused = 4;
 
 struct ClientRuntimeConfig {
-  // Where to go: a fixed exit (provider + key), or the offers of a node (picker set).
+  // How many hops (Start refuses a path this build cannot chain: more than one hop today).
+  PathSpec path;
+  // Where the hop goes: a fixed exit (provider + key), or the offers of a node (picker set).
   std::optional<tunnel::session::tcp::endpoint> provider;
   Hash32 provider_key{};
   std::optional<OfferPicker::Options> picker;  // with `stats`
@@ -53,25 +58,42 @@ struct ClientRuntimeConfig {
 enum class ClientState { kConnecting, kConnected, kReconnecting, kStopped, kFailed };
 const char* ClientStateName(ClientState state);
 
+// One hop of the path.
+struct HopStatus {
+  // kConnecting until its first tunnel is up, then kConnected while a tunnel is up and
+  // kReconnecting between tunnels; the path's kStopped / kFailed once the runtime ended.
+  ClientState state = ClientState::kConnecting;
+  std::string provider_address;   // the payee's account, when known
+  std::string provider_endpoint;  // HOST:PORT of the hop's provider
+  Amount price_per_mb;            // of the offer chosen (offers mode)
+  uint64_t bytes_sent = 0;        // metered bytes of the hop's current tunnel
+  uint64_t bytes_received = 0;
+  Amount spent;                   // signed to this hop's provider by this runtime (every session)
+  uint64_t reconnects = 0;
+};
+
+// The path's totals (the fields dvpn-client reports), then each hop.
 struct ClientStatus {
   ClientState state = ClientState::kConnecting;
-  std::string provider_address;  // the payee's account, when known
+  std::string provider_address;  // the exit's (last hop's) payee account, when known
   std::string provider_endpoint;  // HOST:PORT of the exit in use
-  Amount price_per_mb;            // of the offer chosen (offers mode)
+  Amount price_per_mb;            // of the offers chosen, summed over the hops (offers mode)
   uint16_t socks_port = 0;        // 0 until the SOCKS server listens
-  uint64_t bytes_sent = 0;        // metered bytes of the current tunnel, to the exit
-  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;        // metered bytes of the first hop's current tunnel (the SOCKS
+  uint64_t bytes_received = 0;    // traffic); with one hop, to the exit
   Amount spent_today;             // signed today by this process (and the spend file)
   Amount spent_since_start;
-  uint64_t reconnects = 0;
+  uint64_t reconnects = 0;        // summed over the hops
   std::string last_error;
+  std::vector<HopStatus> hops;    // in path order: [0] is fed by SOCKS, back() is the exit
 };
 
 class ClientRuntime {
  public:
   // Starts the io thread and the first connection. Fails only on a local problem (kBadConfig: a
-  // top-up without a ledger; EscrowTopUp::Start's errors); connection failures show in Status()
-  // and in the outcome.
+  // path this build cannot chain, CheckPathSpec's message "multi-hop is not built yet"; a top-up
+  // without a ledger; EscrowTopUp::Start's errors); connection failures show in Status() and in
+  // the outcome.
   static Result<std::unique_ptr<ClientRuntime>, client::Errc> Start(ClientRuntimeConfig config);
   ~ClientRuntime();  // Stop()
 
@@ -86,6 +108,7 @@ class ClientRuntime {
   void Stop();
 
  private:
+  struct Hop;
   struct State;
   explicit ClientRuntime(std::shared_ptr<State> state);
   std::shared_ptr<State> state_;

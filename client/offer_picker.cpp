@@ -139,6 +139,9 @@ std::expected<session::ProviderTarget, std::string> OfferPicker::Next() {
       m.chooser.reset();
       continue;
     }
+    if (m.options.path && m.options.path->HeldByOtherHop(m.options.hop, offer->provider)) {
+      continue;  // one provider serves at most one hop of a path
+    }
     ++m.tried;
     std::optional<session::tcp::endpoint> endpoint;
     for (const auto& e : offer->endpoints)
@@ -152,6 +155,13 @@ std::expected<session::ProviderTarget, std::string> OfferPicker::Next() {
     if (!channel) {
       log->warn("offer of {}: {}; skipped", ToHex(offer->provider).substr(0, 16), channel.error());
       continue;
+    }
+    if (m.options.path) {
+      if (auto claimed = m.options.path->Claim(m.options.hop, offer->provider); !claimed) {
+        log->warn("offer of {}: {}; skipped", ToHex(offer->provider).substr(0, 16),
+                  claimed.error().message);
+        continue;  // another hop took it since the check above
+      }
     }
     session::ProviderTarget t;
     t.endpoint = *endpoint;
@@ -178,6 +188,7 @@ void OfferPicker::Failed(const session::ProviderTarget& target, session::Provide
                           : marketplace::FailReason::kHandshakeRefused;
   Logger("dvpn-tunnel-client")->warn("{} failed: {}; moving to the next offer", target.name, why);
   if (m.chooser) (void)m.chooser->Failed(m.current->provider, reason);
+  if (m.options.path) m.options.path->Release(m.options.hop);
   m.target.reset();
 }
 

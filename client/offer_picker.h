@@ -10,6 +10,9 @@
 // open channel to that provider (the one with most escrow left), or opens one with
 // `open_deposit` when set; an offer whose provider has no usable channel is skipped.
 //
+// Each hop of a path has a picker of its own (client/path.h); with `path` set it skips the
+// providers that another hop of the path holds and records its choice as hop `hop`'s.
+//
 // Thread-safety: all methods lock one mutex; Next() blocks on gRPC calls (bounded deadlines).
 
 #include <chrono>
@@ -18,6 +21,7 @@
 #include <optional>
 #include <string>
 
+#include "client/path.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/provider_stats.h"
 #include "tunnel/session/client.h"
@@ -34,6 +38,9 @@ class OfferPicker : public tunnel::session::ProviderPicker {
     Amount open_deposit;              // zero: never open a channel
     uint64_t channel_lifetime_s = 7 * 24 * 3600;
     std::chrono::milliseconds call_timeout{5000};
+    // The path this picker chooses for (null: a picker on its own) and its hop there.
+    std::shared_ptr<PathProviders> path;
+    uint32_t hop = 0;
   };
 
   OfferPicker(Options options, std::unique_ptr<marketplace::ProviderStats> stats);
