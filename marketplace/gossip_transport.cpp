@@ -18,6 +18,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "marketplace/wire.h"
 
@@ -274,17 +275,7 @@ Result<void, Errc> GossipTransport::Impl::Start() {
 
   std::promise<void> done;
   done_ = done.get_future();
-  thread_ = std::thread([this, done = std::move(done)]() mutable {
-    for (;;) {
-      try {
-        io_.run();
-        break;
-      } catch (const std::exception& e) {
-        Log()->error("gossip: io handler failed: {}", e.what());
-      }
-    }
-    done.set_value();
-  });
+  thread_ = RunIoThread(io_, Log(), "gossip", std::move(done));
   state_ = State::kRunning;
   Log()->info("gossip node started (listening on port {}, {} bootstrap peers)", port_.load(),
               config_.bootstrap.size());

@@ -20,6 +20,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "provider/dashboard_page.h"
 
@@ -235,17 +236,7 @@ Result<void, Errc> DashboardServer::Impl::Start(const LoopbackEndpoint& at) {
   asio::co_spawn(io_, AcceptLoop(), LogException);
   std::promise<void> done;
   done_ = done.get_future();
-  thread_ = std::thread([this, done = std::move(done)]() mutable {
-    for (;;) {
-      try {
-        io_.run();
-        break;
-      } catch (const std::exception& e) {
-        Log()->error("dashboard: io handler failed: {}", e.what());
-      }
-    }
-    done.set_value();
-  });
+  thread_ = RunIoThread(io_, Log(), "dashboard", std::move(done));
   state_ = State::kRunning;
   Log()->info("dashboard listening on port {}", port_);
   return {};
