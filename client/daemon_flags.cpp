@@ -86,7 +86,7 @@ std::expected<ClientDaemonConfig, std::string> ClientDaemonConfigFromFlags(
     return std::unexpected(*e);
   if (auto e = amount(f.daily_cap, "--daily-cap", &c.pay.policy.daily_cap))
     return std::unexpected(*e);
-  if (auto ok = StartSpendState(c.pay, f.spend_file); !ok) return std::unexpected(ok.error());
+  if (auto ok = StartSpendState(c.pay, f.spend_file); !ok) return std::unexpected(ok.error().message);
   if (auto e = amount(f.open_deposit, "--open-deposit", &c.open_deposit))
     return std::unexpected(*e);
   c.provider_stats = f.provider_stats;

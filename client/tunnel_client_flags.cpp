@@ -90,7 +90,7 @@ std::expected<void, std::string> ParsePayment(const TunnelClientFlags& f,
     pay.expected_payee = payments::Address::Parse(f.payee_text);
     if (!pay.expected_payee) return std::unexpected("--payee: not an address: " + f.payee_text);
   }
-  if (auto ok = StartSpendState(pay, f.spend_file); !ok) return std::unexpected(ok.error());
+  if (auto ok = StartSpendState(pay, f.spend_file); !ok) return std::unexpected(ok.error().message);
   if (pay.journal) {
     const uint64_t today = payments::UtcDay(UnixSeconds());
     log.info("spent today so far (from {}): {} of the daily cap {}", f.spend_file,
