@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   AddFlags(app, flags);
   if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
 
-  if (auto e = dvpn::cli::StartLogging(flags.log_level)) return Refuse(*e);
+  if (auto ok = dvpn::cli::StartLogging(flags.log_level); !ok) return Refuse(ok.error().message);
   if (flags.operator_pubkey_hex.empty() && flags.operator_keystore.empty()) {
     return Refuse(
         "an operator key is required: pass --operator-pubkey HEX or "
