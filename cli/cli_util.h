@@ -12,14 +12,15 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <expected>
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <cstdlib>
-#include <expected>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/amount.h"
@@ -120,15 +121,26 @@ inline Result<std::string, Errc> ReadSecretFile(const std::string& path, size_t 
   return text;
 }
 
-// Parses the decimal credits of flag `flag` into `*out`; an empty `text` leaves `*out` as it
-// is. Returns the error line for the user, or nullopt.
-inline std::optional<std::string> ParseAmountFlag(const std::string& text, const char* flag,
-                                                  Amount* out) {
-  if (text.empty()) return std::nullopt;
+// Parses the decimal credits of flag `flag`; an empty `text` gives `if_empty`. kBadInput with
+// the line for the user when `text` is not an amount.
+inline Result<Amount, Errc> ParseAmountFlag(const std::string& text, const char* flag,
+                                            Amount if_empty) {
+  if (text.empty()) return if_empty;
   auto a = Amount::Parse(text);
-  if (!a) return std::string(flag) + ": not an amount of credits: " + text;
-  *out = *a;
-  return std::nullopt;
+  if (!a)
+    return dvpn::Fail(Errc::kBadInput, std::string(flag) + ": not an amount of credits: " + text);
+  return *a;
+}
+
+// ParseAmountFlag into `value` (left as it is when `text` is empty), failing with the caller's
+// component's `code` and the same line.
+template <class Code>
+Result<void, Code> SetAmountFlag(Amount& value, const std::string& text, const char* flag,
+                                 Code code) {
+  auto a = ParseAmountFlag(text, flag, value);
+  if (!a) return dvpn::Fail(code, std::move(a.error().message));
+  value = *a;
+  return {};
 }
 
 // Zeroes a string's whole buffer (a moved-from short string keeps its bytes in place).

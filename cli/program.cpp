@@ -27,12 +27,13 @@ std::optional<int> Parse(CLI::App& app, int argc, char** argv) {
   return std::nullopt;
 }
 
-std::optional<std::string> StartLogging(const std::string& level) {
+Result<void, Errc> StartLogging(const std::string& level) {
   if (!SetLogLevel(level)) {
-    return "--log-level: unknown level \"" + level + "\" (trace, debug, info, warn, error, off)";
+    return dvpn::Fail(Errc::kBadInput, "--log-level: unknown level \"" + level +
+                                           "\" (trace, debug, info, warn, error, off)");
   }
   grpc_log::RouteLibraryLogs();
-  return std::nullopt;
+  return {};
 }
 
 }  // namespace dvpn::cli

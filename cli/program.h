@@ -8,6 +8,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/errc.h"
+#include "common/result.h"
+
 namespace dvpn::cli {
 
 // Exit codes of the daemons (each one's docs list them): 0 a clean shutdown (or --help,
@@ -26,7 +29,7 @@ int Fail(const char* program, const std::string& message);
 std::optional<int> Parse(CLI::App& app, int argc, char** argv);
 
 // Sets every logger's level ("trace" .. "off") and routes gRPC's and protobuf's own logs
-// through ours. Error: the line for the user.
-std::optional<std::string> StartLogging(const std::string& level);
+// through ours. kBadInput with the line for the user when the level is unknown.
+Result<void, Errc> StartLogging(const std::string& level);
 
 }  // namespace dvpn::cli

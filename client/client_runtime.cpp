@@ -352,7 +352,7 @@ Result<std::unique_ptr<ClientRuntime>, client::Errc> ClientRuntime::Start(
     if (s->config.pay.journal) {  // a clean stop gives back the unused part of today's reservation
       const uint64_t today = Today();
       if (auto t = s->config.pay.journal->Trim(today, s->config.pay.daily->SpentOn(today)); !t) {
-        s->log->warn("{}", t.error());
+        s->log->warn("{}", t.error().message);
       }
     }
     s->SetState(s->exit_code == kClientOk ? ClientState::kStopped : ClientState::kFailed);

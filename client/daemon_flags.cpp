@@ -9,6 +9,16 @@ namespace dvpn::client {
 
 namespace mp = marketplace;
 
+namespace {
+
+// An amount flag into `value` (kept when the flag is empty); kBadConfig with the line for the
+// user.
+Result<void, Errc> SetAmount(Amount& value, const std::string& text, const char* flag) {
+  return cli::SetAmountFlag(value, text, flag, Errc::kBadConfig);
+}
+
+}  // namespace
+
 void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
   app.add_option("--keystore", f.keystore, "the wallet: a dvpnctl keystore")->required();
   app.add_option("--passphrase-file", f.passphrase_file,
@@ -50,26 +60,27 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
       ->capture_default_str();
 }
 
-std::expected<ClientDaemonConfig, std::string> ClientDaemonConfigFromFlags(
-    const ClientDaemonFlags& f) {
+Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonFlags& f) {
   // The policy's defaults.
   ConnectPolicy defaults;
   {
     auto price = mp::ParsePrice(f.max_price_per_mb);
-    if (!price) return std::unexpected("--max-price-per-mb: " + price.error().message);
+    if (!price) return Fail(Errc::kBadConfig, "--max-price-per-mb: " + price.error().message);
     defaults.max_price_per_mb = *price;
-    if (auto ok = mp::CheckRegion(f.region); !ok) return std::unexpected("--region: " + ok.error().message);
+    if (auto ok = mp::CheckRegion(f.region); !ok)
+      return Fail(Errc::kBadConfig, "--region: " + ok.error().message);
     defaults.region = f.region;
     if (!f.provider.empty()) {
       defaults.provider = payments::Address::Parse(f.provider);
-      if (!defaults.provider) return std::unexpected("--provider: not an address: " + f.provider);
+      if (!defaults.provider)
+        return Fail(Errc::kBadConfig, "--provider: not an address: " + f.provider);
     }
   }
   auto control = ParseListenAddress(f.control);
-  if (!control) return std::unexpected("--control: " + control.error().message);
+  if (!control) return Fail(Errc::kBadConfig, "--control: " + control.error().message);
   if (control->host != "127.0.0.1" && control->host != "::1") {
-    return std::unexpected("--control: " + f.control +
-                           " is not a loopback address (no authentication)");
+    return Fail(Errc::kBadConfig,
+                "--control: " + f.control + " is not a loopback address (no authentication)");
   }
 
   ClientDaemonConfig c;
@@ -77,31 +88,33 @@ std::expected<ClientDaemonConfig, std::string> ClientDaemonConfigFromFlags(
   c.offers_from = f.offers_from;
   for (const auto& b : f.bootstrap) {
     auto e = mp::ParseEndpoint(b);
-    if (!e) return std::unexpected("--bootstrap: " + e.error().message);
+    if (!e) return Fail(Errc::kBadConfig, "--bootstrap: " + e.error().message);
     c.bootstrap.push_back(*e);
   }
   c.defaults = defaults;
-  const auto& amount = cli::ParseAmountFlag;
-  if (auto e = amount(f.session_cap, "--session-cap", &c.pay.policy.session_cap))
-    return std::unexpected(*e);
-  if (auto e = amount(f.daily_cap, "--daily-cap", &c.pay.policy.daily_cap))
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(c.pay.policy.session_cap, f.session_cap, "--session-cap"); !ok) {
+    return std::unexpected(ok.error());
+  }
+  if (auto ok = SetAmount(c.pay.policy.daily_cap, f.daily_cap, "--daily-cap"); !ok) {
+    return std::unexpected(ok.error());
+  }
   if (auto ok = StartSpendState(c.pay, f.spend_file); !ok) return std::unexpected(ok.error());
-  if (auto e = amount(f.open_deposit, "--open-deposit", &c.open_deposit))
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(c.open_deposit, f.open_deposit, "--open-deposit"); !ok) {
+    return std::unexpected(ok.error());
+  }
   c.provider_stats = f.provider_stats;
   tunnel::session::asio::io_context resolver_io(1);
   auto socks_ep = cli::ResolveHostPort(resolver_io, f.socks);
-  if (!socks_ep) return std::unexpected("--socks: " + socks_ep.error().message);
+  if (!socks_ep) return Fail(Errc::kBadConfig, "--socks: " + socks_ep.error().message);
   // Whoever reaches the SOCKS port spends this wallet's credits: beyond loopback, only with a
   // password.
   auto credentials = cli::LoadSocksCredentials(f.socks_user, f.socks_password_file);
-  if (!credentials) return std::unexpected(credentials.error().message);
+  if (!credentials) return Fail(Errc::kBadConfig, credentials.error().message);
   if (!socks_ep->address().is_loopback() && !*credentials) {
-    return std::unexpected("--socks: " + f.socks +
-                           " is not a loopback address: whoever reaches it spends " +
-                           "your credits; add --socks-user and --socks-password-file (or $" +
-                           cli::kSocksPasswordEnv + ")");
+    return Fail(Errc::kBadConfig,
+                "--socks: " + f.socks + " is not a loopback address: whoever reaches it spends " +
+                    "your credits; add --socks-user and --socks-password-file (or $" +
+                    cli::kSocksPasswordEnv + ")");
   }
 
   c.socks = *socks_ep;

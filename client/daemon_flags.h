@@ -3,13 +3,13 @@
 // the check that turns them into a ClientDaemonConfig (client_daemon.h). The wallet is loaded
 // by the executable (its passphrase) and set in the config.
 
-#include <expected>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "client/client_daemon.h"
+#include "client/errc.h"
 
 namespace dvpn::client {
 
@@ -42,8 +42,7 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f);
 
 // Checks every flag (prices, region, provider, control and SOCKS addresses, caps, the spend
 // file, SOCKS credentials) and builds the configuration, `wallet` unset. Error: the line for
-// the user, naming the flag.
-std::expected<ClientDaemonConfig, std::string> ClientDaemonConfigFromFlags(
-    const ClientDaemonFlags& f);
+// the user, naming the flag (kBadConfig).
+Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonFlags& f);
 
 }  // namespace dvpn::client

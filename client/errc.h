@@ -11,7 +11,8 @@ enum class Errc {
   kBadConfig,  // a configuration that cannot work (a top-up without a ledger, a zero amount,
                // a file that cannot be opened)
   kLedger,     // the ledger did not answer as needed
-  kChannel,    // the channel is not ours, or not open
+  kChannel,    // no usable channel: not ours, not open, none to the provider
+  kOffers,     // the offer node did not answer the offer list
 };
 
 }  // namespace dvpn::client

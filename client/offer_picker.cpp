@@ -12,6 +12,7 @@ namespace dvpn::tunnel_client {
 namespace {
 
 namespace session = tunnel::session;
+using client::Errc;
 
 // A channel is worth using while it stays open this much longer.
 constexpr uint64_t kChannelMinRemainingS = 600;
@@ -37,7 +38,7 @@ struct OfferPicker::Impl {
   std::optional<session::ProviderTarget> target;
   size_t tried = 0;
 
-  std::expected<std::vector<std::shared_ptr<const marketplace::Offer>>, std::string> Fetch() {
+  Result<std::vector<std::shared_ptr<const marketplace::Offer>>, Errc> Fetch() {
     v1::ListOffersRequest req;
     auto* f = req.mutable_filter();
     f->set_max_price_per_mb(options.policy.max_price_per_mb.micro());
@@ -49,8 +50,8 @@ struct OfferPicker::Impl {
     v1::ListOffersResponse resp;
     auto status = stub->ListOffers(&ctx, req, &resp);
     if (!status.ok()) {
-      return std::unexpected("cannot list offers from " + options.offers_from + ": " +
-                             status.error_message());
+      return Fail(Errc::kOffers,
+                  "cannot list offers from " + options.offers_from + ": " + status.error_message());
     }
     std::vector<std::shared_ptr<const marketplace::Offer>> out;
     for (const auto& ranked : resp.offers()) {
@@ -63,15 +64,17 @@ struct OfferPicker::Impl {
   }
 
   // The channel to pay `offer`'s provider through: zeros for a free offer.
-  std::expected<payments::ChannelId, std::string> ChannelFor(const marketplace::Offer& offer) {
+  Result<payments::ChannelId, Errc> ChannelFor(const marketplace::Offer& offer) {
     if (offer.price_per_mb.IsZero() && offer.price_per_minute.IsZero()) return payments::ChannelId{};
-    if (!options.ledger || !options.client) return std::unexpected(std::string("a paid offer needs --ledger"));
+    if (!options.ledger || !options.client) {
+      return Fail(Errc::kBadConfig, "a paid offer needs --ledger");
+    }
     auto provider_key = payments::PublicKey::Parse(offer.provider);
-    if (!provider_key) return std::unexpected(std::string("bad provider key"));
+    if (!provider_key) return Fail(Errc::kChannel, "bad provider key");
     const auto provider = payments::Address::FromPublicKey(*provider_key);
     const auto me = payments::Address::FromPublicKey(options.client->public_key());
     auto channels = options.ledger->ListChannels(me);
-    if (!channels) return std::unexpected(std::string("cannot list our channels at the ledger"));
+    if (!channels) return Fail(Errc::kLedger, "cannot list our channels at the ledger");
     const uint64_t now = UnixSeconds();
     std::optional<ledger::ChannelState> best;
     for (const auto& c : *channels) {
@@ -82,8 +85,8 @@ struct OfferPicker::Impl {
     }
     if (best) return best->id;
     if (options.open_deposit.IsZero()) {
-      return std::unexpected("no open channel to " + provider.ToString() +
-                             " (and --open-deposit is not set)");
+      return Fail(Errc::kChannel,
+                  "no open channel to " + provider.ToString() + " (and --open-deposit is not set)");
     }
     const uint64_t nonce = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -93,7 +96,7 @@ struct OfferPicker::Impl {
                                        options.open_deposit, nonce,
                                        now + options.channel_lifetime_s);
     auto opened = options.ledger->OpenChannel(req);
-    if (!opened) return std::unexpected("cannot open a channel to " + provider.ToString());
+    if (!opened) return Fail(Errc::kLedger, "cannot open a channel to " + provider.ToString());
     Logger("dvpn-tunnel-client")
         ->info("opened channel {} to {} with {} credits", ToHex(opened->id.bytes).substr(0, 16),
                provider.ToString(), options.open_deposit.ToString());
@@ -116,7 +119,7 @@ std::shared_ptr<const marketplace::Offer> OfferPicker::current_offer() const {
   return impl_->current;
 }
 
-std::expected<session::ProviderTarget, std::string> OfferPicker::Next() {
+Result<session::ProviderTarget, session::ConnectErrc> OfferPicker::Next() {
   auto& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
   if (m.target) return *m.target;
@@ -124,7 +127,7 @@ std::expected<session::ProviderTarget, std::string> OfferPicker::Next() {
   for (;;) {
     if (!m.chooser) {
       auto offers = m.Fetch();
-      if (!offers) return std::unexpected(offers.error());
+      if (!offers) return Fail(session::ConnectErrc::kNoProvider, offers.error().message);
       log->info("{} offer(s) from {} under the policy", offers->size(), m.options.offers_from);
       m.chooser = std::make_unique<marketplace::ProviderChooser>(m.options.policy,
                                                                  std::move(*offers), *m.stats);
@@ -132,8 +135,9 @@ std::expected<session::ProviderTarget, std::string> OfferPicker::Next() {
     auto offer = m.chooser->Next(UnixSeconds());
     if (!offer) {
       if (m.refetched) {
-        return std::unexpected("no provider left to try: " + std::to_string(m.tried) +
-                               " offer(s) under the policy tried");
+        return Fail(session::ConnectErrc::kNoProvider,
+                    "no provider left to try: " + std::to_string(m.tried) +
+                        " offer(s) under the policy tried");
       }
       m.refetched = true;  // offers may have changed: ask once more
       m.chooser.reset();
@@ -153,7 +157,8 @@ std::expected<session::ProviderTarget, std::string> OfferPicker::Next() {
     }
     auto channel = m.ChannelFor(*offer);
     if (!channel) {
-      log->warn("offer of {}: {}; skipped", ToHex(offer->provider).substr(0, 16), channel.error());
+      log->warn("offer of {}: {}; skipped", ToHex(offer->provider).substr(0, 16),
+                channel.error().message);
       continue;
     }
     if (m.options.path) {

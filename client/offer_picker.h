@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 
+#include "client/errc.h"
 #include "client/path.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/provider_stats.h"
@@ -46,7 +47,7 @@ class OfferPicker : public tunnel::session::ProviderPicker {
   OfferPicker(Options options, std::unique_ptr<marketplace::ProviderStats> stats);
   ~OfferPicker() override;
 
-  std::expected<tunnel::session::ProviderTarget, std::string> Next() override;
+  Result<tunnel::session::ProviderTarget, tunnel::session::ConnectErrc> Next() override;
   void Failed(const tunnel::session::ProviderTarget& target,
               tunnel::session::ProviderFailure failure, const std::string& why) override;
   void Connected(const tunnel::session::ProviderTarget& target,

@@ -8,13 +8,15 @@
 
 namespace dvpn::client {
 
-std::expected<void, std::string> StartSpendState(tunnel::session::ClientPaymentConfig& pay,
-                                                 const std::string& path) {
+Result<void, Errc> StartSpendState(tunnel::session::ClientPaymentConfig& pay,
+                                   const std::string& path) {
   pay.daily = std::make_shared<payments::DailySpend>();
   if (path.empty()) return {};
-  if (pay.policy.daily_cap.IsZero()) return std::unexpected("--spend-file needs --daily-cap");
+  if (pay.policy.daily_cap.IsZero()) {
+    return Fail(Errc::kBadConfig, "--spend-file needs --daily-cap");
+  }
   auto journal = payments::SpendJournal::Open(path, pay.policy.daily_cap);
-  if (!journal) return std::unexpected("--spend-file: " + journal.error());
+  if (!journal) return Fail(Errc::kBadConfig, "--spend-file: " + journal.error().message);
   pay.journal = std::make_shared<payments::SpendJournal>(std::move(*journal));
   const uint64_t today = payments::UtcDay(UnixSeconds());
   pay.daily->Record(today, pay.journal->ReservedFor(today));

@@ -15,6 +15,12 @@ namespace session = tunnel::session;
 
 constexpr std::chrono::milliseconds kLedgerCallTimeout{5'000};
 
+// An amount flag into `value` (kept when the flag is empty); kBadConfig with the line for the
+// user.
+Result<void, Errc> SetAmount(Amount& value, const std::string& text, const char* flag) {
+  return cli::SetAmountFlag(value, text, flag, Errc::kBadConfig);
+}
+
 std::optional<Hash32> Hex32(const std::string& text) {
   auto bytes = FromHex(text);
   if (!bytes || bytes->size() != 32) return std::nullopt;
@@ -22,19 +28,20 @@ std::optional<Hash32> Hex32(const std::string& text) {
 }
 
 // Where to go: a fixed exit (--provider, --provider-key) or the offers of a node.
-std::expected<void, std::string> CheckTarget(const TunnelClientFlags& f) {
+Result<void, Errc> CheckTarget(const TunnelClientFlags& f) {
   const bool choose_from_offers = !f.offers_from.empty();
   if (!choose_from_offers && (f.provider.empty() || f.provider_key_hex.empty())) {
-    return std::unexpected("--provider and --provider-key are required (or --offers-from)");
+    return Fail(Errc::kBadConfig, "--provider and --provider-key are required (or --offers-from)");
   }
   if (choose_from_offers && f.max_price_per_mb_text.empty()) {
-    return std::unexpected("--offers-from needs --max-price-per-mb (the highest price to choose)");
+    return Fail(Errc::kBadConfig,
+                "--offers-from needs --max-price-per-mb (the highest price to choose)");
   }
   if (choose_from_offers &&
       (!f.channel_hex.empty() || !f.payee_text.empty() || !f.top_up_amount_text.empty())) {
-    return std::unexpected(
-        "--offers-from chooses the provider: --channel, --payee and --top-up-amount "
-        "do not apply");
+    return Fail(Errc::kBadConfig,
+                "--offers-from chooses the provider: --channel, --payee and --top-up-amount "
+                "do not apply");
   }
   return {};
 }
@@ -46,25 +53,26 @@ struct LedgerChoice {
   std::shared_ptr<ledger::rpc::LedgerClient> client;
 };
 
-std::expected<LedgerChoice, std::string> ChooseLedger(const TunnelClientFlags& f) {
+Result<LedgerChoice, Errc> ChooseLedger(const TunnelClientFlags& f) {
   LedgerChoice out;
   if (!f.channel_hex.empty()) {
     auto c = Hex32(f.channel_hex);
-    if (!c) return std::unexpected("--channel: expected 64 hex digits");
+    if (!c) return Fail(Errc::kBadConfig, "--channel: expected 64 hex digits");
     out.channel.bytes = *c;
   }
   if (!f.ledger_hex.empty()) {
     auto l = Hex32(f.ledger_hex);
-    if (!l) return std::unexpected("--ledger-id: expected 64 hex digits");
+    if (!l) return Fail(Errc::kBadConfig, "--ledger-id: expected 64 hex digits");
     out.ledger.bytes = *l;
   }
   if (!f.ledger_target.empty()) {
     out.client = std::make_shared<ledger::rpc::LedgerClient>(f.ledger_target, kLedgerCallTimeout);
     auto info = out.client->GetInfo();
-    if (!info) return std::unexpected("--ledger " + f.ledger_target + ": " + info.error().message);
+    if (!info)
+      return Fail(Errc::kLedger, "--ledger " + f.ledger_target + ": " + info.error().message);
     if (!f.ledger_hex.empty() && info->id != out.ledger) {
-      return std::unexpected("--ledger " + f.ledger_target +
-                             " is not the ledger named by --ledger-id");
+      return Fail(Errc::kBadConfig,
+                  "--ledger " + f.ledger_target + " is not the ledger named by --ledger-id");
     }
     out.ledger = info->id;
   }
@@ -72,23 +80,29 @@ std::expected<LedgerChoice, std::string> ChooseLedger(const TunnelClientFlags& f
 }
 
 // The spend policy, the payee and the spend state from the flags.
-std::expected<void, std::string> ParsePayment(const TunnelClientFlags& f,
-                                              session::ClientPaymentConfig& pay,
-                                              spdlog::logger& log) {
-  const auto& amount = cli::ParseAmountFlag;
-  if (auto e = amount(f.max_price_per_mb_text, "--max-price-per-mb", &pay.policy.max_price_per_mb))
-    return std::unexpected(*e);
-  if (auto e = amount(f.max_price_per_minute_text, "--max-price-per-minute",
-                      &pay.policy.max_price_per_minute))
-    return std::unexpected(*e);
-  if (auto e = amount(f.session_cap_text, "--session-cap", &pay.policy.session_cap))
-    return std::unexpected(*e);
-  if (auto e = amount(f.daily_cap_text, "--daily-cap", &pay.policy.daily_cap))
-    return std::unexpected(*e);
+Result<void, Errc> ParsePayment(const TunnelClientFlags& f, session::ClientPaymentConfig& pay,
+                                spdlog::logger& log) {
+  if (auto ok =
+          SetAmount(pay.policy.max_price_per_mb, f.max_price_per_mb_text, "--max-price-per-mb");
+      !ok) {
+    return std::unexpected(ok.error());
+  }
+  if (auto ok = SetAmount(pay.policy.max_price_per_minute, f.max_price_per_minute_text,
+                          "--max-price-per-minute");
+      !ok) {
+    return std::unexpected(ok.error());
+  }
+  if (auto ok = SetAmount(pay.policy.session_cap, f.session_cap_text, "--session-cap"); !ok) {
+    return std::unexpected(ok.error());
+  }
+  if (auto ok = SetAmount(pay.policy.daily_cap, f.daily_cap_text, "--daily-cap"); !ok) {
+    return std::unexpected(ok.error());
+  }
   pay.policy.tolerance_bytes = f.tolerance_bytes;
   if (!f.payee_text.empty()) {
     pay.expected_payee = payments::Address::Parse(f.payee_text);
-    if (!pay.expected_payee) return std::unexpected("--payee: not an address: " + f.payee_text);
+    if (!pay.expected_payee)
+      return Fail(Errc::kBadConfig, "--payee: not an address: " + f.payee_text);
   }
   if (auto ok = StartSpendState(pay, f.spend_file); !ok) return std::unexpected(ok.error());
   if (pay.journal) {
@@ -96,19 +110,21 @@ std::expected<void, std::string> ParsePayment(const TunnelClientFlags& f,
     log.info("spent today so far (from {}): {} of the daily cap {}", f.spend_file,
              pay.journal->ReservedFor(today).ToString(), pay.policy.daily_cap.ToString());
   }
-  if (auto e = amount(f.top_up_amount_text, "--top-up-amount", &pay.policy.top_up_amount))
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(pay.policy.top_up_amount, f.top_up_amount_text, "--top-up-amount"); !ok) {
+    return std::unexpected(ok.error());
+  }
   pay.policy.low_escrow_threshold = pay.policy.top_up_amount;
-  if (auto e = amount(f.top_up_below_text, "--top-up-below", &pay.policy.low_escrow_threshold))
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(pay.policy.low_escrow_threshold, f.top_up_below_text, "--top-up-below");
+      !ok) {
+    return std::unexpected(ok.error());
+  }
   return {};
 }
 
 // --offers-from: the picker's options and the provider stats.
-std::expected<void, std::string> AddPicker(const TunnelClientFlags& f, const LedgerChoice& l,
-                                           const payments::PrivateKey* identity,
-                                           const SystemClock& system_clock,
-                                           tunnel_client::ClientRuntimeConfig& config) {
+Result<void, Errc> AddPicker(const TunnelClientFlags& f, const LedgerChoice& l,
+                             const payments::PrivateKey* identity, const SystemClock& system_clock,
+                             tunnel_client::ClientRuntimeConfig& config) {
   const session::ClientPaymentConfig& pay = config.pay;
   std::unique_ptr<marketplace::ProviderStats> stats;
   if (f.provider_stats_path.empty()) {
@@ -117,9 +133,9 @@ std::expected<void, std::string> AddPicker(const TunnelClientFlags& f, const Led
   } else {
     auto opened = marketplace::ProviderStats::Open(f.provider_stats_path, system_clock);
     if (!opened) {
-      return std::unexpected("--provider-stats " + f.provider_stats_path + ": " +
-                             marketplace::StatsErrcName(opened.error().code) + ": " +
-                             opened.error().message);
+      return Fail(Errc::kBadConfig, "--provider-stats " + f.provider_stats_path + ": " +
+                                        marketplace::StatsErrcName(opened.error().code) + ": " +
+                                        opened.error().message);
     }
     stats = std::make_unique<marketplace::ProviderStats>(std::move(*opened));
   }
@@ -133,10 +149,11 @@ std::expected<void, std::string> AddPicker(const TunnelClientFlags& f, const Led
   po.policy.min_capacity_mbps = f.min_capacity_mbps;
   po.client = identity;
   po.ledger = l.client;
-  if (auto e = cli::ParseAmountFlag(f.open_deposit_text, "--open-deposit", &po.open_deposit))
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(po.open_deposit, f.open_deposit_text, "--open-deposit"); !ok) {
+    return std::unexpected(ok.error());
+  }
   if (!po.open_deposit.IsZero() && !l.client)
-    return std::unexpected("--open-deposit needs --ledger");
+    return Fail(Errc::kBadConfig, "--open-deposit needs --ledger");
   config.picker = std::move(po);
   config.stats = std::move(stats);
   return {};
@@ -234,23 +251,23 @@ void AddTunnelClientFlags(CLI::App& app, TunnelClientFlags& f) {
       ->capture_default_str();
 }
 
-std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const TunnelClientFlags& f,
-                                                                    spdlog::logger& log) {
+Result<TunnelClientSetup, Errc> MakeTunnelClientSetup(const TunnelClientFlags& f,
+                                                      spdlog::logger& log) {
   if (f.reconnect_min_ms > f.reconnect_max_ms) {
-    return std::unexpected("--reconnect-min-ms (" + std::to_string(f.reconnect_min_ms) +
-                           ") is above --reconnect-max-ms (" + std::to_string(f.reconnect_max_ms) +
-                           ")");
+    return Fail(Errc::kBadConfig, "--reconnect-min-ms (" + std::to_string(f.reconnect_min_ms) +
+                                      ") is above --reconnect-max-ms (" +
+                                      std::to_string(f.reconnect_max_ms) + ")");
   }
   // SOCKS credentials: the password never comes from the command line (it would show in ps).
   auto credentials = cli::LoadSocksCredentials(f.socks_user, f.socks_password_file);
-  if (!credentials) return std::unexpected(credentials.error().message);
+  if (!credentials) return Fail(Errc::kBadConfig, credentials.error().message);
 
   if (auto ok = CheckTarget(f); !ok) return std::unexpected(ok.error());
   const bool choose_from_offers = !f.offers_from.empty();
   Hash32 provider_key_bytes{};
   if (!choose_from_offers) {
     auto provider_key = Hex32(f.provider_key_hex);
-    if (!provider_key) return std::unexpected("--provider-key: expected 64 hex digits");
+    if (!provider_key) return Fail(Errc::kBadConfig, "--provider-key: expected 64 hex digits");
     provider_key_bytes = *provider_key;
   }
   TunnelClientSetup setup;
@@ -258,22 +275,22 @@ std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const Tunnel
     setup.identity = std::make_unique<payments::PrivateKey>(payments::PrivateKey::Generate());
   } else {
     auto key = cli::LoadAccountKey(f.identity_key_file, f.keystore_path);
-    if (!key) return std::unexpected(key.error().message);
+    if (!key) return Fail(Errc::kBadConfig, key.error().message);
     setup.identity = std::make_unique<payments::PrivateKey>(std::move(*key));
   }
   const payments::PrivateKey* identity = setup.identity.get();
   auto ledger = ChooseLedger(f);
-  if (!ledger) return std::unexpected(ledger.error());
+  if (!ledger) return std::unexpected(std::move(ledger.error()));
 
   session::asio::io_context io(1);
   std::optional<session::tcp::endpoint> provider_ep;
   if (!choose_from_offers) {
     auto resolved = cli::ResolveHostPort(io, f.provider);
-    if (!resolved) return std::unexpected("--provider: " + resolved.error().message);
+    if (!resolved) return Fail(Errc::kBadConfig, "--provider: " + resolved.error().message);
     provider_ep = *resolved;
   }
   auto socks_ep = cli::ResolveHostPort(io, f.socks);
-  if (!socks_ep) return std::unexpected("--socks: " + socks_ep.error().message);
+  if (!socks_ep) return Fail(Errc::kBadConfig, "--socks: " + socks_ep.error().message);
 
   tunnel_client::ClientRuntimeConfig& config = setup.config;
   session::ClientPaymentConfig& pay = config.pay;
@@ -282,7 +299,7 @@ std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const Tunnel
   pay.channel = ledger->channel;
   if (auto ok = ParsePayment(f, pay, log); !ok) return std::unexpected(ok.error());
   if (!pay.policy.top_up_amount.IsZero() && !ledger->client) {
-    return std::unexpected("--top-up-amount needs --ledger HOST:PORT");
+    return Fail(Errc::kBadConfig, "--top-up-amount needs --ledger HOST:PORT");
   }
   if (choose_from_offers) {
     if (auto ok = AddPicker(f, *ledger, identity, *setup.clock, config); !ok) {

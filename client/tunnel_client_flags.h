@@ -4,7 +4,6 @@
 // identity and the clock it borrows.
 
 #include <cstdint>
-#include <expected>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "client/client_runtime.h"
+#include "client/errc.h"
 #include "common/clock.h"
 #include "payments/keys.h"
 
@@ -67,7 +67,7 @@ struct TunnelClientSetup {
 // Checks the flags, loads the identity and the SOCKS credentials, reads the ledger's id when
 // --ledger is given, opens the spend file (logging today's spending on `log`) and the provider
 // stats. Error: the line for the user, naming the flag.
-std::expected<TunnelClientSetup, std::string> MakeTunnelClientSetup(const TunnelClientFlags& f,
-                                                                    spdlog::logger& log);
+Result<TunnelClientSetup, Errc> MakeTunnelClientSetup(const TunnelClientFlags& f,
+                                                      spdlog::logger& log);
 
 }  // namespace dvpn::client

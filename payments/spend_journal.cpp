@@ -32,10 +32,10 @@ std::string Line(uint64_t day, Amount reserved) {
 }
 
 // Writes `data` to `path` durably: temp file, fsync, rename, fsync of the directory.
-std::expected<void, std::string> WriteDurably(const std::string& path, const std::string& data) {
+Result<void, JournalErrc> WriteDurably(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return std::unexpected(Errno("cannot create " + tmp));
+  if (fd < 0) return Fail(JournalErrc::kIo, Errno("cannot create " + tmp));
   size_t done = 0;
   while (done < data.size()) {
     ssize_t w = ::write(fd, data.data() + done, data.size() - done);
@@ -43,43 +43,47 @@ std::expected<void, std::string> WriteDurably(const std::string& path, const std
     if (w <= 0) {
       auto e = Errno("cannot write " + tmp);
       ::close(fd);
-      return std::unexpected(e);
+      return Fail(JournalErrc::kIo, e);
     }
     done += static_cast<size_t>(w);
   }
   if (::fsync(fd) != 0) {
     auto e = Errno("cannot fsync " + tmp);
     ::close(fd);
-    return std::unexpected(e);
+    return Fail(JournalErrc::kIo, e);
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return std::unexpected(Errno("cannot rename " + tmp + " to " + path));
+    return Fail(JournalErrc::kIo, Errno("cannot rename " + tmp + " to " + path));
   }
   std::string dir = std::filesystem::path(path).parent_path().string();
   if (dir.empty()) dir = ".";
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return std::unexpected(Errno("cannot open directory " + dir));
+  if (dfd < 0) return Fail(JournalErrc::kIo, Errno("cannot open directory " + dir));
   const int rc = ::fsync(dfd);
   ::close(dfd);
-  if (rc != 0) return std::unexpected(Errno("cannot fsync directory " + dir));
+  if (rc != 0) return Fail(JournalErrc::kIo, Errno("cannot fsync directory " + dir));
   return {};
 }
 
 }  // namespace
 
-std::expected<SpendJournal, std::string> SpendJournal::Open(std::string path, Amount daily_cap) {
-  if (daily_cap.IsZero()) return std::unexpected("spend journal " + path + ": no daily cap set");
+Result<SpendJournal, JournalErrc> SpendJournal::Open(std::string path, Amount daily_cap) {
+  if (daily_cap.IsZero()) {
+    return Fail(JournalErrc::kNoCap, "spend journal " + path + ": no daily cap set");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (std::filesystem::exists(path)) return std::unexpected("cannot read spend journal " + path);
+    if (std::filesystem::exists(path)) {
+      return Fail(JournalErrc::kIo, "cannot read spend journal " + path);
+    }
     return SpendJournal(std::move(path), daily_cap, 0, Amount::Zero());
   }
   std::string text(kMaxFileBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
   auto bad = [&](const std::string& why) {
-    return std::unexpected("spend journal " + path + " is not valid (" + why +
+    return Fail(JournalErrc::kCorrupt, "spend journal " + path + " is not valid (" + why +
                            "); fix or remove it (removing it forgets today's spending)");
   };
   if (text.size() > kMaxFileBytes) return bad("too long");
@@ -118,7 +122,7 @@ Amount SpendJournal::ReservedFor(uint64_t utc_day) const {
   return utc_day > day_ ? Amount::Zero() : reserved_;
 }
 
-std::expected<void, std::string> SpendJournal::Cover(uint64_t utc_day, Amount spent_today) {
+Result<void, JournalErrc> SpendJournal::Cover(uint64_t utc_day, Amount spent_today) {
   std::lock_guard lock(mu_);
   const uint64_t day = std::max(utc_day, day_);  // a clock that went back keeps the later day
   const Amount have = day > day_ ? Amount::Zero() : reserved_;
@@ -132,7 +136,7 @@ std::expected<void, std::string> SpendJournal::Cover(uint64_t utc_day, Amount sp
   return {};
 }
 
-std::expected<void, std::string> SpendJournal::Trim(uint64_t utc_day, Amount spent_today) {
+Result<void, JournalErrc> SpendJournal::Trim(uint64_t utc_day, Amount spent_today) {
   std::lock_guard lock(mu_);
   if (utc_day != day_ || spent_today >= reserved_) return {};
   if (auto w = WriteDurably(path_, Line(day_, spent_today)); !w) return w;

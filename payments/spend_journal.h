@@ -8,19 +8,25 @@
 // Thread-safety: every method may be called from any thread. Ownership: holds only the path.
 
 #include <cstdint>
-#include <expected>
 #include <mutex>
 #include <string>
 
 #include "common/amount.h"
+#include "common/result.h"
 
 namespace dvpn::payments {
+
+enum class JournalErrc {
+  kNoCap,     // Open without a daily cap
+  kIo,        // the file or its directory cannot be read, written or synced
+  kCorrupt,   // the file's content is not a journal line
+};
 
 class SpendJournal {
  public:
   // Reads `path` (a missing file is an empty journal) for a cap of `daily_cap` (non-zero).
   // Error: a message naming the file and what is wrong with it.
-  static std::expected<SpendJournal, std::string> Open(std::string path, Amount daily_cap);
+  static Result<SpendJournal, JournalErrc> Open(std::string path, Amount daily_cap);
 
   SpendJournal(SpendJournal&& other) noexcept;
   SpendJournal& operator=(SpendJournal&&) = delete;
@@ -33,11 +39,11 @@ class SpendJournal {
   // Makes sure the file covers `spent_today` on `utc_day`: when it already does, returns at
   // once; otherwise durably writes reserved = min(spent_today + block, cap) (at least
   // spent_today) with write-temp, fsync, rename, fsync-directory. Error: what failed.
-  std::expected<void, std::string> Cover(uint64_t utc_day, Amount spent_today);
+  Result<void, JournalErrc> Cover(uint64_t utc_day, Amount spent_today);
 
   // On a clean stop: gives back the unused part of the reservation, so that a restart the same
   // day does not lose it (rewrites the file with reserved = spent_today when that is lower).
-  std::expected<void, std::string> Trim(uint64_t utc_day, Amount spent_today);
+  Result<void, JournalErrc> Trim(uint64_t utc_day, Amount spent_today);
 
   // How many times the file was written by this process (for tests and logs).
   uint64_t writes() const;

@@ -37,6 +37,12 @@ session::ExitServer::Options LimitOptions(const ExitFlags& f) {
   return options;
 }
 
+// An amount flag into `value` (kept when the flag is empty); kBadConfig with the line for the
+// user.
+Result<void, Errc> SetAmount(Amount& value, const std::string& text, const char* flag) {
+  return cli::SetAmountFlag(value, text, flag, Errc::kBadConfig);
+}
+
 }  // namespace
 
 void AddExitFlags(CLI::App& app, ExitFlags& f) {
@@ -153,7 +159,7 @@ void AddExitFlags(CLI::App& app, ExitFlags& f) {
       ->capture_default_str();
 }
 
-std::expected<ExitSetup, std::string> MakeExitSetup(const ExitFlags& f, spdlog::logger& log) {
+Result<ExitSetup, Errc> MakeExitSetup(const ExitFlags& f, spdlog::logger& log) {
   ExitSetup setup;
   setup.spec.listen = f.listen;
   setup.spec.policy_rules = cli::PolicyRules(f.deny, f.allow);
@@ -161,27 +167,28 @@ std::expected<ExitSetup, std::string> MakeExitSetup(const ExitFlags& f, spdlog::
   if (f.price_per_mb.empty() && f.price_per_minute.empty()) return setup;
 
   PaidExitSpec& pay = setup.spec.paid.emplace();
-  if (auto e = cli::ParseAmountFlag(f.price_per_mb, "--price-per-mb", &pay.price.per_mb)) {
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(pay.price.per_mb, f.price_per_mb, "--price-per-mb"); !ok) {
+    return std::unexpected(ok.error());
   }
-  if (auto e =
-          cli::ParseAmountFlag(f.price_per_minute, "--price-per-minute", &pay.price.per_minute)) {
-    return std::unexpected(*e);
+  if (auto ok = SetAmount(pay.price.per_minute, f.price_per_minute, "--price-per-minute"); !ok) {
+    return std::unexpected(ok.error());
   }
   pay.invoice_interval_bytes = f.invoice_interval_bytes;
   pay.credit_window_bytes = f.credit_window_bytes;
   pay.payment_grace_ms = f.payment_grace_ms;
-  if (f.ledger.empty()) return std::unexpected("--ledger HOST:PORT is required with a price");
-  if (f.promise_db.empty()) return std::unexpected("--promise-db FILE is required with a price");
+  if (f.ledger.empty())
+    return Fail(Errc::kBadConfig, "--ledger HOST:PORT is required with a price");
+  if (f.promise_db.empty())
+    return Fail(Errc::kBadConfig, "--promise-db FILE is required with a price");
   auto key = cli::LoadAccountKey(f.identity_key_file, f.keystore);
-  if (!key) return std::unexpected(key.error().message);
+  if (!key) return Fail(Errc::kBadConfig, key.error().message);
   setup.provider_key = std::make_unique<payments::PrivateKey>(std::move(*key));
   auto threshold = Amount::Parse(f.settle_threshold);
   if (!threshold)
-    return std::unexpected("--settle-threshold: not an amount: " + f.settle_threshold);
+    return Fail(Errc::kBadConfig, "--settle-threshold: not an amount: " + f.settle_threshold);
   setup.gateway = std::make_unique<ledger::rpc::RpcLedgerGateway>(f.ledger);
   auto params = setup.gateway->GetParams(std::chrono::steady_clock::now() + kLedgerTimeout);
-  if (!params) return std::unexpected("--ledger " + f.ledger + ": " + params.error().message);
+  if (!params) return Fail(Errc::kLedger, "--ledger " + f.ledger + ": " + params.error().message);
   pay.provider_key = setup.provider_key.get();
   pay.ledger = params->id;
   pay.gateway = setup.gateway.get();

@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <expected>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "payments/keys.h"
+#include "provider/errc.h"
 #include "provider/exit_assembly.h"
 #include "settlement/ledger_gateway_rpc.h"
 
@@ -69,6 +69,6 @@ struct ExitSetup {
 
 // Checks the flags; for paid sessions loads the provider key, asks the ledger for its id and
 // logs the terms on `log`. Error: the line for the user, naming the flag.
-std::expected<ExitSetup, std::string> MakeExitSetup(const ExitFlags& flags, spdlog::logger& log);
+Result<ExitSetup, Errc> MakeExitSetup(const ExitFlags& flags, spdlog::logger& log);
 
 }  // namespace dvpn::node

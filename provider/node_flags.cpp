@@ -101,23 +101,24 @@ void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f) {
       "offer), 1 runtime failure (cannot listen, port file, offer refused by the node).");
 }
 
-std::expected<MarketNodeSettings, std::string> ValidateMarketNodeFlags(const MarketNodeFlags& f) {
+Result<MarketNodeSettings, Errc> ValidateMarketNodeFlags(const MarketNodeFlags& f) {
   if (!f.identity_key_hex.empty()) {
-    return std::unexpected(std::string(cli::kIdentityKeyHexRemoved));
+    return Fail(Errc::kBadConfig, std::string(cli::kIdentityKeyHexRemoved));
   }
   MarketNodeSettings s;
   auto network = Hex32(f.ledger_id);
-  if (!network) return std::unexpected("--ledger-id: expected 64 hex digits (the ledger id)");
+  if (!network)
+    return Fail(Errc::kBadConfig, "--ledger-id: expected 64 hex digits (the ledger id)");
   s.gossip.network.bytes = *network;
 
   auto listen = ParseListenAddress(f.gossip_listen);
-  if (!listen) return std::unexpected("--gossip-listen: " + listen.error().message);
+  if (!listen) return Fail(Errc::kBadConfig, "--gossip-listen: " + listen.error().message);
   s.transport.listen_address = listen->host;
   s.transport.listen_port = static_cast<uint16_t>(listen->port);
   s.gossip.listen_port = static_cast<uint16_t>(f.advertise_port);
   for (const auto& b : f.bootstrap) {
     auto e = mp::ParseEndpoint(b);
-    if (!e) return std::unexpected("--bootstrap: " + e.error().message);
+    if (!e) return Fail(Errc::kBadConfig, "--bootstrap: " + e.error().message);
     s.gossip.bootstrap.push_back(*e);
   }
   if (f.seed) {
@@ -131,7 +132,7 @@ std::expected<MarketNodeSettings, std::string> ValidateMarketNodeFlags(const Mar
   s.gossip.hello_timeout = std::chrono::milliseconds(f.hello_timeout_ms);
 
   auto grpc = ParseHostPort(f.grpc_listen, true);
-  if (!grpc) return std::unexpected("--grpc-listen: " + grpc.error().message);
+  if (!grpc) return Fail(Errc::kBadConfig, "--grpc-listen: " + grpc.error().message);
   s.grpc.listen_address = f.grpc_listen;
   s.port_file = f.port_file;
   s.grpc_port_file = f.grpc_port_file;
@@ -149,7 +150,7 @@ std::expected<MarketNodeSettings, std::string> ValidateMarketNodeFlags(const Mar
     };
     for (const auto& [given, name] : provider_only) {
       if (given)
-        return std::unexpected(std::string(name) + " needs --price-per-mb (provider mode)");
+        return Fail(Errc::kBadConfig, std::string(name) + " needs --price-per-mb (provider mode)");
     }
     return s;
   }
@@ -157,39 +158,43 @@ std::expected<MarketNodeSettings, std::string> ValidateMarketNodeFlags(const Mar
   OfferTemplate t;
   t.ledger = s.gossip.network;
   auto price = mp::ParsePrice(f.price_per_mb);
-  if (!price) return std::unexpected("--price-per-mb: " + price.error().message);
+  if (!price) return Fail(Errc::kBadConfig, "--price-per-mb: " + price.error().message);
   t.price_per_mb = *price;
   if (!f.price_per_minute.empty()) {
     auto per_minute = mp::ParsePrice(f.price_per_minute);
-    if (!per_minute) return std::unexpected("--price-per-minute: " + per_minute.error().message);
+    if (!per_minute)
+      return Fail(Errc::kBadConfig, "--price-per-minute: " + per_minute.error().message);
     t.price_per_minute = *per_minute;
   }
-  if (f.tunnel_key.empty()) return std::unexpected("--tunnel-key is required with --price-per-mb");
+  if (f.tunnel_key.empty())
+    return Fail(Errc::kBadConfig, "--tunnel-key is required with --price-per-mb");
   auto tunnel_key = Hex32(f.tunnel_key);
   if (!tunnel_key || *tunnel_key == ByteArray<32>{}) {
-    return std::unexpected("--tunnel-key: expected 64 hex digits (an X25519 public key, not zero)");
+    return Fail(Errc::kBadConfig,
+                "--tunnel-key: expected 64 hex digits (an X25519 public key, not zero)");
   }
   t.tunnel_key = *tunnel_key;
   if (f.endpoints.empty() || f.endpoints.size() > mp::kMaxEndpoints) {
-    return std::unexpected("--endpoint: give 1 to " + std::to_string(mp::kMaxEndpoints) +
-                           " (where clients reach the tunnel)");
+    return Fail(Errc::kBadConfig, "--endpoint: give 1 to " + std::to_string(mp::kMaxEndpoints) +
+                                      " (where clients reach the tunnel)");
   }
   for (const auto& text : f.endpoints) {
     auto e = mp::ParseEndpoint(text);
-    if (!e) return std::unexpected("--endpoint: " + e.error().message);
+    if (!e) return Fail(Errc::kBadConfig, "--endpoint: " + e.error().message);
     t.endpoints.push_back(*e);
   }
   // Names become addresses here and before each refresh (endpoints.h). The exit is another
   // process here: only "localhost" and loopback literals may advertise loopback.
   {
     auto resolved = ResolveEndpoints(t.endpoints, false, SystemLookup());
-    if (!resolved) return std::unexpected("--endpoint " + resolved.error().message);
+    if (!resolved) return Fail(Errc::kBadConfig, "--endpoint " + resolved.error().message);
     if (HasNames(t.endpoints)) {
       s.endpoint_source = OfferAdvertiser::EndpointSource{t.endpoints, false, SystemLookup()};
     }
     t.endpoints = std::move(*resolved);
   }
-  if (auto ok = mp::CheckRegion(f.region); !ok) return std::unexpected("--region: " + ok.error().message);
+  if (auto ok = mp::CheckRegion(f.region); !ok)
+    return Fail(Errc::kBadConfig, "--region: " + ok.error().message);
   t.region = f.region;
   t.capacity_mbps = f.capacity_mbps;
   t.max_sessions = f.max_sessions;
@@ -197,18 +202,19 @@ std::expected<MarketNodeSettings, std::string> ValidateMarketNodeFlags(const Mar
   t.lifetime_s = f.offer_lifetime_s;
   const uint64_t refresh = f.refresh_s.value_or(f.offer_lifetime_s / 3);
   if (refresh < kMinRefreshS || refresh >= f.offer_lifetime_s) {
-    return std::unexpected("--refresh-s: expected " + std::to_string(kMinRefreshS) + ".." +
-                           std::to_string(f.offer_lifetime_s - 1) +
-                           " (below the lifetime; peers take at most 3 versions of an offer a "
-                           "minute)");
+    return Fail(Errc::kBadConfig,
+                "--refresh-s: expected " + std::to_string(kMinRefreshS) + ".." +
+                    std::to_string(f.offer_lifetime_s - 1) +
+                    " (below the lifetime; peers take at most 3 versions of an offer a "
+                    "minute)");
   }
   s.refresh = std::chrono::seconds(refresh);
   s.retire_linger = std::chrono::milliseconds(f.retire_linger_ms);
 
   auto key = cli::LoadAccountKey(f.identity_key_file, f.keystore);
-  if (!key) return std::unexpected(key.error().message);
+  if (!key) return Fail(Errc::kBadConfig, key.error().message);
   if (auto ok = OfferAdvertiser::Check(t, *key); !ok) {
-    return std::unexpected("the offer is invalid: " + ok.error().message);
+    return Fail(Errc::kOfferRefused, "the offer is invalid: " + ok.error().message);
   }
   s.key = std::move(*key);
   s.offer = std::move(t);

@@ -4,13 +4,13 @@
 // The seller's node reads its TOML file instead (config.h).
 
 #include <cstdint>
-#include <expected>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "provider/errc.h"
 #include "provider/market_node.h"
 
 namespace dvpn::node {
@@ -51,6 +51,6 @@ void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f);
 
 // Checks every flag and builds the settings; in provider mode loads the provider key. Error:
 // the line for the user, naming the flag.
-std::expected<MarketNodeSettings, std::string> ValidateMarketNodeFlags(const MarketNodeFlags& f);
+Result<MarketNodeSettings, Errc> ValidateMarketNodeFlags(const MarketNodeFlags& f);
 
 }  // namespace dvpn::node

@@ -167,7 +167,7 @@ int Run(const Options& opt) {
   rpc::LedgerServerOptions server_options;
   auto server = rpc::LedgerServer::Start(ledger, clock, server_options);
   if (!server) {
-    std::fprintf(stderr, "%s\n", server.error().c_str());
+    std::fprintf(stderr, "%s\n", server.error().message.c_str());
     return 1;
   }
   rpc::LedgerClient client((*server)->address(), std::chrono::seconds(60));

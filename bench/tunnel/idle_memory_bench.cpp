@@ -411,7 +411,7 @@ class Bench {
           auto t = co_await session::ConnectTunnel(ep, std::move(hs), {},
                                                    std::chrono::milliseconds(kSetupTimeout));
           if (!t) {
-            if (failed++ == 0) first_error = t.error();
+            if (failed++ == 0) first_error = t.error().message;
             co_return;
           }
           (*t)->Start(nullptr, [closed] { ++*closed; });

@@ -213,7 +213,7 @@ LedgerServer::LedgerServer(Ledger& ledger, const Clock& clock, const LedgerServe
       options_(options),
       service_(std::make_unique<LedgerService>(ledger, clock, options.max_watchers)) {}
 
-std::expected<std::unique_ptr<LedgerServer>, std::string> LedgerServer::Start(
+Result<std::unique_ptr<LedgerServer>, ServerErrc> LedgerServer::Start(
     Ledger& ledger, const Clock& clock, const LedgerServerOptions& options) {
   std::unique_ptr<LedgerServer> server(new LedgerServer(ledger, clock, options));
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -226,8 +226,8 @@ std::expected<std::unique_ptr<LedgerServer>, std::string> LedgerServer::Start(
   builder.SetMaxSendMessageSize(options.max_receive_message_bytes);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || port == 0) {
-    return std::unexpected("cannot listen on " + options.listen_address +
-                           " (address in use, or not a valid host:port)");
+    return Fail(ServerErrc::kListen, "cannot listen on " + options.listen_address +
+                                         " (address in use, or not a valid host:port)");
   }
   server->port_ = port;
   std::string host = options.listen_address.substr(0, options.listen_address.rfind(':'));

@@ -15,7 +15,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <expected>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,6 +23,7 @@
 #include <grpcpp/server.h>
 
 #include "common/clock.h"
+#include "common/result.h"
 #include "dvpn/v1/ledger.grpc.pb.h"
 #include "ledger/ledger.h"
 
@@ -88,11 +88,15 @@ struct LedgerServerOptions {
   std::chrono::milliseconds finalize_interval{1000};
 };
 
+enum class ServerErrc {
+  kListen,  // the address cannot be bound (in use, or not a valid host:port)
+};
+
 class LedgerServer {
  public:
-  // Builds and starts the server (reflection enabled). Fails with a message when the address
-  // cannot be bound. `ledger` and `clock` must outlive the server.
-  static std::expected<std::unique_ptr<LedgerServer>, std::string> Start(
+  // Builds and starts the server (reflection enabled). kListen when the address cannot be
+  // bound. `ledger` and `clock` must outlive the server.
+  static Result<std::unique_ptr<LedgerServer>, ServerErrc> Start(
       Ledger& ledger, const Clock& clock, const LedgerServerOptions& options);
 
   ~LedgerServer();  // Shutdown(1 s) if not done yet

@@ -44,14 +44,14 @@ int main(int argc, char** argv) {
       "Exit codes: 0 clean shutdown, 2 refused to start, 1 runtime failure. "
       "docs/client.md.");
   if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
-  if (auto e = dvpn::cli::StartLogging(f.log_level)) return Refuse(*e);
+  if (auto ok = dvpn::cli::StartLogging(f.log_level); !ok) return Refuse(ok.error().message);
   if (f.bootstrap.empty() == f.offers_from.empty()) {
     return Refuse("give --bootstrap (gossip) or --offers-from (a node's OfferBook), one of them");
   }
   dvpn::tunnel::EnsureSodium();
 
   auto c = dvpn::client::ClientDaemonConfigFromFlags(f);
-  if (!c) return Refuse(c.error());
+  if (!c) return Refuse(c.error().message);
   // The wallet.
   auto wallet =
       cli::LoadKeystoreWithPassphrase(f.keystore, f.passphrase_file, "--keystore",

@@ -7,17 +7,18 @@
 // database unusable or belonging to another ledger); 1 cannot listen or other runtime failure.
 
 #include <csignal>
-#include <expected>
 #include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "cli/errc.h"
 #include "cli/program.h"
 #include "common/bytes.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "common/result.h"
 #include "ledger/ledger.h"
 #include "ledger/open_ledger.h"
 #include "ledger/rpc/ledger_service.h"
@@ -50,17 +51,20 @@ int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-ledger",
 
 // The operator's public key from --operator-keystore (no passphrase needed) or
 // --operator-pubkey. Error: the line for the user.
-std::expected<dvpn::payments::PublicKey, std::string> OperatorKey(const Flags& flags) {
+dvpn::Result<dvpn::payments::PublicKey, dvpn::cli::Errc> OperatorKey(const Flags& flags) {
   if (!flags.operator_keystore.empty()) {
     auto key = dvpn::payments::LoadKeystorePublicKey(flags.operator_keystore);
     if (!key) {
-      return std::unexpected("cannot read the operator key from " + flags.operator_keystore + ": " +
-                             key.error().message);
+      return dvpn::Fail(dvpn::cli::Errc::kIo, "cannot read the operator key from " +
+                                                  flags.operator_keystore + ": " +
+                                                  key.error().message);
     }
     return *key;
   }
   auto key = dvpn::ledger::ParseOperatorKey(flags.operator_pubkey_hex);
-  if (!key) return std::unexpected("--operator-pubkey: " + key.error().message);
+  if (!key) {
+    return dvpn::Fail(dvpn::cli::Errc::kBadInput, "--operator-pubkey: " + key.error().message);
+  }
   return *key;
 }
 
@@ -103,7 +107,7 @@ int main(int argc, char** argv) {
   AddFlags(app, flags);
   if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
 
-  if (auto e = dvpn::cli::StartLogging(flags.log_level)) return Refuse(*e);
+  if (auto ok = dvpn::cli::StartLogging(flags.log_level); !ok) return Refuse(ok.error().message);
   if (flags.operator_pubkey_hex.empty() && flags.operator_keystore.empty()) {
     return Refuse(
         "an operator key is required: pass --operator-pubkey HEX or "
@@ -128,7 +132,7 @@ int main(int argc, char** argv) {
   auto log = dvpn::Logger("dvpn-ledger");
 
   auto operator_key = OperatorKey(flags);
-  if (!operator_key) return Refuse(operator_key.error());
+  if (!operator_key) return Refuse(operator_key.error().message);
 
   dvpn::ledger::LedgerConfig config{.name = flags.name,
                                     .operator_key = *operator_key,
@@ -143,7 +147,7 @@ int main(int argc, char** argv) {
   dvpn::ledger::rpc::LedgerServerOptions options;
   options.listen_address = flags.listen;
   auto server = dvpn::ledger::rpc::LedgerServer::Start(**ledger, clock, options);
-  if (!server) return dvpn::cli::Fail("dvpn-ledger", server.error());
+  if (!server) return dvpn::cli::Fail("dvpn-ledger", server.error().message);
   if (auto written = dvpn::WritePortFile(flags.port_file, (*server)->port()); !written) {
     const int code = dvpn::cli::Fail("dvpn-ledger", "--port-file: " + written.error().message);
     (*server)->Shutdown();

@@ -81,9 +81,9 @@ int main(int argc, char** argv) {
     return Refuse("--set and --ports-file need --config (seller mode)");
   }
   if (flags.ledger_id.empty()) return Refuse("--ledger-id is required (or give --config)");
-  if (auto e = dvpn::cli::StartLogging(flags.log_level)) return Refuse(*e);
+  if (auto ok = dvpn::cli::StartLogging(flags.log_level); !ok) return Refuse(ok.error().message);
   auto settings = dvpn::node::ValidateMarketNodeFlags(flags);
-  if (!settings) return Refuse(settings.error());
+  if (!settings) return Refuse(settings.error().message);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   try {

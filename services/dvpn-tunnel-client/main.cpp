@@ -41,13 +41,13 @@ int main(int argc, char** argv) {
   CLI::App app{"dvpn-tunnel-client: a dVPN tunnel client with a SOCKS5 front end"};
   dvpn::client::AddTunnelClientFlags(app, f);
   if (auto rc = dvpn::cli::Parse(app, argc, argv)) return *rc;
-  if (auto e = dvpn::cli::StartLogging(f.log_level)) return Refuse(*e);
+  if (auto ok = dvpn::cli::StartLogging(f.log_level); !ok) return Refuse(ok.error().message);
   if (!f.identity_hex.empty()) return Refuse(dvpn::cli::kIdentityKeyHexRemoved);
   dvpn::tunnel::EnsureSodium();
   auto log = dvpn::Logger("dvpn-tunnel-client");
   dvpn::cli::RaiseOpenFileLimit(*log);
   auto setup = dvpn::client::MakeTunnelClientSetup(f, *log);
-  if (!setup) return Refuse(setup.error());
+  if (!setup) return Refuse(setup.error().message);
 
   // Block the shutdown signals before the runtime's thread starts, so only this thread's
   // sigtimedwait receives them.

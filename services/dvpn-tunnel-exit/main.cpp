@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   CLI::App app{"dvpn-tunnel-exit: a dVPN tunnel exit node"};
   dvpn::node::AddExitFlags(app, f);
   if (auto rc = cli::Parse(app, argc, argv)) return *rc;
-  if (auto e = cli::StartLogging(f.log_level)) return Refuse(*e);
+  if (auto ok = cli::StartLogging(f.log_level); !ok) return Refuse(ok.error().message);
   if (!f.identity_key_hex.empty()) return Refuse(cli::kIdentityKeyHexRemoved);
   dvpn::tunnel::EnsureSodium();
 
@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   auto log = dvpn::Logger(kProgram);
   cli::RaiseOpenFileLimit(*log);
   auto setup = dvpn::node::MakeExitSetup(f, *log);
-  if (!setup) return Refuse(setup.error());
+  if (!setup) return Refuse(setup.error().message);
   session::asio::io_context io(1);
   auto exit = dvpn::node::ExitAssembly::Build(io, *key, std::move(setup->spec));
   if (!exit) return BuildFailed(exit.error(), f);

@@ -98,9 +98,9 @@ TEST_F(PathPickers, EachHopGetsAProviderOfItsOwn) {
 
   // Alone, both pickers would choose the same best offer; on one path the second skips it.
   auto t0 = first->Next();
-  ASSERT_TRUE(t0.has_value()) << t0.error();
+  ASSERT_TRUE(t0.has_value()) << t0.error().message;
   auto t1 = second->Next();
-  ASSERT_TRUE(t1.has_value()) << t1.error();
+  ASSERT_TRUE(t1.has_value()) << t1.error().message;
   EXPECT_NE(t0->endpoint, t1->endpoint);
   EXPECT_NE(first->current_offer()->provider, second->current_offer()->provider);
   EXPECT_EQ(Picker(nullptr, 0)->Next()->endpoint, t0->endpoint);
@@ -120,7 +120,8 @@ TEST_F(PathPickers, AHopFindsNoProviderWhenTheOnlyOneServesAnotherHop) {
   ASSERT_TRUE(first->Next().has_value());
   auto t1 = second->Next();
   ASSERT_FALSE(t1.has_value());
-  EXPECT_NE(t1.error().find("no provider left"), std::string::npos) << t1.error();
+  EXPECT_EQ(t1.error().code, tunnel::session::ConnectErrc::kNoProvider);
+  EXPECT_NE(t1.error().message.find("no provider left"), std::string::npos) << t1.error().message;
 }
 
 TEST_F(PathPickers, AFailedProviderIsReleasedForTheOtherHops) {
@@ -128,17 +129,17 @@ TEST_F(PathPickers, AFailedProviderIsReleasedForTheOtherHops) {
   auto path = std::make_shared<PathProviders>(2);
   auto first = Picker(path, 0);
   auto t0 = first->Next();
-  ASSERT_TRUE(t0.has_value()) << t0.error();
+  ASSERT_TRUE(t0.has_value()) << t0.error().message;
   const HopProvider failed = first->current_offer()->provider;
   first->Failed(*t0, session::ProviderFailure::kConnect, "refused");
   EXPECT_FALSE(path->HeldByOtherHop(1, failed));
   auto again = first->Next();  // the other offer
-  ASSERT_TRUE(again.has_value()) << again.error();
+  ASSERT_TRUE(again.has_value()) << again.error().message;
   EXPECT_NE(again->endpoint, t0->endpoint);
 
   auto second = Picker(path, 1);  // may take the provider hop 0 left
   auto t1 = second->Next();
-  ASSERT_TRUE(t1.has_value()) << t1.error();
+  ASSERT_TRUE(t1.has_value()) << t1.error().message;
   EXPECT_EQ(t1->endpoint, t0->endpoint);
   EXPECT_EQ(second->current_offer()->provider, failed);
 }

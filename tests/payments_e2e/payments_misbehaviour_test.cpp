@@ -473,11 +473,11 @@ class Misbehaviour : public PaymentsE2E {
     last_timestamp_ms_ = std::max(WallMs(), last_timestamp_ms_ + 1);
     hs.timestamp_ms = last_timestamp_ms_;
     tcp::endpoint ep(asio::ip::address_v4::loopback(), static_cast<uint16_t>(port));
-    using Connected = std::expected<std::shared_ptr<TunnelConnection>, std::string>;
+    using Connected = Result<std::shared_ptr<TunnelConnection>, ts::ConnectErrc>;
     auto connected = loop_.Await<Connected>(
         [ep, hs]() { return ts::ConnectTunnel(ep, hs, ts::ConnectionOptions{}, 10'000ms); });
     if (!connected || !*connected) {
-      ADD_FAILURE() << "ConnectTunnel: " << (connected ? connected->error() : "timed out");
+      ADD_FAILURE() << "ConnectTunnel: " << (connected ? connected->error().message : "timed out");
       return nullptr;
     }
     auto t = **connected;

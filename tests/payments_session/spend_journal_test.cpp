@@ -30,7 +30,7 @@ class SpendJournalTest : public ::testing::Test {
 
 TEST_F(SpendJournalTest, MissingFileIsEmpty) {
   auto j = SpendJournal::Open(path_, Micro(3200));
-  ASSERT_TRUE(j) << j.error();
+  ASSERT_TRUE(j) << j.error().message;
   EXPECT_EQ(j->ReservedFor(20000), Amount::Zero());
   EXPECT_EQ(j->writes(), 0u);
 }
@@ -48,7 +48,7 @@ TEST_F(SpendJournalTest, CoverReservesOneBlockAheadAndReadsBack) {
   EXPECT_EQ(dvpn::testing::ReadFile(path_), "dvpn-daily-spend v1 20000 211\n");
 
   auto again = SpendJournal::Open(path_, Micro(3200));
-  ASSERT_TRUE(again) << again.error();
+  ASSERT_TRUE(again) << again.error().message;
   EXPECT_EQ(again->ReservedFor(20000), Micro(211));
   EXPECT_EQ(again->ReservedFor(20001), Amount::Zero());  // a new day starts from zero
   EXPECT_EQ(again->ReservedFor(19999), Micro(211));      // the clock went back: stricter
@@ -104,12 +104,15 @@ TEST_F(SpendJournalTest, BadFilesAreRefusedWithTheirName) {
     WriteAll(path_, text);
     auto j = SpendJournal::Open(path_, Micro(3200));
     ASSERT_FALSE(j) << "accepted: " << text.substr(0, 60);
-    EXPECT_NE(j.error().find(path_), std::string::npos) << j.error();
+    EXPECT_EQ(j.error().code, JournalErrc::kCorrupt);
+    EXPECT_NE(j.error().message.find(path_), std::string::npos) << j.error().message;
   }
 }
 
 TEST_F(SpendJournalTest, NoCapIsACallerError) {
-  EXPECT_FALSE(SpendJournal::Open(path_, Amount::Zero()));
+  auto j = SpendJournal::Open(path_, Amount::Zero());
+  ASSERT_FALSE(j);
+  EXPECT_EQ(j.error().code, JournalErrc::kNoCap);
 }
 
 TEST_F(SpendJournalTest, UnwritableJournalFailsCover) {
@@ -117,7 +120,8 @@ TEST_F(SpendJournalTest, UnwritableJournalFailsCover) {
   ASSERT_TRUE(j);
   auto r = j->Cover(3, Micro(1));
   ASSERT_FALSE(r);
-  EXPECT_NE(r.error().find("missing-dir"), std::string::npos) << r.error();
+  EXPECT_EQ(r.error().code, JournalErrc::kIo);
+  EXPECT_NE(r.error().message.find("missing-dir"), std::string::npos) << r.error().message;
   EXPECT_EQ(j->ReservedFor(3), Amount::Zero());  // nothing was reserved
 }
 

@@ -125,7 +125,7 @@ class LedgerRpcTest : public ::testing::Test {
     options.max_watchers = 3;
     options.finalize_interval = milliseconds(20);
     auto server = LedgerServer::Start(*ledger_, clock_, options);
-    ASSERT_TRUE(server) << server.error();
+    ASSERT_TRUE(server) << server.error().message;
     server_ = *std::move(server);
     ASSERT_GT(server_->port(), 0);
     channel_ = LedgerClient::MakeChannel(server_->address());

@@ -422,13 +422,13 @@ class LimitedExitTest : public ::testing::Test {
     hs.identity = &identity_;
     hs.timestamp_ms = WallMs();
     tcp::endpoint ep = server_->local_endpoint();
-    std::optional<std::expected<std::shared_ptr<TunnelConnection>, std::string>> connected;
+    std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> connected;
     asio::co_spawn(io_, ConnectTunnel(ep, hs, ConnectionOptions{}, 10s),
                    [&](std::exception_ptr e, auto r) {
                      if (!e) connected = std::move(r);
                    });
     ASSERT_TRUE(RunUntil(io_, [&] { return connected.has_value(); }));
-    ASSERT_TRUE(*connected) << connected->error();
+    ASSERT_TRUE(*connected) << connected->error().message;
     client_ = **connected;
     client_->Start(nullptr, [this] { client_closed_ = true; });
   }

@@ -128,8 +128,8 @@ class Harness {
     hs.identity = &identity_;
     hs.timestamp_ms = WallMs();
     // Held by the completion too: it may outlive a failed wait.
-    auto connected = std::make_shared<
-        std::optional<std::expected<std::shared_ptr<TunnelConnection>, std::string>>>();
+    auto connected =
+        std::make_shared<std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>>>();
     asio::co_spawn(io_,
                    ConnectTunnel(tcp::endpoint(asio::ip::address_v4::loopback(), exit_port()), hs,
                                  ConnectionOptions{}, 5s),

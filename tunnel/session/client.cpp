@@ -32,7 +32,7 @@ constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
 }  // namespace
 
-asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> ConnectTunnel(
+asio::awaitable<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> ConnectTunnel(
     tcp::endpoint provider, HandshakeInitiator::Options handshake, ConnectionOptions options,
     std::chrono::milliseconds timeout) {
   auto ex = co_await asio::this_coro::executor;
@@ -50,12 +50,14 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
     error_code ec;
     co_await socket.async_connect(provider, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      co_return std::unexpected(expired ? std::string("connect timed out")
-                                        : "connect failed: " + ec.message());
+      if (expired) co_return Fail(ConnectErrc::kTimeout, "connect timed out");
+      co_return Fail(ConnectErrc::kConnect, "connect failed: " + ec.message());
     }
     HandshakeInitiator initiator(std::move(handshake));
     auto n = initiator.WriteMessage1(buf);
-    if (!n) co_return std::unexpected("cannot build the handshake: " + n.error().message);
+    if (!n) {
+      co_return Fail(ConnectErrc::kHandshake, "cannot build the handshake: " + n.error().message);
+    }
     co_await asio::async_write(socket, asio::buffer(buf.data(), *n),
                                asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
@@ -65,30 +67,31 @@ asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> C
     if (ec) {
       // The exit answers no msg1 it refuses (it cannot authenticate itself cheaply to an
       // unauthenticated sender), so every refusal looks the same from here: say all the causes.
-      co_return std::unexpected(
-          expired ? std::string("handshake timed out")
-                  : "the exit closed the handshake without answering (" + ec.message() +
-                        "): a wrong provider key, this machine's clock more than 10 s ahead of "
-                        "or 120 s behind the exit's, or the exit refusing handshakes (busy, or "
-                        "too many from this address)");
+      if (expired) co_return Fail(ConnectErrc::kTimeout, "handshake timed out");
+      co_return Fail(ConnectErrc::kHandshake,
+                     "the exit closed the handshake without answering (" + ec.message() +
+                         "): a wrong provider key, this machine's clock more than 10 s ahead of "
+                         "or 120 s behind the exit's, or the exit refusing handshakes (busy, or "
+                         "too many from this address)");
     }
     auto size = HandshakeMessageSize(ByteSpan(buf.data(), kHandshakeHeaderSize));
     if (!size || *size < kHandshakeHeaderSize || *size > buf.size()) {
-      co_return std::unexpected(std::string("bad handshake reply header"));
+      co_return Fail(ConnectErrc::kHandshake, "bad handshake reply header");
     }
     co_await asio::async_read(
         socket, asio::buffer(buf.data() + kHandshakeHeaderSize, *size - kHandshakeHeaderSize),
         asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return std::unexpected("handshake reply truncated: " + ec.message());
+    if (ec) co_return Fail(ConnectErrc::kHandshake, "handshake reply truncated: " + ec.message());
     auto k = initiator.ReadMessage2(ByteSpan(buf.data(), *size));
     if (!k) {
-      co_return std::unexpected(std::string("handshake failed: ") +
-                                HandshakeErrcName(k.error().code) + ": " + k.error().message);
+      co_return Fail(ConnectErrc::kHandshake, std::string("handshake failed: ") +
+                                                  HandshakeErrcName(k.error().code) + ": " +
+                                                  k.error().message);
     }
     keys = std::move(*k);
     params = initiator.session_params();
   }
-  if (!socket.is_open()) co_return std::unexpected(std::string("handshake timed out"));
+  if (!socket.is_open()) co_return Fail(ConnectErrc::kTimeout, "handshake timed out");
   TunnelLog()->info("tunnel to {} established ({})",
               provider.address().to_string() + ":" + std::to_string(provider.port()),
               CipherName(keys.cipher));
@@ -172,8 +175,7 @@ void TunnelKeeper::Halt(const std::string& why) {
   if (on_gave_up_) on_gave_up_(why);
 }
 
-asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>>
-TunnelKeeper::Connect() {
+asio::awaitable<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> TunnelKeeper::Connect() {
   HandshakeInitiator::Options hs = options_.handshake;
   tcp::endpoint endpoint = options_.provider;
   if (options_.picker) {
@@ -198,20 +200,20 @@ TunnelKeeper::Connect() {
       options_.picker->Connected(*target_, std::chrono::duration_cast<std::chrono::milliseconds>(
                                                std::chrono::steady_clock::now() - started));
     } else {
-      options_.picker->Failed(*target_, ProviderFailure::kConnect, t.error());
+      options_.picker->Failed(*target_, ProviderFailure::kConnect, t.error().message);
     }
   }
   co_return t;
 }
 
-asio::awaitable<std::expected<ProviderTarget, std::string>> TunnelKeeper::PickTarget() {
+asio::awaitable<Result<ProviderTarget, ConnectErrc>> TunnelKeeper::PickTarget() {
   // Next() may block on the network: run it on a helper thread and wait here without blocking
   // the io thread. The result outlives this frame if the keeper goes away first.
-  using Result = std::expected<ProviderTarget, std::string>;
-  auto result = std::make_shared<std::optional<Result>>();
+  using Picked = Result<ProviderTarget, ConnectErrc>;
+  auto result = std::make_shared<std::optional<Picked>>();
   auto done = std::make_shared<asio::steady_timer>(ex_, asio::steady_timer::time_point::max());
   std::thread([picker = options_.picker, result, done, ex = ex_]() mutable {
-    Result r = picker->Next();
+    Picked r = picker->Next();
     asio::post(ex, [result, done, r = std::move(r)]() mutable {
       *result = std::move(r);
       done->cancel();
@@ -219,7 +221,7 @@ asio::awaitable<std::expected<ProviderTarget, std::string>> TunnelKeeper::PickTa
   }).detach();
   error_code ec;
   co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  if (!result->has_value()) co_return std::unexpected(std::string("stopped"));
+  if (!result->has_value()) co_return Fail(ConnectErrc::kNoProvider, "stopped");
   co_return std::move(**result);
 }
 
@@ -258,7 +260,7 @@ asio::awaitable<void> TunnelKeeper::Run() {
   // With a picker, a failed first attempt moves on to the next provider until none is left.
   while (options_.picker && !first && !no_provider_left_ && !stopped_) {
     TunnelLog()->warn("cannot establish the tunnel to {}: {}; trying the next provider",
-                      ProviderText(), first.error());
+                      ProviderText(), first.error().message);
     first = co_await Connect();
   }
   if (stopped_) {
@@ -266,9 +268,9 @@ asio::awaitable<void> TunnelKeeper::Run() {
     co_return;
   }
   if (!first) {
-    give_up(no_provider_left_ ? first.error()
+    give_up(no_provider_left_ ? first.error().message
                               : "cannot establish the tunnel to " + ProviderText() + ": " +
-                                    first.error());
+                                    first.error().message);
     co_return;
   }
   install(*first);
@@ -316,18 +318,18 @@ asio::awaitable<void> TunnelKeeper::Run() {
         break;
       }
       if (no_provider_left_) {
-        give_up("the tunnel was lost and no provider is left to try: " + t.error());
+        give_up("the tunnel was lost and no provider is left to try: " + t.error().message);
         co_return;
       }
       if (options_.max_reconnects && attempt >= *options_.max_reconnects) {
         give_up("the tunnel to " + ProviderText() + " was lost and " + std::to_string(attempt) +
-                " reconnect attempt(s) failed; the last one: " + t.error());
+                " reconnect attempt(s) failed; the last one: " + t.error().message);
         co_return;
       }
       ++attempt;
       delay = next_delay();
       TunnelLog()->warn("reconnect attempt {} to {} failed: {}; next attempt in {} ms", attempt - 1,
-                  ProviderText(), t.error(), delay.count());
+                        ProviderText(), t.error().message, delay.count());
     }
   }
 }

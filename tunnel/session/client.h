@@ -16,7 +16,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <expected>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -24,6 +23,7 @@
 #include <string>
 
 #include "common/bytes.h"
+#include "common/result.h"
 #include "payments/signed_messages.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/asio.h"
@@ -32,10 +32,18 @@
 
 namespace dvpn::tunnel::session {
 
+// Why a client's tunnel was not established.
+enum class ConnectErrc {
+  kConnect,     // no TCP connection to the exit
+  kTimeout,     // the connect or the handshake did not finish within the timeout
+  kHandshake,   // the exit closed the handshake, or its answer did not authenticate
+  kNoProvider,  // the picker has no provider to offer (or the keeper stopped while it looked)
+};
+
 // Connects to the exit at `provider`, runs the handshake (msg1, msg2) within `timeout` and
 // returns the tunnel, not yet started (call Start on it). The error says what failed, e.g. a
 // wrong provider key shows as the exit closing the connection or msg2 failing to authenticate.
-asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> ConnectTunnel(
+asio::awaitable<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> ConnectTunnel(
     tcp::endpoint provider, HandshakeInitiator::Options handshake, ConnectionOptions options,
     std::chrono::milliseconds timeout);
 
@@ -80,9 +88,9 @@ enum class ProviderFailure {
 class ProviderPicker {
  public:
   virtual ~ProviderPicker() = default;
-  // The provider to use now: the last one until it failed, then the next best. An error (why)
-  // when none is left.
-  virtual std::expected<ProviderTarget, std::string> Next() = 0;
+  // The provider to use now: the last one until it failed, then the next best. kNoProvider
+  // (and why) when none is left.
+  virtual Result<ProviderTarget, ConnectErrc> Next() = 0;
   virtual void Failed(const ProviderTarget& target, ProviderFailure failure,
                       const std::string& why) = 0;
   virtual void Connected(const ProviderTarget& target, std::chrono::milliseconds handshake) = 0;
@@ -145,8 +153,8 @@ class TunnelKeeper : public std::enable_shared_from_this<TunnelKeeper> {
 
  private:
   asio::awaitable<void> Run();
-  asio::awaitable<std::expected<std::shared_ptr<TunnelConnection>, std::string>> Connect();
-  asio::awaitable<std::expected<ProviderTarget, std::string>> PickTarget();
+  asio::awaitable<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> Connect();
+  asio::awaitable<Result<ProviderTarget, ConnectErrc>> PickTarget();
   std::string ProviderText() const;
 
   asio::any_io_executor ex_;

@@ -17,7 +17,7 @@ asio::awaitable<void> PaidAdmission::Decide() {
     params_ = payments::wire::EncodeTerms(admitted->terms);
     admission_ = std::move(*admitted);
   } else {
-    refusal_ = std::move(admitted.error());
+    refusal_ = std::move(admitted.error().message);
   }
 }
 

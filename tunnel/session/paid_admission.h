@@ -26,10 +26,6 @@
 
 namespace dvpn::tunnel::session {
 
-enum class AdmissionErrc {
-  kRefused,  // payment required: the channel or the terms do not allow a session
-};
-
 class PaidAdmission {
  public:
   PaidAdmission(std::shared_ptr<ExitPayments> payments, const ClientHello& hello);

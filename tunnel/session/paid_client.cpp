@@ -131,7 +131,7 @@ void PayerController::OnControl(ByteSpan message) {
     }
     if (*r && journal_ && daily_) {
       if (auto covered = journal_->Cover(day, daily_->SpentOn(day)); !covered) {
-        TunnelLog()->error("cannot record today's spending: {}", covered.error());
+        TunnelLog()->error("cannot record today's spending: {}", covered.error().message);
         End(payments::CloseReason::kSpendCap, "cannot record today's spending");
         return;
       }

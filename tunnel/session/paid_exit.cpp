@@ -42,15 +42,15 @@ bool ExitPayments::WaitForLedgerCalls(std::chrono::steady_clock::time_point dead
   return inflight_->cv.wait_until(lock, deadline, [&] { return inflight_->count == 0; });
 }
 
-asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayments::Admit(
+asio::awaitable<Result<ExitPayments::Admission, AdmissionErrc>> ExitPayments::Admit(
     const ClientHello& hello) {
   auto self = shared_from_this();
   auto ex = co_await asio::this_coro::executor;
   if (hello.ledger != config_.ledger) {
-    co_return std::unexpected(std::string("the channel is on another ledger"));
+    co_return Fail(AdmissionErrc::kRefused, "the channel is on another ledger");
   }
   if (live_.contains(hello.channel)) {
-    co_return std::unexpected(std::string("the channel already has a live session"));
+    co_return Fail(AdmissionErrc::kRefused, "the channel already has a live session");
   }
   std::optional<ledger::ChannelState> state;
   auto now = std::chrono::steady_clock::now();
@@ -66,7 +66,7 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
     });
     error_code ec;
     co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (!result->has_value()) co_return std::unexpected(std::string("internal error"));
+    if (!result->has_value()) co_return Fail(AdmissionErrc::kLedger, "internal error");
     auto& r = **result;
     if (r) {
       state = *r;
@@ -78,18 +78,19 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
       }
       cache_.insert_or_assign(hello.channel, Cached{*r, std::chrono::steady_clock::now()});
     } else if (r.error().code == payments::GatewayErrc::kUnknownChannel) {
-      co_return std::unexpected(std::string("unknown channel"));
+      co_return Fail(AdmissionErrc::kRefused, "unknown channel");
     } else if (it != cache_.end()) {
       state = it->second.state;  // the ledger is unreachable: a cached read still serves
     } else {
-      co_return std::unexpected("cannot read the channel from the ledger: " + r.error().message);
+      co_return Fail(AdmissionErrc::kLedger,
+                     "cannot read the channel from the ledger: " + r.error().message);
     }
   }
   if (live_.contains(hello.channel)) {  // another handshake got there while we waited
-    co_return std::unexpected(std::string("the channel already has a live session"));
+    co_return Fail(AdmissionErrc::kRefused, "the channel already has a live session");
   }
   auto stored = config_.store->Get(hello.channel);
-  if (!stored) co_return std::unexpected(std::string("promise store unavailable"));
+  if (!stored) co_return Fail(AdmissionErrc::kStore, "promise store unavailable");
   payments::SessionTerms terms;
   terms.price = config_.price;
   terms.invoice_interval_bytes = config_.invoice_interval_bytes;
@@ -103,7 +104,7 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
   // The channel's unpaid bytes from earlier sessions (docs/payments.md §4); a window lowered
   // since then caps what is carried.
   auto debt = config_.store->ChannelDebt(hello.channel);
-  if (!debt) co_return std::unexpected(std::string("promise store unavailable"));
+  if (!debt) co_return Fail(AdmissionErrc::kStore, "promise store unavailable");
   terms.carried_bytes = std::min(*debt, terms.credit_window_bytes);
   payments::ChannelFacts facts;
   facts.provider = state->provider;
@@ -118,7 +119,7 @@ asio::awaitable<std::expected<ExitPayments::Admission, std::string>> ExitPayment
                                                              : Amount::Zero();
   auto ok = payments::CheckChannelForSession(facts, terms.payee, hello.identity,
                                              terms.base_cumulative, first_window);
-  if (!ok) co_return std::unexpected(ok.error().message);
+  if (!ok) co_return Fail(AdmissionErrc::kRefused, ok.error().message);
   live_.insert(hello.channel);
   co_return Admission{terms, *state};
 }

@@ -13,7 +13,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <expected>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +21,7 @@
 #include <set>
 #include <string>
 
+#include "common/result.h"
 #include "ledger/types.h"
 #include "settlement/ledger_gateway.h"
 #include "payments/payee_session.h"
@@ -45,6 +45,14 @@ struct ExitPaymentConfig {
   std::chrono::milliseconds channel_cache_ttl{2'000};  // a channel read is reused this long
 };
 
+// Why a paid session is not admitted; every one ends the handshake with CLOSE kPaymentRequired.
+enum class AdmissionErrc {
+  kRefused,  // the channel or the terms do not allow a session (another ledger, already live,
+             // unknown, closed, too small)
+  kLedger,   // the channel cannot be read from the ledger (and no cached read serves)
+  kStore,    // the promise store is unavailable
+};
+
 // The payment side of one ExitServer: channel cache and the set of channels with a live session.
 class ExitPayments : public std::enable_shared_from_this<ExitPayments> {
  public:
@@ -54,9 +62,9 @@ class ExitPayments : public std::enable_shared_from_this<ExitPayments> {
     payments::SessionTerms terms;
     ledger::ChannelState channel;
   };
-  // The provider's checks at the handshake (before msg2). Error: the text for CLOSE
-  // kPaymentRequired. On success the channel is marked live until Release().
-  asio::awaitable<std::expected<Admission, std::string>> Admit(const ClientHello& hello);
+  // The provider's checks at the handshake (before msg2). Error: its message is the text for
+  // CLOSE kPaymentRequired. On success the channel is marked live until Release().
+  asio::awaitable<Result<Admission, AdmissionErrc>> Admit(const ClientHello& hello);
   void Release(const payments::ChannelId& channel) { live_.erase(channel); }
 
   // Off the io thread: GetChannel with the configured deadline; `done` runs on `ex`.
