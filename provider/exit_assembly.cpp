@@ -47,17 +47,10 @@ Result<std::unique_ptr<ExitAssembly>, ExitAssemblyErrc> ExitAssembly::Build(
     auto store = payments::PromiseStore::Open(paid.promise_db, a->clock_, store_options);
     if (!store) return Fail(ExitAssemblyErrc::kPromiseStore, store.error().message);
     a->store_ = std::move(*store);
-    a->gateway_ = paid.gateway;
+    a->gateway_ = paid.terms.gateway;
 
-    session::ExitPaymentConfig pay;
-    pay.price = paid.price;
-    pay.invoice_interval_bytes = paid.invoice_interval_bytes;
-    pay.credit_window_bytes = paid.credit_window_bytes;
-    pay.payment_grace_ms = paid.payment_grace_ms;
-    pay.provider_key = paid.provider_key;
-    pay.ledger = paid.ledger;
+    session::ExitPaymentConfig pay = paid.terms;
     pay.store = a->store_.get();
-    pay.gateway = paid.gateway;
     a->payments_ = std::make_shared<session::ExitPayments>(pay);
     spec.options.payments = a->payments_;
   }
@@ -69,8 +62,9 @@ Result<std::unique_ptr<ExitAssembly>, ExitAssemblyErrc> ExitAssembly::Build(
     return Fail(ExitAssemblyErrc::kListen, e.what());
   }
   if (spec.paid) {
+    const session::ExitPaymentConfig& terms = spec.paid->terms;
     a->scheduler_ = std::make_unique<payments::SettlementScheduler>(
-        *a->store_, *spec.paid->gateway, *spec.paid->provider_key, spec.paid->ledger, a->clock_,
+        *a->store_, *terms.gateway, *terms.provider_key, terms.ledger, a->clock_,
         spec.paid->settle);
   }
   return a;

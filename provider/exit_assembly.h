@@ -34,14 +34,8 @@ namespace dvpn::node {
 
 // Paid sessions: the terms the exit offers and where their promises go.
 struct PaidExitSpec {
-  payments::Price price;
-  uint64_t invoice_interval_bytes = payments::kDefaultInvoiceIntervalBytes;
-  uint64_t credit_window_bytes = payments::kDefaultCreditWindowBytes;
-  uint32_t payment_grace_ms = payments::kDefaultPaymentGraceMs;
-  const payments::PrivateKey* provider_key = nullptr;  // the provider's account key
-  payments::LedgerId ledger;
-  payments::LedgerGateway* gateway = nullptr;
-  std::string promise_db;  // SQLite file of the promise store
+  tunnel::session::ExitPaymentConfig terms;  // price, intervals, keys, gateway (Build sets store)
+  std::string promise_db;                    // SQLite file of the promise store
   payments::Durability durability = payments::Durability::kProcessCrash;
   payments::SettlementPolicy settle;
 };

@@ -167,15 +167,16 @@ Result<ExitSetup, Errc> MakeExitSetup(const ExitFlags& f, spdlog::logger& log) {
   if (f.price_per_mb.empty() && f.price_per_minute.empty()) return setup;
 
   PaidExitSpec& pay = setup.spec.paid.emplace();
-  if (auto ok = SetAmount(pay.price.per_mb, f.price_per_mb, "--price-per-mb"); !ok) {
+  if (auto ok = SetAmount(pay.terms.price.per_mb, f.price_per_mb, "--price-per-mb"); !ok) {
     return std::unexpected(ok.error());
   }
-  if (auto ok = SetAmount(pay.price.per_minute, f.price_per_minute, "--price-per-minute"); !ok) {
+  if (auto ok = SetAmount(pay.terms.price.per_minute, f.price_per_minute, "--price-per-minute");
+      !ok) {
     return std::unexpected(ok.error());
   }
-  pay.invoice_interval_bytes = f.invoice_interval_bytes;
-  pay.credit_window_bytes = f.credit_window_bytes;
-  pay.payment_grace_ms = f.payment_grace_ms;
+  pay.terms.invoice_interval_bytes = f.invoice_interval_bytes;
+  pay.terms.credit_window_bytes = f.credit_window_bytes;
+  pay.terms.payment_grace_ms = f.payment_grace_ms;
   if (f.ledger.empty())
     return Fail(Errc::kBadConfig, "--ledger HOST:PORT is required with a price");
   if (f.promise_db.empty())
@@ -189,16 +190,16 @@ Result<ExitSetup, Errc> MakeExitSetup(const ExitFlags& f, spdlog::logger& log) {
   setup.gateway = std::make_unique<ledger::rpc::RpcLedgerGateway>(f.ledger);
   auto params = setup.gateway->GetParams(std::chrono::steady_clock::now() + kLedgerTimeout);
   if (!params) return Fail(Errc::kLedger, "--ledger " + f.ledger + ": " + params.error().message);
-  pay.provider_key = setup.provider_key.get();
-  pay.ledger = params->id;
-  pay.gateway = setup.gateway.get();
+  pay.terms.provider_key = setup.provider_key.get();
+  pay.terms.ledger = params->id;
+  pay.terms.gateway = setup.gateway.get();
   pay.promise_db = f.promise_db;
   pay.durability = f.promise_durability == "power" ? payments::Durability::kPowerLoss
                                                    : payments::Durability::kProcessCrash;
   pay.settle.settle_threshold = *threshold;
   pay.settle.settle_max_age = std::chrono::seconds(f.settle_max_age_s);
   log.info("paid sessions: {} per MB, {} per minute; provider {}; ledger {}",
-           pay.price.per_mb.ToString(), pay.price.per_minute.ToString(),
+           pay.terms.price.per_mb.ToString(), pay.terms.price.per_minute.ToString(),
            payments::Address::FromPublicKey(setup.provider_key->public_key()).ToString(), f.ledger);
   return setup;
 }
