@@ -3,6 +3,8 @@
 // dvpn-tunnel-exit), written once: the exit codes they share, refusing to start with one line
 // on stderr, parsing the command line, and turning logging on.
 
+#include <signal.h>
+
 #include <optional>
 #include <string>
 
@@ -31,5 +33,13 @@ std::optional<int> Parse(CLI::App& app, int argc, char** argv);
 // Sets every logger's level ("trace" .. "off") and routes gRPC's and protobuf's own logs
 // through ours. kBadInput with the line for the user when the level is unknown.
 Result<void, Errc> StartLogging(const std::string& level);
+
+// SIGINT and SIGTERM, blocked in the calling thread. Called before any thread starts, so that
+// every thread inherits the mask and only the main thread's sigwait/sigtimedwait receives them.
+sigset_t BlockShutdownSignals();
+// Waits for one of `signals` (blocked by BlockShutdownSignals) and returns it.
+int WaitForShutdownSignal(const sigset_t& signals);
+// "SIGINT" or "SIGTERM", for the log line that says why a daemon stops.
+const char* ShutdownSignalName(int signal_number);
 
 }  // namespace dvpn::cli

@@ -62,11 +62,7 @@ int main(int argc, char** argv) {
 
   auto log = dvpn::Logger("dvpn-client");
   cli::RaiseOpenFileLimit(*log);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = cli::BlockShutdownSignals();
 
   auto daemon = dvpn::client::ClientDaemon::Start(std::move(*c));
   if (!daemon) return Fail(daemon.error().message);

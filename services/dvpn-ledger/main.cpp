@@ -123,11 +123,7 @@ int main(int argc, char** argv) {
 
   // Block the shutdown signals before any thread starts, so every thread inherits the mask and
   // only the sigwait below receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = dvpn::cli::BlockShutdownSignals();
 
   auto log = dvpn::Logger("dvpn-ledger");
 
@@ -156,10 +152,8 @@ int main(int argc, char** argv) {
   log->info("ledger {} ({}) listening on {}, database {}", dvpn::ToHex(id.bytes), flags.name,
             (*server)->address(), flags.db);
 
-  int signal_number = 0;
-  while (sigwait(&signals, &signal_number) != 0) {
-  }
-  log->info("{} received, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  const int signal_number = dvpn::cli::WaitForShutdownSignal(signals);
+  log->info("{} received, shutting down", dvpn::cli::ShutdownSignalName(signal_number));
   (*server)->Shutdown(std::chrono::milliseconds(2000));
   log->info("stopped");
   return 0;

@@ -51,11 +51,7 @@ int main(int argc, char** argv) {
 
   // Block the shutdown signals before the runtime's thread starts, so only this thread's
   // sigtimedwait receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = dvpn::cli::BlockShutdownSignals();
   auto runtime = dvpn::tunnel_client::ClientRuntime::Start(std::move(setup->config));
   if (!runtime) return Refuse(runtime.error().message);
   while (!(*runtime)->Finished()) {
