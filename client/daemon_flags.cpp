@@ -1,6 +1,7 @@
 #include "client/daemon_flags.h"
 
 #include "cli/cli_util.h"
+#include "cli/flags.h"
 #include "client/spend_file.h"
 #include "common/host_port.h"
 #include "marketplace/offer.h"
@@ -34,15 +35,8 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
       ->required();
   app.add_option("--region", f.region, "only offers from this region");
   app.add_option("--provider", f.provider, "only this provider's offers (its dv... address)");
-  app.add_option("--socks", f.socks, "the SOCKS5 address (port 0: any free port)")
-      ->capture_default_str();
-  app.add_option("--socks-port-file", f.socks_port_file, "write the SOCKS port here once up");
-  app.add_option("--socks-user", f.socks_user,
-                 "require SOCKS5 username/password (RFC 1929) with this user name; the password "
-                 "comes from --socks-password-file or $DVPN_SOCKS_PASSWORD (required when --socks "
-                 "is not a loopback address)");
-  app.add_option("--socks-password-file", f.socks_password_file,
-                 "file whose first line is the SOCKS password (with --socks-user)");
+  cli::AddSocksFlags(app, f.socks, f.socks_port_file, f.socks_user, f.socks_password_file,
+                     " (required when --socks is not a loopback address)");
   app.add_option("--session-cap", f.session_cap, "sign at most this much per session (credits)");
   app.add_option("--daily-cap", f.daily_cap, "sign at most this much per UTC day (credits)");
   app.add_option("--spend-file", f.spend_file, "keep today's spending here (with --daily-cap)");
@@ -56,8 +50,7 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
   app.add_flag("--connect", f.connect,
                "connect at start, and keep trying until connected (else wait for "
                "ClientControl.Connect)");
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  cli::AddLogLevel(app, f.log_level);
 }
 
 Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonFlags& f) {

@@ -1,8 +1,10 @@
 #include "client/tunnel_client_flags.h"
 
+#include <tuple>
 #include <utility>
 
 #include "cli/cli_util.h"
+#include "cli/flags.h"
 #include "client/spend_file.h"
 #include "common/bytes.h"
 #include "ledger/rpc/ledger_client.h"
@@ -82,21 +84,14 @@ Result<LedgerChoice, Errc> ChooseLedger(const TunnelClientFlags& f) {
 // The spend policy, the payee and the spend state from the flags.
 Result<void, Errc> ParsePayment(const TunnelClientFlags& f, session::ClientPaymentConfig& pay,
                                 spdlog::logger& log) {
-  if (auto ok =
-          SetAmount(pay.policy.max_price_per_mb, f.max_price_per_mb_text, "--max-price-per-mb");
-      !ok) {
-    return std::unexpected(ok.error());
-  }
-  if (auto ok = SetAmount(pay.policy.max_price_per_minute, f.max_price_per_minute_text,
-                          "--max-price-per-minute");
-      !ok) {
-    return std::unexpected(ok.error());
-  }
-  if (auto ok = SetAmount(pay.policy.session_cap, f.session_cap_text, "--session-cap"); !ok) {
-    return std::unexpected(ok.error());
-  }
-  if (auto ok = SetAmount(pay.policy.daily_cap, f.daily_cap_text, "--daily-cap"); !ok) {
-    return std::unexpected(ok.error());
+  const std::tuple<Amount&, const std::string&, const char*> amounts[] = {
+      {pay.policy.max_price_per_mb, f.max_price_per_mb_text, "--max-price-per-mb"},
+      {pay.policy.max_price_per_minute, f.max_price_per_minute_text, "--max-price-per-minute"},
+      {pay.policy.session_cap, f.session_cap_text, "--session-cap"},
+      {pay.policy.daily_cap, f.daily_cap_text, "--daily-cap"},
+  };
+  for (const auto& [value, text, flag] : amounts) {
+    if (auto ok = SetAmount(value, text, flag); !ok) return std::unexpected(ok.error());
   }
   pay.policy.tolerance_bytes = f.tolerance_bytes;
   if (!f.payee_text.empty()) {
@@ -181,27 +176,12 @@ void AddTunnelClientFlags(CLI::App& app, TunnelClientFlags& f) {
                  "a chosen paid provider that has none");
   provider_opt->excludes(offers_from_opt);
   provider_key_opt->excludes(offers_from_opt);
-  app.add_option("--socks", f.socks, "HOST:PORT of the SOCKS5 server (port 0: any free port)")
-      ->capture_default_str();
-  app.add_option("--socks-port-file", f.socks_port_file,
-                 "write the SOCKS port to this file once listening");
-  app.add_option("--socks-user", f.socks_user,
-                 "require SOCKS5 username/password authentication (RFC 1929) with this user "
-                 "name; the password comes from --socks-password-file or $DVPN_SOCKS_PASSWORD");
-  app.add_option("--socks-password-file", f.socks_password_file,
-                 "file whose first line is the SOCKS password (used with --socks-user)");
+  cli::AddSocksFlags(app, f.socks, f.socks_port_file, f.socks_user, f.socks_password_file);
   app.add_flag("--socks-fast-reply", f.socks_fast_reply,
                "answer SOCKS CONNECT at once and send the first bytes with the open (faster "
                "set-up; exit-side failures then show as a reset, not a SOCKS reply code)");
-  app.add_option("--identity-key-hex", f.identity_hex,
-                 "refused: a secret on the command line is readable by every local user");
-  app.add_option("--identity-key-file", f.identity_key_file,
-                 "file holding the secp256k1 secret key (64 hex digits, mode 0600) of the "
-                 "payment identity (or $DVPN_IDENTITY_KEY_HEX, or --keystore); random when none "
-                 "is given (free exits only)");
-  app.add_option("--keystore", f.keystore_path,
-                 "payment identity keystore file, as dvpnctl writes it (passphrase from "
-                 "$DVPN_PASSPHRASE)");
+  cli::AddAccountKeyFlags(app, f.identity_hex, f.identity_key_file, f.keystore_path,
+                          "payment identity", "; random when none is given (free exits only)");
   app.add_option("--channel", f.channel_hex,
                  "escrow channel id (hex, 32 bytes); zeros when absent");
   app.add_option("--ledger-id", f.ledger_hex,
@@ -210,20 +190,17 @@ void AddTunnelClientFlags(CLI::App& app, TunnelClientFlags& f) {
   app.add_option("--ledger", f.ledger_target,
                  "ledger gRPC HOST:PORT (optional): the ledger id is read from it; top-ups "
                  "need it");
-  app.add_option("--handshake-timeout-ms", f.handshake_timeout_ms, "connect + handshake timeout")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 600'000u));
+  cli::AddBounded(app, "--handshake-timeout-ms", f.handshake_timeout_ms,
+                  "connect + handshake timeout", 1, 600'000);
   app.add_option("--max-reconnects", f.max_reconnects,
                  "reconnect attempts after the tunnel is lost, per outage (0: exit with "
                  "code 1 when the tunnel is lost); unlimited when absent")
       ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000'000}));
-  app.add_option("--reconnect-min-ms", f.reconnect_min_ms,
-                 "first reconnect delay; it doubles (with jitter) up to --reconnect-max-ms")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 3'600'000u));
-  app.add_option("--reconnect-max-ms", f.reconnect_max_ms, "longest reconnect delay")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 3'600'000u));
+  cli::AddBounded(app, "--reconnect-min-ms", f.reconnect_min_ms,
+                  "first reconnect delay; it doubles (with jitter) up to --reconnect-max-ms", 1,
+                  3'600'000);
+  cli::AddBounded(app, "--reconnect-max-ms", f.reconnect_max_ms, "longest reconnect delay", 1,
+                  3'600'000);
   // Spend policy (docs/payments.md §5). Amounts are decimal credits.
   app.add_option("--max-price-per-mb", f.max_price_per_mb_text,
                  "refuse terms above this price per 10^6 bytes (credits; default: the protocol "
@@ -234,10 +211,8 @@ void AddTunnelClientFlags(CLI::App& app, TunnelClientFlags& f) {
                  "sign at most this many credits per session; reached: exit code 3 (0: no cap)");
   app.add_option("--daily-cap", f.daily_cap_text,
                  "sign at most this many credits per UTC day in this process (0: no cap)");
-  app.add_option("--tolerance-bytes", f.tolerance_bytes,
-                 "accept invoices up to this many bytes above our own meter")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000'000}));
+  cli::AddBounded(app, "--tolerance-bytes", f.tolerance_bytes,
+                  "accept invoices up to this many bytes above our own meter", 0, 1'000'000'000);
   app.add_option("--spend-file", f.spend_file,
                  "keep today's spending in this file so that --daily-cap holds across restarts");
   app.add_option("--top-up-amount", f.top_up_amount_text,
@@ -247,8 +222,7 @@ void AddTunnelClientFlags(CLI::App& app, TunnelClientFlags& f) {
                  "default: the top-up amount)");
   app.add_option("--payee", f.payee_text,
                  "the provider's account address (dv...): terms naming another payee are refused");
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  cli::AddLogLevel(app, f.log_level);
 }
 
 Result<TunnelClientSetup, Errc> MakeTunnelClientSetup(const TunnelClientFlags& f,

@@ -4,6 +4,7 @@
 
 #include "common/bytes.h"
 #include "ledger/sqlite_store.h"
+#include "payments/keystore.h"
 #include "payments/signed_messages.h"
 
 namespace dvpn::ledger {
@@ -17,6 +18,15 @@ LedgerResult<PublicKey> ParseOperatorKey(const std::string& hex) {
   if (!key) {
     return Fail(Errc::kInvalidArgument,
                 "not a valid secp256k1 x-only public key (expected 32 bytes, 64 hex digits)");
+  }
+  return *key;
+}
+
+LedgerResult<PublicKey> ReadOperatorKey(const std::string& keystore) {
+  auto key = payments::LoadKeystorePublicKey(keystore);
+  if (!key) {
+    return Fail(Errc::kInvalidArgument,
+                "cannot read the operator key from " + keystore + ": " + key.error().message);
   }
   return *key;
 }

@@ -16,6 +16,10 @@ namespace dvpn::ledger {
 // that says which of the two is wrong (not hex, or not a valid key).
 LedgerResult<PublicKey> ParseOperatorKey(const std::string& hex);
 
+// The operator's public key from a dvpnctl keystore file (no passphrase needed: the public key
+// is stored in the clear). Fails with kInvalidArgument and a message naming the file.
+LedgerResult<PublicKey> ReadOperatorKey(const std::string& keystore);
+
 // Opens (creating if missing) the SQLite file `db` for the ledger that `config` names and loads
 // the Ledger over it; `clock` must outlive it. Fails with kStorage and a message naming the
 // file: it cannot be used (unreadable, another ledger's) or the ledger cannot be loaded from it.

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "cli/cli_util.h"
+#include "cli/flags.h"
 
 namespace dvpn::node {
 
@@ -72,50 +73,38 @@ void AddExitFlags(CLI::App& app, ExitFlags& f) {
   app.add_option("--deny", f.deny, "exit policy deny rule, e.g. 0.0.0.0/0:25 (repeatable)");
   app.add_flag("--log-destinations", f.log_destinations,
                "log the destination of every stream (off by default)");
-  app.add_option("--max-tunnels", f.max_tunnels, "most tunnels open at once (1..1000000)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{1}, kMaxCount));
-  app.add_option("--max-streams-per-tunnel", f.max_streams,
-                 "most concurrent streams in one tunnel (1..1000000)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{1}, kMaxCount));
-  app.add_option("--new-streams-per-second", f.new_streams_per_second,
-                 "streams a tunnel may open per second, sustained (0..1000000; 0: no limit)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint32_t{0}, kMaxRate));
-  app.add_option("--new-streams-burst", f.new_streams_burst,
-                 "streams a tunnel may open at once before the per-second rate applies "
-                 "(0..1000000; 0: no limit)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint32_t{0}, kMaxRate));
-  app.add_option("--handshakes-per-second", f.handshakes_per_second,
-                 "handshakes per second per source address (IPv6: per /64), sustained "
-                 "(1..1000000)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint32_t{1}, kMaxRate));
-  app.add_option("--handshake-burst", f.handshake_burst,
-                 "handshakes a source may start at once (1..1000000)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint32_t{1}, kMaxRate));
-  app.add_option("--max-pending-handshakes", f.max_pending_handshakes,
-                 "connections whose handshake has not finished, all sources together; the oldest "
-                 "still waiting for msg1 is closed for a new one (1..65536; at most the open-file "
-                 "limit / 16)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{1}, uint64_t{65536}));
-  app.add_option("--msg1-timeout-ms", f.msg1_timeout_ms,
-                 "a connection must deliver its msg1 this soon after the accept (100..60000)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{100}, uint64_t{60'000}));
-  app.add_option("--replay-table-size", f.replay_table_size,
-                 "client identities the replay guard remembers (16..16777216)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{16}, uint64_t{1} << 24));
-  app.add_option("--log-summary-interval-ms", f.log_summary_interval_ms,
-                 "at most one info summary line (tunnels opened/closed, handshakes dropped) per "
-                 "this interval (100..86400000)")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{100}, uint64_t{86'400'000}));
+  cli::AddBounded(app, "--max-tunnels", f.max_tunnels, "most tunnels open at once (1..1000000)", 1,
+                  kMaxCount);
+  cli::AddBounded(app, "--max-streams-per-tunnel", f.max_streams,
+                  "most concurrent streams in one tunnel (1..1000000)", 1, kMaxCount);
+  cli::AddBounded(app, "--new-streams-per-second", f.new_streams_per_second,
+                  "streams a tunnel may open per second, sustained (0..1000000; 0: no limit)", 0,
+                  kMaxRate);
+  cli::AddBounded(app, "--new-streams-burst", f.new_streams_burst,
+                  "streams a tunnel may open at once before the per-second rate applies "
+                  "(0..1000000; 0: no limit)",
+                  0, kMaxRate);
+  cli::AddBounded(app, "--handshakes-per-second", f.handshakes_per_second,
+                  "handshakes per second per source address (IPv6: per /64), sustained "
+                  "(1..1000000)",
+                  1, kMaxRate);
+  cli::AddBounded(app, "--handshake-burst", f.handshake_burst,
+                  "handshakes a source may start at once (1..1000000)", 1, kMaxRate);
+  cli::AddBounded(app, "--max-pending-handshakes", f.max_pending_handshakes,
+                  "connections whose handshake has not finished, all sources together; the oldest "
+                  "still waiting for msg1 is closed for a new one (1..65536; at most the open-file "
+                  "limit / 16)",
+                  1, 65536);
+  cli::AddBounded(app, "--msg1-timeout-ms", f.msg1_timeout_ms,
+                  "a connection must deliver its msg1 this soon after the accept (100..60000)", 100,
+                  60'000);
+  cli::AddBounded(app, "--replay-table-size", f.replay_table_size,
+                  "client identities the replay guard remembers (16..16777216)", 16,
+                  uint64_t{1} << 24);
+  cli::AddBounded(app, "--log-summary-interval-ms", f.log_summary_interval_ms,
+                  "at most one info summary line (tunnels opened/closed, handshakes dropped) per "
+                  "this interval (100..86400000)",
+                  100, 86'400'000);
   // Payments (docs/payments.md). Free sessions unless a price is given.
   app.add_option("--price-per-mb", f.price_per_mb,
                  "price per 10^6 metered bytes in credits (decimal, e.g. 0.25); enables payments");
@@ -131,13 +120,8 @@ void AddExitFlags(CLI::App& app, ExitFlags& f) {
                  "paused this long without payment: the session ends (100..600000)")
       ->capture_default_str();
   app.add_option("--ledger", f.ledger, "ledger gRPC HOST:PORT (required with a price)");
-  app.add_option("--identity-key-hex", f.identity_key_hex,
-                 "refused: a secret on the command line is readable by every local user");
-  app.add_option("--identity-key-file", f.identity_key_file,
-                 "file holding the provider account secret key, 64 hex digits, mode 0600 (or "
-                 "$DVPN_IDENTITY_KEY_HEX, or --keystore)");
-  app.add_option("--keystore", f.keystore,
-                 "provider account keystore file (passphrase from $DVPN_PASSPHRASE)");
+  cli::AddAccountKeyFlags(app, f.identity_key_hex, f.identity_key_file, f.keystore,
+                          "provider account", "");
   app.add_option("--promise-db", f.promise_db, "promise store SQLite file (required with a price)");
   app.add_option("--promise-durability", f.promise_durability,
                  "what an accepted promise survives before it is credited: 'process' (a crash or "
@@ -147,16 +131,11 @@ void AddExitFlags(CLI::App& app, ExitFlags& f) {
   app.add_option("--settle-threshold", f.settle_threshold,
                  "settle when this many credits are unsettled (decimal)")
       ->capture_default_str();
-  app.add_option("--settle-max-age-s", f.settle_max_age_s,
-                 "settle a promise at most this many seconds after it arrived")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{1}, uint64_t{86'400 * 30}));
-  app.add_option("--shutdown-settle-timeout-ms", f.shutdown_settle_timeout_ms,
-                 "on SIGTERM/SIGINT, the final settlement attempt's deadline")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{0}, uint64_t{600'000}));
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  cli::AddBounded(app, "--settle-max-age-s", f.settle_max_age_s,
+                  "settle a promise at most this many seconds after it arrived", 1, 86'400 * 30);
+  cli::AddBounded(app, "--shutdown-settle-timeout-ms", f.shutdown_settle_timeout_ms,
+                  "on SIGTERM/SIGINT, the final settlement attempt's deadline", 0, 600'000);
+  cli::AddLogLevel(app, f.log_level);
 }
 
 Result<ExitSetup, Errc> MakeExitSetup(const ExitFlags& f, spdlog::logger& log) {

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "cli/cli_util.h"
+#include "cli/flags.h"
 #include "common/bytes.h"
 #include "common/host_port.h"
 #include "marketplace/offer.h"
@@ -46,20 +47,14 @@ void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f) {
       ->capture_default_str();
   app.add_option("--port-file", f.port_file, "write the bound gossip port to this file");
   app.add_option("--grpc-port-file", f.grpc_port_file, "write the bound gRPC port to this file");
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  cli::AddLogLevel(app, f.log_level);
   app.add_option("--seed", f.seed, "seed of the node's random choices (default: random)");
-  app.add_option("--round-ms", f.round_ms, "gossip round (10..60000)")
-      ->capture_default_str()
-      ->check(CLI::Range(10u, 60000u));
-  app.add_option("--anti-entropy-ms", f.anti_entropy_ms,
-                 "digest exchange with one random peer every this often (100..3600000)")
-      ->capture_default_str()
-      ->check(CLI::Range(100u, 3600000u));
-  app.add_option("--hello-timeout-ms", f.hello_timeout_ms,
-                 "a connection without a Hello this long is closed (100..60000)")
-      ->capture_default_str()
-      ->check(CLI::Range(100u, 60000u));
+  cli::AddBounded(app, "--round-ms", f.round_ms, "gossip round (10..60000)", 10, 60000);
+  cli::AddBounded(app, "--anti-entropy-ms", f.anti_entropy_ms,
+                  "digest exchange with one random peer every this often (100..3600000)", 100,
+                  3600000);
+  cli::AddBounded(app, "--hello-timeout-ms", f.hello_timeout_ms,
+                  "a connection without a Hello this long is closed (100..60000)", 100, 60000);
 
   // Provider mode.
   app.add_option("--price-per-mb", f.price_per_mb,
@@ -67,13 +62,8 @@ void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f) {
                  "mode: the node advertises this offer");
   app.add_option("--price-per-minute", f.price_per_minute,
                  "price per minute of session in credits (decimal; default 0)");
-  app.add_option("--keystore", f.keystore,
-                 "provider account keystore (passphrase from $DVPN_PASSPHRASE)");
-  app.add_option("--identity-key-hex", f.identity_key_hex,
-                 "refused: a secret on the command line is readable by every local user");
-  app.add_option("--identity-key-file", f.identity_key_file,
-                 "file holding the provider account secret key, 64 hex digits, mode 0600 "
-                 "(instead of --keystore; or $DVPN_IDENTITY_KEY_HEX)");
+  cli::AddAccountKeyFlags(app, f.identity_key_hex, f.identity_key_file, f.keystore,
+                          "provider account", "");
   app.add_option("--tunnel-key", f.tunnel_key,
                  "the tunnel's static X25519 public key, 64 hex digits "
                  "(dvpn-tunnel-exit --print-public-key)");
@@ -86,16 +76,14 @@ void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f) {
       ->capture_default_str();
   app.add_option("--offer-id", f.offer_id, "the provider's slot number for this offer")
       ->capture_default_str();
-  app.add_option("--offer-lifetime-s", f.offer_lifetime_s,
-                 "each version of the offer expires this long after it is signed (90..86400)")
-      ->capture_default_str()
-      ->check(CLI::Range(kMinLifetimeS, mp::kMaxOfferLifetimeS));
+  cli::AddBounded(app, "--offer-lifetime-s", f.offer_lifetime_s,
+                  "each version of the offer expires this long after it is signed (90..86400)",
+                  kMinLifetimeS, mp::kMaxOfferLifetimeS);
   app.add_option("--refresh-s", f.refresh_s,
                  "re-publish every this many seconds (30..lifetime-1; default: lifetime/3)");
-  app.add_option("--retire-linger-ms", f.retire_linger_ms,
-                 "at shutdown, keep gossiping this long after retiring the offer (0..60000)")
-      ->capture_default_str()
-      ->check(CLI::Range(0u, 60000u));
+  cli::AddBounded(app, "--retire-linger-ms", f.retire_linger_ms,
+                  "at shutdown, keep gossiping this long after retiring the offer (0..60000)", 0,
+                  60000);
   app.footer(
       "Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 refused to start (bad flag, key or "
       "offer), 1 runtime failure (cannot listen, port file, offer refused by the node).");

@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/errc.h"
+#include "cli/flags.h"
 #include "cli/program.h"
 #include "common/bytes.h"
 #include "common/clock.h"
@@ -22,7 +23,6 @@
 #include "ledger/ledger.h"
 #include "ledger/open_ledger.h"
 #include "ledger/rpc/ledger_service.h"
-#include "payments/keystore.h"
 #include "payments/signed_messages.h"
 
 namespace {
@@ -49,25 +49,6 @@ struct Flags {
 
 int Refuse(const std::string& message) { return dvpn::cli::Refuse("dvpn-ledger", message); }
 
-// The operator's public key from --operator-keystore (no passphrase needed) or
-// --operator-pubkey. Error: the line for the user.
-dvpn::Result<dvpn::payments::PublicKey, dvpn::cli::Errc> OperatorKey(const Flags& flags) {
-  if (!flags.operator_keystore.empty()) {
-    auto key = dvpn::payments::LoadKeystorePublicKey(flags.operator_keystore);
-    if (!key) {
-      return dvpn::Fail(dvpn::cli::Errc::kIo, "cannot read the operator key from " +
-                                                  flags.operator_keystore + ": " +
-                                                  key.error().message);
-    }
-    return *key;
-  }
-  auto key = dvpn::ledger::ParseOperatorKey(flags.operator_pubkey_hex);
-  if (!key) {
-    return dvpn::Fail(dvpn::cli::Errc::kBadInput, "--operator-pubkey: " + key.error().message);
-  }
-  return *key;
-}
-
 void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--db", f.db, "SQLite database file (created if missing)")->capture_default_str();
   app.add_option("--listen", f.listen, "HOST:PORT to listen on (port 0: any free port)")
@@ -81,19 +62,14 @@ void AddFlags(CLI::App& app, Flags& f) {
                                   "read the operator public key from this keystore file "
                                   "(no passphrase needed)");
   pubkey->excludes(keystore);
-  app.add_option("--challenge-period", f.challenge_period,
-                 "seconds a provider may still settle after a client closes a channel")
-      ->capture_default_str()
-      ->check(CLI::Range(uint64_t{0}, kMaxChallengePeriod));
-  app.add_option("--max-batch", f.max_batch, "most promises in one SettleBatch")
-      ->capture_default_str()
-      ->check(CLI::Range(uint32_t{1}, kMaxBatchLimit));
-  app.add_option("--verify-threads", f.verify_threads,
-                 "threads verifying the signatures of one batch (0: one per core)")
-      ->capture_default_str()
-      ->check(CLI::Range(0u, 256u));
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  dvpn::cli::AddBounded(app, "--challenge-period", f.challenge_period,
+                        "seconds a provider may still settle after a client closes a channel", 0,
+                        kMaxChallengePeriod);
+  dvpn::cli::AddBounded(app, "--max-batch", f.max_batch, "most promises in one SettleBatch", 1,
+                        kMaxBatchLimit);
+  dvpn::cli::AddBounded(app, "--verify-threads", f.verify_threads,
+                        "threads verifying the signatures of one batch (0: one per core)", 0, 256);
+  dvpn::cli::AddLogLevel(app, f.log_level);
   app.footer(
       "Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 refused to start (bad flags, operator "
       "key, database), 1 cannot listen.");
@@ -127,8 +103,12 @@ int main(int argc, char** argv) {
 
   auto log = dvpn::Logger("dvpn-ledger");
 
-  auto operator_key = OperatorKey(flags);
-  if (!operator_key) return Refuse(operator_key.error().message);
+  const bool from_keystore = !flags.operator_keystore.empty();
+  auto operator_key = from_keystore ? dvpn::ledger::ReadOperatorKey(flags.operator_keystore)
+                                    : dvpn::ledger::ParseOperatorKey(flags.operator_pubkey_hex);
+  if (!operator_key) {
+    return Refuse((from_keystore ? "" : "--operator-pubkey: ") + operator_key.error().message);
+  }
 
   dvpn::ledger::LedgerConfig config{.name = flags.name,
                                     .operator_key = *operator_key,
