@@ -8,10 +8,10 @@
 #include <optional>
 #include <random>
 
+#include "cli/cli_util.h"
 #include "common/log.h"
 #include "common/port_file.h"
 #include "common/private_file.h"
-#include "settlement/ledger_gateway_rpc.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/rpc/offer_book_service.h"
 #include "marketplace/wire.h"
@@ -21,7 +21,7 @@
 #include "provider/node_control.h"
 #include "provider/offer_refresh.h"
 #include "provider/seller.h"
-#include "cli/cli_util.h"
+#include "settlement/ledger_gateway_rpc.h"
 
 namespace dvpn::node {
 namespace {
@@ -71,6 +71,22 @@ class SellerNode final : public NodeBackend {
   void Refresh();
   void OnCap(bool over_cap);
 
+  // The servers that answer the operator; they borrow the node, so they stop before it does.
+  struct ControlServers {
+    ControlServers(NodeBackend& node, mp::GossipTransport& transport)
+        : control(node), feed(transport) {}
+    NodeControlService control;
+    mp::rpc::TransportOfferFeed feed;
+    std::unique_ptr<mp::rpc::OfferBookServer> grpc;
+    std::unique_ptr<DashboardServer> dashboard;
+    void Stop();
+  };
+  // The steps of Run. Each returns kExitOk or, having said why on stderr, the exit code; Run
+  // shuts down what the earlier steps started.
+  int StartGossip();
+  int StartAdvertising(const ByteArray<32>& tunnel_public_key);
+  int StartControl(ControlServers& servers, const std::string& ports_file);
+
   const NodeConfig config_;
   const payments::PrivateKey key_;
   const payments::LedgerId ledger_;
@@ -97,8 +113,9 @@ void SellerNode::OnCap(bool over_cap) {
   over_cap_ = over_cap;
   if (!advertiser_) return;  // not advertising yet: Run publishes or not by over_cap_
   auto published = over_cap ? advertiser_->Retire(WallMs()) : advertiser_->PublishLive(WallMs());
-  if (!published) log_->warn("publishing the offer after a data cap change failed: {}",
-                             published.error().message);
+  if (!published)
+    log_->warn("publishing the offer after a data cap change failed: {}",
+               published.error().message);
 }
 
 v1::GetStatusResponse SellerNode::Status() {
@@ -199,8 +216,9 @@ v1::SettleNowResponse SellerNode::SettleNow(std::chrono::milliseconds timeout) {
 Result<v1::Offer, Errc> SellerNode::SetPrice(const payments::Price& price) {
   std::lock_guard lock(advertiser_mu_);
   if (over_cap_) {
-    return dvpn::Fail(Errc::kOverCap, "over the monthly data cap the offer is retired until the "
-                                      "month turns; nothing changed");
+    return dvpn::Fail(Errc::kOverCap,
+                      "over the monthly data cap the offer is retired until the "
+                      "month turns; nothing changed");
   }
   const OfferTemplate before = advertiser_->offer_template();
   advertiser_->SetPrice(price.per_mb, price.per_minute);
@@ -218,9 +236,7 @@ Result<v1::Offer, Errc> SellerNode::SetPrice(const payments::Price& price) {
   return out;
 }
 
-int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
-                    const tunnel::X25519KeyPair& tunnel_key, payments::LedgerGateway& gateway) {
-  // Gossip.
+int SellerNode::StartGossip() {
   mp::GossipConfig gossip;
   gossip.network = ledger_;
   gossip.listen_port = config_.advertise_port;
@@ -237,116 +253,118 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
     return Fail(kExitRuntime, "gossip.listen " + config_.gossip_listen.ToString() + ": " +
                                   started.error().message);
   }
+  return kExitOk;
+}
 
-  // The exit, payments and settlement.
-  auto seller = Seller::Start(config_, key_, tunnel_key, ledger_, gateway,
-                              [this](bool over_cap) { OnCap(over_cap); });
-  if (!seller) return Fail(kExitRuntime, seller.error().message);
-  seller_ = std::move(*seller);
-
+int SellerNode::StartAdvertising(const ByteArray<32>& tunnel_public_key) {
   // The offer: the tunnel's key and where clients reach it.
-  OfferTemplate offer;
-  offer.ledger = ledger_;
-  offer.offer_id = config_.offer_id;
-  offer.tunnel_key = tunnel_key.public_key;
-  offer.price_per_mb = config_.price_per_mb;
-  offer.price_per_minute = config_.price_per_minute;
-  offer.capacity_mbps = config_.capacity_mbps;
-  offer.max_sessions = config_.max_sessions;
-  offer.region = config_.region;
-  offer.endpoints = config_.endpoints;
+  OfferTemplate offer{.ledger = ledger_,
+                      .offer_id = config_.offer_id,
+                      .tunnel_key = tunnel_public_key,
+                      .price_per_mb = config_.price_per_mb,
+                      .price_per_minute = config_.price_per_minute,
+                      .capacity_mbps = config_.capacity_mbps,
+                      .max_sessions = config_.max_sessions,
+                      .region = config_.region,
+                      .endpoints = config_.endpoints,
+                      .lifetime_s = config_.lifetime_s};
   if (offer.endpoints.empty()) {
     offer.endpoints.push_back({config_.tunnel_listen.host, seller_->tunnel_port()});
   }
-  offer.lifetime_s = config_.lifetime_s;
   // Names become addresses here and before each refresh (endpoints.h).
   std::optional<OfferAdvertiser::EndpointSource> endpoint_source;
-  {
-    const bool allow_loopback = IsLoopbackHost(config_.tunnel_listen.host);
-    auto resolved = ResolveEndpoints(offer.endpoints, allow_loopback, SystemLookup());
-    if (!resolved) {
-      seller_->Shutdown(0ms, 0ms);
-      return Fail(kExitConfig, "[offer] endpoints: " + resolved.error().message);
-    }
-    if (HasNames(offer.endpoints)) {
-      log_->info("offer endpoints: {} resolve to {}", Describe(offer.endpoints),
-                 Describe(*resolved));
-      endpoint_source =
-          OfferAdvertiser::EndpointSource{offer.endpoints, allow_loopback, SystemLookup()};
-    }
-    offer.endpoints = std::move(*resolved);
+  const bool allow_loopback = IsLoopbackHost(config_.tunnel_listen.host);
+  auto resolved = ResolveEndpoints(offer.endpoints, allow_loopback, SystemLookup());
+  if (!resolved) return Fail(kExitConfig, "[offer] endpoints: " + resolved.error().message);
+  if (HasNames(offer.endpoints)) {
+    log_->info("offer endpoints: {} resolve to {}", Describe(offer.endpoints), Describe(*resolved));
+    endpoint_source =
+        OfferAdvertiser::EndpointSource{offer.endpoints, allow_loopback, SystemLookup()};
   }
+  offer.endpoints = std::move(*resolved);
   if (auto ok = OfferAdvertiser::Check(offer, key_); !ok) {
-    seller_->Shutdown(0ms, 0ms);
     return Fail(kExitConfig, "[offer]: " + ok.error().message);
   }
-  {
-    std::lock_guard lock(advertiser_mu_);
-    advertiser_.emplace(offer, key_, GossipPublisher(*transport_));
-    if (endpoint_source) advertiser_->SetEndpointSource(std::move(*endpoint_source));
+  std::lock_guard lock(advertiser_mu_);
+  advertiser_.emplace(offer, key_, GossipPublisher(*transport_));
+  if (endpoint_source) advertiser_->SetEndpointSource(std::move(*endpoint_source));
+  // A cap reached before start keeps the offer unpublished until the month turns.
+  over_cap_ = seller_->Totals().refusal.has_value();
+  if (over_cap_) return kExitOk;
+  auto first = advertiser_->PublishLive(WallMs());
+  if (!first) {
+    return Fail(kExitRuntime, "the gossip node refused our offer: " + first.error().message);
   }
-  const std::chrono::seconds refresh_every{std::max<uint64_t>(30, config_.lifetime_s / 3)};
-  {
-    std::lock_guard lock(advertiser_mu_);
-    // A cap reached before start keeps the offer unpublished until the month turns.
-    over_cap_ = seller_->Totals().refusal.has_value();
-    if (!over_cap_) {
-      auto first = advertiser_->PublishLive(WallMs());
-      if (!first) {
-        seller_->Shutdown(0ms, 0ms);
-        return Fail(kExitRuntime, "the gossip node refused our offer: " + first.error().message);
-      }
-    }
-  }
+  return kExitOk;
+}
 
-  // Control: NodeControl and OfferBook on one gRPC port, the dashboard on the HTTP port.
-  NodeControlService control(*this);
-  mp::rpc::TransportOfferFeed feed(*transport_);
+int SellerNode::StartControl(ControlServers& servers, const std::string& ports_file) {
   mp::rpc::OfferBookServerOptions grpc_options;
   grpc_options.listen_address = config_.grpc_listen.ToString();
-  grpc_options.extra_services.push_back(&control);
-  auto grpc = mp::rpc::OfferBookServer::Start(feed, ledger_, grpc_options);
+  grpc_options.extra_services.push_back(&servers.control);
+  auto grpc = mp::rpc::OfferBookServer::Start(servers.feed, ledger_, grpc_options);
   if (!grpc) {
-    seller_->Shutdown(0ms, 0ms);
     return Fail(kExitRuntime, "control.grpc_listen " + config_.grpc_listen.ToString() + ": " +
                                   grpc.error().message);
   }
+  servers.grpc = std::move(*grpc);
   DashboardSource source;
   source.status_json = [this] { return StatusJson(Status()); };
   source.earnings_json = [this] { return EarningsJson(Earnings()); };
   source.metrics_text = [this] { return MetricsText(Status(), Earnings()); };
   auto dashboard = DashboardServer::Start(config_.http_listen.ToString(), std::move(source));
   if (!dashboard) {
-    (*grpc)->Shutdown(0ms);
-    seller_->Shutdown(0ms, 0ms);
     return Fail(kExitRuntime, "control.http_listen " + config_.http_listen.ToString() + ": " +
                                   dashboard.error().message);
   }
+  servers.dashboard = std::move(*dashboard);
   // Ports configured as 0 are known only now; the exit protects the configured ones already.
-  if (!seller_->ProtectPorts({transport_->port(), static_cast<uint16_t>((*grpc)->port()),
-                              (*dashboard)->port()})) {
-    (*grpc)->Shutdown(0ms);
-    seller_->Shutdown(0ms, 0ms);
+  if (!seller_->ProtectPorts({transport_->port(), static_cast<uint16_t>(servers.grpc->port()),
+                              servers.dashboard->port()})) {
     return Fail(kExitRuntime, "the exit did not take the node's own ports");
   }
-  if (!options.ports_file.empty()) {
-    const std::string text = "gossip=" + std::to_string(transport_->port()) +
-                             "\ntunnel=" + std::to_string(seller_->tunnel_port()) +
-                             "\ncontrol=" + std::to_string((*grpc)->port()) +
-                             "\nhttp=" + std::to_string((*dashboard)->port()) + "\n";
-    if (auto written = WriteFileAtomically(options.ports_file, text); !written) {
-      (*grpc)->Shutdown(0ms);
-      seller_->Shutdown(0ms, 0ms);
-      return Fail(kExitRuntime, "--ports-file: " + written.error().message);
-    }
+  if (ports_file.empty()) return kExitOk;
+  const std::string text = "gossip=" + std::to_string(transport_->port()) +
+                           "\ntunnel=" + std::to_string(seller_->tunnel_port()) +
+                           "\ncontrol=" + std::to_string(servers.grpc->port()) +
+                           "\nhttp=" + std::to_string(servers.dashboard->port()) + "\n";
+  if (auto written = WriteFileAtomically(ports_file, text); !written) {
+    return Fail(kExitRuntime, "--ports-file: " + written.error().message);
   }
-  log_->info("seller {} on ledger {}: tunnel on port {}, gossip on {}:{}, control gRPC on {}, "
-             "dashboard http://{}:{}/, {} per MB",
-             provider_, ToHex(ledger_.bytes), seller_->tunnel_port(),
-             config_.gossip_listen.host, transport_->port(), (*grpc)->address(),
-             config_.http_listen.host, (*dashboard)->port(), config_.price_per_mb.ToString());
+  return kExitOk;
+}
+
+void SellerNode::ControlServers::Stop() {
+  if (dashboard) dashboard->Stop();
+  if (grpc) grpc->Shutdown(1000ms);
+}
+
+int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
+                    const tunnel::X25519KeyPair& tunnel_key, payments::LedgerGateway& gateway) {
+  if (int rc = StartGossip(); rc != kExitOk) return rc;
+  // The exit, payments and settlement.
+  auto seller = Seller::Start(config_, key_, tunnel_key, ledger_, gateway,
+                              [this](bool over_cap) { OnCap(over_cap); });
+  if (!seller) return Fail(kExitRuntime, seller.error().message);
+  seller_ = std::move(*seller);
+  // Control: NodeControl and OfferBook on one gRPC port, the dashboard on the HTTP port.
+  ControlServers servers(*this, *transport_);
+  int rc = StartAdvertising(tunnel_key.public_key);
+  if (rc == kExitOk) rc = StartControl(servers, options.ports_file);
+  if (rc != kExitOk) {
+    servers.Stop();
+    seller_->Shutdown(0ms, 0ms);
+    return rc;
+  }
+  log_->info(
+      "seller {} on ledger {}: tunnel on port {}, gossip on {}:{}, control gRPC on {}, "
+      "dashboard http://{}:{}/, {} per MB",
+      provider_, ToHex(ledger_.bytes), seller_->tunnel_port(), config_.gossip_listen.host,
+      transport_->port(), servers.grpc->address(), config_.http_listen.host,
+      servers.dashboard->port(), config_.price_per_mb.ToString());
 
   // A refresh that failed waits for the next one (Refresh logs why).
+  const std::chrono::seconds refresh_every{std::max<uint64_t>(30, config_.lifetime_s / 3)};
   const RefreshSchedule schedule{refresh_every, refresh_every};
   const int sig = RefreshUntilSignal(signals, schedule, [this] {
     Refresh();
@@ -367,8 +385,7 @@ int SellerNode::Run(const SellerRunOptions& options, const sigset_t& signals,
   seller_->Shutdown(std::chrono::milliseconds(config_.shutdown_grace_ms),
                     std::chrono::milliseconds(config_.shutdown_timeout_ms));
   WaitForSignal(signals, linger_end);  // a second signal cuts the rest short
-  (*dashboard)->Stop();
-  (*grpc)->Shutdown(1000ms);
+  servers.Stop();
   transport_->Stop();
   log_->info("stopped");
   return kExitOk;
@@ -393,8 +410,8 @@ int RunSellerNode(const NodeConfig& config, const SellerRunOptions& options,
   ledger::rpc::RpcLedgerGateway gateway(config.ledger.ToString());
   auto params = gateway.GetParams(std::chrono::steady_clock::now() + kLedgerTimeout);
   if (!params) {
-    return Fail(kExitRuntime, "node.ledger " + config.ledger.ToString() + ": " +
-                                  params.error().message);
+    return Fail(kExitRuntime,
+                "node.ledger " + config.ledger.ToString() + ": " + params.error().message);
   }
   SellerNode node(config, std::move(*key), params->id);
   return node.Run(options, signals, *tunnel_key, gateway);
