@@ -92,6 +92,11 @@ class Ledger::Impl {
   LedgerResult<ChannelState> TopUpChannel(const TopUpChannelRequest& req);
   LedgerResult<ChannelState> CloseChannel(const CloseChannelRequest& req);
   LedgerResult<SettleBatchResult> SettleBatch(const SettleBatchRequest& req);
+  LedgerResult<std::vector<std::optional<PublicKey>>> ClientKeys(const SettleBatchRequest& req,
+                                                                 const Address& provider);
+  LedgerResult<void> SettleItem(const SignedPromise& p, uint8_t verdict, const Address& provider,
+                                uint64_t now, AccountRow& prov, Amount& total_moved,
+                                SettleItemResult& item);
   LedgerResult<size_t> FinalizeDueChannels();
 
   LedgerResult<AccountState> GetAccount(const Address& address) {
@@ -564,22 +569,12 @@ void Ledger::Impl::VerifyPromises(const std::vector<SignedPromise>& promises,
   for (std::thread& t : threads) t.join();
 }
 
-LedgerResult<SettleBatchResult> Ledger::Impl::SettleBatch(const SettleBatchRequest& req) {
-  if (auto ok = CheckLedger(req.auth); !ok) return std::unexpected(ok.error());
+// Step 1 of SettleBatch: the client key of each promise's channel when the channel is
+// `provider`'s (none for an unknown channel or another provider's), from the cache or, on a miss,
+// the store. Refuses a replayed batch (kReplay) before it costs any signature checks.
+LedgerResult<std::vector<std::optional<PublicKey>>> Ledger::Impl::ClientKeys(
+    const SettleBatchRequest& req, const Address& provider) {
   const size_t n = req.promises.size();
-  if (n == 0) return Fail(Errc::kInvalidArgument, "empty settlement batch");
-  if (n > config_.max_batch_items) {
-    return Fail(Errc::kBatchTooLarge, "batch of " + std::to_string(n) + " promises exceeds " +
-                                          std::to_string(config_.max_batch_items));
-  }
-  const Address provider = Address::FromPublicKey(req.auth.signer);
-  if (auto ok = CheckSignature(
-          req.auth, payments::SettleBatchDigest(id_, provider, req.auth.nonce, req.promises));
-      !ok) {
-    return std::unexpected(ok.error());
-  }
-
-  // 1. Client keys of this provider's channels, from the cache or (on a miss) the store.
   std::vector<std::optional<PublicKey>> keys(n);
   std::vector<size_t> misses;
   {
@@ -621,13 +616,114 @@ LedgerResult<SettleBatchResult> Ledger::Impl::SettleBatch(const SettleBatchReque
       for (const ChannelState& ch : found) RememberKeys(ch);
     }
   }
+  return keys;
+}
+
+// Step 3 of SettleBatch for one promise, inside the batch's transaction: the item's outcome
+// and, when credits move, the channel, the two movements and `prov`'s balance (which the caller
+// writes once) and `total_moved`. `verdict`: 1 verified, 2 failed, 0 not checked (the channel was
+// unknown in step 1). An error aborts the whole batch.
+LedgerResult<void> Ledger::Impl::SettleItem(const SignedPromise& p, uint8_t verdict,
+                                            const Address& provider, uint64_t now, AccountRow& prov,
+                                            Amount& total_moved, SettleItemResult& item) {
+  item.channel = p.channel;
+  auto found = store_->GetChannel(p.channel);
+  if (!found) return std::unexpected(found.error());
+  if (!*found) {
+    item.outcome = SettleOutcome::kUnknownChannel;
+    item.message = "unknown channel";
+    return {};
+  }
+  ChannelState& ch = **found;
+  item.channel_settled = ch.settled;
+  if (ch.provider != provider) {
+    item.outcome = SettleOutcome::kNotYourChannel;
+    item.message = "channel belongs to another provider";
+    return {};
+  }
+  if (!IsLive(ch, now, config_.challenge_period_seconds)) {
+    item.outcome = SettleOutcome::kChannelClosed;
+    item.message = "channel is closed or past its challenge deadline";
+    return {};
+  }
+  bool valid = verdict == 1;
+  if (verdict == 0) {  // the channel was unknown when the batch was verified
+    valid =
+        ch.client_key.Verify(payments::PromiseDigest(id_, p.channel, p.cumulative), p.signature);
+  }
+  if (!valid) {
+    item.outcome = SettleOutcome::kBadSignature;
+    item.message = "promise signature does not verify for the channel's client";
+    return {};
+  }
+  if (p.cumulative <= ch.settled) {
+    item.outcome = SettleOutcome::kAlreadySettled;
+    item.message = "already settled up to " + ch.settled.ToString();
+    return {};
+  }
+  if (ch.settled == ch.deposit) {
+    item.outcome = SettleOutcome::kEscrowExhausted;
+    item.message = "escrow exhausted";
+    return {};
+  }
+  const Amount target = Min(p.cumulative, ch.deposit);
+  const Amount moved = *target.CheckedSub(ch.settled);  // settled < target here
+  auto balance = prov.balance.CheckedAdd(moved);
+  auto total = total_moved.CheckedAdd(moved);
+  if (!balance || !total) return Fail(Errc::kOverflow, "provider balance would not fit");
+  auto client = store_->GetAccount(ch.client);
+  if (!client) return std::unexpected(client.error());
+  if (!*client) return Fail(Errc::kStorage, "channel client has no account row");
+  ch.settled = target;
+  prov.balance = *balance;
+  total_moved = *total;
+  if (auto ok = store_->PutChannel(ch); !ok) return std::unexpected(ok.error());
+  Movement pay;
+  pay.time_unix = now;
+  pay.account = ch.client;
+  pay.kind = MovementKind::kSettlePay;
+  pay.amount = moved;
+  pay.channel = ch.id;
+  pay.counterparty = provider;
+  pay.balance_after = (*client)->balance;
+  if (auto ok = Append(pay); !ok) return std::unexpected(ok.error());
+  Movement receive = pay;
+  receive.account = provider;
+  receive.kind = MovementKind::kSettleReceive;
+  receive.counterparty = ch.client;
+  receive.balance_after = prov.balance;
+  if (auto ok = Append(receive); !ok) return std::unexpected(ok.error());
+  item.outcome =
+      p.cumulative > ch.deposit ? SettleOutcome::kSettledCapped : SettleOutcome::kSettled;
+  item.moved = moved;
+  item.channel_settled = ch.settled;
+  return {};
+}
+
+LedgerResult<SettleBatchResult> Ledger::Impl::SettleBatch(const SettleBatchRequest& req) {
+  if (auto ok = CheckLedger(req.auth); !ok) return std::unexpected(ok.error());
+  const size_t n = req.promises.size();
+  if (n == 0) return Fail(Errc::kInvalidArgument, "empty settlement batch");
+  if (n > config_.max_batch_items) {
+    return Fail(Errc::kBatchTooLarge, "batch of " + std::to_string(n) + " promises exceeds " +
+                                          std::to_string(config_.max_batch_items));
+  }
+  const Address provider = Address::FromPublicKey(req.auth.signer);
+  if (auto ok = CheckSignature(
+          req.auth, payments::SettleBatchDigest(id_, provider, req.auth.nonce, req.promises));
+      !ok) {
+    return std::unexpected(ok.error());
+  }
+
+  // 1. Client keys of this provider's channels, from the cache or (on a miss) the store.
+  auto keys = ClientKeys(req, provider);
+  if (!keys) return std::unexpected(keys.error());
 
   // 2. Promise signatures, in parallel and outside the write lock.
   std::vector<uint8_t> verdict(n, 0);
-  VerifyPromises(req.promises, keys, verdict);
+  VerifyPromises(req.promises, *keys, verdict);
 
   // 3. The money, in one transaction.
-  const uint64_t challenge = config_.challenge_period_seconds;
   return Transact<SettleBatchResult>("settle batch", [&]() -> LedgerResult<SettleBatchResult> {
     const uint64_t now = clock_.NowSeconds();
     auto prov = LoadAccount(provider);
@@ -636,79 +732,9 @@ LedgerResult<SettleBatchResult> Ledger::Impl::SettleBatch(const SettleBatchReque
     SettleBatchResult result;
     result.items.resize(n);
     for (size_t i = 0; i < n; ++i) {
-      const SignedPromise& p = req.promises[i];
-      SettleItemResult& item = result.items[i];
-      item.channel = p.channel;
-      auto found = store_->GetChannel(p.channel);
-      if (!found) return std::unexpected(found.error());
-      if (!*found) {
-        item.outcome = SettleOutcome::kUnknownChannel;
-        item.message = "unknown channel";
-        continue;
-      }
-      ChannelState& ch = **found;
-      item.channel_settled = ch.settled;
-      if (ch.provider != provider) {
-        item.outcome = SettleOutcome::kNotYourChannel;
-        item.message = "channel belongs to another provider";
-        continue;
-      }
-      if (!IsLive(ch, now, challenge)) {
-        item.outcome = SettleOutcome::kChannelClosed;
-        item.message = "channel is closed or past its challenge deadline";
-        continue;
-      }
-      bool valid = verdict[i] == 1;
-      if (verdict[i] == 0) {  // the channel was unknown when the batch was verified
-        valid = ch.client_key.Verify(payments::PromiseDigest(id_, p.channel, p.cumulative),
-                                     p.signature);
-      }
-      if (!valid) {
-        item.outcome = SettleOutcome::kBadSignature;
-        item.message = "promise signature does not verify for the channel's client";
-        continue;
-      }
-      if (p.cumulative <= ch.settled) {
-        item.outcome = SettleOutcome::kAlreadySettled;
-        item.message = "already settled up to " + ch.settled.ToString();
-        continue;
-      }
-      if (ch.settled == ch.deposit) {
-        item.outcome = SettleOutcome::kEscrowExhausted;
-        item.message = "escrow exhausted";
-        continue;
-      }
-      const Amount target = Min(p.cumulative, ch.deposit);
-      const Amount moved = *target.CheckedSub(ch.settled);  // settled < target here
-      auto balance = prov->balance.CheckedAdd(moved);
-      auto total = result.total_moved.CheckedAdd(moved);
-      if (!balance || !total) return Fail(Errc::kOverflow, "provider balance would not fit");
-      auto client = store_->GetAccount(ch.client);
-      if (!client) return std::unexpected(client.error());
-      if (!*client) return Fail(Errc::kStorage, "channel client has no account row");
-      ch.settled = target;
-      prov->balance = *balance;
-      result.total_moved = *total;
-      if (auto ok = store_->PutChannel(ch); !ok) return std::unexpected(ok.error());
-      Movement pay;
-      pay.time_unix = now;
-      pay.account = ch.client;
-      pay.kind = MovementKind::kSettlePay;
-      pay.amount = moved;
-      pay.channel = ch.id;
-      pay.counterparty = provider;
-      pay.balance_after = (*client)->balance;
-      if (auto ok = Append(pay); !ok) return std::unexpected(ok.error());
-      Movement receive = pay;
-      receive.account = provider;
-      receive.kind = MovementKind::kSettleReceive;
-      receive.counterparty = ch.client;
-      receive.balance_after = prov->balance;
-      if (auto ok = Append(receive); !ok) return std::unexpected(ok.error());
-      item.outcome =
-          p.cumulative > ch.deposit ? SettleOutcome::kSettledCapped : SettleOutcome::kSettled;
-      item.moved = moved;
-      item.channel_settled = ch.settled;
+      auto ok = SettleItem(req.promises[i], verdict[i], provider, now, *prov, result.total_moved,
+                           result.items[i]);
+      if (!ok) return std::unexpected(ok.error());
     }
     if (auto ok = store_->PutAccount(*prov); !ok) return std::unexpected(ok.error());
     result.provider_balance = prov->balance;
