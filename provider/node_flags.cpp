@@ -26,6 +26,74 @@ std::optional<ByteArray<32>> Hex32(const std::string& text) {
   return ToArray<32>(*bytes);
 }
 
+// Provider mode (--price-per-mb given): the offer template, its refresh and the account key.
+Result<void, Errc> AddProviderMode(const MarketNodeFlags& f, MarketNodeSettings& s) {
+  OfferTemplate t;
+  t.ledger = s.gossip.network;
+  auto price = mp::ParsePrice(f.price_per_mb);
+  if (!price) return Fail(Errc::kBadConfig, "--price-per-mb: " + price.error().message);
+  t.price_per_mb = *price;
+  if (!f.price_per_minute.empty()) {
+    auto per_minute = mp::ParsePrice(f.price_per_minute);
+    if (!per_minute)
+      return Fail(Errc::kBadConfig, "--price-per-minute: " + per_minute.error().message);
+    t.price_per_minute = *per_minute;
+  }
+  if (f.tunnel_key.empty())
+    return Fail(Errc::kBadConfig, "--tunnel-key is required with --price-per-mb");
+  auto tunnel_key = Hex32(f.tunnel_key);
+  if (!tunnel_key || *tunnel_key == ByteArray<32>{}) {
+    return Fail(Errc::kBadConfig,
+                "--tunnel-key: expected 64 hex digits (an X25519 public key, not zero)");
+  }
+  t.tunnel_key = *tunnel_key;
+  if (f.endpoints.empty() || f.endpoints.size() > mp::kMaxEndpoints) {
+    return Fail(Errc::kBadConfig, "--endpoint: give 1 to " + std::to_string(mp::kMaxEndpoints) +
+                                      " (where clients reach the tunnel)");
+  }
+  for (const auto& text : f.endpoints) {
+    auto e = mp::ParseEndpoint(text);
+    if (!e) return Fail(Errc::kBadConfig, "--endpoint: " + e.error().message);
+    t.endpoints.push_back(*e);
+  }
+  // Names become addresses here and before each refresh (endpoints.h). The exit is another
+  // process here: only "localhost" and loopback literals may advertise loopback.
+  {
+    auto resolved = ResolveEndpoints(t.endpoints, false, SystemLookup());
+    if (!resolved) return Fail(Errc::kBadConfig, "--endpoint " + resolved.error().message);
+    if (HasNames(t.endpoints)) {
+      s.endpoint_source = OfferAdvertiser::EndpointSource{t.endpoints, false, SystemLookup()};
+    }
+    t.endpoints = std::move(*resolved);
+  }
+  if (auto ok = mp::CheckRegion(f.region); !ok)
+    return Fail(Errc::kBadConfig, "--region: " + ok.error().message);
+  t.region = f.region;
+  t.capacity_mbps = f.capacity_mbps;
+  t.max_sessions = f.max_sessions;
+  t.offer_id = f.offer_id;
+  t.lifetime_s = f.offer_lifetime_s;
+  const uint64_t refresh = f.refresh_s.value_or(f.offer_lifetime_s / 3);
+  if (refresh < kMinRefreshS || refresh >= f.offer_lifetime_s) {
+    return Fail(Errc::kBadConfig,
+                "--refresh-s: expected " + std::to_string(kMinRefreshS) + ".." +
+                    std::to_string(f.offer_lifetime_s - 1) +
+                    " (below the lifetime; peers take at most 3 versions of an offer a "
+                    "minute)");
+  }
+  s.refresh = std::chrono::seconds(refresh);
+  s.retire_linger = std::chrono::milliseconds(f.retire_linger_ms);
+
+  auto key = cli::LoadAccountKey(f.identity_key_file, f.keystore);
+  if (!key) return Fail(Errc::kBadConfig, key.error().message);
+  if (auto ok = OfferAdvertiser::Check(t, *key); !ok) {
+    return Fail(Errc::kOfferRefused, "the offer is invalid: " + ok.error().message);
+  }
+  s.key = std::move(*key);
+  s.offer = std::move(t);
+  return {};
+}
+
 }  // namespace
 
 void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f) {
@@ -143,69 +211,7 @@ Result<MarketNodeSettings, Errc> ValidateMarketNodeFlags(const MarketNodeFlags& 
     return s;
   }
 
-  OfferTemplate t;
-  t.ledger = s.gossip.network;
-  auto price = mp::ParsePrice(f.price_per_mb);
-  if (!price) return Fail(Errc::kBadConfig, "--price-per-mb: " + price.error().message);
-  t.price_per_mb = *price;
-  if (!f.price_per_minute.empty()) {
-    auto per_minute = mp::ParsePrice(f.price_per_minute);
-    if (!per_minute)
-      return Fail(Errc::kBadConfig, "--price-per-minute: " + per_minute.error().message);
-    t.price_per_minute = *per_minute;
-  }
-  if (f.tunnel_key.empty())
-    return Fail(Errc::kBadConfig, "--tunnel-key is required with --price-per-mb");
-  auto tunnel_key = Hex32(f.tunnel_key);
-  if (!tunnel_key || *tunnel_key == ByteArray<32>{}) {
-    return Fail(Errc::kBadConfig,
-                "--tunnel-key: expected 64 hex digits (an X25519 public key, not zero)");
-  }
-  t.tunnel_key = *tunnel_key;
-  if (f.endpoints.empty() || f.endpoints.size() > mp::kMaxEndpoints) {
-    return Fail(Errc::kBadConfig, "--endpoint: give 1 to " + std::to_string(mp::kMaxEndpoints) +
-                                      " (where clients reach the tunnel)");
-  }
-  for (const auto& text : f.endpoints) {
-    auto e = mp::ParseEndpoint(text);
-    if (!e) return Fail(Errc::kBadConfig, "--endpoint: " + e.error().message);
-    t.endpoints.push_back(*e);
-  }
-  // Names become addresses here and before each refresh (endpoints.h). The exit is another
-  // process here: only "localhost" and loopback literals may advertise loopback.
-  {
-    auto resolved = ResolveEndpoints(t.endpoints, false, SystemLookup());
-    if (!resolved) return Fail(Errc::kBadConfig, "--endpoint " + resolved.error().message);
-    if (HasNames(t.endpoints)) {
-      s.endpoint_source = OfferAdvertiser::EndpointSource{t.endpoints, false, SystemLookup()};
-    }
-    t.endpoints = std::move(*resolved);
-  }
-  if (auto ok = mp::CheckRegion(f.region); !ok)
-    return Fail(Errc::kBadConfig, "--region: " + ok.error().message);
-  t.region = f.region;
-  t.capacity_mbps = f.capacity_mbps;
-  t.max_sessions = f.max_sessions;
-  t.offer_id = f.offer_id;
-  t.lifetime_s = f.offer_lifetime_s;
-  const uint64_t refresh = f.refresh_s.value_or(f.offer_lifetime_s / 3);
-  if (refresh < kMinRefreshS || refresh >= f.offer_lifetime_s) {
-    return Fail(Errc::kBadConfig,
-                "--refresh-s: expected " + std::to_string(kMinRefreshS) + ".." +
-                    std::to_string(f.offer_lifetime_s - 1) +
-                    " (below the lifetime; peers take at most 3 versions of an offer a "
-                    "minute)");
-  }
-  s.refresh = std::chrono::seconds(refresh);
-  s.retire_linger = std::chrono::milliseconds(f.retire_linger_ms);
-
-  auto key = cli::LoadAccountKey(f.identity_key_file, f.keystore);
-  if (!key) return Fail(Errc::kBadConfig, key.error().message);
-  if (auto ok = OfferAdvertiser::Check(t, *key); !ok) {
-    return Fail(Errc::kOfferRefused, "the offer is invalid: " + ok.error().message);
-  }
-  s.key = std::move(*key);
-  s.offer = std::move(t);
+  if (auto ok = AddProviderMode(f, s); !ok) return std::unexpected(ok.error());
   return s;
 }
 
