@@ -11,6 +11,7 @@ PACKAGES=(
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev chromium
   libclang-rt-14-dev
+  libmnl-dev libnftables-dev nftables iproute2
   python3 procps curl
 )
 

@@ -1,0 +1,101 @@
+#include "tunnel/os/tun_device.h"
+
+// <net/if.h> before the kernel headers: glibc's and linux/if.h's IFF_* clash the other way round.
+#include <net/if.h>
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace dvpn::tunnel::os {
+
+namespace {
+
+bool ValidName(std::string_view name) {
+  if (name.empty() || name.size() > TunDevice::kMaxNameLength) return false;
+  if (name == "." || name == "..") return false;
+  std::string_view body = name;
+  if (body.ends_with("%d")) body.remove_suffix(2);
+  for (char c : body) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
+  const std::string message = what + ": " + std::strerror(err);
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      return Fail(OsErrc::kPermission, message + " (needs CAP_NET_ADMIN)");
+    case ENOENT:
+    case ENODEV:
+    case ENXIO:
+      return Fail(OsErrc::kUnsupported, message);
+    case EBUSY:
+    case EEXIST:
+    case EINVAL:
+      return Fail(OsErrc::kExists, message);
+    default:
+      return Fail(OsErrc::kSystem, message);
+  }
+}
+
+}  // namespace
+
+OsResult<TunDevice> TunDevice::Create(std::string_view name) {
+  if (!ValidName(name)) {
+    return Fail(OsErrc::kBadArgument, "TUN device name \"" + std::string(name) +
+                                          "\": 1 to 15 characters of A-Z a-z 0-9 _ . -");
+  }
+  const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return FromErrno(errno, "open /dev/net/tun");
+  ifreq ifr{};
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  if (::ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return FromErrno(err, "TUNSETIFF " + std::string(name));
+  }
+  std::string actual(ifr.ifr_name, ::strnlen(ifr.ifr_name, IFNAMSIZ));
+  const unsigned index = ::if_nametoindex(actual.c_str());
+  if (index == 0) {
+    const int err = errno;
+    ::close(fd);
+    return FromErrno(err, "if_nametoindex " + actual);
+  }
+  return TunDevice(fd, std::move(actual), index);
+}
+
+TunDevice::TunDevice(TunDevice&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      name_(std::move(other.name_)),
+      index_(std::exchange(other.index_, 0)) {}
+
+TunDevice& TunDevice::operator=(TunDevice&& other) noexcept {
+  if (this != &other) {
+    Close();
+    fd_ = std::exchange(other.fd_, -1);
+    name_ = std::move(other.name_);
+    index_ = std::exchange(other.index_, 0);
+  }
+  return *this;
+}
+
+TunDevice::~TunDevice() { Close(); }
+
+int TunDevice::Release() { return std::exchange(fd_, -1); }
+
+void TunDevice::Close() {
+  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+}
+
+}  // namespace dvpn::tunnel::os

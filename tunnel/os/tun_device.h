@@ -1,0 +1,49 @@
+#pragma once
+// A kernel TUN device (layer 3, no packet-information header): the file descriptor that reads
+// and writes whole IP packets, and the interface's name and index. The device exists while the
+// descriptor is open (it is not made persistent): closing it, or the process ending in any way,
+// deletes the device and every route through it. docs/full-tunnel.md "On the machine".
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "tunnel/os/errc.h"
+
+namespace dvpn::tunnel::os {
+
+class TunDevice {
+ public:
+  // Interface names are at most 15 bytes (IFNAMSIZ - 1) of [A-Za-z0-9_.-]; a name ending in
+  // "%d" asks the kernel for the first free number.
+  static constexpr size_t kMaxNameLength = 15;
+
+  // Creates the device. Fails with kBadArgument (name), kUnsupported (no /dev/net/tun),
+  // kPermission (no CAP_NET_ADMIN), kExists (a device of that name that is not ours to take:
+  // a non-TUN device, or a TUN device another process holds), kSystem.
+  static OsResult<TunDevice> Create(std::string_view name);
+
+  TunDevice(TunDevice&& other) noexcept;
+  TunDevice& operator=(TunDevice&& other) noexcept;
+  TunDevice(const TunDevice&) = delete;
+  TunDevice& operator=(const TunDevice&) = delete;
+  ~TunDevice();
+
+  int fd() const { return fd_; }  // non-blocking, close-on-exec
+  const std::string& name() const { return name_; }
+  uint32_t index() const { return index_; }
+
+  // Gives up the descriptor (the caller closes it; e.g. an Asio stream_descriptor takes it).
+  int Release();
+  // Closes the descriptor: the kernel deletes the device.
+  void Close();
+
+ private:
+  TunDevice(int fd, std::string name, uint32_t index)
+      : fd_(fd), name_(std::move(name)), index_(index) {}
+  int fd_ = -1;
+  std::string name_;
+  uint32_t index_ = 0;
+};
+
+}  // namespace dvpn::tunnel::os
