@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "payments/keys.h"
+#include "tests/support/wall_clock.h"
+#include "tests/tunnel/io_test_util.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/exit_server.h"
@@ -33,6 +35,8 @@ namespace dvpn::tunnel::session {
 namespace {
 
 using namespace std::chrono_literals;
+using dvpn::testing::UnixMillis;
+using testing::RunUntil;
 
 // Public-looking addresses (not in any default-refused range, so only the own-host rule can
 // refuse them); they exist only inside the test's namespace.
@@ -95,24 +99,6 @@ class TestNamespace {
   bool ok_ = false;
 };
 
-uint64_t WallMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
-// Runs `io` until `pred` or `timeout` (bounded; no sleeps).
-bool RunUntil(asio::io_context& io, const std::function<bool()>& pred,
-              std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    if (io.stopped()) io.restart();
-    io.run_one_for(5ms);
-  }
-  return true;
-}
-
 // An exit on 0.0.0.0 and a client tunnel to it, on one io_context (the namespace's thread).
 class Harness {
  public:
@@ -126,7 +112,7 @@ class Harness {
     HandshakeInitiator::Options hs;
     hs.provider_static = exit_key_.public_key;
     hs.identity = &identity_;
-    hs.timestamp_ms = WallMs();
+    hs.timestamp_ms = UnixMillis();
     // Held by the completion too: it may outlive a failed wait.
     auto connected =
         std::make_shared<std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>>>();
@@ -191,7 +177,7 @@ class Harness {
     auto opened = std::make_shared<std::optional<Result<uint32_t, OpenFailure>>>();
     asio::co_spawn(io_, client_->OpenStream(d),
                    [opened](std::exception_ptr, Result<uint32_t, OpenFailure> r) { *opened = r; });
-    if (!RunUntil(io_, [&] { return opened->has_value(); })) return std::nullopt;
+    if (!RunUntil(io_, [&] { return opened->has_value(); }, 5s)) return std::nullopt;
     if (**opened) client_->CancelStream(***opened);
     return *opened;
   }
@@ -201,7 +187,7 @@ class Harness {
     asio::steady_timer t(io_, d);
     bool done = false;
     t.async_wait([&](const error_code&) { done = true; });
-    RunUntil(io_, [&] { return done; });
+    RunUntil(io_, [&] { return done; }, 5s);
   }
 
  private:
