@@ -992,14 +992,8 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   terms.payee = cheap_addr;
   auto seen = std::make_shared<FakeExitSeen>();
   const int fake_port = StartFakeExit(seen, static_key, wire::EncodeTerms(terms));
-  const int exit_port = StartExit();
-  ASSERT_NE(exit_port, 0);
-
-  const int client_grpc = StartNode("client-node", {});
+  const int client_grpc = StartExitWithHonestOffer().client_grpc;
   ASSERT_NE(client_grpc, 0);
-  ASSERT_NE(StartNode("honest", BootstrapTo("client-node", Advertise(provider_secret_, exit_pub_,
-                                                                     exit_port, "0.01"))),
-            0);
   ASSERT_NE(StartNode("cheap", BootstrapTo("client-node",
                                            Advertise(cheap_secret, ToHex(static_key->public_key),
                                                      fake_port, "0.005"))),
@@ -1007,25 +1001,15 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   ASSERT_TRUE(WaitForOffers(client_grpc, 2));
 
   const std::string stats_file = dir_.File("provider-stats.db");
-  const std::string port_file = dir_.File("socks.port");
-  auto p = Subprocess::Spawn(
-      {DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(client_grpc),
-       "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--provider-stats", stats_file,
-       "--identity-key-file",
-       dvpn::testing::WriteSecretFile(dir_.File("payer.key"), ToHex(payer_secret_)), "--socks", "127.0.0.1:0", "--socks-port-file",
-       port_file, "--reconnect-min-ms", "100", "--log-level", "debug"},
-      dir_.File("client.log"));
-  ASSERT_TRUE(p) << p.error();
-  tunnel_client_.emplace(*std::move(p));
-  auto socks = testing::WaitForPortFile(port_file, 30'000ms, *tunnel_client_);
-  ASSERT_TRUE(socks) << Tail(dir_.File("client.log"));
+  const int socks = StartOffersClient(client_grpc, stats_file, {"--reconnect-min-ms", "100"});
+  ASSERT_NE(socks, 0);
   ASSERT_TRUE(WaitUntil([&] {
     auto up = loop_.Call([this] { return fake_exit_ != nullptr; });
     return up && *up;
   })) << "the client did not choose the cheapest offer\n"
       << Tail(dir_.File("client.log"));
 
-  int fd = SocksConnect(*socks, echo_.port());
+  int fd = SocksConnect(socks, echo_.port());
   ASSERT_GE(fd, 0);
   ASSERT_EQ(EchoThrough(fd, 300'000), 300'000u);
   FakeInvoice(seen, 1, 50'000'000);  // 50 MB that never flowed
@@ -1038,7 +1022,7 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
     return ReadFile(dir_.File("client.log")).find(honest_name) != std::string::npos;
   })) << Tail(dir_.File("client.log"));
   ASSERT_TRUE(WaitUntil([&] {
-    int f = SocksConnect(*socks, echo_.port());
+    int f = SocksConnect(socks, echo_.port());
     if (f < 0) return false;
     const bool ok = EchoThrough(f, 200'000) == 200'000u;
     ::close(f);

@@ -19,18 +19,12 @@
 #include <string>
 #include <vector>
 
-#include "payments/keys.h"
-#include "tests/support/wall_clock.h"
 #include "tests/tunnel/io_test_util.h"
-#include "tunnel/exit_policy.h"
-#include "tunnel/session/client.h"
-#include "tunnel/session/exit_server.h"
 
 namespace dvpn::tunnel::session {
 namespace {
 
 using namespace std::chrono_literals;
-using dvpn::testing::UnixMillis;
 using testing::RunUntil;
 using Limiter = BandwidthLimiter;
 using TimePoint = Limiter::TimePoint;
@@ -386,37 +380,16 @@ asio::awaitable<void> ReadPattern(std::shared_ptr<tcp::socket> s, std::shared_pt
   }
 }
 
-class LimitedExitTest : public ::testing::Test {
+class LimitedExitTest : public ::testing::Test, protected testing::ExitAndClient {
  protected:
   void StartExit(std::shared_ptr<BandwidthLimiter> limiter) {
-    std::vector<std::string> rules{"allow 127.0.0.1/32"};
-    auto policy = ExitPolicy::FromStrings(rules, {});
-    ASSERT_TRUE(policy.has_value());
     ExitServer::Options options;
     options.bandwidth = std::move(limiter);
-    server_ = std::make_shared<ExitServer>(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0),
-                                           exit_key_, *policy, options);
-    server_->Start();
+    ASSERT_TRUE(ExitAndClient::StartExit(tcp::endpoint(asio::ip::address_v4::loopback(), 0),
+                                         {"allow 127.0.0.1/32"}, options));
     upstream_listener_.emplace(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     app_listener_.emplace(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     asio::co_spawn(io_, AcceptUpstreams(), asio::detached);
-  }
-
-  void ConnectClient() {
-    HandshakeInitiator::Options hs;
-    hs.provider_static = exit_key_.public_key;
-    hs.identity = &identity_;
-    hs.timestamp_ms = UnixMillis();
-    tcp::endpoint ep = server_->local_endpoint();
-    std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> connected;
-    asio::co_spawn(io_, ConnectTunnel(ep, hs, ConnectionOptions{}, 10s),
-                   [&](std::exception_ptr e, auto r) {
-                     if (!e) connected = std::move(r);
-                   });
-    ASSERT_TRUE(RunUntil(io_, [&] { return connected.has_value(); }));
-    ASSERT_TRUE(*connected) << connected->error().message;
-    client_ = **connected;
-    client_->Start(nullptr, [this] { client_closed_ = true; });
   }
 
   asio::awaitable<void> AcceptUpstreams() {
@@ -474,26 +447,14 @@ class LimitedExitTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (client_) client_->Close(CloseReason::kNormal, "test over", true);
-    bool idle = false;
-    if (server_) server_->Stop([&] { idle = true; });
-    RunUntil(
-        io_, [&] { return idle && (!client_ || client_closed_); }, 5s);
-    error_code ignored;
-    if (upstream_listener_) upstream_listener_->close(ignored);
-    if (app_listener_) app_listener_->close(ignored);
-    for (auto& s : upstreams_) s->close(ignored);
-    for (int i = 0; i < 100 && io_.poll() > 0; ++i) {
-    }
-    if (server_) server_->DropTunnels();
+    Shutdown(5s, [this] {
+      error_code ignored;
+      if (upstream_listener_) upstream_listener_->close(ignored);
+      if (app_listener_) app_listener_->close(ignored);
+      for (auto& s : upstreams_) s->close(ignored);
+    });
   }
 
-  asio::io_context io_;
-  X25519KeyPair exit_key_ = X25519KeyPair::Generate();
-  payments::PrivateKey identity_ = payments::PrivateKey::Generate();
-  std::shared_ptr<ExitServer> server_;
-  std::shared_ptr<TunnelConnection> client_;
-  bool client_closed_ = false;
   std::optional<tcp::acceptor> upstream_listener_;
   std::optional<tcp::acceptor> app_listener_;
   std::deque<std::shared_ptr<tcp::socket>> upstreams_;

@@ -23,8 +23,6 @@
 #include <thread>
 #include <vector>
 
-#include "payments/keys.h"
-#include "tests/support/wall_clock.h"
 #include "tests/tunnel/io_test_util.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/session/client.h"
@@ -35,7 +33,6 @@ namespace dvpn::tunnel::session {
 namespace {
 
 using namespace std::chrono_literals;
-using dvpn::testing::UnixMillis;
 using testing::RunUntil;
 
 // Public-looking addresses (not in any default-refused range, so only the own-host rule can
@@ -100,46 +97,19 @@ class TestNamespace {
 };
 
 // An exit on 0.0.0.0 and a client tunnel to it, on one io_context (the namespace's thread).
-class Harness {
+class Harness : private testing::ExitAndClient {
  public:
-  Harness(std::vector<std::string> rules, ExitServer::Options options) {
-    auto policy = ExitPolicy::FromStrings(rules, {});
-    EXPECT_TRUE(policy.has_value());
-    if (!policy) return;
-    server_ = std::make_shared<ExitServer>(io_, tcp::endpoint(asio::ip::address_v4::any(), 0),
-                                           exit_key_, *policy, options);
-    server_->Start();
-    HandshakeInitiator::Options hs;
-    hs.provider_static = exit_key_.public_key;
-    hs.identity = &identity_;
-    hs.timestamp_ms = UnixMillis();
-    // Held by the completion too: it may outlive a failed wait.
-    auto connected =
-        std::make_shared<std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>>>();
-    asio::co_spawn(io_,
-                   ConnectTunnel(tcp::endpoint(asio::ip::address_v4::loopback(), exit_port()), hs,
-                                 ConnectionOptions{}, 5s),
-                   [connected](std::exception_ptr e, auto r) {
-                     if (!e) *connected = std::move(r);
-                   });
-    if (!RunUntil(io_, [&] { return connected->has_value(); }, 6s) || !**connected) {
-      ADD_FAILURE() << "no tunnel to the exit";
-      return;
+  Harness(const std::vector<std::string>& rules, ExitServer::Options options) {
+    if (StartExit(tcp::endpoint(asio::ip::address_v4::any(), 0), rules, options)) {
+      ConnectClient(5s);
     }
-    client_ = ***connected;
-    client_->Start(nullptr, [this] { client_closed_ = true; });
   }
 
   ~Harness() {
-    if (client_) client_->Close(CloseReason::kNormal, "test over", true);
-    bool idle = false;
-    if (server_) server_->Stop([&] { idle = true; });
-    RunUntil(io_, [&] { return idle && (!client_ || client_closed_); }, 3s);
-    error_code ignored;
-    for (auto& a : listeners_) a->close(ignored);
-    for (int i = 0; i < 100 && io_.poll() > 0; ++i) {
-    }
-    if (server_) server_->DropTunnels();
+    Shutdown(3s, [this] {
+      error_code ignored;
+      for (auto& a : listeners_) a->close(ignored);
+    });
   }
 
   bool ready() const { return client_ != nullptr; }
@@ -191,12 +161,6 @@ class Harness {
   }
 
  private:
-  asio::io_context io_;
-  X25519KeyPair exit_key_ = X25519KeyPair::Generate();
-  payments::PrivateKey identity_ = payments::PrivateKey::Generate();
-  std::shared_ptr<ExitServer> server_;
-  std::shared_ptr<TunnelConnection> client_;
-  bool client_closed_ = false;
   std::vector<std::shared_ptr<tcp::acceptor>> listeners_;
 
   static asio::awaitable<void> AcceptAndDrop(std::shared_ptr<tcp::acceptor> a) {
