@@ -23,11 +23,11 @@
 #include <spdlog/sinks/base_sink.h>
 
 #include "ledger/requests.h"
-#include "marketplace/provider_stats.h"
 #include "payments/metering.h"
 #include "payments/payment_session.h"
 #include "payments/wire/control_codec.h"
 #include "tests/payments_e2e/harness.h"
+#include "tests/payments_e2e/provider_stats_util.h"
 #include "tunnel/destination.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/client.h"
@@ -1040,10 +1040,7 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
 
   tunnel_client_->Signal(SIGTERM);
   ASSERT_TRUE(tunnel_client_->WaitFor(10'000ms));
-  SystemClock clock;
-  auto stats = marketplace::ProviderStats::Open(stats_file, clock);
-  ASSERT_TRUE(stats);
-  auto cheap_record = stats->Get(cheap.public_key().bytes());
+  auto cheap_record = StoredRecord(stats_file, cheap);
   ASSERT_TRUE(cheap_record);
   EXPECT_EQ(cheap_record->overcharges, 1u);
   EXPECT_GE(cheap_record->failed, 1u);

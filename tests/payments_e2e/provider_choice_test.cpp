@@ -10,9 +10,8 @@
 // The client must try the cheapest first, fail over to the honest one when the connection
 // fails, move data through it, record the failure in its --provider-stats file, and never
 // choose (nor open a channel to) the provider above its price limit.
-#include "common/clock.h"
-#include "marketplace/provider_stats.h"
 #include "tests/payments_e2e/harness.h"
+#include "tests/payments_e2e/provider_stats_util.h"
 
 namespace dvpn::payments_e2e {
 namespace {
@@ -75,13 +74,10 @@ TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimi
     EXPECT_NE(c.provider, Address::FromPublicKey(pricey.public_key()));
 
   // The measurements survived the client: the failure of the cheap one, the honest handshake.
-  SystemClock clock;
-  auto stats = marketplace::ProviderStats::Open(stats_file, clock);
-  ASSERT_TRUE(stats);
-  auto cheap_record = stats->Get(cheap.public_key().bytes());
+  auto cheap_record = StoredRecord(stats_file, cheap);
   ASSERT_TRUE(cheap_record);
   EXPECT_GE(cheap_record->failed, 1u);
-  auto honest_record = stats->Get(provider_.public_key().bytes());
+  auto honest_record = StoredRecord(stats_file, provider_);
   ASSERT_TRUE(honest_record);
   EXPECT_GE(honest_record->succeeded, 1u);
   EXPECT_TRUE(honest_record->handshake_ms.has_value());
