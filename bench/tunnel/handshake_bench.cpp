@@ -29,6 +29,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -116,6 +118,29 @@ struct Provider {
     o.clock = &clock;
     return HandshakeResponder(std::move(o));
   }
+
+  // The exit's share of one handshake: checks mac1, reads `msg1`, chooses a cipher from `local`,
+  // writes msg2 into `msg2` (its size in `*msg2_size`) and takes the session keys. nullopt when
+  // a step fails (a refused msg1 is reported on stderr).
+  std::optional<dvpn::tunnel::SessionKeys> Respond(dvpn::ByteSpan msg1, std::span<uint8_t> msg2,
+                                                   dvpn::tunnel::CipherSet local,
+                                                   size_t* msg2_size) {
+    HandshakeResponder responder = Responder();
+    if (!responder.CheckMac1(msg1)) return std::nullopt;
+    auto hello = responder.ReadMessage1(msg1);
+    if (!hello) {
+      std::fprintf(stderr, "msg1 rejected: %s\n", hello.error().message.c_str());
+      return std::nullopt;
+    }
+    auto cipher = dvpn::tunnel::ChooseCipher(hello->ciphers, local);
+    if (!cipher) return std::nullopt;
+    auto n2 = responder.WriteMessage2(msg2, *cipher, {});
+    if (!n2) return std::nullopt;
+    auto keys = responder.TakeKeys();
+    if (!keys) return std::nullopt;
+    *msg2_size = *n2;
+    return *std::move(keys);
+  }
 };
 
 using Msg1 = std::array<uint8_t, dvpn::tunnel::kMsg1Size>;
@@ -131,20 +156,10 @@ double RunFull(uint32_t count, Clients& clients, Provider& provider, uint64_t& s
   for (uint32_t i = 0; i < count; ++i) {
     HandshakeInitiator initiator(clients.Next(seq++, provider.key.public_key));
     if (!initiator.WriteMessage1(msg1)) break;
-    HandshakeResponder responder = provider.Responder();
-    if (!responder.CheckMac1(msg1)) break;
-    auto hello = responder.ReadMessage1(msg1);
-    if (!hello) {
-      std::fprintf(stderr, "msg1 rejected: %s\n", hello.error().message.c_str());
-      break;
-    }
-    auto cipher = dvpn::tunnel::ChooseCipher(hello->ciphers, local);
-    if (!cipher) break;
-    auto n2 = responder.WriteMessage2(msg2, *cipher, {});
-    if (!n2) break;
-    auto provider_keys = responder.TakeKeys();
+    size_t n2 = 0;
+    auto provider_keys = provider.Respond(msg1, msg2, local, &n2);
     if (!provider_keys) break;
-    auto client_keys = initiator.ReadMessage2(dvpn::ByteSpan(msg2.data(), *n2));
+    auto client_keys = initiator.ReadMessage2(dvpn::ByteSpan(msg2.data(), n2));
     if (!client_keys) {
       std::fprintf(stderr, "msg2 rejected: %s\n", client_keys.error().message.c_str());
       break;
@@ -177,18 +192,8 @@ double RunResponder(uint32_t count, Clients& clients, Provider& provider, uint64
   uint8_t sink = 0;
   auto start = SteadyClock::now();
   for (uint32_t i = 0; i < count; ++i) {
-    HandshakeResponder responder = provider.Responder();
-    if (!responder.CheckMac1(pool[i])) break;
-    auto hello = responder.ReadMessage1(pool[i]);
-    if (!hello) {
-      std::fprintf(stderr, "msg1 rejected: %s\n", hello.error().message.c_str());
-      break;
-    }
-    auto cipher = dvpn::tunnel::ChooseCipher(hello->ciphers, local);
-    if (!cipher) break;
-    auto n2 = responder.WriteMessage2(msg2, *cipher, {});
-    if (!n2) break;
-    auto keys = responder.TakeKeys();
+    size_t n2 = 0;
+    auto keys = provider.Respond(pool[i], msg2, local, &n2);
     if (!keys) break;
     sink ^= keys->send_key[0];
     ++ok;

@@ -14,11 +14,13 @@
 #include <optional>
 #include <vector>
 
+#include "tests/tunnel/cipher_test_util.h"
 #include "tunnel/datagram.h"
 
 namespace {
 
 using namespace dvpn::tunnel;
+using dvpn::tunnel::testing::Snap;
 
 struct Reader {
   const uint8_t* p;
@@ -41,20 +43,6 @@ struct Reader {
     return out;
   }
 };
-
-struct Snapshot {
-  uint64_t generation;
-  bool has_previous;
-  ReplayWindow window;
-  std::optional<ReplayWindow> previous;
-  bool operator==(const Snapshot&) const = default;
-};
-
-Snapshot Snap(const DatagramOpener& o) {
-  Snapshot s{o.generation(), o.has_previous_epoch(), o.window(), std::nullopt};
-  if (o.previous_window()) s.previous = *o.previous_window();
-  return s;
-}
 
 [[noreturn]] void Bug(const char* what) {
   std::fprintf(stderr, "datagram_fuzz: %s\n", what);
@@ -145,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         continue;
     }
 
-    const Snapshot before = Snap(opener);
+    const auto before = Snap(opener);
     std::vector<uint8_t> work = d;
     auto opened = opener.Open(work);
     if (!opened) {
@@ -156,7 +144,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (opened->plaintext.size() + kDatagramOverhead != d.size()) Bug("plaintext size");
     if (sealed_generation && opened->generation != *sealed_generation) Bug("generation");
     // Accepted once: the same bytes again are a replay, and change nothing.
-    const Snapshot after = Snap(opener);
+    const auto after = Snap(opener);
     work = d;
     auto again = opener.Open(work);
     if (again || again.error().code != DatagramErrc::kReplayed) Bug("accepted twice");

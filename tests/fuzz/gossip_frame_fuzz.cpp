@@ -26,6 +26,7 @@
 #include "dvpn/v1/marketplace.pb.h"
 #include "marketplace/gossip_node.h"
 #include "marketplace/wire.h"
+#include "tests/support/test_offer.h"
 
 namespace {
 
@@ -78,18 +79,7 @@ const Offer& HeldOffer() {
     secret.fill(0x42);
     auto key = dvpn::payments::PrivateKey::FromBytes(secret);
     Check(key.has_value());
-    Offer o;
-    o.ledger = Network();
-    o.offer_id = 1;
-    o.seq = 5;
-    o.issued_unix = kStartUnix;
-    o.expires_unix = kStartUnix + 3600;
-    o.tunnel_key.fill(0xa4);
-    o.price_per_mb = dvpn::Amount::FromMicro(10'000);
-    o.capacity_mbps = 100;
-    o.max_sessions = 8;
-    o.region = "eu";
-    o.endpoints = {{"127.0.0.1", 7443}};
+    Offer o = dvpn::testing::UnsignedTestOffer(Network(), {.seq = 5, .issued_unix = kStartUnix});
     dvpn::Hash32 aux{};
     SignOfferWithAux(o, *key, aux);
     return o;

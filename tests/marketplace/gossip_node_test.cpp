@@ -7,6 +7,7 @@
 #include "dvpn/v1/marketplace.pb.h"
 #include "marketplace/gossip_node.h"
 #include "marketplace/wire.h"
+#include "tests/support/test_offer.h"
 
 namespace dvpn::marketplace {
 namespace {
@@ -21,18 +22,8 @@ payments::LedgerId Network() {
 
 Offer MakeOffer(const payments::PrivateKey& key, uint64_t seq, uint64_t issued = kStartUnix,
                 uint32_t slot = 1) {
-  Offer o;
-  o.ledger = Network();
-  o.offer_id = slot;
-  o.seq = seq;
-  o.issued_unix = issued;
-  o.expires_unix = issued + 3600;
-  o.tunnel_key.fill(0xa4);
-  o.price_per_mb = Amount::FromMicro(10'000);
-  o.capacity_mbps = 100;
-  o.max_sessions = 8;
-  o.region = "eu";
-  o.endpoints = {{"127.0.0.1", 7443}};
+  Offer o = dvpn::testing::UnsignedTestOffer(
+      Network(), {.offer_id = slot, .seq = seq, .issued_unix = issued});
   SignOffer(o, key);
   return o;
 }

@@ -24,6 +24,7 @@
 #include <gtest/gtest.h>
 
 #include "marketplace/wire.h"
+#include "tests/support/test_offer.h"
 
 namespace dvpn::marketplace {
 namespace {
@@ -54,18 +55,11 @@ uint64_t UnixNow() {
 }
 
 Offer SignedOffer(const payments::PrivateKey& key, uint32_t offer_id = 1, uint64_t seq = 1) {
-  Offer o;
-  o.ledger = TestNetwork();
-  o.offer_id = offer_id;
-  o.seq = seq;
-  o.issued_unix = UnixNow();
-  o.expires_unix = o.issued_unix + 3600;
-  o.tunnel_key.fill(0xa4);
-  o.price_per_mb = Amount::FromMicro(250'000);
-  o.capacity_mbps = 100;
-  o.max_sessions = 8;
-  o.region = "eu-west";
-  o.endpoints = {Endpoint{"127.0.0.1", 7443}};
+  Offer o = dvpn::testing::UnsignedTestOffer(TestNetwork(), {.offer_id = offer_id,
+                                                             .seq = seq,
+                                                             .issued_unix = UnixNow(),
+                                                             .price_micro = 250'000,
+                                                             .region = "eu-west"});
   SignOffer(o, key);
   return o;
 }

@@ -36,6 +36,7 @@
 #include "marketplace/wire.h"
 #include "payments/keys.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/test_offer.h"
 
 namespace dvpn::marketplace_e2e {
 
@@ -74,18 +75,12 @@ inline bool PollUntil(const std::function<bool()>& cond, std::chrono::millisecon
 inline Offer MakeOffer(const PrivateKey& key, uint32_t offer_id, uint64_t seq,
                        const std::string& region, uint64_t price_micro = 100'000,
                        uint64_t issued = UnixNow(), uint64_t lifetime = 3600) {
-  Offer o;
-  o.ledger = TestNetwork();
-  o.offer_id = offer_id;
-  o.seq = seq;
-  o.issued_unix = issued;
-  o.expires_unix = issued + lifetime;
-  o.tunnel_key.fill(0xa4);
-  o.price_per_mb = Amount::FromMicro(price_micro);
-  o.capacity_mbps = 100;
-  o.max_sessions = 8;
-  o.region = region;
-  o.endpoints = {marketplace::Endpoint{"127.0.0.1", 7443}};
+  Offer o = testing::UnsignedTestOffer(TestNetwork(), {.offer_id = offer_id,
+                                                       .seq = seq,
+                                                       .issued_unix = issued,
+                                                       .lifetime_s = lifetime,
+                                                       .price_micro = price_micro,
+                                                       .region = region});
   marketplace::SignOffer(o, key);
   return o;
 }

@@ -176,28 +176,12 @@ TEST_F(ClientDaemonTest, ConnectPaysTheChosenSellerAndDisconnectClosesTheSocksPo
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << Tail(dir_.File("dvpn-client.log"));
 }
 
-// A free loopback TCP port now (bound and released): where a seller will listen later.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 // docker/ starts the client with --connect as soon as its bootstrap peer answers health checks:
 // it must not give up when no offer is known yet. Here no seller exists at all when the client
 // starts; the client reports "connecting" with the reason, keeps trying, and connects once the
 // seller appears. Its SOCKS port wants the password it was given and nothing else.
 TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWantsThePassword) {
-  const int gossip_port = FreePort();
+  const int gossip_port = testing::UnusedLoopbackPort();  // where a seller will listen later
   ASSERT_NE(gossip_port, 0);
   std::ofstream(dir_.File("socks.password")) << "correct horse\n";
   auto args = ClientArgs(gossip_port);

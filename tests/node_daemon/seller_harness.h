@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include <grpcpp/grpcpp.h>
@@ -93,6 +94,13 @@ class SellerNodeTest : public PaymentsE2E {
         << "[control]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n"
         << extra;
     return path;
+  }
+
+  // The seller's usage file (<data_dir>/usage) as if `month` ("YYYY-MM", UTC) had metered
+  // `bytes` of data.
+  void WriteUsage(const std::string& month, uint64_t bytes) {
+    std::filesystem::create_directories(dir_.File("seller"));
+    std::ofstream(dir_.File("seller/usage")) << month << " " << bytes << "\n";
   }
 
   std::optional<NodePorts> StartSeller(const std::string& config) {

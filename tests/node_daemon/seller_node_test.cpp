@@ -141,17 +141,21 @@ TEST_F(SellerNodeTest, PaidTrafficEarningsPriceChangeAndGracefulShutdown) {
   EXPECT_NE(log.find("final settlement"), std::string::npos);
 }
 
+// This month as the seller's usage file names it (UTC, "YYYY-MM").
+std::string ThisMonth() {
+  char month[16];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(month, sizeof month, "%Y-%m", &utc);
+  return month;
+}
+
 // The monthly data cap: a node whose month already used its cap (the count survives restarts in
 // <data_dir>/usage) refuses new sessions with a reason and does not advertise; the count of a
 // past month does not count.
 TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
-  std::filesystem::create_directories(dir_.File("seller"));
-  char month[16];
-  std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  std::strftime(month, sizeof month, "%Y-%m", &utc);
-  std::ofstream(dir_.File("seller/usage")) << month << " 1000000000\n";
+  WriteUsage(ThisMonth(), 1'000'000'000);
   auto ports = StartSeller(WriteConfig("[limits]\nmonthly_data_gb = 1\n"));
   ASSERT_TRUE(ports);
   auto stub = Control(ports->control);
@@ -186,7 +190,7 @@ TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0);
 
   // Last month's count is not this month's.
-  std::ofstream(dir_.File("seller/usage")) << "2000-01 1000000000\n";
+  WriteUsage("2000-01", 1'000'000'000);
   ports = StartSeller(WriteConfig("[limits]\nmonthly_data_gb = 1\n"));
   ASSERT_TRUE(ports);
   stub = Control(ports->control);
@@ -199,13 +203,7 @@ TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
 
 // Crossing the cap during a session ends that session too (within the sampler's second).
 TEST_F(SellerNodeTest, CrossingTheDataCapEndsOpenSessions) {
-  std::filesystem::create_directories(dir_.File("seller"));
-  char month[16];
-  std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  std::strftime(month, sizeof month, "%Y-%m", &utc);
-  std::ofstream(dir_.File("seller/usage")) << month << " 999000000\n";  // 1 MB below the cap
+  WriteUsage(ThisMonth(), 999'000'000);  // 1 MB below the cap
   auto ports = StartSeller(WriteConfig("[limits]\nmonthly_data_gb = 1\n"));
   ASSERT_TRUE(ports);
   auto stub = Control(ports->control);

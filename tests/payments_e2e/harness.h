@@ -33,6 +33,8 @@
 #include "ledger/rpc/ledger_client.h"
 #include "payments/keys.h"
 #include "payments/signed_messages.h"
+#include "tests/support/echo_server.h"
+#include "tests/support/net_util.h"
 #include "tests/support/subprocess.h"
 
 #ifdef DVPN_NODE_BIN
@@ -43,9 +45,11 @@
 
 namespace dvpn::payments_e2e {
 
+using dvpn::testing::ReadExactly;
 using dvpn::testing::ReadFile;
 using dvpn::testing::Subprocess;
 using dvpn::testing::TempDir;
+using dvpn::testing::WriteAll;
 using ledger::rpc::LedgerClient;
 using payments::Address;
 using payments::PrivateKey;
@@ -55,96 +59,9 @@ constexpr Amount Micro(uint64_t v) { return Amount::FromMicro(v); }
 // A child's log, its end.
 inline std::string Tail(const std::string& path) { return dvpn::testing::FileTail(path); }
 
-inline void SetTimeouts(int fd, std::chrono::seconds t) {
-  timeval tv{};
-  tv.tv_sec = t.count();
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-inline int ConnectLoopback(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  SetTimeouts(fd, 10s);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-inline bool WriteAll(int fd, const uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-inline bool ReadExactly(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// Loopback echo server (one thread per connection; bounded by socket timeouts).
-class EchoServer {
- public:
-  EchoServer() {
-    listen_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_, 16);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        pollfd p{listen_, POLLIN, 0};
-        if (::poll(&p, 1, 100) <= 0) continue;
-        int fd = ::accept(listen_, nullptr, nullptr);
-        if (fd < 0) continue;
-        std::lock_guard<std::mutex> lock(mu_);
-        workers_.emplace_back([fd] {
-          SetTimeouts(fd, 10s);
-          std::vector<uint8_t> buf(65536);
-          for (;;) {
-            ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
-            if (r <= 0 || !WriteAll(fd, buf.data(), static_cast<size_t>(r))) break;
-          }
-          ::shutdown(fd, SHUT_WR);
-          ::close(fd);
-        });
-      }
-    });
-  }
-  ~EchoServer() {
-    stop_ = true;
-    thread_.join();
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& t : workers_) t.join();
-    ::close(listen_);
-  }
-  int port() const { return port_; }
-
- private:
-  int listen_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<std::thread> workers_;
-};
+// A blocking connection to 127.0.0.1:`port` with 10 s timeouts, as a raw descriptor (the
+// tests close it themselves); -1 on failure.
+inline int ConnectLoopback(int port) { return testing::ConnectLoopback(port, 10s).Release(); }
 
 // SOCKS5 CONNECT to 127.0.0.1:`port` through the client at `socks_port`; -1 on failure. With a
 // `user`, only RFC 1929 username/password (method 02) is offered, with `password`.
@@ -214,22 +131,40 @@ class PaymentsE2E : public ::testing::Test {
 
   Address ProviderAddress() const { return Address::FromPublicKey(provider_.public_key()); }
 
+  // Starts `argv` in `slot` (killing what it held first), logging to `log`, and waits up to
+  // `timeout` for the port it writes to `port_file`. Returns that port, or 0 with the failure
+  // and the log's end recorded.
+  static int Launch(std::optional<Subprocess>& slot, const std::vector<std::string>& argv,
+                    const std::string& log, const std::string& port_file,
+                    std::chrono::milliseconds timeout = 15'000ms) {
+    slot.reset();
+    auto p = Subprocess::Spawn(argv, log);
+    if (!p) {
+      ADD_FAILURE() << p.error();
+      return 0;
+    }
+    slot.emplace(*std::move(p));
+    auto port = testing::WaitForPortFile(port_file, timeout, *slot);
+    if (!port) {
+      ADD_FAILURE() << argv[0] << " did not start:\n" << Tail(log);
+      return 0;
+    }
+    return *port;
+  }
+
   // Starts dvpn-ledger on `listen` with the test's SQLite file (a restart on the same address
   // keeps the ledger id) and (re)connects client_ to it.
   void StartLedger(const std::string& listen) {
     std::string port_file = dir_.File("ledger.port");
     std::remove(port_file.c_str());
-    auto proc = Subprocess::Spawn(
+    const int port = Launch(
+        ledger_,
         {DVPN_LEDGER_BIN, "--db", dir_.File("ledger.db"), "--listen", listen, "--port-file",
          port_file, "--name", "pay-e2e", "--operator-pubkey", ToHex(operator_.public_key().bytes()),
          "--log-level", "warn"},
-        dir_.File("ledger.log"));
-    ASSERT_TRUE(proc) << proc.error();
-    ledger_.emplace(*std::move(proc));
-    auto port = testing::WaitForPortFile(port_file, 15'000ms, *ledger_);
-    ASSERT_TRUE(port) << "the ledger did not start on " << listen << ":\n"
-                      << Tail(dir_.File("ledger.log"));
-    ledger_target_ = "127.0.0.1:" + std::to_string(*port);
+        dir_.File("ledger.log"), port_file);
+    ASSERT_NE(port, 0) << "the ledger did not start on " << listen;
+    ledger_target_ = "127.0.0.1:" + std::to_string(port);
     client_ = std::make_unique<LedgerClient>(ledger_target_, 5000ms);
     ASSERT_TRUE(client_->WaitForConnected(5000ms));
     auto info = client_->GetInfo();
@@ -281,19 +216,7 @@ class PaymentsE2E : public ::testing::Test {
                                      "--log-level",
                                      "debug"};
     argv.insert(argv.end(), f.extra.begin(), f.extra.end());
-    exit_.reset();
-    auto p = Subprocess::Spawn(argv, dir_.File(log_name));
-    if (!p) {
-      ADD_FAILURE() << p.error();
-      return 0;
-    }
-    exit_.emplace(*std::move(p));
-    auto port = testing::WaitForPortFile(port_file, 15'000ms, *exit_);
-    if (!port) {
-      ADD_FAILURE() << "exit did not start:\n" << Tail(dir_.File(log_name));
-      return 0;
-    }
-    return *port;
+    return Launch(exit_, argv, dir_.File(log_name), port_file);
   }
   int StartExit(std::vector<std::string> extra = {}) {
     return StartExit(ExitFlags{.extra = std::move(extra)});
@@ -396,6 +319,46 @@ class PaymentsE2E : public ::testing::Test {
     return false;
   }
 
+  // What StartExitWithHonestOffer started: the fixture's paid exit and the offer book of the
+  // client's node.
+  struct HonestMarket {
+    int exit_port = 0;
+    int client_grpc = 0;  // gRPC port of the node "client-node"
+  };
+
+  // Starts the fixture's paid exit, a dvpn-node "client-node" (the offer book a client asks)
+  // and a node "honest" advertising that exit at 0.01/MB, bootstrapped to the client's node.
+  // client_grpc is 0 (and the failure recorded) when something did not start.
+  HonestMarket StartExitWithHonestOffer() {
+    HonestMarket m;
+    m.exit_port = StartExit();
+    if (m.exit_port == 0) return m;
+    const int client_grpc = StartNode("client-node", {});
+    if (client_grpc == 0) return m;
+    if (StartNode("honest", BootstrapTo("client-node", Advertise(provider_secret_, exit_pub_,
+                                                                 m.exit_port, "0.01"))) != 0) {
+      m.client_grpc = client_grpc;
+    }
+    return m;
+  }
+
+  // Starts a client that chooses its provider from the offers of the node with gRPC port
+  // `offers_grpc` (0.1/MB at most), with its measurements in `stats_file` and `extra` flags;
+  // returns its SOCKS port (0, with the failure recorded, when it did not come up).
+  int StartOffersClient(int offers_grpc, const std::string& stats_file,
+                        std::vector<std::string> extra) {
+    const std::string port_file = dir_.File("socks.port");
+    std::remove(port_file.c_str());
+    std::vector<std::string> argv = {
+        DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(offers_grpc),
+        "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--provider-stats", stats_file,
+        "--identity-key-file",
+        testing::WriteSecretFile(dir_.File("payer.key"), ToHex(payer_secret_)), "--socks",
+        "127.0.0.1:0", "--socks-port-file", port_file, "--log-level", "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return Launch(tunnel_client_, argv, dir_.File("client.log"), port_file, 30'000ms);
+  }
+
   std::vector<Subprocess> nodes_;
   std::map<std::string, int> gossip_ports_;
 #endif
@@ -425,7 +388,7 @@ class PaymentsE2E : public ::testing::Test {
   payments::LedgerId ledger_id_;
   payments::ChannelId channel_;
   std::string exit_pub_;
-  EchoServer echo_;
+  testing::EchoServer echo_{10s, 16};
 
   static ByteArray<32> RandomSecret() {
     std::random_device rd;

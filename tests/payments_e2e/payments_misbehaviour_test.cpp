@@ -23,11 +23,11 @@
 #include <spdlog/sinks/base_sink.h>
 
 #include "ledger/requests.h"
-#include "marketplace/provider_stats.h"
 #include "payments/metering.h"
 #include "payments/payment_session.h"
 #include "payments/wire/control_codec.h"
 #include "tests/payments_e2e/harness.h"
+#include "tests/payments_e2e/provider_stats_util.h"
 #include "tunnel/destination.h"
 #include "tunnel/handshake.h"
 #include "tunnel/session/client.h"
@@ -992,14 +992,8 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   terms.payee = cheap_addr;
   auto seen = std::make_shared<FakeExitSeen>();
   const int fake_port = StartFakeExit(seen, static_key, wire::EncodeTerms(terms));
-  const int exit_port = StartExit();
-  ASSERT_NE(exit_port, 0);
-
-  const int client_grpc = StartNode("client-node", {});
+  const int client_grpc = StartExitWithHonestOffer().client_grpc;
   ASSERT_NE(client_grpc, 0);
-  ASSERT_NE(StartNode("honest", BootstrapTo("client-node", Advertise(provider_secret_, exit_pub_,
-                                                                     exit_port, "0.01"))),
-            0);
   ASSERT_NE(StartNode("cheap", BootstrapTo("client-node",
                                            Advertise(cheap_secret, ToHex(static_key->public_key),
                                                      fake_port, "0.005"))),
@@ -1007,25 +1001,15 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
   ASSERT_TRUE(WaitForOffers(client_grpc, 2));
 
   const std::string stats_file = dir_.File("provider-stats.db");
-  const std::string port_file = dir_.File("socks.port");
-  auto p = Subprocess::Spawn(
-      {DVPN_TUNNEL_CLIENT_BIN, "--offers-from", "127.0.0.1:" + std::to_string(client_grpc),
-       "--max-price-per-mb", "0.1", "--ledger", ledger_target_, "--provider-stats", stats_file,
-       "--identity-key-file",
-       dvpn::testing::WriteSecretFile(dir_.File("payer.key"), ToHex(payer_secret_)), "--socks", "127.0.0.1:0", "--socks-port-file",
-       port_file, "--reconnect-min-ms", "100", "--log-level", "debug"},
-      dir_.File("client.log"));
-  ASSERT_TRUE(p) << p.error();
-  tunnel_client_.emplace(*std::move(p));
-  auto socks = testing::WaitForPortFile(port_file, 30'000ms, *tunnel_client_);
-  ASSERT_TRUE(socks) << Tail(dir_.File("client.log"));
+  const int socks = StartOffersClient(client_grpc, stats_file, {"--reconnect-min-ms", "100"});
+  ASSERT_NE(socks, 0);
   ASSERT_TRUE(WaitUntil([&] {
     auto up = loop_.Call([this] { return fake_exit_ != nullptr; });
     return up && *up;
   })) << "the client did not choose the cheapest offer\n"
       << Tail(dir_.File("client.log"));
 
-  int fd = SocksConnect(*socks, echo_.port());
+  int fd = SocksConnect(socks, echo_.port());
   ASSERT_GE(fd, 0);
   ASSERT_EQ(EchoThrough(fd, 300'000), 300'000u);
   FakeInvoice(seen, 1, 50'000'000);  // 50 MB that never flowed
@@ -1038,7 +1022,7 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
     return ReadFile(dir_.File("client.log")).find(honest_name) != std::string::npos;
   })) << Tail(dir_.File("client.log"));
   ASSERT_TRUE(WaitUntil([&] {
-    int f = SocksConnect(*socks, echo_.port());
+    int f = SocksConnect(socks, echo_.port());
     if (f < 0) return false;
     const bool ok = EchoThrough(f, 200'000) == 200'000u;
     ::close(f);
@@ -1056,10 +1040,7 @@ TEST_F(Misbehaviour, ClientChoosingFromOffersLeavesAnOverchargingProviderForTheN
 
   tunnel_client_->Signal(SIGTERM);
   ASSERT_TRUE(tunnel_client_->WaitFor(10'000ms));
-  SystemClock clock;
-  auto stats = marketplace::ProviderStats::Open(stats_file, clock);
-  ASSERT_TRUE(stats);
-  auto cheap_record = stats->Get(cheap.public_key().bytes());
+  auto cheap_record = StoredRecord(stats_file, cheap);
   ASSERT_TRUE(cheap_record);
   EXPECT_EQ(cheap_record->overcharges, 1u);
   EXPECT_GE(cheap_record->failed, 1u);

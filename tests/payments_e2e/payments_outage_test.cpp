@@ -147,6 +147,13 @@ class PaymentsOutage : public PaymentsE2E {
     return socks;
   }
 
+  // Starts the exit with `flags` (logging to `exit_log`) and a client to it; returns the
+  // client's SOCKS port, 0 (with the failure recorded) when either did not start.
+  int StartExitAndClient(const ExitFlags& flags, const std::string& exit_log = "exit.log") {
+    const int exit_port = StartExit(flags, exit_log);
+    return exit_port == 0 ? 0 : StartClientChecked(exit_port);
+  }
+
   // SIGTERM to the client; it must stop within 10 s, with status 0 (docs/tunnel-cli.md).
   void StopClient() {
     ASSERT_TRUE(tunnel_client_);
@@ -266,9 +273,7 @@ class PaymentsOutage : public PaymentsE2E {
 TEST_F(PaymentsOutage, LedgerOutageDuringASessionSettlesWhenItReturns) {
   ExitFlags flags;
   flags.settle_threshold = "0.05";  // 50,000 micro-credits = 5 MB at 0.01 per MB
-  int exit_port = StartExit(flags, "exit.log");
-  ASSERT_NE(exit_port, 0);
-  int socks = StartClientChecked(exit_port);
+  int socks = StartExitAndClient(flags);
   ASSERT_NE(socks, 0);
   ASSERT_EQ(ProviderMicro(), 0u);
   int fd = SocksConnect(socks, echo_.port());
@@ -336,9 +341,7 @@ TEST_F(PaymentsOutage, LedgerDownAtShutdownSettlesAfterRestart) {
   constexpr uint64_t kShutdownTimeoutMs = 1500;
   ExitFlags flags;
   flags.extra = {"--shutdown-settle-timeout-ms", std::to_string(kShutdownTimeoutMs)};
-  int exit_port = StartExit(flags, "exit.log");
-  ASSERT_NE(exit_port, 0);
-  int socks = StartClientChecked(exit_port);
+  int socks = StartExitAndClient(flags);
   ASSERT_NE(socks, 0);
   int fd = SocksConnect(socks, echo_.port());
   ASSERT_GE(fd, 0);
@@ -386,9 +389,7 @@ TEST_F(PaymentsOutage, HungLedgerAtShutdownDoesNotHoldTheExitPastItsDeadline) {
   ExitFlags flags;
   flags.settle_threshold = "0.02";
   flags.extra = {"--shutdown-settle-timeout-ms", std::to_string(kShutdownTimeoutMs)};
-  int exit_port = StartExit(flags, "exit.log");
-  ASSERT_NE(exit_port, 0);
-  int socks = StartClientChecked(exit_port);
+  int socks = StartExitAndClient(flags);
   ASSERT_NE(socks, 0);
   // The channel is admitted (read from the ledger); now the ledger hangs.
   ASSERT_NO_FATAL_FAILURE(KillLedger());
@@ -428,9 +429,7 @@ TEST_F(PaymentsOutage, KillNineAtRandomMomentsLosesNoAcknowledgedPromise) {
     const std::string client_log = dir_.File("client.log");
     const size_t offset = ReadFile(client_log).size();  // this round's part of the log
     const std::string exit_log = "exit-" + std::to_string(round) + ".log";
-    int exit_port = StartExit(ExitFlags{}, exit_log);
-    ASSERT_NE(exit_port, 0);
-    int socks = StartClientChecked(exit_port);
+    int socks = StartExitAndClient(ExitFlags{}, exit_log);
     ASSERT_NE(socks, 0);
     ClientPayments start;
     ASSERT_TRUE(PollUntil(10'000ms, [&] {
@@ -535,9 +534,7 @@ TEST_F(PaymentsOutage, NonRoundTransferAtAHugePriceSettlesTheExactCharge) {
   flags.price_per_mb = "999999.987654";
   flags.invoice_interval_bytes = kInterval;
   flags.extra = {"--credit-window-bytes", "8000000"};
-  int exit_port = StartExit(flags, "exit.log");
-  ASSERT_NE(exit_port, 0);
-  int socks = StartClientChecked(exit_port);
+  int socks = StartExitAndClient(flags);
   ASSERT_NE(socks, 0);
   int fd = SocksConnect(socks, echo_.port());
   ASSERT_GE(fd, 0);

@@ -10,28 +10,13 @@
 // The client must try the cheapest first, fail over to the honest one when the connection
 // fails, move data through it, record the failure in its --provider-stats file, and never
 // choose (nor open a channel to) the provider above its price limit.
-#include "common/clock.h"
-#include "marketplace/provider_stats.h"
 #include "tests/payments_e2e/harness.h"
+#include "tests/payments_e2e/provider_stats_util.h"
 
 namespace dvpn::payments_e2e {
 namespace {
 
 using ProviderChoiceE2E = PaymentsE2E;
-
-int UnusedPort() {
-  // Bind and release: nothing listens there afterwards (the kernel does not hand a port it just
-  // released to the next bind(0) at once).
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimit) {
   const ByteArray<32> cheap_secret = RandomSecret(), pricey_secret = RandomSecret();
@@ -43,16 +28,11 @@ TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimi
                               Micro(1'000'000), 2, ServerTime() + 86'400);
   ASSERT_TRUE(client_->OpenChannel(open));
 
-  const int exit_port = StartExit();
-  ASSERT_NE(exit_port, 0);
-  const int client_grpc = StartNode("client-node", {});
+  const auto [exit_port, client_grpc] = StartExitWithHonestOffer();
   ASSERT_NE(client_grpc, 0);
-  ASSERT_NE(StartNode("honest", BootstrapTo("client-node", Advertise(provider_secret_, exit_pub_,
-                                                                     exit_port, "0.01"))),
-            0);
   ASSERT_NE(
       StartNode("cheap", BootstrapTo("client-node", Advertise(cheap_secret, std::string(64, 'a'),
-                                                              UnusedPort(), "0.005"))),
+                                                              testing::UnusedLoopbackPort(), "0.005"))),
       0);
   ASSERT_NE(
       StartNode("pricey", BootstrapTo("client-node", Advertise(pricey_secret, std::string(64, 'b'),
@@ -63,37 +43,12 @@ TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimi
   ASSERT_TRUE(WaitForOffers(client_grpc, 3)) << "the offers did not reach the client's node";
 
   const std::string stats_file = dir_.File("provider-stats.db");
-  std::string port_file = dir_.File("socks.port");
-  auto p = Subprocess::Spawn({DVPN_TUNNEL_CLIENT_BIN,
-                              "--offers-from",
-                              "127.0.0.1:" + std::to_string(client_grpc),
-                              "--max-price-per-mb",
-                              "0.1",
-                              "--ledger",
-                              ledger_target_,
-                              "--open-deposit",
-                              "1",
-                              "--provider-stats",
-                              stats_file,
-                              "--identity-key-file",
-                              dvpn::testing::WriteSecretFile(dir_.File("payer.key"),
-                                                             ToHex(payer_secret_)),
-                              "--socks",
-                              "127.0.0.1:0",
-                              "--socks-port-file",
-                              port_file,
-                              "--handshake-timeout-ms",
-                              "3000",
-                              "--log-level",
-                              "debug"},
-                             dir_.File("client.log"));
-  ASSERT_TRUE(p) << p.error();
-  tunnel_client_.emplace(*std::move(p));
-  auto socks = testing::WaitForPortFile(port_file, 30'000ms, *tunnel_client_);
-  ASSERT_TRUE(socks) << Tail(dir_.File("client.log"));
+  const int socks = StartOffersClient(client_grpc, stats_file,
+                                      {"--open-deposit", "1", "--handshake-timeout-ms", "3000"});
+  ASSERT_NE(socks, 0);
 
   // Data flows through the honest exit.
-  int fd = SocksConnect(*socks, echo_.port());
+  int fd = SocksConnect(socks, echo_.port());
   ASSERT_GE(fd, 0) << Tail(dir_.File("client.log"));
   EXPECT_EQ(EchoThrough(fd, 3'000'000), 3'000'000u);
   ::close(fd);
@@ -119,13 +74,10 @@ TEST_F(ProviderChoiceE2E, FailsOverFromADeadCheapExitAndNeverChoosesAboveTheLimi
     EXPECT_NE(c.provider, Address::FromPublicKey(pricey.public_key()));
 
   // The measurements survived the client: the failure of the cheap one, the honest handshake.
-  SystemClock clock;
-  auto stats = marketplace::ProviderStats::Open(stats_file, clock);
-  ASSERT_TRUE(stats);
-  auto cheap_record = stats->Get(cheap.public_key().bytes());
+  auto cheap_record = StoredRecord(stats_file, cheap);
   ASSERT_TRUE(cheap_record);
   EXPECT_GE(cheap_record->failed, 1u);
-  auto honest_record = stats->Get(provider_.public_key().bytes());
+  auto honest_record = StoredRecord(stats_file, provider_);
   ASSERT_TRUE(honest_record);
   EXPECT_GE(honest_record->succeeded, 1u);
   EXPECT_TRUE(honest_record->handshake_ms.has_value());

@@ -20,13 +20,9 @@
 #include "payments/payer_session.h"
 #include "test_util.h"
 
-namespace dvpn::payments {
+// In the namespace of the helpers of test_util.h.
+namespace dvpn::payments::testing {
 namespace {
-
-using testing::Micro;
-using testing::TestChannel;
-using testing::TestLedger;
-using testing::TestPayee;
 
 SessionTerms BaseTerms(uint64_t interval, uint64_t window) {
   SessionTerms t = testing::MakeTerms(1'000'000);  // 1 micro per byte
@@ -361,4 +357,4 @@ TEST(ChannelBound, AnySequenceOfSessionsStaysWithinOneWindow) {
 }
 
 }  // namespace
-}  // namespace dvpn::payments
+}  // namespace dvpn::payments::testing

@@ -9,12 +9,10 @@
 
 #include "tests/payments_session/test_util.h"
 
-namespace dvpn::payments {
+// In the namespace of the helpers of test_util.h.
+namespace dvpn::payments::testing {
 namespace {
 
-using testing::Micro;
-using testing::RefCharge;
-using testing::RefMulDiv;
 using u128 = unsigned __int128;
 
 uint64_t C(uint64_t per_mb, uint64_t per_minute, uint64_t bytes, uint64_t ms) {
@@ -175,4 +173,4 @@ TEST(Charge, PropertyRealisticSessions) {
 }
 
 }  // namespace
-}  // namespace dvpn::payments
+}  // namespace dvpn::payments::testing

@@ -6,14 +6,9 @@
 
 #include "tests/payments_session/test_util.h"
 
-namespace dvpn::payments {
+// In the namespace of the helpers of test_util.h.
+namespace dvpn::payments::testing {
 namespace {
-
-using testing::MakeTerms;
-using testing::Micro;
-using testing::TestChannel;
-using testing::TestLedger;
-using testing::TestPayee;
 
 template <class T>
 std::vector<T> All(const PayeeActions& a) {
@@ -426,4 +421,4 @@ TEST_F(PayeeTest, ChargeOverflowEndsTheSession) {
 }
 
 }  // namespace
-}  // namespace dvpn::payments
+}  // namespace dvpn::payments::testing

@@ -6,14 +6,9 @@
 
 #include "tests/payments_session/test_util.h"
 
-namespace dvpn::payments {
+// In the namespace of the helpers of test_util.h.
+namespace dvpn::payments::testing {
 namespace {
-
-using testing::MakeTerms;
-using testing::Micro;
-using testing::TestChannel;
-using testing::TestLedger;
-using testing::TestPayee;
 
 class PayerTest : public ::testing::Test {
  protected:
@@ -333,4 +328,4 @@ TEST(DailySpend, Basics) {
 }
 
 }  // namespace
-}  // namespace dvpn::payments
+}  // namespace dvpn::payments::testing

@@ -34,14 +34,9 @@
 #include "payments/wire/control_codec.h"
 #include "tests/payments_session/test_util.h"
 
-namespace dvpn::payments {
+// In the namespace of the helpers of test_util.h.
+namespace dvpn::payments::testing {
 namespace {
-
-using testing::Micro;
-using testing::RefCharge;
-using testing::TestChannel;
-using testing::TestLedger;
-using testing::TestPayee;
 
 constexpr uint64_t kDay = 20'000;
 
@@ -943,4 +938,4 @@ TEST(SessionProperty, DailyCapAcrossTwoSessions) {
 }
 
 }  // namespace
-}  // namespace dvpn::payments
+}  // namespace dvpn::payments::testing

@@ -19,15 +19,13 @@
 #include <string>
 #include <vector>
 
-#include "payments/keys.h"
-#include "tunnel/exit_policy.h"
-#include "tunnel/session/client.h"
-#include "tunnel/session/exit_server.h"
+#include "tests/tunnel/io_test_util.h"
 
 namespace dvpn::tunnel::session {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::RunUntil;
 using Limiter = BandwidthLimiter;
 using TimePoint = Limiter::TimePoint;
 
@@ -215,18 +213,6 @@ TEST(BandwidthLimiterTest, GrantedBytesNeverExceedBurstPlusRateTimesTime) {
 
 // ---- Acquire on a real io_context --------------------------------------------------------------
 
-// Runs `io` until `pred` or `timeout` (bounded; no sleeps).
-bool RunUntil(asio::io_context& io, const std::function<bool()>& pred,
-              std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    if (io.stopped()) io.restart();
-    io.run_one_for(5ms);
-  }
-  return true;
-}
-
 struct AcquireResult {
   std::optional<size_t> bytes;
   std::chrono::steady_clock::time_point at;
@@ -394,43 +380,16 @@ asio::awaitable<void> ReadPattern(std::shared_ptr<tcp::socket> s, std::shared_pt
   }
 }
 
-uint64_t WallMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
-class LimitedExitTest : public ::testing::Test {
+class LimitedExitTest : public ::testing::Test, protected testing::ExitAndClient {
  protected:
   void StartExit(std::shared_ptr<BandwidthLimiter> limiter) {
-    std::vector<std::string> rules{"allow 127.0.0.1/32"};
-    auto policy = ExitPolicy::FromStrings(rules, {});
-    ASSERT_TRUE(policy.has_value());
     ExitServer::Options options;
     options.bandwidth = std::move(limiter);
-    server_ = std::make_shared<ExitServer>(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0),
-                                           exit_key_, *policy, options);
-    server_->Start();
+    ASSERT_TRUE(ExitAndClient::StartExit(tcp::endpoint(asio::ip::address_v4::loopback(), 0),
+                                         {"allow 127.0.0.1/32"}, options));
     upstream_listener_.emplace(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     app_listener_.emplace(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     asio::co_spawn(io_, AcceptUpstreams(), asio::detached);
-  }
-
-  void ConnectClient() {
-    HandshakeInitiator::Options hs;
-    hs.provider_static = exit_key_.public_key;
-    hs.identity = &identity_;
-    hs.timestamp_ms = WallMs();
-    tcp::endpoint ep = server_->local_endpoint();
-    std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>> connected;
-    asio::co_spawn(io_, ConnectTunnel(ep, hs, ConnectionOptions{}, 10s),
-                   [&](std::exception_ptr e, auto r) {
-                     if (!e) connected = std::move(r);
-                   });
-    ASSERT_TRUE(RunUntil(io_, [&] { return connected.has_value(); }));
-    ASSERT_TRUE(*connected) << connected->error().message;
-    client_ = **connected;
-    client_->Start(nullptr, [this] { client_closed_ = true; });
   }
 
   asio::awaitable<void> AcceptUpstreams() {
@@ -467,27 +426,35 @@ class LimitedExitTest : public ::testing::Test {
     return ends;
   }
 
-  void TearDown() override {
-    if (client_) client_->Close(CloseReason::kNormal, "test over", true);
-    bool idle = false;
-    if (server_) server_->Stop([&] { idle = true; });
-    RunUntil(
-        io_, [&] { return idle && (!client_ || client_closed_); }, 5s);
-    error_code ignored;
-    if (upstream_listener_) upstream_listener_->close(ignored);
-    if (app_listener_) app_listener_->close(ignored);
-    for (auto& s : upstreams_) s->close(ignored);
-    for (int i = 0; i < 100 && io_.poll() > 0; ++i) {
+  // Starts `each_way` pattern bytes up (app -> upstream) and as many down on every stream of
+  // `ends`, all at once, each direction with its own pattern. Returns the flows: up, then down,
+  // for each stream in turn.
+  std::vector<std::shared_ptr<Flow>> StartFlows(const std::vector<Ends>& ends, size_t each_way) {
+    std::vector<std::shared_ptr<Flow>> flows;
+    for (size_t i = 0; i < ends.size(); ++i) {
+      auto up = std::make_shared<Flow>();
+      auto down = std::make_shared<Flow>();
+      up->total = down->total = each_way;
+      const uint64_t seed = 10 * (i + 1);
+      asio::co_spawn(io_, WritePattern(ends[i].app, up, seed), asio::detached);
+      asio::co_spawn(io_, ReadPattern(ends[i].upstream, up, seed), asio::detached);
+      asio::co_spawn(io_, WritePattern(ends[i].upstream, down, seed + 1), asio::detached);
+      asio::co_spawn(io_, ReadPattern(ends[i].app, down, seed + 1), asio::detached);
+      flows.push_back(up);
+      flows.push_back(down);
     }
-    if (server_) server_->DropTunnels();
+    return flows;
   }
 
-  asio::io_context io_;
-  X25519KeyPair exit_key_ = X25519KeyPair::Generate();
-  payments::PrivateKey identity_ = payments::PrivateKey::Generate();
-  std::shared_ptr<ExitServer> server_;
-  std::shared_ptr<TunnelConnection> client_;
-  bool client_closed_ = false;
+  void TearDown() override {
+    Shutdown(5s, [this] {
+      error_code ignored;
+      if (upstream_listener_) upstream_listener_->close(ignored);
+      if (app_listener_) app_listener_->close(ignored);
+      for (auto& s : upstreams_) s->close(ignored);
+    });
+  }
+
   std::optional<tcp::acceptor> upstream_listener_;
   std::optional<tcp::acceptor> app_listener_;
   std::deque<std::shared_ptr<tcp::socket>> upstreams_;
@@ -506,20 +473,8 @@ TEST_F(LimitedExitTest, TwoStreamsStayUnderTheExitWideLimit) {
   ASSERT_TRUE(ends[0].app && ends[1].app);
 
   // Each stream carries kEachWay up (app -> upstream) and kEachWay down, all at once.
-  std::vector<std::shared_ptr<Flow>> flows;
   const auto start = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < ends.size(); ++i) {
-    auto up = std::make_shared<Flow>();
-    auto down = std::make_shared<Flow>();
-    up->total = down->total = kEachWay;
-    const uint64_t seed = 10 * (i + 1);
-    asio::co_spawn(io_, WritePattern(ends[i].app, up, seed), asio::detached);
-    asio::co_spawn(io_, ReadPattern(ends[i].upstream, up, seed), asio::detached);
-    asio::co_spawn(io_, WritePattern(ends[i].upstream, down, seed + 1), asio::detached);
-    asio::co_spawn(io_, ReadPattern(ends[i].app, down, seed + 1), asio::detached);
-    flows.push_back(up);
-    flows.push_back(down);
-  }
+  const auto flows = StartFlows(ends, kEachWay);
   auto all_done = [&] {
     return std::all_of(flows.begin(), flows.end(),
                        [](const auto& f) { return f->eof || f->read_failed || f->write_failed; });
@@ -555,18 +510,7 @@ TEST_F(LimitedExitTest, ClosingTheTunnelWhileStreamsWaitForTokensIsClean) {
   ASSERT_TRUE(client_);
   std::vector<Ends> ends{OpenStream(), OpenStream()};
   ASSERT_TRUE(ends[0].app && ends[1].app);
-  std::vector<std::shared_ptr<Flow>> flows;
-  for (size_t i = 0; i < ends.size(); ++i) {
-    auto up = std::make_shared<Flow>();
-    auto down = std::make_shared<Flow>();
-    up->total = down->total = 4'000'000;
-    asio::co_spawn(io_, WritePattern(ends[i].app, up, 1), asio::detached);
-    asio::co_spawn(io_, ReadPattern(ends[i].upstream, up, 1), asio::detached);
-    asio::co_spawn(io_, WritePattern(ends[i].upstream, down, 2), asio::detached);
-    asio::co_spawn(io_, ReadPattern(ends[i].app, down, 2), asio::detached);
-    flows.push_back(up);
-    flows.push_back(down);
-  }
+  const auto flows = StartFlows(ends, 4'000'000);
   // Some data moves, then the limiter is in debt (the pumps wait for tokens).
   ASSERT_TRUE(RunUntil(io_, [&] {
     return limiter->Available(BandwidthLimiter::Clock::now()) < 0 &&

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/tunnel/cipher_test_util.h"
 #include "tunnel/record_channel.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -58,19 +59,12 @@ void PrintTo(DatagramErrc e, std::ostream* os) { *os << DatagramErrcName(e); }
 
 namespace {
 
+using testing::Ciphers;
+using testing::KeyFill;
+using testing::OpenerSnapshot;
+using testing::Snap;
+
 constexpr uint32_t kIndex = 0x1a2b3c4d;
-
-Key32 KeyFill(uint8_t b) {
-  Key32 k;
-  k.fill(b);
-  return k;
-}
-
-std::vector<Cipher> Ciphers() {
-  std::vector<Cipher> out = {Cipher::kChaCha20Poly1305};
-  if (LocalCiphers() & uint8_t(Cipher::kAes256Gcm)) out.push_back(Cipher::kAes256Gcm);
-  return out;
-}
 
 using Bytes = std::vector<uint8_t>;
 
@@ -101,20 +95,6 @@ Result<OpenedDatagram, DatagramErrc> OpenCopy(DatagramOpener& o, const Bytes& d,
 std::optional<DatagramErrc> ErrorOf(const Result<OpenedDatagram, DatagramErrc>& r) {
   if (r) return std::nullopt;
   return r.error().code;
-}
-
-// Everything an Open may change.
-struct Snapshot {
-  uint64_t generation;
-  bool has_previous;
-  ReplayWindow window;
-  std::optional<ReplayWindow> previous;
-  bool operator==(const Snapshot&) const = default;
-};
-Snapshot Snap(const DatagramOpener& o) {
-  Snapshot s{o.generation(), o.has_previous_epoch(), o.window(), std::nullopt};
-  if (o.previous_window()) s.previous = *o.previous_window();
-  return s;
 }
 
 class DatagramTest : public ::testing::TestWithParam<Cipher> {};
@@ -169,7 +149,7 @@ TEST_P(DatagramTest, EveryFlippedByteIsRefusedAndChangesNothing) {
   DatagramOpener opener(GetParam(), KeyFill(3), kIndex);
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(OpenCopy(opener, SealOne(sealer, {uint8_t(i)})));
   const Bytes d = SealOne(sealer, Bytes(40, 0xab));  // counter 10, not yet opened
-  const Snapshot before = Snap(opener);
+  const OpenerSnapshot before = Snap(opener);
   for (size_t i = 0; i < d.size(); ++i) {
     for (int bit = 0; bit < 8; ++bit) {
       Bytes bad = d;
@@ -201,7 +181,7 @@ TEST_P(DatagramTest, ReplayOfEveryAcceptedDatagramIsRefused) {
   std::vector<Bytes> sent;
   for (int i = 0; i < 200; ++i) sent.push_back(SealOne(sealer, {uint8_t(i), uint8_t(i >> 8)}));
   for (const auto& d : sent) ASSERT_TRUE(OpenCopy(opener, d));
-  const Snapshot before = Snap(opener);
+  const OpenerSnapshot before = Snap(opener);
   for (size_t i = 0; i < sent.size(); ++i) {
     EXPECT_EQ(ErrorOf(OpenCopy(opener, sent[i])), DatagramErrc::kReplayed) << i;
   }
@@ -275,7 +255,7 @@ TEST_P(DatagramTest, EpochChangeKeepsThePreviousEpochForTheGraceThenRefusesIt) {
   {
     DatagramSealer ahead(GetParam(), KeyFill(6), kIndex);
     for (int i = 0; i < 3; ++i) ahead.NextEpoch();
-    const Snapshot before = Snap(opener);
+    const OpenerSnapshot before = Snap(opener);
     EXPECT_EQ(ErrorOf(OpenCopy(opener, SealOne(ahead, {1}))), DatagramErrc::kUnknownEpoch);
     EXPECT_EQ(Snap(opener), before);
   }
@@ -347,7 +327,7 @@ TEST_P(DatagramTest, UnauthenticatedFloodChangesNothing) {
   for (int i = 0; i < 64; i += 2) ASSERT_TRUE(OpenCopy(opener, e1[i]));
   ASSERT_EQ(opener.generation(), 1u);
   ASSERT_TRUE(opener.has_previous_epoch());
-  const Snapshot before = Snap(opener);
+  const OpenerSnapshot before = Snap(opener);
 
   std::mt19937_64 rng(15003);
   std::map<DatagramErrc, int> seen;

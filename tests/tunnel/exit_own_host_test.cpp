@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "payments/keys.h"
+#include "tests/tunnel/io_test_util.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/exit_server.h"
@@ -33,6 +33,7 @@ namespace dvpn::tunnel::session {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::RunUntil;
 
 // Public-looking addresses (not in any default-refused range, so only the own-host rule can
 // refuse them); they exist only inside the test's namespace.
@@ -95,65 +96,20 @@ class TestNamespace {
   bool ok_ = false;
 };
 
-uint64_t WallMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
-// Runs `io` until `pred` or `timeout` (bounded; no sleeps).
-bool RunUntil(asio::io_context& io, const std::function<bool()>& pred,
-              std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    if (io.stopped()) io.restart();
-    io.run_one_for(5ms);
-  }
-  return true;
-}
-
 // An exit on 0.0.0.0 and a client tunnel to it, on one io_context (the namespace's thread).
-class Harness {
+class Harness : private testing::ExitAndClient {
  public:
-  Harness(std::vector<std::string> rules, ExitServer::Options options) {
-    auto policy = ExitPolicy::FromStrings(rules, {});
-    EXPECT_TRUE(policy.has_value());
-    if (!policy) return;
-    server_ = std::make_shared<ExitServer>(io_, tcp::endpoint(asio::ip::address_v4::any(), 0),
-                                           exit_key_, *policy, options);
-    server_->Start();
-    HandshakeInitiator::Options hs;
-    hs.provider_static = exit_key_.public_key;
-    hs.identity = &identity_;
-    hs.timestamp_ms = WallMs();
-    // Held by the completion too: it may outlive a failed wait.
-    auto connected =
-        std::make_shared<std::optional<Result<std::shared_ptr<TunnelConnection>, ConnectErrc>>>();
-    asio::co_spawn(io_,
-                   ConnectTunnel(tcp::endpoint(asio::ip::address_v4::loopback(), exit_port()), hs,
-                                 ConnectionOptions{}, 5s),
-                   [connected](std::exception_ptr e, auto r) {
-                     if (!e) *connected = std::move(r);
-                   });
-    if (!RunUntil(io_, [&] { return connected->has_value(); }, 6s) || !**connected) {
-      ADD_FAILURE() << "no tunnel to the exit";
-      return;
+  Harness(const std::vector<std::string>& rules, ExitServer::Options options) {
+    if (StartExit(tcp::endpoint(asio::ip::address_v4::any(), 0), rules, options)) {
+      ConnectClient(5s);
     }
-    client_ = ***connected;
-    client_->Start(nullptr, [this] { client_closed_ = true; });
   }
 
   ~Harness() {
-    if (client_) client_->Close(CloseReason::kNormal, "test over", true);
-    bool idle = false;
-    if (server_) server_->Stop([&] { idle = true; });
-    RunUntil(io_, [&] { return idle && (!client_ || client_closed_); }, 3s);
-    error_code ignored;
-    for (auto& a : listeners_) a->close(ignored);
-    for (int i = 0; i < 100 && io_.poll() > 0; ++i) {
-    }
-    if (server_) server_->DropTunnels();
+    Shutdown(3s, [this] {
+      error_code ignored;
+      for (auto& a : listeners_) a->close(ignored);
+    });
   }
 
   bool ready() const { return client_ != nullptr; }
@@ -191,7 +147,7 @@ class Harness {
     auto opened = std::make_shared<std::optional<Result<uint32_t, OpenFailure>>>();
     asio::co_spawn(io_, client_->OpenStream(d),
                    [opened](std::exception_ptr, Result<uint32_t, OpenFailure> r) { *opened = r; });
-    if (!RunUntil(io_, [&] { return opened->has_value(); })) return std::nullopt;
+    if (!RunUntil(io_, [&] { return opened->has_value(); }, 5s)) return std::nullopt;
     if (**opened) client_->CancelStream(***opened);
     return *opened;
   }
@@ -201,16 +157,10 @@ class Harness {
     asio::steady_timer t(io_, d);
     bool done = false;
     t.async_wait([&](const error_code&) { done = true; });
-    RunUntil(io_, [&] { return done; });
+    RunUntil(io_, [&] { return done; }, 5s);
   }
 
  private:
-  asio::io_context io_;
-  X25519KeyPair exit_key_ = X25519KeyPair::Generate();
-  payments::PrivateKey identity_ = payments::PrivateKey::Generate();
-  std::shared_ptr<ExitServer> server_;
-  std::shared_ptr<TunnelConnection> client_;
-  bool client_closed_ = false;
   std::vector<std::shared_ptr<tcp::acceptor>> listeners_;
 
   static asio::awaitable<void> AcceptAndDrop(std::shared_ptr<tcp::acceptor> a) {

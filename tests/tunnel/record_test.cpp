@@ -8,20 +8,13 @@
 #include <set>
 #include <vector>
 
+#include "tests/tunnel/cipher_test_util.h"
+
 namespace dvpn::tunnel {
 namespace {
 
-Key32 KeyFill(uint8_t b) {
-  Key32 k;
-  k.fill(b);
-  return k;
-}
-
-std::vector<Cipher> Ciphers() {
-  std::vector<Cipher> out = {Cipher::kChaCha20Poly1305};
-  if (LocalCiphers() & uint8_t(Cipher::kAes256Gcm)) out.push_back(Cipher::kAes256Gcm);
-  return out;
-}
+using testing::Ciphers;
+using testing::KeyFill;
 
 class RecordTest : public ::testing::TestWithParam<Cipher> {};
 

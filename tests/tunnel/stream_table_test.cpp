@@ -13,6 +13,14 @@ namespace {
 // Frames built by hand; payload views point into storage owned by the fixture.
 class StreamTableTest : public ::testing::Test {
  protected:
+  // Options with these receive windows (bytes), the rest default.
+  static StreamTable::Options Windows(uint32_t stream_window, uint32_t tunnel_window) {
+    StreamTable::Options o;
+    o.stream_window = stream_window;
+    o.tunnel_window = tunnel_window;
+    return o;
+  }
+
   Frame OpenFrame(uint32_t id, const Destination& d = Destination::Domain("example.com", 443)) {
     auto& buf = storage_.emplace_back(kMaxDestinationEncoding);
     auto n = EncodeDestination(d, buf);
@@ -209,10 +217,7 @@ TEST_F(StreamTableTest, RoleAndIdViolations) {
 }
 
 TEST_F(StreamTableTest, DataWithinWindowAndCreditReturn) {
-  StreamTable::Options o;
-  o.stream_window = 1000;
-  o.tunnel_window = 100000;
-  StreamTable exit(Role::kExit, o);
+  StreamTable exit(Role::kExit, Windows(1000, 100000));
   OpenOnExit(exit, 1);
   auto a = Feed(exit, DataFrame(1, 600));
   EXPECT_EQ(a.kind, Action::Kind::kData);
@@ -255,9 +260,7 @@ TEST_F(StreamTableTest, WindowExhaustionThenWindowUpdate) {
 }
 
 TEST_F(StreamTableTest, TunnelWindowLimitsAllStreams) {
-  StreamTable::Options o;
-  o.stream_window = 1000;
-  o.tunnel_window = 1500;
+  const StreamTable::Options o = Windows(1000, 1500);
   StreamTable client(Role::kClient, o);
   const uint32_t a = OpenOnClient(client);
   const uint32_t b = OpenOnClient(client);
@@ -281,10 +284,7 @@ TEST_F(StreamTableTest, TunnelWindowLimitsAllStreams) {
 }
 
 TEST_F(StreamTableTest, TunnelCreditReturnedAsConsumed) {
-  StreamTable::Options o;
-  o.stream_window = 1000;
-  o.tunnel_window = 2000;
-  StreamTable exit(Role::kExit, o);
+  StreamTable exit(Role::kExit, Windows(1000, 2000));
   OpenOnExit(exit, 1);
   Feed(exit, DataFrame(1, 1000));
   auto u = exit.Consumed(1, 1000);
@@ -357,10 +357,7 @@ TEST_F(StreamTableTest, FinBothWaysLifecycle) {
 }
 
 TEST_F(StreamTableTest, ResetIsolatesOneStream) {
-  StreamTable::Options o;
-  o.stream_window = 1000;
-  o.tunnel_window = 3000;
-  StreamTable exit(Role::kExit, o);
+  StreamTable exit(Role::kExit, Windows(1000, 3000));
   for (uint32_t id = 1; id <= 3; ++id) OpenOnExit(exit, id);
   for (uint32_t id = 1; id <= 3; ++id) Feed(exit, DataFrame(id, 800));
   // Peer resets stream 2 with 800 bytes buffered: they are dropped and credited to the tunnel.
@@ -507,9 +504,7 @@ TEST_F(StreamTableTest, OpenRateLimited) {
 TEST_F(StreamTableTest, MemoryBoundedByWindows) {
   // A peer that never sees credit can make us buffer at most the tunnel window in total and
   // the stream window per stream; one byte more ends the tunnel.
-  StreamTable::Options o;
-  o.stream_window = 4096;
-  o.tunnel_window = 10000;
+  const StreamTable::Options o = Windows(4096, 10000);
   StreamTable exit(Role::kExit, o);
   for (uint32_t id = 1; id <= 10; ++id) OpenOnExit(exit, id);
   Feed(exit, DataFrame(1, 4096));

@@ -241,27 +241,47 @@ class TunnelConnectionTest : public ::testing::Test {
     return ends;
   }
 
+  // The readers of a transfer both ways on one stream: `up` is what the upstream side got,
+  // `down` what the app side got.
+  struct TwoWayReaders {
+    std::shared_ptr<Reader> up;
+    std::shared_ptr<Reader> down;
+    bool Done() const { return up->eof && down->eof; }
+  };
+
+  // Starts writing `up` pattern bytes app -> upstream (pattern `seed`) and `down` bytes
+  // upstream -> app (pattern `seed + 1`) on `ends`, both ways at once, each followed by a
+  // half-close, and reading them at the other end. Nothing runs until the test runs the io.
+  TwoWayReaders StartBothWays(const StreamEnds& ends, size_t up, size_t down, uint64_t seed) {
+    auto w_up = std::make_shared<Writer>();
+    auto w_down = std::make_shared<Writer>();
+    TwoWayReaders r{std::make_shared<Reader>(), std::make_shared<Reader>()};
+    w_up->total = up;
+    w_down->total = down;
+    asio::co_spawn(client_io_, WritePattern(ends.app, w_up, seed, true), asio::detached);
+    asio::co_spawn(client_io_, ReadPattern(ends.app, r.down, seed + 1), asio::detached);
+    asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, seed + 1, true), asio::detached);
+    asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r.up, seed), asio::detached);
+    return r;
+  }
+
+  // Runs until both directions of `r` reach EOF; checks that `up` and `down` bytes arrived
+  // intact.
+  void ExpectBothWaysArrive(const TwoWayReaders& r, size_t up, size_t down) {
+    ASSERT_TRUE(RunUntil([&] { return r.Done(); }))
+        << "up " << r.up->got << "/" << up << ", down " << r.down->got << "/" << down;
+    EXPECT_EQ(r.up->got, up);
+    EXPECT_EQ(r.down->got, down);
+    EXPECT_FALSE(r.up->corrupt);
+    EXPECT_FALSE(r.down->corrupt);
+  }
+
   // Moves `up` bytes app -> upstream and `down` bytes upstream -> app on a new stream, both
   // ways at once, with half-closes; checks integrity.
   void TransferBothWays(size_t up, size_t down, uint64_t seed) {
     auto ends = OpenStream();
     ASSERT_NE(ends.id, 0u);
-    auto w_up = std::make_shared<Writer>();
-    auto w_down = std::make_shared<Writer>();
-    auto r_up = std::make_shared<Reader>();
-    auto r_down = std::make_shared<Reader>();
-    w_up->total = up;
-    w_down->total = down;
-    asio::co_spawn(client_io_, WritePattern(ends.app, w_up, seed, true), asio::detached);
-    asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, seed + 1), asio::detached);
-    asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, seed + 1, true), asio::detached);
-    asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, seed), asio::detached);
-    ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
-        << "up " << r_up->got << "/" << up << ", down " << r_down->got << "/" << down;
-    EXPECT_EQ(r_up->got, up);
-    EXPECT_EQ(r_down->got, down);
-    EXPECT_FALSE(r_up->corrupt);
-    EXPECT_FALSE(r_down->corrupt);
+    ExpectBothWaysArrive(StartBothWays(ends, up, down, seed), up, down);
   }
 
   asio::io_context client_io_;
@@ -424,15 +444,7 @@ TEST_F(LimitTest, MeteredBytesNeverPassTheLimitInEitherDirection) {
   auto ends = OpenStream();
   ASSERT_NE(ends.id, 0u);
   constexpr size_t kBytes = 2 * 1024 * 1024;
-  auto w_up = std::make_shared<Writer>();
-  auto w_down = std::make_shared<Writer>();
-  auto r_up = std::make_shared<Reader>();
-  auto r_down = std::make_shared<Reader>();
-  w_up->total = w_down->total = kBytes;
-  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 7, true), asio::detached);
-  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 8), asio::detached);
-  asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, 8, true), asio::detached);
-  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 7), asio::detached);
+  const TwoWayReaders r = StartBothWays(ends, kBytes, kBytes, 7);
 
   uint64_t peak = 0;
   auto watch = [&] {
@@ -454,16 +466,11 @@ TEST_F(LimitTest, MeteredBytesNeverPassTheLimitInEitherDirection) {
     EXPECT_TRUE(RunUntil([&] {
       peak = std::max(peak, ExitMeter());
       return std::find(blocked_at_.begin(), blocked_at_.end(), limit) != blocked_at_.end() ||
-             (r_up->eof && r_down->eof);
+             r.Done();
     }));
     EXPECT_LE(peak, limit);
   }
-  ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
-      << "up " << r_up->got << ", down " << r_down->got;
-  EXPECT_EQ(r_up->got, kBytes);
-  EXPECT_EQ(r_down->got, kBytes);
-  EXPECT_FALSE(r_up->corrupt);
-  EXPECT_FALSE(r_down->corrupt);
+  ExpectBothWaysArrive(r, kBytes, kBytes);
 }
 
 // A client that ignores the rule (its send window not started at 0) sends DATA the exit never
@@ -495,21 +502,13 @@ TEST_P(PauseTest, PauseStopsDataWithinTheWindowAndResumeCompletesTheTransfer) {
   auto ends = OpenStream();  // OPEN is handled while paused
   ASSERT_NE(ends.id, 0u);
   constexpr size_t kBytes = 2 * 1024 * 1024;
-  auto w_up = std::make_shared<Writer>();
-  auto w_down = std::make_shared<Writer>();
-  auto r_up = std::make_shared<Reader>();
-  auto r_down = std::make_shared<Reader>();
-  w_up->total = w_down->total = kBytes;
-  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 5, true), asio::detached);
-  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 6), asio::detached);
-  asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, 6, true), asio::detached);
-  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 5), asio::detached);
+  const TwoWayReaders r = StartBothWays(ends, kBytes, kBytes, 5);
 
   // The other side sends exactly its stream window, which the paused side still delivers
   // locally; then nothing more moves.
   const uint64_t window = kInitialStreamWindow;
   ASSERT_TRUE(RunUntil([&] { return other.data_bytes_sent() == window; }));
-  Reader& delivered_by_paused = pause_exit ? *r_up : *r_down;
+  Reader& delivered_by_paused = pause_exit ? *r.up : *r.down;
   ASSERT_TRUE(RunUntil([&] { return delivered_by_paused.got == window; }));
   std::vector<std::string> at_other;
   other.SetControlHandler([&](ByteSpan m) { at_other.push_back(Text(m)); });
@@ -521,15 +520,10 @@ TEST_P(PauseTest, PauseStopsDataWithinTheWindowAndResumeCompletesTheTransfer) {
   EXPECT_EQ(other.data_bytes_sent(), window);
   EXPECT_EQ(paused.data_bytes_received(), window);
   EXPECT_EQ(delivered_by_paused.got, window);
-  EXPECT_EQ((pause_exit ? *r_down : *r_up).got, 0u);
+  EXPECT_EQ((pause_exit ? *r.down : *r.up).got, 0u);
 
   paused.SetForwardingPaused(false);
-  ASSERT_TRUE(RunUntil([&] { return r_up->eof && r_down->eof; }))
-      << "up " << r_up->got << ", down " << r_down->got;
-  EXPECT_EQ(r_up->got, kBytes);
-  EXPECT_EQ(r_down->got, kBytes);
-  EXPECT_FALSE(r_up->corrupt);
-  EXPECT_FALSE(r_down->corrupt);
+  ASSERT_NO_FATAL_FAILURE(ExpectBothWaysArrive(r, kBytes, kBytes));
   ASSERT_TRUE(RunUntil([&] {
     return paused.data_bytes_received() == kBytes && other.data_bytes_received() == kBytes;
   }));
@@ -543,30 +537,19 @@ TEST_P(PauseTest, PauseAndResumeRepeatedlyDuringATransfer) {
   auto ends = OpenStream();
   ASSERT_NE(ends.id, 0u);
   constexpr size_t kBytes = 8 * 1024 * 1024;
-  auto w_up = std::make_shared<Writer>();
-  auto w_down = std::make_shared<Writer>();
-  auto r_up = std::make_shared<Reader>();
-  auto r_down = std::make_shared<Reader>();
-  w_up->total = w_down->total = kBytes;
-  asio::co_spawn(client_io_, WritePattern(ends.app, w_up, 7, true), asio::detached);
-  asio::co_spawn(client_io_, ReadPattern(ends.app, r_down, 8), asio::detached);
-  asio::co_spawn(exit_io_, WritePattern(ends.upstream, w_down, 8, true), asio::detached);
-  asio::co_spawn(exit_io_, ReadPattern(ends.upstream, r_up, 7), asio::detached);
+  const TwoWayReaders r = StartBothWays(ends, kBytes, kBytes, 7);
   // Toggle every ~512 KiB of progress until both directions are done.
   uint64_t next = 512 * 1024;
-  auto progress = [&] { return r_up->got + r_down->got; };
-  while (!(r_up->eof && r_down->eof)) {
-    ASSERT_TRUE(RunUntil([&] { return progress() >= next || (r_up->eof && r_down->eof); }))
+  auto progress = [&] { return r.up->got + r.down->got; };
+  while (!r.Done()) {
+    ASSERT_TRUE(RunUntil([&] { return progress() >= next || r.Done(); }))
         << "stuck at " << progress() << ", paused " << paused.forwarding_paused();
     paused.SetForwardingPaused(true);
     RunFor(5ms);
     paused.SetForwardingPaused(false);
     next = progress() + 512 * 1024;
   }
-  EXPECT_EQ(r_up->got, kBytes);
-  EXPECT_EQ(r_down->got, kBytes);
-  EXPECT_FALSE(r_up->corrupt);
-  EXPECT_FALSE(r_down->corrupt);
+  ExpectBothWaysArrive(r, kBytes, kBytes);
 }
 
 INSTANTIATE_TEST_SUITE_P(BothSides, PauseTest, ::testing::Values(true, false),

@@ -37,17 +37,9 @@
 
 #include "common/bytes.h"
 #include "payments/keys.h"
-#include "tests/support/net_util.h"
-#include "tests/support/subprocess.h"
+#include "tests/tunnel_e2e/e2e_common.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
-
-#ifndef DVPN_TUNNEL_EXIT_BIN
-#error "DVPN_TUNNEL_EXIT_BIN must name the dvpn-tunnel-exit executable"
-#endif
-#ifndef DVPN_TUNNEL_CLIENT_BIN
-#error "DVPN_TUNNEL_CLIENT_BIN must name the dvpn-tunnel-client executable"
-#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kSanitized = true;
@@ -55,47 +47,13 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
+namespace dvpn::testing::tunnel_e2e {
 namespace {
 
-using dvpn::testing::Fd;
-using dvpn::testing::PollUntil;
-using dvpn::testing::RaiseOwnFileLimit;
-using dvpn::testing::ReadExactly;
-using dvpn::testing::ReadFile;
-using dvpn::testing::SetTimeouts;
-using dvpn::testing::Subprocess;
-using dvpn::testing::TempDir;
-using dvpn::testing::WriteAll;
-using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
 
 std::string Source(uint32_t n) {
   return "127.1." + std::to_string((n / 250) % 250) + "." + std::to_string(n % 250 + 1);
-}
-
-// A blocking TCP connection from `source` (empty: any) to 127.0.0.1:port. Invalid on failure.
-Fd Connect(const std::string& source, int port, std::chrono::milliseconds timeout = 5s) {
-  Fd fd(::socket(AF_INET, SOCK_STREAM, 0));
-  if (!fd.valid()) return Fd();
-  SetTimeouts(fd.get(), timeout);
-  if (!source.empty()) {
-    sockaddr_in local{};
-    local.sin_family = AF_INET;
-    ::inet_pton(AF_INET, source.c_str(), &local.sin_addr);
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) return Fd();
-  }
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fd();
-  return fd;
-}
-
-uint64_t NowUnixMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
 }
 
 enum class Outcome { kAccepted, kRefused, kNoConnection };
@@ -106,7 +64,7 @@ enum class Outcome { kAccepted, kRefused, kNoConnection };
 Outcome Handshake(const std::string& source, int port, const dvpn::tunnel::Key32& provider,
                   const dvpn::payments::PrivateKey& identity, uint64_t ts_ms,
                   Fd* keep = nullptr) {
-  Fd fd = Connect(source, port);
+  Fd fd = ConnectLoopback(port, 5s, source);
   if (!fd.valid()) return Outcome::kNoConnection;
   dvpn::tunnel::HandshakeInitiator::Options o;
   o.provider_static = provider;
@@ -166,60 +124,9 @@ size_t CountLines(const std::string& text, const std::string& needle) {
   return n;
 }
 
-// A loopback echo server (one thread per connection; few connections here).
-class EchoServer {
- public:
-  EchoServer() {
-    listen_ = Fd(::socket(AF_INET, SOCK_STREAM, 0));
-    int one = 1;
-    setsockopt(listen_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_.get(), 64);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    acceptor_ = std::thread([this] {
-      while (!stop_) {
-        pollfd p{listen_.get(), POLLIN, 0};
-        if (::poll(&p, 1, 100) <= 0) continue;
-        int fd = ::accept(listen_.get(), nullptr, nullptr);
-        if (fd < 0) continue;
-        std::lock_guard lock(mu_);
-        workers_.emplace_back([fd] {
-          Fd conn(fd);
-          SetTimeouts(fd, 20s);
-          uint8_t buf[16384];
-          for (;;) {
-            ssize_t r = ::recv(fd, buf, sizeof(buf), 0);
-            if (r <= 0 || !WriteAll(fd, buf, static_cast<size_t>(r))) break;
-          }
-        });
-      }
-    });
-  }
-  ~EchoServer() {
-    stop_ = true;
-    acceptor_.join();
-    std::lock_guard lock(mu_);
-    for (auto& t : workers_) t.join();
-  }
-  int port() const { return port_; }
-
- private:
-  Fd listen_;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread acceptor_;
-  std::mutex mu_;
-  std::vector<std::thread> workers_;
-};
-
 // SOCKS5 no-auth CONNECT to 127.0.0.1:target through the client at socks_port.
 Fd SocksConnect(int socks_port, int target) {
-  Fd fd = Connect("", socks_port, 10s);
+  Fd fd = ConnectLoopback(socks_port, 10s);
   if (!fd.valid()) return Fd();
   const uint8_t req[] = {5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, static_cast<uint8_t>(target >> 8),
                          static_cast<uint8_t>(target & 0xFF)};
@@ -291,7 +198,7 @@ TEST_F(ExitFloodTest, LockOutAttemptWithFutureTimestampsThenHonestHandshakesSucc
   ASSERT_FALSE(HasFatalFailure());
   // A returning client: it connected before the attack and comes back after it.
   auto returning = dvpn::payments::PrivateKey::Generate();
-  ASSERT_EQ(Handshake("127.0.0.2", port_, public_key_, returning, NowUnixMs()), Outcome::kAccepted);
+  ASSERT_EQ(Handshake("127.0.0.2", port_, public_key_, returning, UnixMillis()), Outcome::kAccepted);
 
   // The attack: anyone has S_p (the offer), so anyone makes valid msg1s. Fresh identities dated
   // 118 s ahead (inside the old ±120 s window) and 9 s ahead (inside the new +10 s one), 16 per
@@ -300,7 +207,7 @@ TEST_F(ExitFloodTest, LockOutAttemptWithFutureTimestampsThenHonestHandshakesSucc
   std::atomic<size_t> accepted{0};
   Parallel(kFlood, 8, [&](size_t i) {
     auto id = dvpn::payments::PrivateKey::Generate();
-    uint64_t ts = NowUnixMs() + (i % 2 == 0 ? 118'000 : 9'000);
+    uint64_t ts = UnixMillis() + (i % 2 == 0 ? 118'000 : 9'000);
     if (Handshake(Source(static_cast<uint32_t>(i / 16)), port_, public_key_, id, ts) ==
         Outcome::kAccepted) {
       ++accepted;
@@ -311,11 +218,11 @@ TEST_F(ExitFloodTest, LockOutAttemptWithFutureTimestampsThenHonestHandshakesSucc
   // Fresh honest clients (new identities, correct clocks or 5 s slow) and the returning one.
   for (int i = 0; i < 3; ++i) {
     auto honest = dvpn::payments::PrivateKey::Generate();
-    EXPECT_EQ(Handshake("127.0.0.3", port_, public_key_, honest, NowUnixMs() - 5'000 * (i % 2)),
+    EXPECT_EQ(Handshake("127.0.0.3", port_, public_key_, honest, UnixMillis() - 5'000 * (i % 2)),
               Outcome::kAccepted)
         << "honest handshake " << i << " refused after the flood";
   }
-  EXPECT_EQ(Handshake("127.0.0.2", port_, public_key_, returning, NowUnixMs()),
+  EXPECT_EQ(Handshake("127.0.0.2", port_, public_key_, returning, UnixMillis()),
             Outcome::kAccepted);
 
   // The log: about 1,000 tunnels opened and closed, but no line per tunnel at info, only the
@@ -329,7 +236,7 @@ TEST_F(ExitFloodTest, LockOutAttemptWithFutureTimestampsThenHonestHandshakesSucc
 }
 
 TEST_F(ExitFloodTest, IdleConnectionFloodLeavesTunnelsAndNewHandshakesWorking) {
-  EchoServer echo;
+  EchoServer echo(20s);
   // 512 descriptors: the pending cap becomes 512 / 16 = 32.
   StartExit({"--allow", "127.0.0.1/32", "--msg1-timeout-ms", "2000", "--log-level", "info",
              "--log-summary-interval-ms", "1000"},
@@ -358,7 +265,7 @@ TEST_F(ExitFloodTest, IdleConnectionFloodLeavesTunnelsAndNewHandshakesWorking) {
     for (int wave = 0; wave < 2 && !stop; ++wave) {
       Parallel(1500, 8, [&](size_t i) {
         if (stop) return;
-        Fd fd = Connect(Source(static_cast<uint32_t>(wave * 150 + i / 10)), port_, 2s);
+        Fd fd = ConnectLoopback(port_, 2s, Source(static_cast<uint32_t>(wave * 150 + i / 10)));
         if (!fd.valid()) return;
         std::lock_guard lock(mu);
         idle.push_back(std::move(fd));
@@ -375,7 +282,7 @@ TEST_F(ExitFloodTest, IdleConnectionFloodLeavesTunnelsAndNewHandshakesWorking) {
     EXPECT_TRUE(second.valid() && Echoes(second.get(), 10'000, 9)) << round;
     auto honest = dvpn::payments::PrivateKey::Generate();
     auto t0 = SteadyClock::now();
-    EXPECT_EQ(Handshake("127.0.0.4", port_, public_key_, honest, NowUnixMs()),
+    EXPECT_EQ(Handshake("127.0.0.4", port_, public_key_, honest, UnixMillis()),
               Outcome::kAccepted)
         << round;
     auto took = SteadyClock::now() - t0;
@@ -402,7 +309,7 @@ TEST_F(ExitFloodTest, HandshakeFloodMemoryIsBoundedAndReturned) {
   {  // Warm up (first handshake allocations), then the idle figure.
     auto id = dvpn::payments::PrivateKey::Generate();
     Fd keep;
-    ASSERT_EQ(Handshake("127.0.0.2", port_, public_key_, id, NowUnixMs(), &keep),
+    ASSERT_EQ(Handshake("127.0.0.2", port_, public_key_, id, UnixMillis(), &keep),
               Outcome::kAccepted);
   }
   std::this_thread::sleep_for(3500ms);  // freed (2 s flush at most) and trimmed (1 s)
@@ -416,7 +323,7 @@ TEST_F(ExitFloodTest, HandshakeFloodMemoryIsBoundedAndReturned) {
   Parallel(1000, 8, [&](size_t i) {
     auto id = dvpn::payments::PrivateKey::Generate();
     Fd keep;
-    if (Handshake(Source(static_cast<uint32_t>(i / 20)), port_, public_key_, id, NowUnixMs(),
+    if (Handshake(Source(static_cast<uint32_t>(i / 20)), port_, public_key_, id, UnixMillis(),
                   &keep) == Outcome::kAccepted) {
       ++accepted;
       std::lock_guard lock(mu);
@@ -442,3 +349,4 @@ TEST_F(ExitFloodTest, HandshakeFloodMemoryIsBoundedAndReturned) {
 }
 
 }  // namespace
+}  // namespace dvpn::testing::tunnel_e2e

@@ -34,46 +34,19 @@
 
 #include "common/bytes.h"
 #include "payments/keys.h"
-#include "tests/support/net_util.h"
-#include "tests/support/subprocess.h"
+#include "tests/tunnel_e2e/e2e_common.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
 #include "tunnel/mux_frame.h"
 #include "tunnel/record.h"
 #include "tunnel/session/client.h"
 
-#ifndef DVPN_TUNNEL_EXIT_BIN
-#error "DVPN_TUNNEL_EXIT_BIN must name the dvpn-tunnel-exit executable"
-#endif
-#ifndef DVPN_TUNNEL_CLIENT_BIN
-#error "DVPN_TUNNEL_CLIENT_BIN must name the dvpn-tunnel-client executable"
-#endif
-
+namespace dvpn::testing::tunnel_e2e {
 namespace {
 
-using dvpn::testing::Fd;
-using dvpn::testing::PollUntil;
-using dvpn::testing::RaiseOwnFileLimit;
-using dvpn::testing::ReadExactly;
-using dvpn::testing::ReadFile;
-using dvpn::testing::SetTimeouts;
-using dvpn::testing::Subprocess;
-using dvpn::testing::TempDir;
-using dvpn::testing::WriteAll;
-using namespace std::chrono_literals;
 
 constexpr auto kStartTimeout = 15s;
-
-Fd ConnectLoopback(int port) {
-  Fd fd(::socket(AF_INET, SOCK_STREAM, 0));
-  SetTimeouts(fd.get(), 30s);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Fd();
-  return fd;
-}
+constexpr auto kSocketTimeout = 30s;  // on the sends and receives of every test socket
 
 // Reads until EOF (or error / timeout); returns the bytes.
 std::vector<uint8_t> ReadToEof(int fd, bool* clean_eof) {
@@ -93,81 +66,6 @@ std::vector<uint8_t> ReadToEof(int fd, bool* clean_eof) {
   }
 }
 
-// A free loopback port nobody listens on (bound, then closed).
-int UnusedPort() {
-  Fd fd(::socket(AF_INET, SOCK_STREAM, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-  return ntohs(addr.sin_port);
-}
-
-// A socket of `type` listening on 127.0.0.1 on a port the kernel picks (stored in `*port`).
-Fd ListenLoopback(int type, int backlog, int* port) {
-  Fd fd(::socket(AF_INET, type, 0));
-  int one = 1;
-  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  ::listen(fd.get(), backlog);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-  *port = ntohs(addr.sin_port);
-  return fd;
-}
-
-// A loopback TCP echo server: echoes every byte, and after the peer's FIN, finishes echoing
-// and half-closes (so it also checks FIN propagation through the tunnel).
-class EchoServer {
- public:
-  EchoServer() {
-    listen_ = ListenLoopback(SOCK_STREAM, 256, &port_);
-    acceptor_ = std::thread([this] { AcceptLoop(); });
-  }
-  ~EchoServer() {
-    stop_ = true;
-    ::shutdown(listen_.get(), SHUT_RDWR);
-    acceptor_.join();
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& t : workers_) t.join();
-  }
-  int port() const { return port_; }
-
- private:
-  void AcceptLoop() {
-    while (!stop_) {
-      pollfd p{listen_.get(), POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      int fd = ::accept(listen_.get(), nullptr, nullptr);
-      if (fd < 0) continue;
-      std::lock_guard<std::mutex> lock(mu_);
-      workers_.emplace_back([fd] {
-        Fd conn(fd);
-        SetTimeouts(fd, 30s);
-        std::vector<uint8_t> buf(65536);
-        for (;;) {
-          ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
-          if (r <= 0) break;
-          if (!WriteAll(fd, buf.data(), static_cast<size_t>(r))) break;
-        }
-        ::shutdown(fd, SHUT_WR);
-      });
-    }
-  }
-
-  Fd listen_;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread acceptor_;
-  std::mutex mu_;
-  std::vector<std::thread> workers_;
-};
-
 // SOCKS5 no-auth CONNECT. Returns the connected socket and the REP code (0xFF when the
 // conversation failed before a reply).
 struct SocksResult {
@@ -177,7 +75,7 @@ struct SocksResult {
 
 SocksResult SocksConnect(int socks_port, const std::vector<uint8_t>& address_part) {
   SocksResult result;
-  result.fd = ConnectLoopback(socks_port);
+  result.fd = ConnectLoopback(socks_port, kSocketTimeout);
   if (!result.fd.valid()) return result;
   int fd = result.fd.get();
   uint8_t greeting[] = {5, 1, 0};
@@ -243,16 +141,24 @@ int MsLeft(SteadyClock::time_point deadline) {
   return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60'000));
 }
 
+// Waits until `fd` is readable (data, EOF or an error to read). False at `deadline` or when
+// poll fails.
+bool WaitReadableBy(int fd, SteadyClock::time_point deadline) {
+  for (;;) {
+    const int left = MsLeft(deadline);
+    if (left == 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, left);
+    if (r < 0 && errno == EINTR) continue;
+    return r > 0;
+  }
+}
+
 // Reads exactly `n` bytes before `deadline` (poll + non-blocking recv). False on EOF, error or
 // timeout.
 bool ReadExactlyBy(int fd, uint8_t* data, size_t n, SteadyClock::time_point deadline) {
   while (n > 0) {
-    int left = MsLeft(deadline);
-    if (left == 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
+    if (!WaitReadableBy(fd, deadline)) return false;
     ssize_t got = ::recv(fd, data, n, MSG_DONTWAIT);
     if (got == 0) return false;
     if (got < 0) {
@@ -269,12 +175,7 @@ bool ReadExactlyBy(int fd, uint8_t* data, size_t n, SteadyClock::time_point dead
 bool WaitClosedBy(int fd, SteadyClock::time_point deadline) {
   uint8_t buf[4096];
   for (;;) {
-    int left = MsLeft(deadline);
-    if (left == 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
+    if (!WaitReadableBy(fd, deadline)) return false;
     ssize_t got = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (got == 0) return true;
     if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
@@ -489,7 +390,7 @@ AuthResult SocksConnectWithPassword(int socks_port, const std::string& user,
                                     const std::string& password,
                                     const std::vector<uint8_t>& address_part) {
   AuthResult result;
-  result.fd = ConnectLoopback(socks_port);
+  result.fd = ConnectLoopback(socks_port, kSocketTimeout);
   if (!result.fd.valid()) return result;
   int fd = result.fd.get();
   auto deadline = SteadyClock::now() + 10s;
@@ -534,7 +435,7 @@ std::vector<Fd> OpenStreams(int socks_port, int target_port, size_t n,
   auto target = Ipv4Target(target_port);
   hello.insert(hello.end(), target.begin(), target.end());
   for (size_t i = 0; i < n && SteadyClock::now() < deadline; ++i) {
-    Fd fd = ConnectLoopback(socks_port);
+    Fd fd = ConnectLoopback(socks_port, kSocketTimeout);
     if (!fd.valid() || !WriteAll(fd.get(), hello.data(), hello.size())) break;
     fds.push_back(std::move(fd));
   }
@@ -712,7 +613,7 @@ TEST_F(TunnelE2eTest, DomainNameIsResolvedAtTheExit) {
 TEST_F(TunnelE2eTest, RefusedDestinationGivesReply5) {
   StartBoth();
   ASSERT_FALSE(HasFatalFailure());
-  auto s = SocksConnect(socks_port_, Ipv4Target(UnusedPort()));
+  auto s = SocksConnect(socks_port_, Ipv4Target(UnusedLoopbackPort()));
   EXPECT_EQ(s.reply, 5);
   // The tunnel is still fine.
   ExpectEchoWorks(10'000, 2);
@@ -728,7 +629,7 @@ TEST_F(TunnelE2eTest, FastReplySendsEarlyDataAndResetsOnExitFailure) {
   ExpectEchoWorks(3 * 1024 * 1024 + 17, 41);
   // A refused destination: the SOCKS reply already said success, so the failure must show as
   // the connection closing without any data (never a hang, never bytes from nowhere).
-  auto s = SocksConnect(socks_port_, Ipv4Target(UnusedPort()));
+  auto s = SocksConnect(socks_port_, Ipv4Target(UnusedLoopbackPort()));
   ASSERT_EQ(s.reply, 0);
   const uint8_t hello[5] = {'h', 'e', 'l', 'l', 'o'};
   WriteAll(s.fd.get(), hello, sizeof(hello));
@@ -773,7 +674,7 @@ TEST_F(TunnelE2eTest, GarbageInsteadOfHandshakeIsDropped) {
   ASSERT_FALSE(HasFatalFailure());
   // Plain garbage, and garbage behind a valid msg1 header (fails mac1).
   for (int variant = 0; variant < 2; ++variant) {
-    Fd fd = ConnectLoopback(exit_port_);
+    Fd fd = ConnectLoopback(exit_port_, kSocketTimeout);
     ASSERT_TRUE(fd.valid());
     auto junk = RandomBytes(dvpn::tunnel::kMsg1Size, 40 + variant);
     if (variant == 1) {
@@ -843,7 +744,7 @@ RawTunnel RawHandshake(int port, const dvpn::tunnel::Key32& provider,
                        const dvpn::payments::PrivateKey& identity, uint64_t timestamp_ms,
                        const std::vector<uint8_t>* replay_msg1 = nullptr) {
   RawTunnel t;
-  t.fd = ConnectLoopback(port);
+  t.fd = ConnectLoopback(port, kSocketTimeout);
   if (!t.fd.valid()) return t;
   if (replay_msg1 != nullptr) {
     t.msg1 = *replay_msg1;
@@ -885,17 +786,11 @@ std::vector<uint8_t> PingRecord(dvpn::tunnel::RecordSealer& sealer, uint64_t val
   return rec;
 }
 
-uint64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 TEST_F(TunnelE2eTest, TamperedOversizedAndReplayedInputEndsOnlyThatSession) {
   StartBoth();
   ASSERT_FALSE(HasFatalFailure());
   auto identity = dvpn::payments::PrivateKey::Generate();
-  uint64_t ts = NowMs();
+  uint64_t ts = UnixMillis();
 
   // A valid raw session answers PING with PONG; then a tampered record ends it.
   auto t = RawHandshake(exit_port_, public_key_, identity, ts);
@@ -1279,7 +1174,7 @@ TEST_F(TunnelE2eTest, SocksPasswordFromFileIsRequiredAndChecked) {
 
   // No authentication offered: method FF, then the server closes.
   {
-    Fd fd = ConnectLoopback(socks_port_);
+    Fd fd = ConnectLoopback(socks_port_, kSocketTimeout);
     ASSERT_TRUE(fd.valid());
     uint8_t greeting[] = {5, 1, 0};
     uint8_t method[2];
@@ -1378,3 +1273,4 @@ TEST(ReconnectDelay, DoublesWithJitterUpToTheMaximum) {
 }
 
 }  // namespace
+}  // namespace dvpn::testing::tunnel_e2e
