@@ -29,7 +29,7 @@ uint8_t FamilyOf(const IpAddress& a) {
   return a.family == IpAddress::Family::kV4 ? AF_INET : AF_INET6;
 }
 size_t SizeOf(const IpAddress& a) { return a.family == IpAddress::Family::kV4 ? 4 : 16; }
-uint8_t MaxLength(const IpAddress& a) { return a.family == IpAddress::Family::kV4 ? 32 : 128; }
+uint8_t MaxLength(const IpAddress& a) { return AddressBits(a); }
 
 std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
   const std::string message = what + ": " + std::strerror(err);
@@ -69,25 +69,6 @@ std::optional<IpAddress> AddressFrom(uint8_t family, const void* data, size_t si
 }
 
 }  // namespace
-
-std::optional<IpPrefix> IpPrefix::Parse(std::string_view text) {
-  const size_t slash = text.find('/');
-  auto address = IpAddress::Parse(text.substr(0, slash));
-  if (!address) return std::nullopt;
-  IpPrefix p{*address, MaxLength(*address)};
-  if (slash == std::string_view::npos) return p;
-  const std::string_view digits = text.substr(slash + 1);
-  unsigned length = 0;
-  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), length);
-  if (ec != std::errc{} || end != digits.data() + digits.size() || digits.empty() ||
-      length > MaxLength(*address)) {
-    return std::nullopt;
-  }
-  p.length = static_cast<uint8_t>(length);
-  return p;
-}
-
-std::string IpPrefix::ToString() const { return address.ToString() + "/" + std::to_string(length); }
 
 OsResult<Netlink> Netlink::Open() {
   mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);

@@ -9,20 +9,12 @@
 #include <string>
 
 #include "tunnel/exit_policy.h"
+#include "tunnel/ip_prefix.h"
 #include "tunnel/os/errc.h"
 
 namespace dvpn::tunnel::os {
 
-// An address and a prefix length (0..32 for IPv4, 0..128 for IPv6).
-struct IpPrefix {
-  IpAddress address;
-  uint8_t length = 0;
-  // "10.0.0.0/8", "fd00::/64"; a bare address is a host prefix (/32 or /128). The address keeps
-  // its host bits (so "10.1.2.3/16" names an interface address); nullopt when malformed.
-  static std::optional<IpPrefix> Parse(std::string_view text);
-  std::string ToString() const;
-  friend bool operator==(const IpPrefix&, const IpPrefix&) = default;
-};
+using tunnel::IpPrefix;  // tunnel/ip_prefix.h
 
 // Which route the kernel takes to reach an address.
 struct RouteLookup {

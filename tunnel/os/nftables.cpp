@@ -34,15 +34,6 @@ bool ValidDevice(std::string_view name) {
   return true;
 }
 
-// The prefix with its host bits cleared ("10.231.7.1/16" -> "10.231.0.0/16").
-IpPrefix Network(IpPrefix p) {
-  const size_t bits = p.address.family == IpAddress::Family::kV4 ? 32 : 128;
-  for (size_t i = p.length; i < bits; ++i) {
-    p.address.bytes[i / 8] &= static_cast<uint8_t>(~(0x80u >> (i % 8)));
-  }
-  return p;
-}
-
 std::string Clip(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   if (text.size() > kMaxMessage) text.resize(kMaxMessage);
@@ -110,8 +101,8 @@ OsResult<std::string> ExitNatRuleset(const ExitNatConfig& c) {
       c.v6_pool.address.family != IpAddress::Family::kV6) {
     return Fail(OsErrc::kBadArgument, "the pools must be one IPv4 and one IPv6 prefix");
   }
-  const std::string v4 = Network(c.v4_pool).ToString();
-  const std::string v6 = Network(c.v6_pool).ToString();
+  const std::string v4 = c.v4_pool.Network().ToString();
+  const std::string v6 = c.v6_pool.Network().ToString();
   const std::string dev = "\"" + c.tun_name + "\"";
   // "add table" first makes "delete table" succeed when there is none; the three commands are
   // one transaction, so the old table (a crashed exit's) and the new never coexist.
