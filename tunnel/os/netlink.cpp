@@ -304,6 +304,7 @@ OsResult<RouteLookup> Netlink::LookupRoute(const IpAddress& destination) {
     return Fail(OsErrc::kNotFound,
                 what + ": unreachable (route type " + std::to_string(answer->rtm_type) + ")");
   }
+  out.local = answer->rtm_type == RTN_LOCAL;
   if (attrs.oif && mnl_attr_get_payload_len(attrs.oif) == 4) out.oif = mnl_attr_get_u32(attrs.oif);
   if (attrs.gateway) {
     out.gateway = AddressFrom(answer->rtm_family, mnl_attr_get_payload(attrs.gateway),

@@ -21,6 +21,7 @@ struct RouteLookup {
   uint32_t oif = 0;                  // the outgoing interface's index
   std::optional<IpAddress> gateway;  // none for a directly connected destination
   std::optional<IpAddress> source;   // the preferred source address, when the kernel says one
+  bool local = false;                // an address of this machine (delivered, never routed)
 };
 
 // A route to add or delete: `destination` through interface `oif`, via `gateway` when set.
