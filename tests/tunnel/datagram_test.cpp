@@ -3,9 +3,8 @@
 // unauthenticated datagrams, sizes, and the test vectors of docs/tunnel.md ("Datagram
 // records", between "datagram-vectors" markers; DVPN_PRINT_VECTORS=1 prints current values).
 //
-// NoHeapAllocationPerDatagram counts allocations with a replacement of the global operator new
-// (malloc-based, like libstdc++'s own) for this test binary; it is left out of sanitizer builds,
-// whose runtimes provide their own operator new.
+// NoHeapAllocationPerDatagram counts allocations (tests/support/allocation_counter.h); it is
+// left out of sanitizer builds, whose runtimes provide their own operator new.
 #include "tunnel/datagram.h"
 
 #include <gtest/gtest.h>
@@ -27,30 +26,10 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/allocation_counter.h"
 #include "tests/tunnel/cipher_test_util.h"
 #include "tunnel/record_channel.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define DVPN_DATAGRAM_COUNT_ALLOCATIONS 0
-#else
-#define DVPN_DATAGRAM_COUNT_ALLOCATIONS 1
-namespace {
-thread_local bool g_count_allocations = false;
-thread_local long g_allocations = 0;
-}  // namespace
-void* operator new(std::size_t n) {
-  if (g_count_allocations) ++g_allocations;
-  if (n == 0) n = 1;
-  for (;;) {
-    if (void* p = std::malloc(n)) return p;
-    std::new_handler h = std::get_new_handler();
-    if (!h) throw std::bad_alloc();
-    h();
-  }
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#endif
 
 namespace dvpn::tunnel {
 
@@ -563,7 +542,7 @@ TEST(DatagramReplayTest, WindowEdgesAndRingReuse) {
   }
 }
 
-#if DVPN_DATAGRAM_COUNT_ALLOCATIONS
+#if DVPN_COUNT_ALLOCATIONS
 TEST(DatagramAllocationTest, NoHeapAllocationPerDatagram) {
   for (Cipher cipher : Ciphers()) {
     DatagramSealer sealer(cipher, KeyFill(21), kIndex, kMaxDatagramPlaintext);
@@ -573,8 +552,7 @@ TEST(DatagramAllocationTest, NoHeapAllocationPerDatagram) {
     ASSERT_TRUE(opener.Open(std::span(buf).first(*sealer.Seal(pt, buf))));
     Bytes junk_type = {9};
     long failures = 0;
-    g_allocations = 0;
-    g_count_allocations = true;
+    dvpn::test::AllocationCounter allocations;
     for (int i = 0; i < 1000; ++i) {
       const size_t size = (i % 2) ? 100 : 4000;
       auto n = sealer.Seal(ByteSpan(pt).first(size), buf);
@@ -584,8 +562,8 @@ TEST(DatagramAllocationTest, NoHeapAllocationPerDatagram) {
       failures += !r;
       failures += !opener.Open(junk_type);
     }
-    g_count_allocations = false;
-    EXPECT_EQ(g_allocations, 0) << CipherName(cipher);
+    allocations.Stop();
+    EXPECT_EQ(allocations.count(), 0) << CipherName(cipher);
     EXPECT_EQ(failures, 334 + 1000) << CipherName(cipher);
   }
 }
