@@ -1,5 +1,8 @@
 #include "client/client_daemon.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <random>
 #include <thread>
@@ -10,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/port_file.h"
+#include "common/unix_socket.h"
 #include "ledger/rpc/ledger_client.h"
 #include "marketplace/gossip_transport.h"
 #include "marketplace/provider_stats.h"
@@ -67,13 +71,13 @@ struct ClientDaemon::State {
   std::unique_ptr<mp::rpc::TransportOfferFeed> feed;
   std::unique_ptr<mp::rpc::OfferBookServer> book;
   std::unique_ptr<ClientController> controller;
+  std::string control_socket;  // removed at Stop
   std::unique_ptr<ClientControlService> service;
   std::unique_ptr<grpc::Server> server;
   bool stopped = false;
 
   // A fresh runtime configuration for `policy`, sharing the wallet and the spend state.
-  Result<tunnel_client::ClientRuntimeConfig, Errc> RuntimeConfig(
-      const ConnectPolicy& policy);
+  Result<tunnel_client::ClientRuntimeConfig, Errc> RuntimeConfig(const ConnectPolicy& policy);
 };
 
 Result<tunnel_client::ClientRuntimeConfig, Errc> ClientDaemon::State::RuntimeConfig(
@@ -112,8 +116,7 @@ ClientDaemon::ClientDaemon(std::unique_ptr<State> state) : state_(std::move(stat
 
 ClientDaemon::~ClientDaemon() { Stop(); }
 
-Result<std::unique_ptr<ClientDaemon>, Errc> ClientDaemon::Start(
-    ClientDaemonConfig config) {
+Result<std::unique_ptr<ClientDaemon>, Errc> ClientDaemon::Start(ClientDaemonConfig config) {
   auto state = std::make_unique<State>();
   State& s = *state;
   s.config = std::move(config);
@@ -163,19 +166,37 @@ Result<std::unique_ptr<ClientDaemon>, Errc> ClientDaemon::Start(
   s.service = std::make_unique<ClientControlService>(*s.controller);
   grpc::ServerBuilder builder;
   int control_port = 0;
-  builder.AddListeningPort(c.control.ToString(), grpc::InsecureServerCredentials(), &control_port);
-  builder.RegisterService(s.service.get());
-  s.server = builder.BuildAndStart();
-  auto daemon = std::unique_ptr<ClientDaemon>(new ClientDaemon(std::move(state)));
-  if (!s.server || control_port == 0) {
-    return Fail(Errc::kBadConfig, "--control " + c.control.ToString() + ": cannot listen");
+  const bool on_socket = !c.control_socket.empty();
+  const std::string listen = on_socket ? "unix:" + c.control_socket : c.control.ToString();
+  if (on_socket) {
+    if (auto ok = PrepareUnixSocketPath(c.control_socket); !ok) {
+      return Fail(Errc::kBadConfig, "--control: " + ok.error().message);
+    }
   }
-  if (auto written = WritePortFile(c.control_port_file, control_port); !written) {
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &control_port);
+  builder.RegisterService(s.service.get());
+  {
+    // The socket file appears inside BuildAndStart: with this umask it is never, even for a
+    // moment, open to other users (the mode is widened to the group below).
+    const mode_t old_umask = ::umask(0177);
+    s.server = builder.BuildAndStart();
+    ::umask(old_umask);
+  }
+  auto daemon = std::unique_ptr<ClientDaemon>(new ClientDaemon(std::move(state)));
+  if (!s.server || (!on_socket && control_port == 0)) {
+    return Fail(Errc::kBadConfig, "--control " + listen + ": cannot listen");
+  }
+  if (on_socket) {
+    s.control_socket = c.control_socket;
+    if (auto ok = SetUnixSocketMode(c.control_socket, 0660); !ok) {
+      return Fail(Errc::kBadConfig, "--control: " + ok.error().message);
+    }
+  } else if (auto written = WritePortFile(c.control_port_file, control_port); !written) {
     return Fail(Errc::kBadConfig, written.error().message);
   }
-  s.log->info("wallet {}; ledger {}; offers from {}; ClientControl on {}:{}", wallet_address,
-              c.ledger, c.bootstrap.empty() ? s.offers_from : "gossip (light mode)", c.control.host,
-              control_port);
+  s.log->info("wallet {}; ledger {}; offers from {}; ClientControl on {}", wallet_address, c.ledger,
+              c.bootstrap.empty() ? s.offers_from : "gossip (light mode)",
+              on_socket ? listen : c.control.host + ":" + std::to_string(control_port));
   return daemon;
 }
 
@@ -196,6 +217,7 @@ void ClientDaemon::Stop() {
   s.stopped = true;
   s.controller->Disconnect();
   if (s.server) s.server->Shutdown(std::chrono::system_clock::now() + 1s);
+  if (!s.control_socket.empty()) ::unlink(s.control_socket.c_str());
   if (s.book) s.book->Shutdown(1000ms);
   if (s.gossip) s.gossip->Stop();
 }

@@ -39,7 +39,8 @@ struct ClientDaemonConfig {
   tunnel::session::tcp::endpoint socks;
   std::string socks_port_file;
   std::optional<tunnel::session::SocksCredentials> credentials;
-  HostPort control;  // loopback
+  HostPort control;            // loopback, when control_socket is empty
+  std::string control_socket;  // a Unix socket path (mode 0660: owner and group) instead
   std::string control_port_file;
 };
 

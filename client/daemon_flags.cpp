@@ -44,7 +44,9 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
                  "open a channel with this deposit to a chosen provider that has none (credits)");
   app.add_option("--provider-stats", f.provider_stats,
                  "keep what this client measured of each provider in this SQLite file");
-  app.add_option("--control", f.control, "ClientControl gRPC HOST:PORT (loopback only)")
+  app.add_option("--control", f.control,
+                 "ClientControl gRPC: unix:PATH (a socket only this user and group may use) or "
+                 "a loopback HOST:PORT (any local user may use it)")
       ->capture_default_str();
   app.add_option("--control-port-file", f.control_port_file, "write the control port here");
   app.add_flag("--connect", f.connect,
@@ -69,11 +71,21 @@ Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonF
         return Fail(Errc::kBadConfig, "--provider: not an address: " + f.provider);
     }
   }
-  auto control = ParseListenAddress(f.control);
-  if (!control) return Fail(Errc::kBadConfig, "--control: " + control.error().message);
-  if (control->host != "127.0.0.1" && control->host != "::1") {
-    return Fail(Errc::kBadConfig,
-                "--control: " + f.control + " is not a loopback address (no authentication)");
+  HostPort control_tcp;
+  std::string control_socket;
+  if (f.control.starts_with("unix:")) {
+    control_socket = f.control.substr(5);
+    if (!control_socket.starts_with("/")) {
+      return Fail(Errc::kBadConfig, "--control: unix: needs an absolute path");
+    }
+  } else {
+    auto control = ParseListenAddress(f.control);
+    if (!control) return Fail(Errc::kBadConfig, "--control: " + control.error().message);
+    if (control->host != "127.0.0.1" && control->host != "::1") {
+      return Fail(Errc::kBadConfig,
+                  "--control: " + f.control + " is not a loopback address (no authentication)");
+    }
+    control_tcp = *control;
   }
 
   ClientDaemonConfig c;
@@ -113,7 +125,8 @@ Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonF
   c.socks = *socks_ep;
   c.socks_port_file = f.socks_port_file;
   c.credentials = *credentials;
-  c.control = *control;
+  c.control = control_tcp;
+  c.control_socket = control_socket;
   c.control_port_file = f.control_port_file;
   return c;
 }

@@ -184,7 +184,8 @@ void AddDaemonCommands(CLI::App& app, const Options& options, Action& action) {
 
   // Commands for a dvpn-a->client (its ClientControl port).
   auto client_option = [a](CLI::App* cmd) {
-    cmd->add_option("--client", a->client, "the dvpn-client's control HOST:PORT")
+    cmd->add_option("--client", a->client,
+                    "the dvpn-client's control: unix:PATH or HOST:PORT")
         ->envname("DVPN_CLIENT")
         ->capture_default_str();
   };

@@ -6,6 +6,12 @@
 // --connect before any seller exists, it keeps trying until one appears, and its SOCKS port
 // wants the password.
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cstring>
+
 #include <grpcpp/grpcpp.h>
 
 #include "dvpn/v1/client.grpc.pb.h"
@@ -25,17 +31,28 @@ class ClientDaemonTest : public SellerNodeTest {
   }
 
   std::vector<std::string> ClientArgs(int gossip_port) {
-    return {DVPN_CLIENT_BIN,       "--keystore",
-            dir_.File("client.json"), "--ledger",
-            ledger_target_,        "--bootstrap",
-            "127.0.0.1:" + std::to_string(gossip_port), "--max-price-per-mb",
-            "0.05",                "--socks",
-            "127.0.0.1:0",         "--socks-port-file",
-            dir_.File("client-socks.port"), "--control",
-            "127.0.0.1:0",         "--control-port-file",
-            dir_.File("client-control.port"), "--daily-cap",
-            "1",                   "--spend-file",
-            dir_.File("client.spend"), "--log-level",
+    return {DVPN_CLIENT_BIN,
+            "--keystore",
+            dir_.File("client.json"),
+            "--ledger",
+            ledger_target_,
+            "--bootstrap",
+            "127.0.0.1:" + std::to_string(gossip_port),
+            "--max-price-per-mb",
+            "0.05",
+            "--socks",
+            "127.0.0.1:0",
+            "--socks-port-file",
+            dir_.File("client-socks.port"),
+            "--control",
+            "127.0.0.1:0",
+            "--control-port-file",
+            dir_.File("client-control.port"),
+            "--daily-cap",
+            "1",
+            "--spend-file",
+            dir_.File("client.spend"),
+            "--log-level",
             "debug"};
   }
 
@@ -58,8 +75,8 @@ class ClientDaemonTest : public SellerNodeTest {
       return std::nullopt;
     }
     c.control_port = *port;
-    c.stub = v1::ClientControl::NewStub(grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(*port), grpc::InsecureChannelCredentials()));
+    c.stub = v1::ClientControl::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(*port),
+                                                            grpc::InsecureChannelCredentials()));
     return c;
   }
 
@@ -74,8 +91,8 @@ class ClientDaemonTest : public SellerNodeTest {
     return WIFEXITED(*st) ? WEXITSTATUS(*st) : -1;
   }
 
-  v1::ClientStatus Call(const std::function<grpc::Status(grpc::ClientContext*, v1::ClientStatus*)>&
-                            call) {
+  v1::ClientStatus Call(
+      const std::function<grpc::Status(grpc::ClientContext*, v1::ClientStatus*)>& call) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 40s);
     v1::ClientStatus out;
@@ -93,9 +110,8 @@ TEST_F(ClientDaemonTest, ConnectPaysTheChosenSellerAndDisconnectClosesTheSocksPo
   Subprocess& client = started->process;
   auto& stub = started->stub;
 
-  auto status = Call([&](auto* c, auto* o) {
-    return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
-  });
+  auto status =
+      Call([&](auto* c, auto* o) { return stub->GetStatus(c, v1::GetClientStatusRequest(), o); });
   EXPECT_EQ(status.state(), "disconnected");
   EXPECT_EQ(status.wallet_address(), Address::FromPublicKey(payer_.public_key()).ToString());
   EXPECT_EQ(status.daily_cap_micro(), 1'000'000u);
@@ -148,9 +164,8 @@ TEST_F(ClientDaemonTest, ConnectPaysTheChosenSellerAndDisconnectClosesTheSocksPo
       (2 * kBytes / kIntervalBytes) * kIntervalBytes * kPricePerMbMicro / 1'000'000;
   uint64_t seller_unsettled = 0;
   for (auto end = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < end;) {
-    status = Call([&](auto* c, auto* o) {
-      return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
-    });
+    status =
+        Call([&](auto* c, auto* o) { return stub->GetStatus(c, v1::GetClientStatusRequest(), o); });
     seller_unsettled = Earnings(*control).unsettled_micro();
     if (status.spent_session_micro() >= expected_min &&
         status.spent_session_micro() == seller_unsettled) {
@@ -192,9 +207,8 @@ TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWan
   Subprocess& client = started->process;
   auto& stub = started->stub;
   auto status_now = [&] {
-    return Call([&](auto* c, auto* o) {
-      return stub->GetStatus(c, v1::GetClientStatusRequest(), o);
-    });
+    return Call(
+        [&](auto* c, auto* o) { return stub->GetStatus(c, v1::GetClientStatusRequest(), o); });
   };
 
   // No seller: the first attempt fails (after the wait for offers) and is retried.
@@ -206,8 +220,10 @@ TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWan
   }
   EXPECT_EQ(status.state(), "connecting") << status.last_error();
   EXPECT_NE(status.last_error().find("trying again"), std::string::npos)
-      << status.last_error() << "\n" << Tail(dir_.File("dvpn-client.log"));
-  ASSERT_FALSE(client.WaitFor(0ms)) << "dvpn-client exited:\n" << Tail(dir_.File("dvpn-client.log"));
+      << status.last_error() << "\n"
+      << Tail(dir_.File("dvpn-client.log"));
+  ASSERT_FALSE(client.WaitFor(0ms)) << "dvpn-client exited:\n"
+                                    << Tail(dir_.File("dvpn-client.log"));
   // The health check the container runs.
   const std::string control = "127.0.0.1:" + std::to_string(started->control_port);
   EXPECT_EQ(RunCtl({"status", "--check", "--client", control}), 1);
@@ -243,6 +259,85 @@ TEST_F(ClientDaemonTest, ConnectAtStartKeepsTryingUntilASellerAppearsAndSocksWan
   auto st = client.WaitFor(20s);
   ASSERT_TRUE(st) << "dvpn-client did not stop";
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << Tail(dir_.File("dvpn-client.log"));
+}
+
+// ClientControl on a Unix socket (what full-tunnel mode needs: the daemon then holds
+// CAP_NET_ADMIN): the socket is 0660, dvpnctl works through it, another user is refused by the
+// file's mode, a stale socket is replaced, a live one or a non-socket is refused, and the
+// socket goes away with the daemon.
+TEST_F(ClientDaemonTest, ControlOnAUnixSocketIsForItsOwnerAndGroupOnly) {
+  // The folder lets anyone in, so only the socket's own mode keeps other users out.
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+  const std::string socket_path = dir_.File("control.sock");
+  auto with_socket = [&](const std::string& path) {
+    auto args = ClientArgs(1);
+    auto it = std::find(args.begin(), args.end(), "--control");
+    *(it + 1) = "unix:" + path;
+    return args;
+  };
+  // A stale socket (its process is gone) is replaced.
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, socket_path.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(fd);  // bound, never listened: nothing accepts
+  }
+  auto p = Subprocess::Spawn(with_socket(socket_path), dir_.File("dvpn-client.log"));
+  ASSERT_TRUE(p);
+  struct stat st {};
+  for (auto end = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < end;) {
+    if (RunCtl({"status", "--client", "unix:" + socket_path}) == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(RunCtl({"status", "--client", "unix:" + socket_path}), 0)
+      << Tail(dir_.File("dvpn-client.log")) << ReadFile(dir_.File("dvpnctl.log"));
+  ASSERT_EQ(::lstat(socket_path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  auto stub = v1::ClientControl::NewStub(
+      grpc::CreateChannel("unix:" + socket_path, grpc::InsecureChannelCredentials()));
+  auto status =
+      Call([&](auto* c, auto* o) { return stub->GetStatus(c, v1::GetClientStatusRequest(), o); });
+  EXPECT_EQ(status.state(), "disconnected");
+
+  // Another user (nobody, not in our group) cannot connect.
+  if (::access("/usr/bin/setpriv", X_OK) == 0 && ::geteuid() == 0) {
+    auto other =
+        Subprocess::Spawn({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           DVPNCTL_BIN, "status", "--client", "unix:" + socket_path},
+                          dir_.File("dvpnctl-nobody.log"));
+    ASSERT_TRUE(other);
+    auto code = other->WaitFor(20s);
+    ASSERT_TRUE(code);
+    EXPECT_TRUE(WIFEXITED(*code) && WEXITSTATUS(*code) != 0)
+        << "another user drove the daemon: " << ReadFile(dir_.File("dvpnctl-nobody.log"));
+  } else {
+    ADD_FAILURE() << "cannot check another user here (needs root and setpriv)";
+  }
+
+  // A second daemon on the live socket, or on a path holding a file, cannot listen (exit 1).
+  std::ofstream(dir_.File("not-a-socket")) << "data\n";
+  for (const auto& [path, expected] : std::vector<std::pair<std::string, std::string>>{
+           {socket_path, "another process listens on it"},
+           {dir_.File("not-a-socket"), "something else is there"}}) {
+    const std::string log = dir_.File("second-client.log");
+    auto args = with_socket(path);
+    *(std::find(args.begin(), args.end(), "--socks-port-file") + 1) = dir_.File("second.port");
+    auto second = Subprocess::Spawn(args, log);
+    ASSERT_TRUE(second);
+    auto code = second->WaitFor(20s);
+    ASSERT_TRUE(code);
+    EXPECT_TRUE(WIFEXITED(*code) && WEXITSTATUS(*code) == 1) << ReadFile(log);
+    EXPECT_NE(ReadFile(log).find(expected), std::string::npos) << ReadFile(log);
+  }
+
+  ASSERT_TRUE(p->Signal(SIGTERM));
+  auto code = p->WaitFor(20s);
+  ASSERT_TRUE(code);
+  EXPECT_TRUE(WIFEXITED(*code) && WEXITSTATUS(*code) == 0) << Tail(dir_.File("dvpn-client.log"));
+  EXPECT_NE(::lstat(socket_path.c_str(), &st), 0) << "the socket outlived the daemon";
 }
 
 TEST_F(ClientDaemonTest, BadFlagsExit2WithOneLine) {
