@@ -394,6 +394,10 @@ ExitDecision ExitPolicy::Decide(const IpAddress& address, uint16_t port,
   return DecideOnce(address, port, host, /*allow_embedded=*/true);
 }
 
+ExitDecision ExitPolicy::DecidePortless(const IpAddress& address, const OwnHost& host) const {
+  return DecideOnce(address, std::nullopt, host, /*allow_embedded=*/true);
+}
+
 bool ExitPolicy::IsOwnForOwnPorts(const IpAddress& address, const OwnHost& host) const {
   auto own = [&](const IpAddress& a) {
     return host.IsOwnAddress(a) ||
@@ -411,13 +415,20 @@ bool ExitPolicy::IsOwnForOwnPorts(const IpAddress& address, const OwnHost& host)
   return false;
 }
 
-ExitDecision ExitPolicy::DecideOnce(const IpAddress& address, uint16_t port, const OwnHost& host,
-                                    bool allow_embedded) const {
+ExitDecision ExitPolicy::DecideOnce(const IpAddress& address, std::optional<uint16_t> port,
+                                    const OwnHost& host, bool allow_embedded) const {
   for (size_t i = 0; i < rules_.size(); ++i) {
     const ExitRule& rule = rules_[i];
-    const bool matches = rule.target == ExitRule::Target::kOwnProtectedPort
-                             ? host.IsProtectedPort(port) && IsOwnForOwnPorts(address, host)
-                             : rule.Matches(address, port, host);
+    bool matches = false;
+    if (!port) {
+      // Portless: a rule about particular ports does not speak about this packet.
+      matches = rule.target != ExitRule::Target::kOwnProtectedPort && rule.port_first == 0 &&
+                rule.port_last == 65535 && rule.Matches(address, 0, host);
+    } else {
+      matches = rule.target == ExitRule::Target::kOwnProtectedPort
+                    ? host.IsProtectedPort(*port) && IsOwnForOwnPorts(address, host)
+                    : rule.Matches(address, *port, host);
+    }
     if (!matches) continue;
     switch (rule.action) {
       case ExitRule::Action::kAllow:

@@ -67,7 +67,7 @@ class OwnHost {
   const std::vector<uint16_t>& protected_ports() const { return protected_ports_; }
 
  private:
-  std::vector<IpAddress> addresses_;      // normalised, sorted, unique
+  std::vector<IpAddress> addresses_;       // normalised, sorted, unique
   std::vector<uint16_t> protected_ports_;  // sorted, unique, no 0
 };
 
@@ -147,13 +147,18 @@ class ExitPolicy {
   // host"); the 2-argument form decides with an empty OwnHost.
   ExitDecision Decide(const IpAddress& address, uint16_t port, const OwnHost& host) const;
   ExitDecision Decide(const IpAddress& address, uint16_t port) const;
+  // For a packet without ports (ICMP, other protocols; docs/full-tunnel.md): only the rules
+  // that name every port (0..65535) decide, so "deny 10.0.0.0/8" refuses a ping to it while a
+  // rule for port 25 or port 0, or the node's protected ports, says nothing about it.
+  ExitDecision DecidePortless(const IpAddress& address, const OwnHost& host) const;
 
   // The own-port rule (index 0), the operator rules, then the defaults, in evaluation order.
   const std::vector<ExitRule>& rules() const { return rules_; }
 
  private:
-  ExitDecision DecideOnce(const IpAddress& address, uint16_t port, const OwnHost& host,
-                          bool allow_embedded) const;
+  // `port` nullopt: DecidePortless.
+  ExitDecision DecideOnce(const IpAddress& address, std::optional<uint16_t> port,
+                          const OwnHost& host, bool allow_embedded) const;
   // The own-port rule's address test: `host`'s own addresses, the ones given at construction,
   // and their IPv4-mapped, NAT64 and 6to4 forms.
   bool IsOwnForOwnPorts(const IpAddress& address, const OwnHost& host) const;

@@ -328,17 +328,17 @@ TEST(ExitPolicy, EveryOwnAddressOfTheHostRefused) {
 // but never a port of the node itself, on any own address, whatever the rules say.
 TEST(ExitPolicy, OwnPortsNeverAllowedOwnAddressesOnlyWhenTheOperatorSays) {
   const OwnHost host = Host({"93.184.216.34", "2606:2800:220:1::7"}, {7443, 7601, 7602, 7600});
-  auto policy = ExitPolicy::FromStrings(
-      std::vector<std::string>{"allow 127.0.0.1/32", "allow [::1]/128", "allow 93.184.216.34",
-                               "allow *:7601"},
-      {});
+  auto policy =
+      ExitPolicy::FromStrings(std::vector<std::string>{"allow 127.0.0.1/32", "allow [::1]/128",
+                                                       "allow 93.184.216.34", "allow *:7601"},
+                              {});
   ASSERT_TRUE(policy) << policy.error().message;
   EXPECT_TRUE(policy->Decide(Ip("127.0.0.1"), 8080, host).allowed);
   EXPECT_TRUE(policy->Decide(Ip("::ffff:127.0.0.1"), 8080, host).allowed);
   EXPECT_TRUE(policy->Decide(Ip("93.184.216.34"), 8080, host).allowed);
   EXPECT_FALSE(policy->Decide(Ip("127.0.0.2"), 8080, host).allowed);  // only what was allowed
-  for (const char* text : {"127.0.0.1", "127.9.9.9", "0.0.0.0", "::ffff:127.0.0.1", "::1", "::",
-                           "93.184.216.34", "::ffff:93.184.216.34", "2606:2800:220:1::7",
+  for (const char* text : {"127.0.0.1", "127.9.9.9", "0.0.0.0", "::ffff:127.0.0.1", "::1",
+                           "::", "93.184.216.34", "::ffff:93.184.216.34", "2606:2800:220:1::7",
                            "64:ff9b::7f00:1", "2002:7f00:1::1", "64:ff9b::5db8:d822"}) {
     for (uint16_t port : {7443, 7600, 7601, 7602}) {
       auto d = policy->Decide(Ip(text), port, host);
@@ -377,6 +377,39 @@ TEST(IpAddress, ParseAndPrint) {
   d.kind = Destination::Kind::kDomain;
   d.domain = "example.com";
   EXPECT_FALSE(IpAddress::FromDestination(d));
+}
+
+}  // namespace
+}  // namespace dvpn::tunnel
+
+namespace dvpn::tunnel {
+namespace {
+
+// Packets without ports (ICMP echo in full-tunnel mode): whole-address rules decide, rules for
+// particular ports (the defaults for 0 and 25, an operator's :80) say nothing.
+TEST(ExitPolicyPortless, OnlyRulesForEveryPortDecide) {
+  auto addr = [](const char* t) { return IpAddress::Parse(t).value(); };
+  const std::string rules[] = {"deny 1.1.1.0/24:80", "deny 9.9.9.9", "allow 10.200.0.0/16"};
+  auto policy = ExitPolicy::FromStrings(rules, {});
+  ASSERT_TRUE(policy) << policy.error().message;
+  const OwnHost none;
+  EXPECT_TRUE(policy->DecidePortless(addr("8.8.8.8"), none).allowed);
+  EXPECT_TRUE(policy->DecidePortless(addr("1.1.1.1"), none).allowed) << "a port-80 rule";
+  EXPECT_FALSE(policy->Decide(addr("1.1.1.1"), 80).allowed);
+  EXPECT_FALSE(policy->DecidePortless(addr("9.9.9.9"), none).allowed);
+  EXPECT_TRUE(policy->DecidePortless(addr("10.200.1.1"), none).allowed) << "operator allow";
+  // The defaults for ranges still hold; so do the host's own addresses.
+  for (const char* refused :
+       {"10.1.1.1", "127.0.0.1", "198.51.100.7", "169.254.169.254", "192.168.1.1", "100.64.0.1",
+        "224.0.0.1", "::1", "fe80::1", "fd00::1"}) {
+    EXPECT_FALSE(policy->DecidePortless(addr(refused), none).allowed) << refused;
+  }
+  OwnHost host;
+  const IpAddress own[] = {addr("8.8.4.4")};
+  host.SetAddresses(own);
+  EXPECT_FALSE(policy->DecidePortless(addr("8.8.4.4"), host).allowed) << "the exit's own host";
+  // IPv4-mapped addresses are decided as their IPv4 address.
+  EXPECT_FALSE(policy->DecidePortless(addr("::ffff:9.9.9.9"), none).allowed);
 }
 
 }  // namespace
