@@ -55,4 +55,26 @@ bool HandshakeRateLimiter::Allow(const SourceKey& source, uint64_t now_ms) {
   return true;
 }
 
+bool TokenBucket::Take(uint64_t now_ms) {
+  if (burst_ == 0) return true;
+  const uint64_t capacity = uint64_t{burst_} * 1000;
+  if (!started_) {
+    started_ = true;
+    milli_tokens_ = capacity;
+    last_ms_ = now_ms;
+  } else if (now_ms > last_ms_) {
+    const uint64_t elapsed = now_ms - last_ms_;
+    last_ms_ = now_ms;
+    const uint64_t rate = per_second_;  // milli-tokens per millisecond
+    if (rate != 0) {
+      milli_tokens_ = elapsed >= capacity / rate + 1
+                          ? capacity
+                          : std::min(capacity, milli_tokens_ + elapsed * rate);
+    }
+  }
+  if (milli_tokens_ < 1000) return false;
+  milli_tokens_ -= 1000;
+  return true;
+}
+
 }  // namespace dvpn::tunnel

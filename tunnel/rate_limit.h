@@ -20,6 +20,23 @@ SourceKey SourceKeyFromIpv4(const ByteArray<4>& addr);
 // Keeps the first 8 bytes (/64): one host usually owns a whole /64.
 SourceKey SourceKeyFromIpv6(const ByteArray<16>& addr);
 
+// One token bucket: `burst` tokens at the start, `per_second` more each second up to `burst`.
+// burst 0: no limit; per_second 0 with a burst: `burst` tokens in all. Time is a monotonic
+// millisecond clock; going backwards counts as no time passing.
+class TokenBucket {
+ public:
+  TokenBucket(uint32_t per_second, uint32_t burst) : per_second_(per_second), burst_(burst) {}
+  // Takes a token when there is one.
+  bool Take(uint64_t now_ms);
+
+ private:
+  uint32_t per_second_;
+  uint32_t burst_;
+  bool started_ = false;
+  uint64_t milli_tokens_ = 0;
+  uint64_t last_ms_ = 0;
+};
+
 class HandshakeRateLimiter {
  public:
   struct Options {
