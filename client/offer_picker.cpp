@@ -44,6 +44,7 @@ struct OfferPicker::Impl {
     f->set_max_price_per_mb(options.policy.max_price_per_mb.micro());
     f->set_region(options.policy.region);
     f->set_min_capacity_mbps(options.policy.min_capacity_mbps);
+    f->set_required_modes(options.policy.required_modes);
     f->set_limit(1000);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + options.call_timeout);

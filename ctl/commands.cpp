@@ -172,6 +172,8 @@ void AddDaemonCommands(CLI::App& app, const Options& options, Action& action) {
       ->capture_default_str();
   offers->add_option("--max-price", a->offers_query.max_price, "only offers at most this per MB");
   offers->add_option("--region", a->offers_query.region, "only offers in this region");
+  offers->add_flag("--full-tunnel", a->offers_query.full_tunnel,
+                   "only offers that serve full-tunnel mode");
   offers->add_option("--limit", a->offers_query.limit, "at most this many (1..1000)")
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();

@@ -48,6 +48,14 @@ void SetDeadline(grpc::ClientContext& ctx, const Options& options) {
   ctx.set_deadline(std::chrono::system_clock::now() + options.timeout);
 }
 
+// The names of the mode bits an offer serves (RankedOffer.modes), in bit order.
+std::vector<const char*> ModeNames(uint32_t modes) {
+  std::vector<const char*> out;
+  if (modes & v1::OFFER_MODE_SOCKS) out.push_back("socks");
+  if (modes & v1::OFFER_MODE_FULL_TUNNEL) out.push_back("full-tunnel");
+  return out;
+}
+
 }  // namespace
 
 CliResult<void> ListOffers(const Options& options, const std::string& node,
@@ -59,6 +67,7 @@ CliResult<void> ListOffers(const Options& options, const std::string& node,
     request.mutable_filter()->set_max_price_per_mb(price->micro());
   }
   request.mutable_filter()->set_region(query.region);
+  if (query.full_tunnel) request.mutable_filter()->set_required_modes(v1::OFFER_MODE_FULL_TUNNEL);
   request.mutable_filter()->set_limit(query.limit);
   auto stub = v1::OfferBook::NewStub(ChannelTo(node));
   grpc::ClientContext ctx;
@@ -80,6 +89,9 @@ CliResult<void> ListOffers(const Options& options, const std::string& node,
       j["region"] = o.region();
       j["capacity_mbps"] = o.capacity_mbps();
       j["max_sessions"] = o.max_sessions();
+      Json modes = Json::array();
+      for (const char* name : ModeNames(ranked.modes())) modes.push_back(name);
+      j["modes"] = modes;
       Json endpoints = Json::array();
       for (const auto& e : o.endpoints()) endpoints.push_back(e.host() + ":" + std::to_string(e.port()));
       j["endpoints"] = endpoints;
@@ -94,16 +106,21 @@ CliResult<void> ListOffers(const Options& options, const std::string& node,
     std::cout << "no offers match\n";
     return {};
   }
-  std::printf("%-50s %12s %12s %-10s %8s  %s\n", "provider", "per MB", "per minute", "region",
-              "Mbit/s", "endpoint");
+  std::printf("%-50s %12s %12s %-10s %8s %-17s  %s\n", "provider", "per MB", "per minute",
+              "region", "Mbit/s", "modes", "endpoint");
   for (const auto& ranked : response.offers()) {
     const auto& o = ranked.offer();
     std::string endpoint = o.endpoints().empty()
                                ? "-"
                                : o.endpoints(0).host() + ":" + std::to_string(o.endpoints(0).port());
-    std::printf("%-50s %12s %12s %-10s %8u  %s\n", ranked.provider_address().c_str(),
+    std::string modes;
+    for (const char* name : ModeNames(ranked.modes())) {
+      modes += (modes.empty() ? "" : "+") + std::string(name);
+    }
+    std::printf("%-50s %12s %12s %-10s %8u %-17s  %s\n", ranked.provider_address().c_str(),
                 Credits(o.price_per_mb()).c_str(), Credits(o.price_per_minute()).c_str(),
-                o.region().empty() ? "-" : o.region().c_str(), o.capacity_mbps(), endpoint.c_str());
+                o.region().empty() ? "-" : o.region().c_str(), o.capacity_mbps(),
+                modes.empty() ? "-" : modes.c_str(), endpoint.c_str());
   }
   return {};
 }

@@ -15,6 +15,7 @@ namespace dvpn::ctl {
 struct OffersQuery {
   std::string max_price;  // credits per MB; empty: any
   std::string region;     // empty: any
+  bool full_tunnel = false;  // only offers that serve full-tunnel mode
   uint32_t limit = 20;
 };
 

@@ -1,6 +1,7 @@
 #include "marketplace/offer.h"
 
 #include <cassert>
+#include <cstdio>
 
 #include "common/host_port.h"
 
@@ -28,8 +29,9 @@ std::string Endpoint::ToString() const {
 
 std::vector<uint8_t> EncodeOffer(const Offer& o) {
   assert(o.region.size() <= kMaxRegion && o.endpoints.size() <= kMaxEndpoints);
+  assert(o.format == 1 || o.format == 2);
   Encoder enc;
-  enc.Tag("dvpn.v1.Offer")
+  enc.Tag(o.format == 1 ? "dvpn.v1.Offer" : "dvpn.v1.Offer2")
       .Raw(o.ledger.bytes)
       .Raw(o.provider)
       .U32(o.offer_id)
@@ -48,6 +50,7 @@ std::vector<uint8_t> EncodeOffer(const Offer& o) {
     assert(e.host.size() <= kMaxHost);
     enc.Bytes16(AsBytes(e.host)).U16(e.port);
   }
+  if (o.format == 2) enc.U8(o.modes);
   return enc.bytes();
 }
 
@@ -95,6 +98,26 @@ Result<void, Errc> CheckSellerPrice(Amount per_mb, Amount per_minute) {
   return {};
 }
 
+Result<void, Errc> CheckFormat(uint32_t format) {
+  if (format != 1 && format != 2) {
+    return Fail(Errc::kBadField, "format " + std::to_string(format) + " is unknown (1 or 2)");
+  }
+  return {};
+}
+
+Result<void, Errc> CheckModes(uint32_t modes) {
+  if (modes == 0) return Fail(Errc::kBadField, "none set (1 SOCKS, 2 full tunnel)");
+  if ((modes & ~uint32_t{kKnownModes}) != 0) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%#x", modes);
+    return Fail(Errc::kBadField,
+                std::string("unknown bit in ") + hex + " (known: 1 SOCKS, 2 full tunnel)");
+  }
+  return {};
+}
+
+uint8_t FormatFor(uint8_t modes) { return modes == kModeSocks ? 1 : 2; }
+
 Result<Endpoint, Errc> ParseEndpoint(std::string_view text) {
   auto hp = ParseHostPort(text, false);
   if (!hp) return Fail(Errc::kBadField, std::move(hp.error().message));
@@ -111,6 +134,11 @@ Result<Endpoint, Errc> ParseEndpoint(std::string_view text) {
 
 Result<void, Errc> CheckFields(const Offer& o) {
   auto fail = [](std::string why) { return Fail(Errc::kBadField, std::move(why)); };
+  if (auto ok = CheckFormat(o.format); !ok) return ok;
+  if (o.format == 1 && o.modes != kModeSocks) {
+    return fail("modes: a format-1 offer serves SOCKS only (modes 1)");
+  }
+  if (auto ok = CheckModes(o.modes); !ok) return fail("modes: " + ok.error().message);
   if (o.seq == 0) return fail("seq must be at least 1");
   if (o.expires_unix <= o.issued_unix) return fail("expires_unix must be after issued_unix");
   if (o.expires_unix - o.issued_unix > kMaxOfferLifetimeS)
@@ -145,6 +173,7 @@ bool Matches(const OfferQuery& q, const Offer& o, uint64_t now_unix) {
   if (o.retired || o.expires_unix <= now_unix) return false;
   if (q.max_price_per_mb && o.price_per_mb > *q.max_price_per_mb) return false;
   if (!q.region.empty() && o.region != q.region) return false;
+  if ((o.modes & q.required_modes) != q.required_modes) return false;
   return o.capacity_mbps >= q.min_capacity_mbps;
 }
 

@@ -28,6 +28,11 @@ inline constexpr size_t kMaxEndpoints = 4;
 inline constexpr size_t kMaxHost = 253;
 inline constexpr uint64_t kMaxOfferLifetimeS = 86400;
 inline constexpr uint64_t kMaxClockSkewS = 120;
+// The modes a seller serves (the offer's `modes`, format 2): bit 0 SOCKS (TCP streams), bit 1
+// full tunnel (IP packets, docs/full-tunnel.md). A format-1 offer means kModeSocks.
+inline constexpr uint8_t kModeSocks = 1;
+inline constexpr uint8_t kModeFullTunnel = 2;
+inline constexpr uint8_t kKnownModes = kModeSocks | kModeFullTunnel;
 // micro-credits: the payment terms' own bound (payments/metering.h, protocol.md §5)
 inline constexpr uint64_t kMaxOfferPrice = payments::kMaxPricePerMb.micro();
 static_assert(payments::kMaxPricePerMinute.micro() == kMaxOfferPrice);
@@ -56,6 +61,14 @@ bool ValidHost(std::string_view host);
 // zero (a seller's offer has a price)"), both at most kMaxOfferPrice (kTooLarge "at most
 // 1000000 credits (1000000000000 micro)"). The caller names the field.
 [[nodiscard]] Result<void, Errc> CheckSellerPrice(Amount per_mb, Amount per_minute);
+// Offer format 1 or 2 (kBadField "format N is unknown (1 or 2)").
+[[nodiscard]] Result<void, Errc> CheckFormat(uint32_t format);
+// A set of modes as an offer (format 2) carries it: not 0, no bit but kKnownModes (kBadField;
+// the caller names the field). A filter's required modes follow it too, 0 there meaning any.
+[[nodiscard]] Result<void, Errc> CheckModes(uint32_t modes);
+// The format a seller signs for `modes`: 1 when it serves SOCKS only (every release reads it),
+// otherwise 2.
+uint8_t FormatFor(uint8_t modes);
 // A peer or offer endpoint HOST:PORT: host by ValidHost (kBadField; kTooLarge above kMaxHost
 // bytes), port 1..65535 (kBadField).
 [[nodiscard]] Result<Endpoint, Errc> ParseEndpoint(std::string_view text);
@@ -78,21 +91,26 @@ struct Offer {
   uint32_t max_sessions = 0;
   std::string region;
   std::vector<Endpoint> endpoints;
+  // Format 1 (no modes on the wire: SOCKS only, so modes is kModeSocks) or 2 (modes signed).
+  uint8_t format = 1;
+  uint8_t modes = kModeSocks;
   payments::Signature signature{};
 
   bool operator==(const Offer&) const = default;
 };
 
-// The encoding the signature covers (protocol.md §6). Call only on an offer that passed
-// CheckFields (it asserts the length limits).
+// The encoding the signature covers (protocol.md §6), in the offer's format (tag
+// "dvpn.v1.Offer" or "dvpn.v1.Offer2"; format 2 appends modes). Call only on an offer that
+// passed CheckFields (it asserts the length limits).
 std::vector<uint8_t> EncodeOffer(const Offer& offer);
 // SHA-256 of EncodeOffer: what is signed, and the name of this exact version.
 Hash32 OfferDigest(const Offer& offer);
 OfferKey OfferKeyOf(const ByteArray<32>& provider, uint32_t offer_id);
 inline OfferKey OfferKeyOf(const Offer& o) { return OfferKeyOf(o.provider, o.offer_id); }
 
-// The field rules of protocol.md §6 that need no clock and no signature check: sizes,
-// characters, seq >= 1, lifetime, prices, endpoints (none when retired, 1..4 otherwise).
+// The field rules of protocol.md §6 that need no clock and no signature check: format 1 or 2,
+// modes (kModeSocks in format 1, CheckModes in format 2), sizes, characters, seq >= 1,
+// lifetime, prices, endpoints (none when retired, 1..4 otherwise).
 // Error kBadField (kTooLarge for a price above kMaxOfferPrice); the message names the field.
 // Whether `provider` is a curve point is left to the signature check (a point decompression
 // costs as much as a small part of a verification).
@@ -107,10 +125,11 @@ struct OfferQuery {
   std::optional<Amount> max_price_per_mb;  // none: any price
   std::string region;                      // empty: any
   uint32_t min_capacity_mbps = 0;
+  uint8_t required_modes = 0;  // bits the offer's modes must all have; 0: any
 };
 
 // The offer filter, in one place: `offer` is live at `now_unix` (not retired, not expired) and
-// within the query's price, region and capacity.
+// within the query's price, region, capacity and modes.
 bool Matches(const OfferQuery& query, const Offer& offer, uint64_t now_unix);
 
 // Signs `offer` in place with `key` (sets provider to key's public key first).

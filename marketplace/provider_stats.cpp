@@ -434,15 +434,14 @@ std::vector<std::shared_ptr<const Offer>> RankOffers(
 OfferQuery QueryFor(const ChoicePolicy& policy) {
   return OfferQuery{.max_price_per_mb = policy.max_price_per_mb,
                     .region = policy.region,
-                    .min_capacity_mbps = policy.min_capacity_mbps};
+                    .min_capacity_mbps = policy.min_capacity_mbps,
+                    .required_modes = policy.required_modes};
 }
 
 bool ProviderChooser::Eligible(const ChoicePolicy& p, const Offer& o, uint64_t now_unix) {
-  if (o.retired || o.ledger != p.ledger) return false;
-  if (o.price_per_mb > p.max_price_per_mb) return false;
+  // The offer filter's one home (marketplace/offer.h), then what only a choice asks.
+  if (o.ledger != p.ledger || !Matches(QueryFor(p), o, now_unix)) return false;
   if (p.max_price_per_minute && o.price_per_minute > *p.max_price_per_minute) return false;
-  if (!p.region.empty() && o.region != p.region) return false;
-  if (o.capacity_mbps < p.min_capacity_mbps) return false;
   if (p.provider && o.provider != *p.provider) return false;
   if (p.provider_address) {
     auto key = payments::PublicKey::Parse(o.provider);

@@ -124,6 +124,9 @@ struct ChoicePolicy {
   std::optional<Amount> max_price_per_minute = std::nullopt;
   std::string region = {};  // empty: any; otherwise exact match
   uint32_t min_capacity_mbps = 0;
+  // The modes the client connects in (offer modes bits, all required; 0: any). A SOCKS client
+  // takes only offers that serve SOCKS; a full-tunnel client sets kModeFullTunnel.
+  uint8_t required_modes = kModeSocks;
   std::optional<ProviderKey> provider = std::nullopt;  // only this provider's offers, when set
   // Only the offers of the provider with this account address, when set (a user names a
   // provider by the address dvpnctl offers shows).
@@ -143,9 +146,10 @@ enum class FailReason {
 // One choice of provider with failover. Next() yields the best eligible candidate not yet
 // yielded, ranked by Score with the stats as they are at that call, so a provider that just
 // failed falls behind (its other offers stay candidates, at their new rank). Eligible: for
-// the policy's ledger, not retired, price_per_mb <= max_price_per_mb, price_per_minute within
-// its limit, region and capacity and provider as asked, fields valid (CheckFields), and
-// neither expired nor from the future at the `now_unix` given to Next. Duplicates of a slot
+// the policy's ledger, Matches(QueryFor(policy)) (not retired, price_per_mb <= max_price_per_mb,
+// region, capacity and modes as asked), price_per_minute within its limit, provider as asked,
+// fields valid (CheckFields), and neither expired nor from the future at the `now_unix` given
+// to Next. Duplicates of a slot
 // (provider, offer_id) count once: the highest seq (for two with one seq, the smaller
 // signature bytes, so the input order never matters).
 //

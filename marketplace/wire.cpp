@@ -3,6 +3,9 @@
 namespace dvpn::marketplace {
 namespace {
 
+static_assert(kModeSocks == v1::OFFER_MODE_SOCKS && kModeFullTunnel == v1::OFFER_MODE_FULL_TUNNEL,
+              "one meaning of the mode bits");
+
 template <size_t N>
 bool CopyBytes(const std::string& in, ByteArray<N>& out) {
   if (in.size() != N) return false;
@@ -44,6 +47,14 @@ void ToProto(const Offer& o, v1::Offer* out) {
     pe->set_host(e.host);
     pe->set_port(e.port);
   }
+  // Format 1 carries neither field: its protobuf bytes stay those of older releases.
+  if (o.format == 1) {
+    out->clear_format();
+    out->clear_modes();
+  } else {
+    out->set_format(o.format);
+    out->set_modes(o.modes);
+  }
   out->set_signature(Str(o.signature));
 }
 
@@ -75,6 +86,17 @@ Result<Offer, Errc> FromProto(const v1::Offer& in) {
   for (const auto& e : in.endpoints()) {
     if (e.port() > 65535) return fail("endpoint port above 65535");
     o.endpoints.push_back(Endpoint{e.host(), static_cast<uint16_t>(e.port())});
+  }
+  const uint32_t format = in.format() == 0 ? 1 : in.format();
+  if (auto ok = CheckFormat(format); !ok) return std::unexpected(std::move(ok.error()));
+  o.format = static_cast<uint8_t>(format);
+  if (format == 1) {
+    // The format-1 signature does not cover modes: a relay must not be able to add them.
+    if (in.modes() != 0) return fail("modes is set on a format-1 offer");
+    o.modes = kModeSocks;
+  } else {
+    if (auto ok = CheckModes(in.modes()); !ok) return fail("modes: " + ok.error().message);
+    o.modes = static_cast<uint8_t>(in.modes());
   }
   if (auto ok = CheckFields(o); !ok) return std::unexpected(std::move(ok.error()));
   return o;

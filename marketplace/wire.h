@@ -22,7 +22,8 @@ inline constexpr uint32_t kGossipVersion = 1;
 void ToProto(const Offer& offer, v1::Offer* out);
 // Fails (the message names the field) with kTooLarge for a protobuf form larger than
 // kMaxOfferEncoding, kBadField for wrong byte lengths, a port above 65535 or more than 4
-// endpoints; then CheckFields' rules.
+// endpoints, an unknown format, modes on a format-1 offer (format 0 or absent is 1, read as
+// SOCKS only) or bad modes on a format-2 one; then CheckFields' rules.
 [[nodiscard]] Result<Offer, Errc> FromProto(const v1::Offer& in);
 
 // Digest entries and pull keys packed as protocol.md §7 says. Unpacking fails on a length

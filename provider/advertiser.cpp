@@ -36,6 +36,9 @@ marketplace::Offer OfferAdvertiser::Sign(bool retired, uint64_t now_unix_ms) {
     o.max_sessions = template_.max_sessions;
     o.region = template_.region;
     o.endpoints = template_.endpoints;
+    // A retirement stays format 1 so that nodes of every release take it.
+    o.format = marketplace::FormatFor(template_.modes);
+    o.modes = template_.modes;
   }
   marketplace::SignOffer(o, key_);
   return o;

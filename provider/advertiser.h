@@ -38,6 +38,9 @@ struct OfferTemplate {
   std::string region;
   std::vector<marketplace::Endpoint> endpoints;  // addresses: what the offer carries
   uint64_t lifetime_s = 3600;  // each version expires this long after it is issued
+  // What the seller serves. SOCKS only: live versions in format 1, as every release reads
+  // them; anything else (full tunnel): format 2 (protocol.md §6). Retired versions are format 1.
+  uint8_t modes = marketplace::kModeSocks;
 };
 
 class OfferAdvertiser {

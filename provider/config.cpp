@@ -25,7 +25,7 @@ const std::map<std::string, std::set<std::string>>& Schema() {
       {"offer",
        {"price_per_mb", "price_per_minute", "region", "capacity_mbps", "max_sessions", "offer_id",
         "endpoints", "lifetime_s"}},
-      {"tunnel", {"listen", "static_key_file", "allow", "deny", "log_destinations"}},
+      {"tunnel", {"listen", "static_key_file", "allow", "deny", "log_destinations", "full_tunnel"}},
       {"limits",
        {"bandwidth_mbps", "monthly_data_gb", "max_pending_handshakes", "msg1_timeout_ms"}},
       {"payments",
@@ -302,6 +302,7 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   if ((e = r.Strings("tunnel", "allow", 1024, &c.allow))) return e;
   if ((e = r.Strings("tunnel", "deny", 1024, &c.deny))) return e;
   if ((e = r.Bool("tunnel", "log_destinations", &c.log_destinations))) return e;
+  if ((e = r.Bool("tunnel", "full_tunnel", &c.full_tunnel))) return e;
   if (c.endpoints.empty()) {
     const std::string& host = c.tunnel_listen.host;
     if (host == "0.0.0.0" || host == "::") {

@@ -58,6 +58,9 @@ struct NodeConfig {
   std::vector<std::string> allow;
   std::vector<std::string> deny;
   bool log_destinations = false;
+  // Advertise full-tunnel mode (the offer's modes, format 2). Only the offer changes for now:
+  // the data plane lands with issue 16.
+  bool full_tunnel = false;
 
   // [limits] (0: none)
   uint64_t bandwidth_mbps = 0;

@@ -25,7 +25,9 @@ std::string Describe(const mp::Offer& o) {
          o.price_per_mb.ToString() + " per MB, " + o.price_per_minute.ToString() +
          " per minute, region " + (o.region.empty() ? "-" : o.region) + ", " +
          std::to_string(o.capacity_mbps) + " Mbit/s, " + std::to_string(o.max_sessions) +
-         " sessions, endpoints " + endpoints + ", expires in " +
+         " sessions, endpoints " + endpoints +
+         ((o.modes & mp::kModeFullTunnel) ? ", SOCKS and full tunnel (format 2)" : "") +
+         ", expires in " +
          std::to_string(o.expires_unix - o.issued_unix) + " s";
 }
 

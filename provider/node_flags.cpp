@@ -73,6 +73,7 @@ Result<void, Errc> AddProviderMode(const MarketNodeFlags& f, MarketNodeSettings&
   t.max_sessions = f.max_sessions;
   t.offer_id = f.offer_id;
   t.lifetime_s = f.offer_lifetime_s;
+  if (f.full_tunnel) t.modes |= mp::kModeFullTunnel;
   const uint64_t refresh = f.refresh_s.value_or(f.offer_lifetime_s / 3);
   if (refresh < kMinRefreshS || refresh >= f.offer_lifetime_s) {
     return Fail(Errc::kBadConfig,
@@ -149,6 +150,9 @@ void AddMarketNodeFlags(CLI::App& app, MarketNodeFlags& f) {
                   kMinLifetimeS, mp::kMaxOfferLifetimeS);
   app.add_option("--refresh-s", f.refresh_s,
                  "re-publish every this many seconds (30..lifetime-1; default: lifetime/3)");
+  app.add_flag("--full-tunnel", f.full_tunnel,
+               "advertise full-tunnel mode besides SOCKS (offer format 2: nodes of older "
+               "releases do not pass it on); the exit must serve it");
   cli::AddBounded(app, "--retire-linger-ms", f.retire_linger_ms,
                   "at shutdown, keep gossiping this long after retiring the offer (0..60000)", 0,
                   60000);
@@ -203,6 +207,7 @@ Result<MarketNodeSettings, Errc> ValidateMarketNodeFlags(const MarketNodeFlags& 
         {!f.endpoints.empty(), "--endpoint"},
         {!f.region.empty(), "--region"},
         {f.refresh_s.has_value(), "--refresh-s"},
+        {f.full_tunnel, "--full-tunnel"},
     };
     for (const auto& [given, name] : provider_only) {
       if (given)

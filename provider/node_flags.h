@@ -44,6 +44,7 @@ struct MarketNodeFlags {
   uint64_t offer_lifetime_s = 3600;
   std::optional<uint64_t> refresh_s;
   uint32_t retire_linger_ms = 2000;
+  bool full_tunnel = false;  // advertise full-tunnel mode besides SOCKS
 };
 
 // Adds the marketplace node's flags to `app`, bound to `f`.

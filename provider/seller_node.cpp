@@ -267,7 +267,9 @@ int SellerNode::StartAdvertising(const ByteArray<32>& tunnel_public_key) {
                       .max_sessions = config_.max_sessions,
                       .region = config_.region,
                       .endpoints = config_.endpoints,
-                      .lifetime_s = config_.lifetime_s};
+                      .lifetime_s = config_.lifetime_s,
+                      .modes = static_cast<uint8_t>(
+                          mp::kModeSocks | (config_.full_tunnel ? mp::kModeFullTunnel : 0))};
   if (offer.endpoints.empty()) {
     offer.endpoints.push_back({config_.tunnel_listen.host, seller_->tunnel_port()});
   }

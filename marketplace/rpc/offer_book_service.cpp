@@ -52,6 +52,12 @@ std::expected<CheckedFilter, grpc::Status> CheckFilter(const v1::OfferFilter& f)
   if (f.max_price_per_mb() != 0)
     out.query.max_price_per_mb = Amount::FromMicro(f.max_price_per_mb());
   out.query.min_capacity_mbps = f.min_capacity_mbps();
+  if (f.required_modes() != 0) {
+    if (auto ok = CheckModes(f.required_modes()); !ok) {
+      return std::unexpected(Invalid("filter.required_modes: " + ok.error().message));
+    }
+    out.query.required_modes = static_cast<uint8_t>(f.required_modes());
+  }
   return out;
 }
 
@@ -63,6 +69,7 @@ bool FilterMatches(const OfferQuery& q, const payments::LedgerId& network, const
 void ToRankedOffer(const Offer& offer, v1::RankedOffer* out) {
   ToProto(offer, out->mutable_offer());
   out->set_score(Score(offer, nullptr));
+  out->set_modes(offer.modes);
   // Offers in the book passed the signature check, so the key parses; if not, no address.
   if (auto key = payments::PublicKey::Parse(offer.provider)) {
     out->set_provider_address(payments::Address::FromPublicKey(*key).ToString());

@@ -81,7 +81,8 @@ struct OfferBookServiceOptions {
 };
 
 // The filter of a request, checked. INVALID_ARGUMENT (the message names the field) for a limit
-// above kMaxOfferLimit or a region that breaks protocol.md §6's rule.
+// above kMaxOfferLimit, a region that breaks protocol.md §6's rule, or required modes with a
+// bit CheckModes does not know.
 struct CheckedFilter {
   OfferQuery query;
   uint32_t limit = kDefaultOfferLimit;
@@ -93,7 +94,7 @@ std::expected<CheckedFilter, grpc::Status> CheckFilter(const v1::OfferFilter& fi
 bool FilterMatches(const OfferQuery& query, const payments::LedgerId& network, const Offer& offer,
                    uint64_t now_unix);
 
-// `offer` with its score (nothing measured) and its provider's account address.
+// `offer` with its score (nothing measured), its provider's account address and its modes.
 void ToRankedOffer(const Offer& offer, v1::RankedOffer* out);
 
 class OfferBookService final : public v1::OfferBook::Service {

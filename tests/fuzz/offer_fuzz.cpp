@@ -3,8 +3,10 @@
 // applies to it before it may be stored: the protobuf parse, marketplace/wire.h's FromProto
 // (byte lengths, the 1,400-byte bound, CheckFields), the time rule, the digest and the BIP-340
 // verification. Checks the contract: no crash on any input; whatever FromProto accepts has a
-// signature encoding within the limit, converts back to a dvpn.v1.Offer that FromProto accepts
-// again as the same offer, and verifies (or not) the same way twice.
+// signature encoding within the limit, a known format (1: SOCKS only, the protobuf without
+// format or modes; 2: known, non-zero modes, the encoding under the format-2 tag), converts
+// back to a dvpn.v1.Offer that FromProto accepts again as the same offer, and verifies (or not)
+// the same way twice.
 
 #include <cstddef>
 #include <cstdint>
@@ -46,9 +48,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)OfferKeyOf(*offer);
   Check(offer->endpoints.size() <= kMaxEndpoints && offer->region.size() <= kMaxRegion);
   for (const auto& e : offer->endpoints) Check(ValidHost(e.host) && e.port != 0);
+  Check(CheckModes(offer->modes).has_value());
+  if (offer->format == 1) {
+    Check(offer->modes == kModeSocks && encoded[0] == 13);  // tag("dvpn.v1.Offer")
+  } else {
+    Check(offer->format == 2 && encoded[0] == 14 && encoded.back() == offer->modes);
+  }
 
   dvpn::v1::Offer again_proto;
   ToProto(*offer, &again_proto);
+  Check(offer->format == 1 ? again_proto.format() == 0 && again_proto.modes() == 0
+                           : again_proto.format() == 2 && again_proto.modes() == offer->modes);
   auto again = FromProto(again_proto);
   Check(again.has_value() && *again == *offer);
   Check(EncodeOffer(*again) == encoded);

@@ -40,6 +40,15 @@ Offer LiveVectorOffer() {
   return o;
 }
 
+// The live offer in format 2, serving SOCKS and full tunnel (protocol.md §6 `offer2`).
+Offer Format2VectorOffer() {
+  Offer o = LiveVectorOffer();
+  o.format = 2;
+  o.modes = kModeSocks | kModeFullTunnel;
+  SignOfferWithAux(o, KeyOf(0x33), Hash32{});
+  return o;
+}
+
 Offer RetiredVectorOffer() {
   Offer o;
   o.ledger = TestLedger();
@@ -55,6 +64,7 @@ Offer RetiredVectorOffer() {
 std::map<std::string, std::string> ComputedVectors() {
   std::map<std::string, std::string> v;
   for (auto [name, offer] : {std::pair{"offer", LiveVectorOffer()},
+                             std::pair{"offer2", Format2VectorOffer()},
                              std::pair{"retired", RetiredVectorOffer()}}) {
     v[std::string(name) + ".encoding"] = ToHex(EncodeOffer(offer));
     v[std::string(name) + ".digest"] = ToHex(OfferDigest(offer));
@@ -120,6 +130,104 @@ TEST(Offer, SignatureVerifiesAndBindsEveryField) {
     changes[i](o);
     EXPECT_FALSE(VerifyOfferSignature(o, OfferDigest(o))) << "change " << i;
   }
+  // Format 2: the modes too.
+  const Offer good2 = Format2VectorOffer();
+  ASSERT_TRUE(CheckFields(good2));
+  EXPECT_TRUE(VerifyOfferSignature(good2, OfferDigest(good2)));
+  for (uint8_t modes : {kModeSocks, kModeFullTunnel}) {
+    Offer o = good2;
+    o.modes = modes;
+    ASSERT_TRUE(CheckFields(o));
+    EXPECT_FALSE(VerifyOfferSignature(o, OfferDigest(o))) << "modes " << int(modes);
+  }
+}
+
+// Format 1 is today's encoding, understood as SOCKS only; format 2 is the same fields under
+// another tag, then modes u8 (protocol.md §6).
+TEST(OfferFormats, Format1IsSocksOnlyAndFormat2AppendsTheModes) {
+  const Offer v1 = LiveVectorOffer();
+  EXPECT_EQ(v1.format, 1);
+  EXPECT_EQ(v1.modes, kModeSocks);
+  const Offer v2 = Format2VectorOffer();
+  EXPECT_EQ(v2.format, 2);
+  EXPECT_EQ(v2.modes, kModeSocks | kModeFullTunnel);
+
+  const auto e1 = EncodeOffer(v1);
+  const auto e2 = EncodeOffer(v2);
+  const std::string tag1 = "\x0d" "dvpn.v1.Offer";
+  const std::string tag2 = "\x0e" "dvpn.v1.Offer2";
+  ASSERT_EQ(std::string(e1.begin(), e1.begin() + tag1.size()), tag1);
+  ASSERT_EQ(std::string(e2.begin(), e2.begin() + tag2.size()), tag2);
+  // After the tags: the same fields, then one byte of modes.
+  ASSERT_EQ(e2.size(), e1.size() + 2);
+  EXPECT_TRUE(std::equal(e1.begin() + tag1.size(), e1.end(), e2.begin() + tag2.size()));
+  EXPECT_EQ(e2.back(), kModeSocks | kModeFullTunnel);
+
+  // A format-2 offer carrying SOCKS only is valid too, and still not format 1's encoding.
+  Offer socks2 = LiveVectorOffer();
+  socks2.format = 2;
+  EXPECT_TRUE(CheckFields(socks2));
+  EXPECT_NE(OfferDigest(socks2), OfferDigest(v1));
+}
+
+// A signature made for one format never verifies as the other.
+TEST(OfferFormats, AWrongFormatSignatureIsRefused) {
+  Offer as1 = Format2VectorOffer();  // signed as format 2, read as format 1
+  as1.format = 1;
+  as1.modes = kModeSocks;
+  ASSERT_TRUE(CheckFields(as1));
+  EXPECT_FALSE(VerifyOfferSignature(as1, OfferDigest(as1)));
+
+  Offer as2 = LiveVectorOffer();  // signed as format 1, read as format 2 (SOCKS only)
+  as2.format = 2;
+  ASSERT_TRUE(CheckFields(as2));
+  EXPECT_FALSE(VerifyOfferSignature(as2, OfferDigest(as2)));
+
+  Offer retired2 = RetiredVectorOffer();  // a retired offer may be either format
+  retired2.format = 2;
+  retired2.modes = kModeSocks;
+  SignOfferWithAux(retired2, KeyOf(0x33), Hash32{});
+  ASSERT_TRUE(CheckFields(retired2));
+  EXPECT_TRUE(VerifyOfferSignature(retired2, OfferDigest(retired2)));
+  Offer retired_as1 = retired2;
+  retired_as1.format = 1;
+  EXPECT_FALSE(VerifyOfferSignature(retired_as1, OfferDigest(retired_as1)));
+}
+
+TEST(OfferFormats, ModesRules) {
+  EXPECT_TRUE(CheckModes(kModeSocks));
+  EXPECT_TRUE(CheckModes(kModeFullTunnel));
+  EXPECT_TRUE(CheckModes(kModeSocks | kModeFullTunnel));
+  EXPECT_EQ(CheckModes(0).error().code, Errc::kBadField);
+  EXPECT_EQ(CheckModes(0).error().message, "none set (1 SOCKS, 2 full tunnel)");
+  EXPECT_EQ(CheckModes(4).error().message, "unknown bit in 0x4 (known: 1 SOCKS, 2 full tunnel)");
+  EXPECT_FALSE(CheckModes(0x83));
+  EXPECT_FALSE(CheckModes(0x100 | kModeSocks)) << "above a byte";
+
+  struct Case {
+    const char* what;
+    std::function<void(Offer&)> change;
+  } cases[] = {
+      {"format 2, modes 0", [](Offer& o) { o.modes = 0; }},
+      {"format 2, unknown bit", [](Offer& o) { o.modes = kModeSocks | 4; }},
+      {"format 2, high bit", [](Offer& o) { o.modes = 0x80; }},
+      {"format 1 with full tunnel", [](Offer& o) { o.format = 1; }},
+      {"format 0", [](Offer& o) { o.format = 0; }},
+      {"format 3", [](Offer& o) { o.format = 3; }},
+      {"retired format 2, modes 0", [](Offer& o) {
+         o.retired = true;
+         o.endpoints.clear();
+         o.modes = 0;
+       }},
+  };
+  for (const auto& c : cases) {
+    Offer o = Format2VectorOffer();
+    c.change(o);
+    EXPECT_FALSE(CheckFields(o)) << c.what;
+  }
+  Offer no_modes1 = LiveVectorOffer();
+  no_modes1.modes = 0;
+  EXPECT_FALSE(CheckFields(no_modes1)) << "format 1 means SOCKS: modes 1";
 }
 
 TEST(Offer, FieldRules) {
@@ -154,11 +262,22 @@ TEST(Offer, FieldRules) {
   Offer longest = LiveVectorOffer();
   longest.region = std::string(32, 'z');
   longest.endpoints.assign(4, Endpoint{std::string(253, 'h'), 65535});
-  ASSERT_TRUE(CheckFields(longest));
-  EXPECT_LE(EncodeOffer(longest).size(), kMaxOfferEncoding);
-  v1::Offer pb;
-  ToProto(longest, &pb);
-  EXPECT_TRUE(FromProto(pb)) << "the largest valid offer fits the protobuf size limit";
+  longest.price_per_mb = longest.price_per_minute = Amount::FromMicro(kMaxOfferPrice);
+  longest.offer_id = longest.capacity_mbps = longest.max_sessions = UINT32_MAX;
+  longest.seq = longest.issued_unix = UINT64_MAX - kMaxOfferLifetimeS;
+  longest.expires_unix = UINT64_MAX;
+  for (uint8_t format : {1, 2}) {
+    longest.format = format;
+    longest.modes = format == 1 ? kModeSocks : kModeSocks | kModeFullTunnel;
+    ASSERT_TRUE(CheckFields(longest));
+    // protocol.md §6 states these sizes.
+    EXPECT_EQ(EncodeOffer(longest).size(), format == 1 ? 1226u : 1228u);
+    EXPECT_LE(EncodeOffer(longest).size(), kMaxOfferEncoding);
+    v1::Offer pb;
+    ToProto(longest, &pb);
+    EXPECT_TRUE(FromProto(pb)) << "the largest valid offer fits the protobuf size limit, format "
+                               << int(format);
+  }
 }
 
 TEST(Offer, TimeRules) {
@@ -171,7 +290,7 @@ TEST(Offer, TimeRules) {
 }
 
 TEST(OfferWire, RoundTripAndBadFields) {
-  for (const Offer& o : {LiveVectorOffer(), RetiredVectorOffer()}) {
+  for (const Offer& o : {LiveVectorOffer(), Format2VectorOffer(), RetiredVectorOffer()}) {
     v1::Offer pb;
     ToProto(o, &pb);
     std::string bytes;
@@ -208,6 +327,61 @@ TEST(OfferWire, RoundTripAndBadFields) {
   zero_seq.set_seq(0);
   EXPECT_EQ(FromProto(zero_seq).error().code, Errc::kBadField);
   EXPECT_EQ(FromProto(zero_seq).error().message, "seq must be at least 1");
+}
+
+// Format 1 goes on the wire as before (no format, no modes); format 2 carries both. A reader
+// takes an offer without them (an older node's) as format 1, SOCKS only.
+TEST(OfferWire, FormatsOnTheWire) {
+  v1::Offer pb1;
+  ToProto(LiveVectorOffer(), &pb1);
+  EXPECT_EQ(pb1.format(), 0u);
+  EXPECT_EQ(pb1.modes(), 0u);
+  v1::Offer pb2;
+  ToProto(Format2VectorOffer(), &pb2);
+  EXPECT_EQ(pb2.format(), 2u);
+  EXPECT_EQ(pb2.modes(), 3u);
+
+  // Format 1 written explicitly reads the same.
+  v1::Offer explicit1 = pb1;
+  explicit1.set_format(1);
+  auto read1 = FromProto(explicit1);
+  ASSERT_TRUE(read1) << read1.error().message;
+  EXPECT_EQ(*read1, LiveVectorOffer());
+  EXPECT_EQ(read1->modes, kModeSocks);
+
+  const struct {
+    uint32_t format, modes;
+    const char* what;
+  } refused[] = {
+      // A relay cannot add modes that the format-1 signature does not cover.
+      {0, 3, "modes on a format-1 offer"},
+      {1, 1, "modes on a format-1 offer, even SOCKS"},
+      {2, 0, "format 2 without modes"},
+      {2, 7, "unknown mode bit"},
+      {2, 0x101, "modes above a byte"},
+      {3, 3, "format 3"},
+  };
+  for (const auto& c : refused) {
+    v1::Offer bad = pb2;
+    bad.set_format(c.format);
+    bad.set_modes(c.modes);
+    auto r = FromProto(bad);
+    ASSERT_FALSE(r) << c.what;
+    EXPECT_EQ(r.error().code, Errc::kBadField) << c.what;
+    if (c.format == 3) {
+      EXPECT_EQ(r.error().message, "format 3 is unknown (1 or 2)");
+    }
+  }
+
+  // What a node of an older release forwards: the format-2 offer without fields 16 and 17. It
+  // reads as format 1 and its signature fails.
+  v1::Offer stripped = pb2;
+  stripped.clear_format();
+  stripped.clear_modes();
+  auto old = FromProto(stripped);
+  ASSERT_TRUE(old) << old.error().message;
+  EXPECT_EQ(old->format, 1);
+  EXPECT_FALSE(VerifyOfferSignature(*old, OfferDigest(*old)));
 }
 
 // The rules users and sellers write (flags, config keys, RPC fields), with their codes and the
@@ -278,6 +452,27 @@ TEST(OfferRules, QueryMatches) {
   EXPECT_TRUE(Matches(q, o, now));
   q.min_capacity_mbps = 801;
   EXPECT_FALSE(Matches(q, o, now));
+
+  // Modes: every bit asked must be served; a format-1 offer serves SOCKS only.
+  const Offer both = Format2VectorOffer();
+  Offer full_only = Format2VectorOffer();
+  full_only.modes = kModeFullTunnel;
+  q = OfferQuery{};
+  EXPECT_TRUE(Matches(q, o, now));
+  EXPECT_TRUE(Matches(q, both, now));
+  EXPECT_TRUE(Matches(q, full_only, now));
+  q.required_modes = kModeSocks;
+  EXPECT_TRUE(Matches(q, o, now));
+  EXPECT_TRUE(Matches(q, both, now));
+  EXPECT_FALSE(Matches(q, full_only, now));
+  q.required_modes = kModeFullTunnel;
+  EXPECT_FALSE(Matches(q, o, now));
+  EXPECT_TRUE(Matches(q, both, now));
+  EXPECT_TRUE(Matches(q, full_only, now));
+  q.required_modes = kModeSocks | kModeFullTunnel;
+  EXPECT_FALSE(Matches(q, o, now));
+  EXPECT_TRUE(Matches(q, both, now));
+  EXPECT_FALSE(Matches(q, full_only, now));
 }
 
 TEST(OfferWire, DigestAndKeyPacking) {

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "provider/advertiser.h"
+#include "provider/node_flags.h"
 #include "tests/marketplace_e2e/node_harness.h"
 
 namespace dvpn::marketplace_e2e {
@@ -83,6 +84,7 @@ TEST(NodeCli, BadConfigurationExitsWith2NamingTheProblem) {
       {{"--ledger-id", LedgerHex(), "--round-ms", "0"}, "--round-ms"},
       {{"--ledger-id", LedgerHex(), "--log-level", "loud"}, "--log-level"},
       {{"--ledger-id", LedgerHex(), "--endpoint", ok_endpoint}, "--endpoint"},  // not a provider
+      {{"--ledger-id", LedgerHex(), "--full-tunnel"}, "--full-tunnel needs --price-per-mb"},
       {Provider(dir, {"--endpoint", "nohost"}), "--endpoint"},
       {Provider(dir, {"--endpoint", "bad host!:80"}), "--endpoint"},
       {Provider(dir, {"--endpoint", "127.0.0.1:0"}), "--endpoint"},
@@ -230,6 +232,60 @@ TEST(OfferAdvertiser, SeqOnlyGrowsAndTheRetiredVersionIsEmpty) {
   EXPECT_TRUE(marketplace::CheckFields(*retired));
   EXPECT_TRUE(marketplace::VerifyOfferSignature(*retired, marketplace::OfferDigest(*retired)));
   EXPECT_EQ(published.size(), 4u);
+}
+
+// A seller that serves full tunnel signs format 2 with its modes; one that does not signs
+// format 1 as before; the retired version is format 1 either way (protocol.md §6).
+TEST(OfferAdvertiser, FullTunnelSignsFormat2AndRetiresInFormat1) {
+  auto key = PrivateKey::Generate();
+  auto publish = [](const Offer&) -> Result<void, marketplace::Errc> { return {}; };
+  const uint64_t t0 = 1'900'000'000'000;  // ms
+
+  node::OfferAdvertiser socks(Template(), key, publish);
+  auto plain = socks.PublishLive(t0);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->format, 1);
+  EXPECT_EQ(plain->modes, marketplace::kModeSocks);
+
+  auto t = Template();
+  t.modes = marketplace::kModeSocks | marketplace::kModeFullTunnel;
+  EXPECT_TRUE(node::OfferAdvertiser::Check(t, key));
+  node::OfferAdvertiser full(t, key, publish);
+  auto live = full.PublishLive(t0);
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->format, 2);
+  EXPECT_EQ(live->modes, marketplace::kModeSocks | marketplace::kModeFullTunnel);
+  EXPECT_TRUE(marketplace::CheckFields(*live));
+  EXPECT_TRUE(marketplace::VerifyOfferSignature(*live, marketplace::OfferDigest(*live)));
+  auto retired = full.Retire(t0 + 10);
+  ASSERT_TRUE(retired);
+  EXPECT_EQ(retired->format, 1);
+  EXPECT_EQ(retired->modes, marketplace::kModeSocks);
+  EXPECT_TRUE(marketplace::CheckFields(*retired));
+  EXPECT_TRUE(marketplace::VerifyOfferSignature(*retired, marketplace::OfferDigest(*retired)));
+
+  t.modes = 0;
+  EXPECT_FALSE(node::OfferAdvertiser::Check(t, key)) << "an offer serves some mode";
+}
+
+// dvpn-node --full-tunnel (provider mode) puts the full-tunnel bit in the offer's template.
+TEST(MarketNodeFlags, FullTunnelAdvertisesTheMode) {
+  TempDir dir;
+  node::MarketNodeFlags f;
+  f.ledger_id = LedgerHex();
+  f.price_per_mb = "0.1";
+  f.identity_key_file =
+      dvpn::testing::WriteSecretFile(dir.File("provider.key"), std::string(64, '3'));
+  f.tunnel_key = std::string(64, 'a');
+  f.endpoints = {"127.0.0.1:7443"};
+  auto s = node::ValidateMarketNodeFlags(f);
+  ASSERT_TRUE(s) << s.error().message;
+  ASSERT_TRUE(s->offer);
+  EXPECT_EQ(s->offer->modes, marketplace::kModeSocks);
+  f.full_tunnel = true;
+  s = node::ValidateMarketNodeFlags(f);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->offer->modes, marketplace::kModeSocks | marketplace::kModeFullTunnel);
 }
 
 TEST(OfferAdvertiser, CheckNamesTheBadField) {

@@ -130,6 +130,50 @@ TEST_F(OfferBookServiceTest, ListOffersFiltersRanksAndLimits) {
   }
 }
 
+// Offers of both formats pass through the node's book and gRPC unchanged (signatures verify),
+// the reply says what each serves, and the filter can require modes.
+TEST_F(OfferBookServiceTest, ListOffersShowsAndFiltersModes) {
+  auto socks = PrivateKey::Generate(), full = PrivateKey::Generate();
+  Publish(Priced(socks, 1, 100));  // format 1: SOCKS only
+  Offer both = Priced(full, 1, 200);
+  both.format = 2;
+  both.modes = marketplace::kModeSocks | marketplace::kModeFullTunnel;
+  marketplace::SignOffer(both, full);
+  Publish(both);
+
+  auto all = ListOffers(node_);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].offer().provider(), ProviderBytes(socks));
+  EXPECT_EQ((*all)[0].modes(), 1u);
+  EXPECT_EQ((*all)[0].offer().format(), 0u) << "format 1 goes on the wire as before";
+  EXPECT_EQ((*all)[1].modes(), 3u);
+  EXPECT_EQ((*all)[1].offer().format(), 2u);
+  for (const auto& ranked : *all) {
+    auto o = marketplace::FromProto(ranked.offer());
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_TRUE(marketplace::VerifyOfferSignature(*o, marketplace::OfferDigest(*o)));
+  }
+
+  v1::OfferFilter f;
+  f.set_required_modes(marketplace::kModeFullTunnel);
+  auto full_only = ListOffers(node_, f);
+  ASSERT_TRUE(full_only);
+  ASSERT_EQ(full_only->size(), 1u);
+  EXPECT_EQ(full_only->at(0).offer().provider(), ProviderBytes(full));
+  f.set_required_modes(marketplace::kModeSocks);
+  EXPECT_EQ(ListOffers(node_, f)->size(), 2u);
+
+  for (uint32_t bad : {4u, 0x103u}) {
+    f.set_required_modes(bad);
+    grpc::Status status;
+    EXPECT_FALSE(ListOffers(node_, f, &status));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(status.error_message().find("filter.required_modes"), std::string::npos)
+        << status.error_message();
+  }
+}
+
 TEST_F(OfferBookServiceTest, ListOffersDefaultLimitIs100) {
   for (int i = 0; i < 105; ++i) Publish(Priced(PrivateKey::Generate(), 1, 1000 + i));
   EXPECT_EQ(ListOffers(node_)->size(), 100u);

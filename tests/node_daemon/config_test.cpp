@@ -57,6 +57,7 @@ TEST(NodeConfig, MinimalFileGetsTheDocumentedDefaults) {
   EXPECT_EQ(c->promise_durability, payments::Durability::kProcessCrash);
   EXPECT_EQ(c->PromiseDbPath(), "./dvpn-node-data/promises.sqlite");
   EXPECT_EQ(c->StaticKeyPath(), "./dvpn-node-data/tunnel.key");
+  EXPECT_FALSE(c->full_tunnel);
 }
 
 TEST(NodeConfig, EveryTableIsRead) {
@@ -88,6 +89,7 @@ static_key_file = "/etc/dvpn/tunnel.key"
 allow = ["0.0.0.0/0:443"]
 deny = ["0.0.0.0/0:25"]
 log_destinations = true
+full_tunnel = true
 [limits]
 bandwidth_mbps = 50
 monthly_data_gb = 1000
@@ -122,6 +124,7 @@ http_listen = "[::1]:8080"
   ASSERT_EQ(c->endpoints.size(), 2u);
   EXPECT_EQ(c->allow, std::vector<std::string>{"0.0.0.0/0:443"});
   EXPECT_TRUE(c->log_destinations);
+  EXPECT_TRUE(c->full_tunnel);
   EXPECT_EQ(c->bandwidth_mbps, 50u);
   EXPECT_EQ(c->monthly_data_gb, 1000u);
   EXPECT_EQ(c->max_pending_handshakes, 32u);
@@ -185,6 +188,7 @@ TEST(NodeConfig, BadValuesAreNamed) {
       {"offer.endpoints=[\"a:1\",\"b:1\",\"c:1\",\"d:1\",\"e:1\"]",
        "offer.endpoints: at most 4 entries"},
       {"tunnel.log_destinations=1", "tunnel.log_destinations: expected true or false"},
+      {"tunnel.full_tunnel=yes", "tunnel.full_tunnel: expected true or false"},
       {"payments.invoice_interval_bytes=100", "payments.invoice_interval_bytes: 100 is out of"},
       {"payments.promise_durability=disk", "payments.promise_durability: expected \"process\""},
       {"control.grpc_listen=0.0.0.0:7601", "control.grpc_listen: 0.0.0.0:7601 is not a loopback"},

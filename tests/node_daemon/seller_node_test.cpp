@@ -201,6 +201,37 @@ TEST_F(SellerNodeTest, MonthlyDataCapRefusesSessionsAndWithdrawsTheOffer) {
   EXPECT_TRUE(status.has_offer());
 }
 
+// [tunnel] full_tunnel = true: the offer says SOCKS and full tunnel (format 2), on the node's
+// status and in its offer book (docs/node.md); the node still stops cleanly.
+TEST_F(SellerNodeTest, FullTunnelSettingAdvertisesTheMode) {
+  const std::string path = WriteConfig();
+  std::string text = ReadFile(path);
+  const auto at = text.find("[tunnel]\n");
+  ASSERT_NE(at, std::string::npos);
+  text.insert(at + 9, "full_tunnel = true\n");
+  std::ofstream(path, std::ios::trunc) << text;
+  auto ports = StartSeller(path);
+  ASSERT_TRUE(ports);
+  auto stub = Control(ports->control);
+  auto status = Ask<v1::GetStatusRequest, v1::GetStatusResponse>(
+      [&](auto* c, const auto& r, auto* o) { return stub->GetStatus(c, r, o); });
+  ASSERT_TRUE(status.has_offer());
+  EXPECT_EQ(status.offer().format(), 2u);
+  EXPECT_EQ(status.offer().modes(), 3u);
+  auto book = v1::OfferBook::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(ports->control), grpc::InsecureChannelCredentials()));
+  v1::ListOffersRequest full_only;
+  full_only.mutable_filter()->set_required_modes(v1::OFFER_MODE_FULL_TUNNEL);
+  auto offers = Ask<v1::ListOffersRequest, v1::ListOffersResponse>(
+      [&](auto* c, const auto& r, auto* o) { return book->ListOffers(c, r, o); }, full_only);
+  ASSERT_EQ(offers.offers_size(), 1);
+  EXPECT_EQ(offers.offers(0).modes(), 3u);
+  ASSERT_TRUE(seller_->Signal(SIGTERM));
+  auto st = seller_->WaitFor(30s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0);
+}
+
 // Crossing the cap during a session ends that session too (within the sampler's second).
 TEST_F(SellerNodeTest, CrossingTheDataCapEndsOpenSessions) {
   WriteUsage(ThisMonth(), 999'000'000);  // 1 MB below the cap

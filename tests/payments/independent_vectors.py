@@ -176,17 +176,23 @@ def main():
         return bytes([v])
 
     def offer(seq, issued, expires, retired, tunnel_key, price_mb, capacity, sessions, region,
-              endpoints):
-        out = (tag("dvpn.v1.Offer") + ledger + pk_pr + u32(1) + u64(seq) + u64(issued) +
+              endpoints, modes=None):
+        # Format 1 (modes None): tag "dvpn.v1.Offer"; format 2: tag "dvpn.v1.Offer2", modes u8 last.
+        out = (tag("dvpn.v1.Offer" if modes is None else "dvpn.v1.Offer2") + ledger + pk_pr +
+               u32(1) + u64(seq) + u64(issued) +
                u64(expires) + u8(retired) + tunnel_key + u64(price_mb) + u64(0) +
                u32(capacity) + u32(sessions) + str16(region) + u8(len(endpoints)))
         for host, port in endpoints:
             out += str16(host) + u16(port)
+        if modes is not None:
+            out += u8(modes)
         return out
 
     offers = {
         "offer": offer(5, 1900000000, 1900003600, 0, bytes([0xA4]) * 32, 250000, 800, 64,
                        "eu-west", [("exit1.example.net", 7443), ("192.0.2.7", 7443)]),
+        "offer2": offer(5, 1900000000, 1900003600, 0, bytes([0xA4]) * 32, 250000, 800, 64,
+                        "eu-west", [("exit1.example.net", 7443), ("192.0.2.7", 7443)], modes=3),
         "retired": offer(6, 1900000100, 1900003700, 1, bytes(32), 0, 0, 0, "", []),
     }
     for name, encoding in offers.items():
