@@ -103,12 +103,10 @@ TEST_F(ExitNatTest, PacketsFromThePoolLeaveMasqueradedAndOnlyAnswersComeBack) {
   ASSERT_GE(server, 0);
 
   ASSERT_TRUE(exit_->RunInside([&] {
-    auto dev = TunDevice::Create("dvpnx0");
-    ASSERT_TRUE(dev) << dev.error().message;
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl) << nl.error().message;
-    ASSERT_TRUE(nl->SetLinkUp(dev->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(dev->index(), P("10.231.0.1/16")));
+    auto dev = UpDevice(*nl, "dvpnx0", 1420, {"10.231.0.1/16"});
+    ASSERT_TRUE(dev);
     ASSERT_TRUE(EnableForwarding());
     // A table a crashed exit left behind is replaced whole, not added to.
     ASSERT_TRUE(exit_->Exec({"nft", "add", "table", "inet", "dvpn_exit_test"}));

@@ -18,15 +18,9 @@ TEST(FullTunnelRoutes, EverythingThroughTheTunnelButTheExceptionsAndRemoveRestor
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl) << nl.error().message;
     ASSERT_TRUE(nl->SetLinkUp(1, 0));  // lo: so that 127.0.0.1 is a local address
-    auto uplink = TunDevice::Create("uplink");
-    auto tun = TunDevice::Create("dvpn0");
+    auto uplink = UpDevice(*nl, "uplink", 1500, {"192.0.2.10/24", "2001:db8:1::10/64"});
+    auto tun = UpDevice(*nl, "dvpn0", 1420, {"10.231.0.2/16", "fd00:231::2/64"});
     ASSERT_TRUE(uplink && tun);
-    ASSERT_TRUE(nl->SetLinkUp(uplink->index(), 1500));
-    ASSERT_TRUE(nl->SetLinkUp(tun->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(uplink->index(), P("192.0.2.10/24")));
-    ASSERT_TRUE(nl->AddAddress(uplink->index(), P("2001:db8:1::10/64")));
-    ASSERT_TRUE(nl->AddAddress(tun->index(), P("10.231.0.2/16")));
-    ASSERT_TRUE(nl->AddAddress(tun->index(), P("fd00:231::2/64")));
     ASSERT_TRUE(nl->AddRoute(Route{P("0.0.0.0/0"), uplink->index(), A("192.0.2.1"), 0}));
     ASSERT_TRUE(nl->AddRoute(Route{P("::/0"), uplink->index(), A("2001:db8:1::1"), 0}));
 
@@ -69,12 +63,9 @@ TEST(FullTunnelRoutes, AnUnreachableExceptionFailsAndLeavesNothing) {
   InFreshNetns([] {
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl);
-    auto uplink = TunDevice::Create("uplink");
-    auto tun = TunDevice::Create("dvpn0");
+    auto uplink = UpDevice(*nl, "uplink", 1500, {"192.0.2.10/24"});
+    auto tun = UpDevice(*nl, "dvpn0", 1420, {});
     ASSERT_TRUE(uplink && tun);
-    ASSERT_TRUE(nl->SetLinkUp(uplink->index(), 1500));
-    ASSERT_TRUE(nl->SetLinkUp(tun->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(uplink->index(), P("192.0.2.10/24")));
     // 192.0.2.77 is on the uplink's subnet; 2001:db8::7 has no route at all (no IPv6 here).
     const IpAddress outside[] = {A("192.0.2.77"), A("2001:db8::7")};
     auto routes = FullTunnelRoutes::Install(tun->index(), outside);
@@ -93,11 +84,8 @@ TEST(FullTunnelRoutes, ClosingTheDeviceFirstLeavesNothingToFailOn) {
   InFreshNetns([] {
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl);
-    auto tun = TunDevice::Create("dvpn0");
+    auto tun = UpDevice(*nl, "dvpn0", 1420, {"10.231.0.2/16", "fd00:231::2/64"});
     ASSERT_TRUE(tun);
-    ASSERT_TRUE(nl->SetLinkUp(tun->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(tun->index(), P("10.231.0.2/16")));
-    ASSERT_TRUE(nl->AddAddress(tun->index(), P("fd00:231::2/64")));
     auto routes = FullTunnelRoutes::Install(tun->index(), {});
     ASSERT_TRUE(routes) << routes.error().message;
     tun->Close();  // a crash: the kernel takes the device's routes

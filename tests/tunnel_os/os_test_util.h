@@ -19,6 +19,7 @@
 
 #include "tests/support/netns.h"
 #include "tunnel/os/netlink.h"
+#include "tunnel/os/tun_device.h"
 
 namespace dvpn::tunnel::os {
 
@@ -45,6 +46,28 @@ inline IpPrefix P(const char* text) {
   return p.value_or(IpPrefix{});
 }
 inline IpAddress A(const char* text) { return P(text).address; }
+
+// A TUN device that is up with `mtu` (0: the kernel's) and `addresses` ("a/len"). A failing
+// step fails the test and gives nullopt.
+inline std::optional<TunDevice> UpDevice(Netlink& nl, const char* name, uint32_t mtu,
+                                         std::initializer_list<const char*> addresses) {
+  auto dev = TunDevice::Create(name);
+  if (!dev) {
+    ADD_FAILURE() << name << ": " << dev.error().message;
+    return std::nullopt;
+  }
+  if (auto ok = nl.SetLinkUp(dev->index(), mtu); !ok) {
+    ADD_FAILURE() << name << ": " << ok.error().message;
+    return std::nullopt;
+  }
+  for (const char* a : addresses) {
+    if (auto ok = nl.AddAddress(dev->index(), P(a)); !ok) {
+      ADD_FAILURE() << name << " " << a << ": " << ok.error().message;
+      return std::nullopt;
+    }
+  }
+  return std::move(*dev);
+}
 
 // Waits up to `timeout_ms` for `fd` to be readable; reads one packet (empty: none came).
 inline std::vector<uint8_t> ReadPacket(int fd, int timeout_ms = 2000) {

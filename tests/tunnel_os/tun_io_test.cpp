@@ -26,12 +26,10 @@ using session::TunIo;
 TEST(TunIo, ReadsWhatTheKernelRoutesInAndWritesWhatItShouldDeliver) {
   SKIP_WITHOUT_PRIVILEGE();
   InFreshNetns([] {
-    auto dev = TunDevice::Create("dvpnt0");
-    ASSERT_TRUE(dev) << dev.error().message;
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl);
-    ASSERT_TRUE(nl->SetLinkUp(dev->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(dev->index(), P("10.9.0.1/24")));
+    auto dev = UpDevice(*nl, "dvpnt0", 1420, {"10.9.0.1/24"});
+    ASSERT_TRUE(dev);
     const uint32_t index = dev->index();
 
     session::asio::io_context io;

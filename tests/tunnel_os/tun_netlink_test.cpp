@@ -65,13 +65,10 @@ TEST(TunDevice, ExistsWhileItsDescriptorIsOpen) {
 TEST(Netlink, AddressesAndRoutesSendPacketsIntoTheDevice) {
   SKIP_WITHOUT_PRIVILEGE();
   InFreshNetns([] {
-    auto dev = TunDevice::Create("dvpnt0");
-    ASSERT_TRUE(dev) << dev.error().message;
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl) << nl.error().message;
-    ASSERT_TRUE(nl->SetLinkUp(dev->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(dev->index(), P("10.9.0.1/24")));
-    ASSERT_TRUE(nl->AddAddress(dev->index(), P("fd00:9::1/64")));
+    auto dev = UpDevice(*nl, "dvpnt0", 1420, {"10.9.0.1/24", "fd00:9::1/64"});
+    ASSERT_TRUE(dev);
     auto again = nl->AddAddress(dev->index(), P("10.9.0.1/24"));
     ASSERT_FALSE(again);
     EXPECT_EQ(again.error().code, OsErrc::kExists);
@@ -124,12 +121,10 @@ TEST(Netlink, AddressesAndRoutesSendPacketsIntoTheDevice) {
 TEST(Netlink, PacketsWrittenToTheDeviceReachLocalSockets) {
   SKIP_WITHOUT_PRIVILEGE();
   InFreshNetns([] {
-    auto dev = TunDevice::Create("dvpnt0");
-    ASSERT_TRUE(dev) << dev.error().message;
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl) << nl.error().message;
-    ASSERT_TRUE(nl->SetLinkUp(dev->index(), 0));
-    ASSERT_TRUE(nl->AddAddress(dev->index(), P("10.9.0.1/24")));
+    auto dev = UpDevice(*nl, "dvpnt0", 0, {"10.9.0.1/24"});
+    ASSERT_TRUE(dev);
     const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     ASSERT_GE(s, 0);
     sockaddr_in local{};
@@ -157,12 +152,10 @@ TEST(Netlink, PacketsWrittenToTheDeviceReachLocalSockets) {
 TEST(Netlink, LookupNamesTheGatewayAndClosingTheDeviceTakesItsRoutes) {
   SKIP_WITHOUT_PRIVILEGE();
   InFreshNetns([] {
-    auto dev = TunDevice::Create("dvpnt0");
-    ASSERT_TRUE(dev) << dev.error().message;
     auto nl = Netlink::Open();
     ASSERT_TRUE(nl) << nl.error().message;
-    ASSERT_TRUE(nl->SetLinkUp(dev->index(), 1420));
-    ASSERT_TRUE(nl->AddAddress(dev->index(), P("10.9.0.1/24")));
+    auto dev = UpDevice(*nl, "dvpnt0", 1420, {"10.9.0.1/24"});
+    ASSERT_TRUE(dev);
     // A default route via a gateway on the device's subnet (nothing is sent: lookups only).
     const Route def{P("0.0.0.0/0"), dev->index(), A("10.9.0.254"), 0};
     ASSERT_TRUE(nl->AddRoute(def)) << "default route";

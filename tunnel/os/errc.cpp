@@ -1,5 +1,8 @@
 #include "tunnel/os/errc.h"
 
+#include <cerrno>
+#include <cstring>
+
 namespace dvpn::tunnel::os {
 
 const char* OsErrcName(OsErrc code) {
@@ -18,6 +21,29 @@ const char* OsErrcName(OsErrc code) {
       return "system";
   }
   return "unknown";
+}
+
+std::unexpected<Error<OsErrc>> FailFromErrno(int err, const std::string& what) {
+  const std::string message = what + ": " + std::strerror(err);
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      return Fail(OsErrc::kPermission, message + " (needs CAP_NET_ADMIN)");
+    case EEXIST:
+      return Fail(OsErrc::kExists, message);
+    case ESRCH:
+    case ENOENT:
+    case ENODEV:
+    case EADDRNOTAVAIL:
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+      return Fail(OsErrc::kNotFound, message);
+    case EINVAL:
+    case EAFNOSUPPORT:
+      return Fail(OsErrc::kBadArgument, message);
+    default:
+      return Fail(OsErrc::kSystem, message);
+  }
 }
 
 }  // namespace dvpn::tunnel::os

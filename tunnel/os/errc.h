@@ -1,6 +1,8 @@
 #pragma once
 // The errors of tunnel/os (the machine's network configuration: TUN devices, addresses, routes).
 
+#include <string>
+
 #include "common/result.h"
 
 namespace dvpn::tunnel::os {
@@ -15,6 +17,11 @@ enum class OsErrc {
 };
 
 const char* OsErrcName(OsErrc code);
+
+// `what` and strerror(err) as an OsErrc: EPERM/EACCES kPermission, EEXIST kExists, ESRCH,
+// ENOENT, ENODEV, EADDRNOTAVAIL, ENETUNREACH, EHOSTUNREACH kNotFound, EINVAL/EAFNOSUPPORT
+// kBadArgument, anything else kSystem.
+std::unexpected<Error<OsErrc>> FailFromErrno(int err, const std::string& what);
 
 template <class T>
 using OsResult = Result<T, OsErrc>;

@@ -32,26 +32,7 @@ size_t SizeOf(const IpAddress& a) { return a.family == IpAddress::Family::kV4 ? 
 uint8_t MaxLength(const IpAddress& a) { return AddressBits(a); }
 
 std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
-  const std::string message = what + ": " + std::strerror(err);
-  switch (err) {
-    case EPERM:
-    case EACCES:
-      return Fail(OsErrc::kPermission, message + " (needs CAP_NET_ADMIN)");
-    case EEXIST:
-      return Fail(OsErrc::kExists, message);
-    case ESRCH:
-    case ENOENT:
-    case ENODEV:
-    case EADDRNOTAVAIL:
-    case ENETUNREACH:
-    case EHOSTUNREACH:
-      return Fail(OsErrc::kNotFound, message);
-    case EINVAL:
-    case EAFNOSUPPORT:
-      return Fail(OsErrc::kBadArgument, message);
-    default:
-      return Fail(OsErrc::kSystem, message);
-  }
+  return FailFromErrno(err, what);
 }
 
 std::optional<IpAddress> AddressFrom(uint8_t family, const void* data, size_t size) {

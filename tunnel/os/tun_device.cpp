@@ -29,23 +29,14 @@ bool ValidName(std::string_view name) {
   return true;
 }
 
+// /dev/net/tun and TUNSETIFF: a missing device node or driver is kUnsupported; a name taken
+// by another device (EINVAL: not a TUN device; EBUSY: held by another process) is kExists.
 std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
-  const std::string message = what + ": " + std::strerror(err);
-  switch (err) {
-    case EPERM:
-    case EACCES:
-      return Fail(OsErrc::kPermission, message + " (needs CAP_NET_ADMIN)");
-    case ENOENT:
-    case ENODEV:
-    case ENXIO:
-      return Fail(OsErrc::kUnsupported, message);
-    case EBUSY:
-    case EEXIST:
-    case EINVAL:
-      return Fail(OsErrc::kExists, message);
-    default:
-      return Fail(OsErrc::kSystem, message);
+  if (err == ENOENT || err == ENODEV || err == ENXIO) {
+    return Fail(OsErrc::kUnsupported, what + ": " + std::strerror(err));
   }
+  if (err == EBUSY || err == EINVAL) return Fail(OsErrc::kExists, what + ": " + std::strerror(err));
+  return FailFromErrno(err, what);
 }
 
 }  // namespace
