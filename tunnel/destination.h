@@ -2,7 +2,7 @@
 // Destination: where a tunnel stream goes (an IPv4 or IPv6 address or a domain name, and a TCP
 // port), its SOCKS-like wire encoding used inside OPEN frames, and OpenFailure, the reasons an
 // exit gives for not opening a stream (mapped 1:1 to SOCKS5 REP codes).
-// Wire format (docs/tunnel-streams.md, "Destination"):
+// Wire format (docs/tunnel.md, "Destination"):
 //   ATYP u8 = 1 (IPv4) || 4 bytes || port u16 BE
 //   ATYP u8 = 4 (IPv6) || 16 bytes || port u16 BE
 //   ATYP u8 = 3 (domain) || len u8 (1..255) || len bytes (no NUL) || port u16 BE

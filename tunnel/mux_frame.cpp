@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string>
 
+#include "tunnel/datagram.h"
+
 namespace dvpn::tunnel {
 namespace {
 
@@ -19,6 +21,10 @@ void Put32(uint8_t* p, uint32_t v) {
   p[2] = static_cast<uint8_t>(v >> 8);
   p[3] = static_cast<uint8_t>(v);
 }
+void Put16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
 void Put64(uint8_t* p, uint64_t v) {
   Put32(p, static_cast<uint32_t>(v >> 32));
   Put32(p + 4, static_cast<uint32_t>(v));
@@ -32,7 +38,47 @@ void PutHeader(uint8_t* p, FrameType type, uint32_t stream_id, size_t len) {
 
 bool IsTunnelFrame(FrameType type) {
   return type == FrameType::kPing || type == FrameType::kPong || type == FrameType::kControl ||
-         type == FrameType::kClose;
+         type == FrameType::kClose || type == FrameType::kPacketSetup ||
+         type == FrameType::kPacketReady || type == FrameType::kPacketFail ||
+         type == FrameType::kPacket;
+}
+
+std::string_view AsText(ByteSpan bytes) {
+  return std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+// The field rules of PACKET_SETUP and PACKET_READY, shared by the decoder and the writer.
+Result<void, FrameErrc> CheckPacketSetup(const PacketSetupFields& s) {
+  if (s.receiver_index == 0) return Fail(FrameErrc::kBadField, "PACKET_SETUP receiver index 0");
+  if (s.max_datagram_plaintext < kMinPacketMtu ||
+      s.max_datagram_plaintext > kMaxDatagramPlaintext) {
+    return Fail(FrameErrc::kBadField, "PACKET_SETUP max datagram plaintext out of range");
+  }
+  return {};
+}
+
+Result<void, FrameErrc> CheckPacketReady(const PacketReadyFields& r) {
+  if ((r.udp_port == 0) != (r.receiver_index == 0)) {
+    return Fail(FrameErrc::kBadField, "PACKET_READY: receiver index 0 exactly when no UDP port");
+  }
+  if (r.mtu < kMinPacketMtu || r.mtu > kMaxPacketMtu) {
+    return Fail(FrameErrc::kBadField, "PACKET_READY mtu out of range");
+  }
+  if (r.ipv4_prefix > 32 || r.ipv6_prefix > 128) {
+    return Fail(FrameErrc::kBadField, "PACKET_READY prefix length");
+  }
+  return {};
+}
+
+// CLOSE and PACKET_FAIL: reason u8 || 0..kMaxCloseText bytes of UTF-8. Sets `text` and returns
+// the reason byte.
+Result<uint8_t, FrameErrc> DecodeReasonAndText(ByteSpan p, ByteSpan& text) {
+  if (p.size() < 1 || p.size() > 1 + kMaxCloseText) {
+    return Fail(FrameErrc::kBadLength, "reason and text length");
+  }
+  text = p.subspan(1);
+  if (!IsValidUtf8(text)) return Fail(FrameErrc::kBadField, "text not UTF-8");
+  return p[0];
 }
 
 }  // namespace
@@ -61,8 +107,27 @@ const char* FrameTypeName(FrameType type) {
       return "CONTROL";
     case FrameType::kClose:
       return "CLOSE";
+    case FrameType::kPacketSetup:
+      return "PACKET_SETUP";
+    case FrameType::kPacketReady:
+      return "PACKET_READY";
+    case FrameType::kPacketFail:
+      return "PACKET_FAIL";
+    case FrameType::kPacket:
+      return "PACKET";
   }
   return "UNKNOWN";
+}
+
+PacketFailure KnownPacketFailure(PacketFailure failure) {
+  switch (failure) {
+    case PacketFailure::kNotServed:
+    case PacketFailure::kNoAddress:
+    case PacketFailure::kLimit:
+    case PacketFailure::kRefused:
+      return failure;
+  }
+  return PacketFailure::kRefused;
 }
 
 bool IsValidUtf8(ByteSpan text) {
@@ -105,7 +170,7 @@ bool IsValidUtf8(ByteSpan text) {
 Result<DecodedFrame, FrameErrc> DecodeFrame(ByteSpan in) {
   if (in.size() < kFrameHeaderSize) return Fail(FrameErrc::kTruncated, "frame header truncated");
   const uint8_t type_byte = in[0];
-  if (type_byte < 1 || type_byte > 11) {
+  if (type_byte < 1 || type_byte > static_cast<uint8_t>(FrameType::kPacket)) {
     return Fail(FrameErrc::kUnknownType, "unknown frame type " + std::to_string(type_byte));
   }
   DecodedFrame out;
@@ -173,11 +238,49 @@ Result<DecodedFrame, FrameErrc> DecodeFrame(ByteSpan in) {
       if (len > kMaxControlPayload) return Fail(FrameErrc::kBadLength, "CONTROL too long");
       f.payload = p;
       break;
-    case FrameType::kClose:
-      if (len < 1 || len > 1 + kMaxCloseText) return Fail(FrameErrc::kBadLength, "CLOSE length");
-      f.close_reason = static_cast<CloseReason>(p[0]);
-      f.payload = p.subspan(1);
-      if (!IsValidUtf8(f.payload)) return Fail(FrameErrc::kBadField, "CLOSE text not UTF-8");
+    case FrameType::kClose: {
+      auto reason = DecodeReasonAndText(p, f.payload);
+      if (!reason) return Fail(reason.error().code, "CLOSE: " + reason.error().message);
+      f.close_reason = static_cast<CloseReason>(*reason);
+      break;
+    }
+    case FrameType::kPacketSetup: {
+      if (!need(kPacketSetupSize)) return Fail(FrameErrc::kBadLength, "PACKET_SETUP length");
+      if (p[0] != kPacketModeVersion) return Fail(FrameErrc::kBadField, "PACKET_SETUP version");
+      if ((p[7] & ~kPacketSetupWantsUdp) != 0) {
+        return Fail(FrameErrc::kBadField, "PACKET_SETUP unknown flags");
+      }
+      f.packet_setup.receiver_index = Get32(p.data() + 1);
+      f.packet_setup.max_datagram_plaintext = Get16(p.data() + 5);
+      f.packet_setup.wants_udp = (p[7] & kPacketSetupWantsUdp) != 0;
+      if (auto ok = CheckPacketSetup(f.packet_setup); !ok) {
+        return std::unexpected(std::move(ok.error()));
+      }
+      break;
+    }
+    case FrameType::kPacketReady: {
+      if (!need(kPacketReadySize)) return Fail(FrameErrc::kBadLength, "PACKET_READY length");
+      PacketReadyFields& r = f.packet_ready;
+      r.receiver_index = Get32(p.data());
+      r.udp_port = Get16(p.data() + 4);
+      r.mtu = Get16(p.data() + 6);
+      std::memcpy(r.ipv4.data(), p.data() + 8, 4);
+      r.ipv4_prefix = p[12];
+      std::memcpy(r.ipv6.data(), p.data() + 13, 16);
+      r.ipv6_prefix = p[29];
+      if (auto ok = CheckPacketReady(r); !ok) return std::unexpected(std::move(ok.error()));
+      break;
+    }
+    case FrameType::kPacketFail: {
+      auto reason = DecodeReasonAndText(p, f.payload);
+      if (!reason) return Fail(reason.error().code, "PACKET_FAIL: " + reason.error().message);
+      if (*reason == 0) return Fail(FrameErrc::kBadField, "PACKET_FAIL reason 0");
+      f.packet_failure = static_cast<PacketFailure>(*reason);
+      break;
+    }
+    case FrameType::kPacket:
+      if (len == 0) return Fail(FrameErrc::kBadLength, "empty PACKET");
+      f.payload = p;
       break;
   }
   return out;
@@ -293,22 +396,70 @@ Result<void, FrameErrc> FrameWriter::Pong(uint64_t value) {
   return {};
 }
 
+Result<void, FrameErrc> FrameWriter::CopyTunnelFrame(FrameType type, ByteSpan bytes) {
+  auto p = Reserve(type, 0, bytes.size());
+  if (!p) return std::unexpected(std::move(p.error()));
+  if (!bytes.empty()) std::memmove(p->data(), bytes.data(), bytes.size());
+  return {};
+}
+
 Result<void, FrameErrc> FrameWriter::Control(ByteSpan message) {
   if (message.size() > kMaxControlPayload) return Fail(FrameErrc::kBadLength, "CONTROL too long");
-  auto p = Reserve(FrameType::kControl, 0, message.size());
+  return CopyTunnelFrame(FrameType::kControl, message);
+}
+
+Result<void, FrameErrc> FrameWriter::ReasonAndText(FrameType type, uint8_t reason,
+                                                   std::string_view text) {
+  if (text.size() > kMaxCloseText) return Fail(FrameErrc::kBadLength, "reason text too long");
+  if (!IsValidUtf8(AsBytes(text))) return Fail(FrameErrc::kBadField, "reason text not UTF-8");
+  auto p = Reserve(type, 0, 1 + text.size());
   if (!p) return std::unexpected(std::move(p.error()));
-  if (!message.empty()) std::memmove(p->data(), message.data(), message.size());
+  (*p)[0] = reason;
+  if (!text.empty()) std::memcpy(p->data() + 1, text.data(), text.size());
   return {};
 }
 
 Result<void, FrameErrc> FrameWriter::Close(CloseReason reason, std::string_view text) {
-  if (text.size() > kMaxCloseText) return Fail(FrameErrc::kBadLength, "CLOSE text too long");
-  if (!IsValidUtf8(AsBytes(text))) return Fail(FrameErrc::kBadField, "CLOSE text not UTF-8");
-  auto p = Reserve(FrameType::kClose, 0, 1 + text.size());
+  return ReasonAndText(FrameType::kClose, static_cast<uint8_t>(reason), text);
+}
+
+Result<void, FrameErrc> FrameWriter::PacketSetup(const PacketSetupFields& setup) {
+  if (auto ok = CheckPacketSetup(setup); !ok) return ok;
+  auto p = Reserve(FrameType::kPacketSetup, 0, kPacketSetupSize);
   if (!p) return std::unexpected(std::move(p.error()));
-  (*p)[0] = static_cast<uint8_t>(reason);
-  if (!text.empty()) std::memcpy(p->data() + 1, text.data(), text.size());
+  uint8_t* b = p->data();
+  b[0] = kPacketModeVersion;
+  Put32(b + 1, setup.receiver_index);
+  Put16(b + 5, setup.max_datagram_plaintext);
+  b[7] = setup.wants_udp ? kPacketSetupWantsUdp : 0;
   return {};
+}
+
+Result<void, FrameErrc> FrameWriter::PacketReady(const PacketReadyFields& ready) {
+  if (auto ok = CheckPacketReady(ready); !ok) return ok;
+  auto p = Reserve(FrameType::kPacketReady, 0, kPacketReadySize);
+  if (!p) return std::unexpected(std::move(p.error()));
+  uint8_t* b = p->data();
+  Put32(b, ready.receiver_index);
+  Put16(b + 4, ready.udp_port);
+  Put16(b + 6, ready.mtu);
+  std::memcpy(b + 8, ready.ipv4.data(), 4);
+  b[12] = ready.ipv4_prefix;
+  std::memcpy(b + 13, ready.ipv6.data(), 16);
+  b[29] = ready.ipv6_prefix;
+  return {};
+}
+
+Result<void, FrameErrc> FrameWriter::PacketFail(PacketFailure failure, std::string_view text) {
+  if (static_cast<uint8_t>(failure) == 0) return Fail(FrameErrc::kBadField, "PACKET_FAIL reason 0");
+  return ReasonAndText(FrameType::kPacketFail, static_cast<uint8_t>(failure), text);
+}
+
+Result<void, FrameErrc> FrameWriter::Packet(ByteSpan packet) {
+  if (packet.empty() || packet.size() > kMaxFramePayload) {
+    return Fail(FrameErrc::kBadLength, "PACKET length must be 1..kMaxFramePayload");
+  }
+  return CopyTunnelFrame(FrameType::kPacket, packet);
 }
 
 Result<void, FrameErrc> FrameWriter::Append(const Frame& f) {
@@ -342,8 +493,15 @@ Result<void, FrameErrc> FrameWriter::Append(const Frame& f) {
     case FrameType::kControl:
       return Control(f.payload);
     case FrameType::kClose:
-      return Close(f.close_reason, std::string_view(reinterpret_cast<const char*>(f.payload.data()),
-                                                    f.payload.size()));
+      return Close(f.close_reason, AsText(f.payload));
+    case FrameType::kPacketSetup:
+      return PacketSetup(f.packet_setup);
+    case FrameType::kPacketReady:
+      return PacketReady(f.packet_ready);
+    case FrameType::kPacketFail:
+      return PacketFail(f.packet_failure, AsText(f.payload));
+    case FrameType::kPacket:
+      return Packet(f.payload);
   }
   return Fail(FrameErrc::kUnknownType, "unknown frame type");
 }

@@ -1,7 +1,7 @@
 #pragma once
-// Mux frames: the plaintext inside the tunnel's encrypted records (docs/tunnel-streams.md,
-// "Streams and frames", is normative). A record's plaintext is a sequence of one or more whole
-// frames; a frame never spans two records.
+// Mux frames: the plaintext inside the tunnel's encrypted records (docs/tunnel.md, "Streams
+// and frames" and "Packet mode", is normative). A record's plaintext is a sequence of one or more
+// whole frames; a frame never spans two records.
 //
 //   frame = type u8 || stream_id u32 BE || length u16 BE || payload (length bytes)
 //
@@ -17,11 +17,19 @@
 //   9 PONG          0          the PING's u64, echoed
 //  10 CONTROL       0          0..kMaxControlPayload opaque bytes (protobuf, next issue)
 //  11 CLOSE         0          CloseReason u8 || 0..kMaxCloseText bytes of UTF-8 text
+//  12 PACKET_SETUP  0          version u8 (1) || receiver index u32 (!= 0) || max datagram
+//                              plaintext u16 (1280..65475) || flags u8 (bit 0: wants UDP)
+//  13 PACKET_READY  0          receiver index u32 || udp port u16 || mtu u16 (1280..16377) ||
+//                              IPv4 b[4] || prefix u8 (<= 32) || IPv6 b[16] || prefix u8 (<= 128);
+//                              udp port 0 (no UDP) iff receiver index 0
+//  14 PACKET_FAIL   0          PacketFailure u8 (!= 0) || 0..kMaxCloseText bytes of UTF-8 text
+//  15 PACKET        0          one IP packet, 1..kMaxFramePayload bytes (not parsed here)
 //
 // Decoding is zero-copy (spans into the caller's record) and allocation-free; encoding appends
 // into a caller-owned buffer with a bounds check. Free functions and small value types only;
 // thread-compatible.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -45,6 +53,10 @@ enum class FrameType : uint8_t {
   kPong = 9,
   kControl = 10,
   kClose = 11,
+  kPacketSetup = 12,  // packet mode (docs/tunnel.md, "Packet mode")
+  kPacketReady = 13,
+  kPacketFail = 14,
+  kPacket = 15,
 };
 const char* FrameTypeName(FrameType type);
 
@@ -73,6 +85,37 @@ enum class CloseReason : uint8_t {
   kTermsRefused = 11,   // client: terms outside its policy
 };
 
+// Why the exit refused packet mode. Carried as a byte; 0 is invalid, other unknown values are
+// accepted and read as kRefused (KnownPacketFailure).
+enum class PacketFailure : uint8_t {
+  kNotServed = 1,  // the exit does not offer packet mode
+  kNoAddress = 2,  // no free inner address in the exit's pools
+  kLimit = 3,      // a limit (packet-mode sessions, flows)
+  kRefused = 4,    // anything else
+};
+// `failure` if it is one of the values above, else kRefused.
+PacketFailure KnownPacketFailure(PacketFailure failure);
+
+// PACKET_SETUP's payload: what the client asks for.
+struct PacketSetupFields {
+  uint32_t receiver_index = 0;          // the client's, != 0
+  uint16_t max_datagram_plaintext = 0;  // kMinPacketMtu..kMaxDatagramPlaintext
+  bool wants_udp = false;               // flags bit 0
+  bool operator==(const PacketSetupFields&) const = default;
+};
+
+// PACKET_READY's payload: what the exit grants.
+struct PacketReadyFields {
+  uint32_t receiver_index = 0;  // the exit's; 0 exactly when udp_port is 0
+  uint16_t udp_port = 0;        // 0: no UDP, the packets travel in PACKET frames
+  uint16_t mtu = 0;             // kMinPacketMtu..kMaxPacketMtu: both TUN devices' inner MTU
+  std::array<uint8_t, 4> ipv4{};
+  uint8_t ipv4_prefix = 0;  // <= 32
+  std::array<uint8_t, 16> ipv6{};
+  uint8_t ipv6_prefix = 0;  // <= 128
+  bool operator==(const PacketReadyFields&) const = default;
+};
+
 inline constexpr size_t kFrameHeaderSize = 7;  // type, stream id, length
 // Largest payload of one frame: one DATA frame of this size fills a record exactly.
 inline constexpr size_t kMaxFramePayload = kMaxRecordPlaintext - kFrameHeaderSize;
@@ -81,13 +124,23 @@ inline constexpr size_t kMaxControlPayload = 8192;
 inline constexpr size_t kMaxCloseText = 256;
 static_assert(kMaxControlPayload <= kMaxFramePayload && 1 + kMaxCloseText <= kMaxFramePayload &&
               kMaxDestinationEncoding <= kMaxFramePayload);
+// Packet mode.
+inline constexpr uint8_t kPacketModeVersion = 1;
+inline constexpr uint8_t kPacketSetupWantsUdp = 0x01;  // PACKET_SETUP flags bit 0
+inline constexpr size_t kPacketSetupSize = 8;          // PACKET_SETUP payload
+inline constexpr size_t kPacketReadySize = 30;         // PACKET_READY payload
+// Inner MTU bounds: IPv6's minimum link MTU, and a packet must fit one PACKET frame (the TCP
+// fallback). The client's max datagram plaintext is kMinPacketMtu..kMaxDatagramPlaintext
+// (tunnel/datagram.h).
+inline constexpr uint16_t kMinPacketMtu = 1280;
+inline constexpr uint16_t kMaxPacketMtu = static_cast<uint16_t>(kMaxFramePayload);
 // Encoded size of a frame with no payload / a fixed payload; handy for buffer budgeting.
 inline constexpr size_t kWindowFrameSize = kFrameHeaderSize + 4;
 inline constexpr size_t kPingFrameSize = kFrameHeaderSize + 8;
 
 enum class FrameErrc {
   kTruncated = 1,   // input ends inside a header or before `length` payload bytes
-  kUnknownType,     // type byte is not 1..11
+  kUnknownType,     // type byte is not 1..15
   kBadLength,       // length not allowed for the type (wrong fixed size, empty DATA, too long)
   kBadStreamId,     // stream id 0 on a stream frame, or non-zero on a tunnel frame
   kBadField,        // invalid payload content: destination, failure code, zero WINDOW, UTF-8
@@ -99,14 +152,18 @@ enum class FrameErrc {
 struct Frame {
   FrameType type = FrameType::kData;
   uint32_t stream_id = 0;
-  // The raw payload: DATA bytes, CONTROL bytes, OPEN destination encoding; for CLOSE the text
-  // after the reason byte; empty otherwise.
+  // The raw payload: DATA bytes, CONTROL bytes, OPEN destination encoding, PACKET bytes; for
+  // CLOSE and PACKET_FAIL the text after the reason byte; empty otherwise.
   ByteSpan payload;
   uint32_t window_increment = 0;                    // WINDOW
   uint64_t ping_value = 0;                          // PING, PONG
   OpenFailure failure = OpenFailure::kGeneral;      // OPEN_FAIL
   ResetCode reset_code = ResetCode::kCancel;        // RESET
   CloseReason close_reason = CloseReason::kNormal;  // CLOSE
+  PacketSetupFields packet_setup;                   // PACKET_SETUP
+  PacketReadyFields packet_ready;                   // PACKET_READY
+  // PACKET_FAIL: the byte as sent (non-zero; unknown values kept for a faithful re-encoding).
+  PacketFailure packet_failure = PacketFailure::kRefused;
 };
 
 struct DecodedFrame {
@@ -152,6 +209,13 @@ class FrameWriter {
   [[nodiscard]] Result<void, FrameErrc> Pong(uint64_t value);
   [[nodiscard]] Result<void, FrameErrc> Control(ByteSpan message);
   [[nodiscard]] Result<void, FrameErrc> Close(CloseReason reason, std::string_view text);
+  // Packet mode; kBadField for a field outside its range (see the table above).
+  [[nodiscard]] Result<void, FrameErrc> PacketSetup(const PacketSetupFields& setup);
+  [[nodiscard]] Result<void, FrameErrc> PacketReady(const PacketReadyFields& ready);
+  // `failure` may be any non-zero byte; text as for Close.
+  [[nodiscard]] Result<void, FrameErrc> PacketFail(PacketFailure failure, std::string_view text);
+  // kBadLength unless 1..kMaxFramePayload bytes.
+  [[nodiscard]] Result<void, FrameErrc> Packet(ByteSpan packet);
   // Re-encodes a decoded (or hand-built) frame; same failures as the typed methods.
   [[nodiscard]] Result<void, FrameErrc> Append(const Frame& frame);
 
@@ -173,6 +237,10 @@ class FrameWriter {
   // Writes a header and returns the payload area, or kBufferTooSmall.
   Result<std::span<uint8_t>, FrameErrc> Reserve(FrameType type, uint32_t stream_id,
                                                 size_t payload_len);
+  // CLOSE and PACKET_FAIL: reason u8 || UTF-8 text.
+  Result<void, FrameErrc> ReasonAndText(FrameType type, uint8_t reason, std::string_view text);
+  // A tunnel frame (stream id 0) whose payload is `bytes`, copied.
+  Result<void, FrameErrc> CopyTunnelFrame(FrameType type, ByteSpan bytes);
 
   std::span<uint8_t> out_;
   size_t used_ = 0;

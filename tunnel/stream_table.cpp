@@ -225,8 +225,79 @@ Result<Action, MuxErrc> StreamTable::OnFrame(const Frame& f, uint64_t now_ms) {
       a.close_reason = f.close_reason;
       a.data = f.payload;
       return a;
+    case FrameType::kPacketSetup:
+    case FrameType::kPacketReady:
+    case FrameType::kPacketFail:
+    case FrameType::kPacket:
+      return OnPacketFrame(f);
   }
   return Fail(MuxErrc::kUnexpectedFrame, "unknown frame type");
+}
+
+Result<Action, MuxErrc> StreamTable::OnPacketFrame(const Frame& f) {
+  Action a;
+  auto unexpected = [&](const char* why) -> Result<Action, MuxErrc> {
+    return Fail(MuxErrc::kUnexpectedFrame, std::string(FrameTypeName(f.type)) + ": " + why);
+  };
+  switch (f.type) {
+    case FrameType::kPacketSetup:
+      if (role_ != Role::kExit) return unexpected("only the client asks for packet mode");
+      if (packet_state_ != PacketState::kNone) return unexpected("packet mode asked twice");
+      packet_state_ = PacketState::kRequested;
+      packet_setup_ = f.packet_setup;
+      a.kind = Action::Kind::kPacketSetup;
+      a.packet_setup = f.packet_setup;
+      return a;
+    case FrameType::kPacketReady: {
+      if (role_ != Role::kClient) return unexpected("only the exit answers packet mode");
+      if (packet_state_ != PacketState::kRequested) return unexpected("no setup waiting");
+      const PacketReadyFields& r = f.packet_ready;
+      if (r.udp_port != 0 && !packet_setup_.wants_udp) return unexpected("UDP not asked for");
+      if (r.udp_port != 0 && r.mtu > packet_setup_.max_datagram_plaintext) {
+        return unexpected("mtu above the client's max datagram plaintext");
+      }
+      packet_state_ = PacketState::kReady;
+      a.kind = Action::Kind::kPacketReady;
+      a.packet_ready = r;
+      return a;
+    }
+    case FrameType::kPacketFail:
+      if (role_ != Role::kClient) return unexpected("only the exit answers packet mode");
+      if (packet_state_ != PacketState::kRequested) return unexpected("no setup waiting");
+      packet_state_ = PacketState::kFailed;
+      a.kind = Action::Kind::kPacketFailed;
+      a.packet_failure = KnownPacketFailure(f.packet_failure);
+      a.data = f.payload;
+      return a;
+    case FrameType::kPacket:
+      // Not flow-controlled: no window changes (datagram semantics, docs/tunnel.md).
+      if (packet_state_ != PacketState::kReady) return unexpected("not in packet mode");
+      a.kind = Action::Kind::kPacket;
+      a.data = f.payload;
+      return a;
+    default:
+      break;
+  }
+  return unexpected("not a packet-mode frame");
+}
+
+Result<void, MuxErrc> StreamTable::StartPacketSetup(const PacketSetupFields& setup) {
+  if (role_ != Role::kClient) return Fail(MuxErrc::kBadState, "only the client asks for packets");
+  if (packet_state_ != PacketState::kNone) {
+    return Fail(MuxErrc::kBadState, "packet mode asked before in this tunnel");
+  }
+  packet_state_ = PacketState::kRequested;
+  packet_setup_ = setup;
+  return {};
+}
+
+Result<void, MuxErrc> StreamTable::AnswerPacketSetup(bool ready) {
+  if (role_ != Role::kExit) return Fail(MuxErrc::kBadState, "only the exit answers packet mode");
+  if (packet_state_ != PacketState::kRequested) {
+    return Fail(MuxErrc::kBadState, "no packet-mode setup waiting for an answer");
+  }
+  packet_state_ = ready ? PacketState::kReady : PacketState::kFailed;
+  return {};
 }
 
 Result<Action, MuxErrc> StreamTable::OnOpen(const Frame& f, uint64_t now_ms) {

@@ -4,7 +4,7 @@
 // window, and the limits on streams. No I/O and no frame encoding: the session decodes frames,
 // feeds them to OnFrame() and follows the returned Action; for its own decisions it calls the
 // local methods (Open, Accept, Refuse, Sent, Consumed, Fin, Reset) and writes the frames they
-// call for. Rules: docs/tunnel-streams.md, "Streams and frames".
+// call for. Rules: docs/tunnel.md, "Streams and frames".
 //
 // Ids: only the client opens streams. It numbers them 1, 2, 3, ... (never reused in a tunnel);
 // the exit accepts an OPEN only with an id above every id seen before. A frame for an id at or
@@ -17,6 +17,11 @@
 // receiver returns credit with WINDOW frames as its consumer drains (Consumed()). DATA beyond
 // either window is a protocol violation. So bytes buffered for a stream are at most
 // stream_window and for the whole tunnel at most tunnel_window: memory is bounded by design.
+//
+// Packet mode (docs/tunnel.md, "Packet mode"): the client asks once (StartPacketSetup, then
+// PACKET_SETUP), the exit answers once (AnswerPacketSetup, then PACKET_READY or PACKET_FAIL);
+// PACKET frames are allowed only once READY went out (exit) or came in (client). They are not
+// flow-controlled: the table checks only that they are allowed, and counts nothing.
 //
 // Errors: every error returned by OnFrame() is a protocol violation by the peer (or a frame that
 // does not fit this role): the session sends CLOSE and ends the tunnel; the table must not be
@@ -109,6 +114,12 @@ struct Action {
     kPong,           // the peer answered PING(ping_value)
     kControl,        // `data` is a control message
     kClose,          // the peer closes the tunnel (close_reason, `data` = UTF-8 text)
+    kPacketSetup,    // exit: the client asks for packet mode (`packet_setup`); answer with
+                     // AnswerPacketSetup(), then PACKET_READY or PACKET_FAIL
+    kPacketReady,    // client: packet mode granted (`packet_ready`); PACKET may flow now
+    kPacketFailed,   // client: packet mode refused (`packet_failure`, one of the known values;
+                     // `data` = UTF-8 text); the tunnel goes on
+    kPacket,         // `data` is one IP packet (a view into the record)
   };
   Kind kind = Kind::kNone;
   uint32_t stream_id = 0;
@@ -118,6 +129,9 @@ struct Action {
   ResetCode reset_code = ResetCode::kCancel;
   CloseReason close_reason = CloseReason::kNormal;
   uint64_t ping_value = 0;
+  PacketSetupFields packet_setup;
+  PacketReadyFields packet_ready;
+  PacketFailure packet_failure = PacketFailure::kRefused;
   // The stream left the table with this frame (kOpenFailed, kReset, and kRemoteFin when both
   // sides are done and nothing is buffered): forget the id.
   bool stream_removed = false;
@@ -181,6 +195,18 @@ class StreamTable {
   // buffered data, whose credit is returned (send the WINDOW it names). Fails with kNoSuchStream.
   [[nodiscard]] Result<WindowUpdate, MuxErrc> Reset(uint32_t id);
 
+  // ---- Packet mode ------------------------------------------------------------------------
+  // Client: records that it asks for packet mode with `setup`; the caller sends PACKET_SETUP
+  // with it. The answer is checked against it (a UDP grant must fit the request). Fails with
+  // kBadState (exit role, or asked before in this tunnel).
+  [[nodiscard]] Result<void, MuxErrc> StartPacketSetup(const PacketSetupFields& setup);
+  // Exit: records its answer to the pending PACKET_SETUP; the caller sends PACKET_READY (`ready`)
+  // or PACKET_FAIL. Fails with kBadState (client role, no setup waiting, answered already).
+  [[nodiscard]] Result<void, MuxErrc> AnswerPacketSetup(bool ready);
+  // True when this side may send PACKET frames (and accepts them): the exit sent READY / the
+  // client received it.
+  bool PacketModeReady() const { return packet_state_ == PacketState::kReady; }
+
   // Observers.
   Role role() const { return role_; }
   std::optional<StreamState> state(uint32_t id) const;
@@ -238,6 +264,15 @@ class StreamTable {
   Result<Action, MuxErrc> OnOpen(const Frame& f, uint64_t now_ms);
   Result<Action, MuxErrc> OnData(const Frame& f);
   Result<Action, MuxErrc> OnWindow(const Frame& f);
+  Result<Action, MuxErrc> OnPacketFrame(const Frame& f);
+
+  // Packet mode, the same four states on both sides.
+  enum class PacketState : uint8_t {
+    kNone,       // nothing asked
+    kRequested,  // client: PACKET_SETUP sent; exit: received, not answered
+    kReady,      // READY sent (exit) / received (client)
+    kFailed,     // FAIL sent / received: never again in this tunnel
+  };
 
   Role role_;
   Options options_;
@@ -248,6 +283,8 @@ class StreamTable {
   uint64_t tunnel_buffered_ = 0;
   uint64_t tunnel_pending_ = 0;
   bool manual_tunnel_credit_ = false;
+  PacketState packet_state_ = PacketState::kNone;
+  PacketSetupFields packet_setup_;  // the client's request (either side), once asked
   // OPEN rate limit (exit): milli-tokens, refilled from the clock.
   uint64_t milli_tokens_ = 0;
   uint64_t last_refill_ms_ = 0;

@@ -1,11 +1,14 @@
 // libFuzzer target for the mux frame decoder (tunnel/mux_frame.h) and the stream table
 // (tunnel/stream_table.h). The first input byte picks the side (bit 0: exit or client) and how
-// the table's local methods answer (accept or refuse OPENs, consume or hold data); the rest is
-// one record plaintext. Checks:
+// the table's local methods answer (accept or refuse OPENs, consume or hold data, send, FIN;
+// bit 5: the client asks for packet mode first; bit 6: the exit refuses packet mode); the rest
+// is one record plaintext. Checks:
 //  - the decoder never reads outside the input, every frame it returns re-encodes to exactly
 //    the bytes it came from, and after an error the reader stops;
 //  - the stream table either accepts each frame or reports a peer violation, and its
-//    invariants (window accounting, limits) hold after every step.
+//    invariants (window accounting, limits) hold after every step;
+//  - packet mode: a setup is answered once, PACKET is delivered only in packet mode, and
+//    PACKET frames change no window.
 
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +44,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The client side needs streams of its own to receive frames for.
   if (table.role() == Role::kClient) {
     for (int i = 0; i < 4; ++i) Check(table.Open().has_value());
+    if (selector & 32) {
+      PacketSetupFields setup;
+      setup.receiver_index = 1;
+      setup.max_datagram_plaintext = 1420;
+      setup.wants_udp = true;
+      Check(table.StartPacketSetup(setup).has_value());
+      Check(!table.StartPacketSetup(setup).has_value());
+    }
   }
 
   std::vector<uint8_t> reencoded(kMaxRecordPlaintext);
@@ -66,6 +77,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     if (!tunnel_alive) continue;
     now_ms += 50;
+    const uint64_t send_before = table.tunnel_send_window();
+    const uint64_t receive_before = table.tunnel_receive_window();
+    const bool packet_mode_before = table.PacketModeReady();
     auto action = table.OnFrame(*frame, now_ms);
     if (!action) {
       Check(IsPeerViolation(action.error().code));
@@ -99,6 +113,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case Action::Kind::kReset:
       case Action::Kind::kOpenFailed:
         Check(!table.state(id).has_value());
+        break;
+      case Action::Kind::kPacketSetup:
+        Check(table.role() == Role::kExit && !table.PacketModeReady());
+        Check(action->packet_setup == frame->packet_setup);
+        Check(table.AnswerPacketSetup(!(selector & 64)).has_value());
+        Check(!table.AnswerPacketSetup(true).has_value());
+        Check(table.PacketModeReady() == !(selector & 64));
+        break;
+      case Action::Kind::kPacketReady:
+        Check(table.role() == Role::kClient && !packet_mode_before && table.PacketModeReady());
+        break;
+      case Action::Kind::kPacketFailed:
+        Check(table.role() == Role::kClient && !table.PacketModeReady());
+        Check(static_cast<uint8_t>(action->packet_failure) >= 1 &&
+              static_cast<uint8_t>(action->packet_failure) <= 4);
+        break;
+      case Action::Kind::kPacket:
+        Check(packet_mode_before && table.PacketModeReady());
+        Check(action->data.data() == frame->payload.data() &&
+              action->data.size() == frame->payload.size());
+        Check(table.tunnel_send_window() == send_before &&
+              table.tunnel_receive_window() == receive_before);
         break;
       default:
         break;

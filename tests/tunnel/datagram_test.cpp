@@ -28,6 +28,7 @@
 
 #include "tests/support/allocation_counter.h"
 #include "tests/tunnel/cipher_test_util.h"
+#include "tests/tunnel/doc_vectors.h"
 #include "tunnel/record_channel.h"
 
 
@@ -572,21 +573,7 @@ TEST(DatagramAllocationTest, NoHeapAllocationPerDatagram) {
 // ---------------------------------------------------------------- the document's vectors
 
 std::map<std::string, std::string> ReadDatagramVectors() {
-  std::ifstream in(DVPN_TUNNEL_MD);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string doc = ss.str();
-  const auto begin = doc.find("<!-- datagram-vectors:begin -->");
-  const auto end = doc.find("<!-- datagram-vectors:end -->");
-  std::map<std::string, std::string> out;
-  if (begin == std::string::npos || end == std::string::npos || end < begin) return out;
-  std::string block = doc.substr(begin, end - begin);
-  block = std::regex_replace(block, std::regex(R"(\n +([0-9a-f]+))"), "$1");
-  std::regex line(R"(([\w.]+) = ([0-9a-f]+))");
-  for (std::sregex_iterator it(block.begin(), block.end(), line), last; it != last; ++it) {
-    out[(*it)[1]] = (*it)[2];
-  }
-  return out;
+  return testing::ReadDocVectors(DVPN_TUNNEL_MD, "datagram-vectors");
 }
 
 TEST(DatagramVectors, MatchTheDocument) {

@@ -1,4 +1,5 @@
-// StreamTable: stream lifecycle, flow control, violations, half-close, reset isolation, limits.
+// StreamTable: stream lifecycle, flow control, violations, half-close, reset isolation, limits;
+// packet mode (setup, answer, PACKET frames) and its violations.
 #include "tunnel/stream_table.h"
 
 #include <gtest/gtest.h>
@@ -52,6 +53,41 @@ class StreamTableTest : public ::testing::Test {
   static Frame OpenFail(uint32_t id, OpenFailure why) {
     Frame f = Simple(FrameType::kOpenFail, id);
     f.failure = why;
+    return f;
+  }
+  // Packet mode: what the client asks for and what the exit grants (UDP, MTU 1420).
+  static PacketSetupFields Setup(bool wants_udp = true, uint16_t max_datagram = 1420) {
+    return {.receiver_index = 7, .max_datagram_plaintext = max_datagram, .wants_udp = wants_udp};
+  }
+  static PacketReadyFields Grant(uint16_t udp_port = 51820, uint16_t mtu = 1420) {
+    PacketReadyFields r;
+    r.receiver_index = udp_port == 0 ? 0 : 9;
+    r.udp_port = udp_port;
+    r.mtu = mtu;
+    r.ipv4 = {10, 231, 0, 2};
+    r.ipv4_prefix = 16;
+    r.ipv6_prefix = 64;
+    return r;
+  }
+  static Frame SetupFrame(const PacketSetupFields& setup = Setup()) {
+    Frame f = Simple(FrameType::kPacketSetup, 0);
+    f.packet_setup = setup;
+    return f;
+  }
+  static Frame ReadyFrame(const PacketReadyFields& ready = Grant()) {
+    Frame f = Simple(FrameType::kPacketReady, 0);
+    f.packet_ready = ready;
+    return f;
+  }
+  static Frame FailFrame(PacketFailure why) {
+    Frame f = Simple(FrameType::kPacketFail, 0);
+    f.packet_failure = why;
+    return f;
+  }
+  Frame PacketFrame(size_t len) {
+    auto& buf = storage_.emplace_back(len, uint8_t{0x45});
+    Frame f = Simple(FrameType::kPacket, 0);
+    f.payload = ByteSpan(buf.data(), buf.size());
     return f;
   }
 
@@ -542,8 +578,170 @@ TEST_F(StreamTableTest, PingControlCloseActions) {
   EXPECT_EQ(a.close_reason, CloseReason::kShutdown);
 }
 
+TEST_F(StreamTableTest, PacketModeExitGrants) {
+  StreamTable exit(Role::kExit, {});
+  EXPECT_FALSE(exit.PacketModeReady());
+  EXPECT_EQ(exit.AnswerPacketSetup(true).error().code, MuxErrc::kBadState) << "nothing asked";
+  auto a = Feed(exit, SetupFrame(Setup(true, 1500)));
+  EXPECT_EQ(a.kind, Action::Kind::kPacketSetup);
+  EXPECT_EQ(a.packet_setup, Setup(true, 1500));
+  EXPECT_FALSE(exit.PacketModeReady()) << "not before it answered";
+  ASSERT_TRUE(exit.AnswerPacketSetup(true).has_value());
+  EXPECT_TRUE(exit.PacketModeReady());
+  EXPECT_EQ(exit.AnswerPacketSetup(true).error().code, MuxErrc::kBadState) << "answered once";
+  EXPECT_EQ(exit.AnswerPacketSetup(false).error().code, MuxErrc::kBadState);
+  EXPECT_EQ(exit.StartPacketSetup(Setup()).error().code, MuxErrc::kBadState) << "client only";
+  a = Feed(exit, PacketFrame(1420));
+  EXPECT_EQ(a.kind, Action::Kind::kPacket);
+  EXPECT_EQ(a.data.size(), 1420u);
+  EXPECT_EQ(a.stream_id, 0u);
+  EXPECT_TRUE(exit.PacketModeReady());
+}
+
+TEST_F(StreamTableTest, PacketModeClientGranted) {
+  StreamTable client(Role::kClient, {});
+  EXPECT_EQ(client.AnswerPacketSetup(true).error().code, MuxErrc::kBadState) << "exit only";
+  ASSERT_TRUE(client.StartPacketSetup(Setup()).has_value());
+  EXPECT_FALSE(client.PacketModeReady());
+  EXPECT_EQ(client.StartPacketSetup(Setup()).error().code, MuxErrc::kBadState) << "once";
+  auto a = Feed(client, ReadyFrame());
+  EXPECT_EQ(a.kind, Action::Kind::kPacketReady);
+  EXPECT_EQ(a.packet_ready, Grant());
+  EXPECT_TRUE(client.PacketModeReady());
+  EXPECT_EQ(client.StartPacketSetup(Setup()).error().code, MuxErrc::kBadState);
+  a = Feed(client, PacketFrame(1));
+  EXPECT_EQ(a.kind, Action::Kind::kPacket);
+  EXPECT_EQ(a.data.size(), 1u);
+}
+
+TEST_F(StreamTableTest, PacketModeGrantWithoutUdp) {
+  // Port 0: no UDP, whatever the client asked; then the MTU is bounded only by the frame.
+  StreamTable client(Role::kClient, {});
+  ASSERT_TRUE(client.StartPacketSetup(Setup(true, 1280)).has_value());
+  EXPECT_EQ(Feed(client, ReadyFrame(Grant(0, kMaxPacketMtu))).kind, Action::Kind::kPacketReady);
+  StreamTable client2(Role::kClient, {});
+  ASSERT_TRUE(client2.StartPacketSetup(Setup(false)).has_value());
+  EXPECT_EQ(Feed(client2, ReadyFrame(Grant(0))).kind, Action::Kind::kPacketReady);
+  // With UDP, the MTU may be the client's max datagram plaintext, not more.
+  StreamTable client3(Role::kClient, {});
+  ASSERT_TRUE(client3.StartPacketSetup(Setup(true, 1400)).has_value());
+  EXPECT_EQ(Feed(client3, ReadyFrame(Grant(4000, 1400))).kind, Action::Kind::kPacketReady);
+}
+
+TEST_F(StreamTableTest, PacketModeRefused) {
+  StreamTable exit(Role::kExit, {});
+  Feed(exit, SetupFrame());
+  ASSERT_TRUE(exit.AnswerPacketSetup(false).has_value());
+  EXPECT_FALSE(exit.PacketModeReady());
+  EXPECT_EQ(exit.AnswerPacketSetup(true).error().code, MuxErrc::kBadState);
+  EXPECT_EQ(Violation(exit, PacketFrame(100)), MuxErrc::kUnexpectedFrame) << "PACKET after FAIL";
+
+  StreamTable client(Role::kClient, {});
+  ASSERT_TRUE(client.StartPacketSetup(Setup()).has_value());
+  const std::string text = "pool empty";
+  Frame fail = FailFrame(PacketFailure::kNoAddress);
+  fail.payload = AsBytes(text);
+  auto a = Feed(client, fail);
+  EXPECT_EQ(a.kind, Action::Kind::kPacketFailed);
+  EXPECT_EQ(a.packet_failure, PacketFailure::kNoAddress);
+  EXPECT_EQ(std::string(a.data.begin(), a.data.end()), text);
+  EXPECT_FALSE(client.PacketModeReady());
+  EXPECT_EQ(client.StartPacketSetup(Setup()).error().code, MuxErrc::kBadState)
+      << "at most once per tunnel";
+  // An unknown reason is read as refused.
+  StreamTable client2(Role::kClient, {});
+  ASSERT_TRUE(client2.StartPacketSetup(Setup()).has_value());
+  a = Feed(client2, FailFrame(static_cast<PacketFailure>(77)));
+  EXPECT_EQ(a.packet_failure, PacketFailure::kRefused);
+  // Streams go on after a refusal.
+  const uint32_t id = OpenOnClient(client);
+  EXPECT_EQ(Feed(client, DataFrame(id, 10)).kind, Action::Kind::kData);
+}
+
+TEST_F(StreamTableTest, PacketModeExitViolations) {
+  // Each case: a fresh exit table, optional steps before, then the offending frame.
+  struct Case {
+    const char* what;
+    int setups_before;  // PACKET_SETUPs received before
+    int answer;         // -1 none, 0 FAIL, 1 READY
+    Frame frame;
+  };
+  const Case cases[] = {
+      {"READY from the client", 0, -1, ReadyFrame()},
+      {"FAIL from the client", 0, -1, FailFrame(PacketFailure::kRefused)},
+      {"READY from the client after a setup", 1, 1, ReadyFrame()},
+      {"second PACKET_SETUP, unanswered", 1, -1, SetupFrame()},
+      {"second PACKET_SETUP after READY", 1, 1, SetupFrame()},
+      {"second PACKET_SETUP after FAIL", 1, 0, SetupFrame()},
+      {"PACKET without a setup", 0, -1, PacketFrame(20)},
+      {"PACKET before the answer", 1, -1, PacketFrame(20)},
+      {"PACKET after FAIL", 1, 0, PacketFrame(20)},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    StreamTable exit(Role::kExit, {});
+    for (int i = 0; i < c.setups_before; ++i) Feed(exit, SetupFrame());
+    if (c.answer >= 0) {
+      ASSERT_TRUE(exit.AnswerPacketSetup(c.answer == 1).has_value());
+    }
+    EXPECT_EQ(Violation(exit, c.frame), MuxErrc::kUnexpectedFrame);
+  }
+}
+
+TEST_F(StreamTableTest, PacketModeClientViolations) {
+  struct Case {
+    const char* what;
+    bool asked;
+    std::vector<Frame> before;  // accepted first
+    Frame frame;
+    PacketSetupFields setup = Setup();
+  };
+  const Case cases[] = {
+      {"PACKET_SETUP from the exit", false, {}, SetupFrame()},
+      {"PACKET_SETUP from the exit after asking", true, {}, SetupFrame()},
+      {"READY not asked for", false, {}, ReadyFrame()},
+      {"FAIL not asked for", false, {}, FailFrame(PacketFailure::kNotServed)},
+      {"second READY", true, {ReadyFrame()}, ReadyFrame()},
+      {"FAIL after READY", true, {ReadyFrame()}, FailFrame(PacketFailure::kLimit)},
+      {"READY after FAIL", true, {FailFrame(PacketFailure::kLimit)}, ReadyFrame()},
+      {"second FAIL", true, {FailFrame(PacketFailure::kLimit)}, FailFrame(PacketFailure::kLimit)},
+      {"PACKET without asking", false, {}, PacketFrame(1)},
+      {"PACKET before READY", true, {}, PacketFrame(1)},
+      {"PACKET after FAIL", true, {FailFrame(PacketFailure::kRefused)}, PacketFrame(1)},
+      {"UDP granted, not asked for", true, {}, ReadyFrame(Grant(51820)), Setup(false)},
+      {"UDP MTU above the max datagram", true, {}, ReadyFrame(Grant(51820, 1421)), Setup(true)},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    StreamTable client(Role::kClient, {});
+    if (c.asked) {
+      ASSERT_TRUE(client.StartPacketSetup(c.setup).has_value());
+    }
+    for (const auto& f : c.before) Feed(client, f);
+    EXPECT_EQ(Violation(client, c.frame), MuxErrc::kUnexpectedFrame);
+  }
+}
+
+TEST_F(StreamTableTest, PacketsAreNotFlowControlled) {
+  // A tunnel whose window the peer used up entirely still takes packets, and packets use none.
+  const StreamTable::Options o = Windows(4096, 4096);
+  StreamTable exit(Role::kExit, o);
+  OpenOnExit(exit, 1);
+  Feed(exit, DataFrame(1, 4096));
+  EXPECT_EQ(exit.tunnel_receive_window(), 0u);
+  Feed(exit, SetupFrame());
+  ASSERT_TRUE(exit.AnswerPacketSetup(true).has_value());
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(Feed(exit, PacketFrame(kMaxFramePayload)).kind, Action::Kind::kPacket);
+  EXPECT_EQ(exit.tunnel_receive_window(), 0u);
+  EXPECT_EQ(exit.buffered_bytes(), 4096u) << "packets are not buffered bytes";
+  EXPECT_EQ(exit.tunnel_send_window(), 4096u);
+  EXPECT_EQ(exit.CheckInvariants(), "");
+}
+
 // Two tables driven against each other with random local actions; every frame goes through the
 // real codec. Invariants hold throughout and no violation is ever reported between honest peers.
+// Packet mode starts part way through and PACKET frames then interleave with the streams.
 TEST_F(StreamTableTest, RandomHonestPeersNeverViolate) {
   StreamTable::Options o;
   o.stream_window = 3000;
@@ -555,7 +753,8 @@ TEST_F(StreamTableTest, RandomHonestPeersNeverViolate) {
   std::mt19937 rng(12345);
   std::vector<uint8_t> to_exit, to_client;  // frames in flight
   std::vector<uint8_t> scratch(kMaxRecordPlaintext);
-  size_t data_bytes = 0, fins = 0, resets = 0, opened = 0, refused = 0;
+  size_t data_bytes = 0, fins = 0, resets = 0, opened = 0, refused = 0, packets = 0;
+  std::mt19937 packet_rng(777);  // its own generator: the stream walk stays as it was
   auto send = [&](std::vector<uint8_t>& q, auto&& write) {
     FrameWriter w(scratch);
     ASSERT_TRUE(write(w).has_value());
@@ -574,6 +773,7 @@ TEST_F(StreamTableTest, RandomHonestPeersNeverViolate) {
       if (a->kind == Action::Kind::kReset) ++resets;
       if (a->kind == Action::Kind::kOpened) ++opened;
       if (a->kind == Action::Kind::kOpenFailed) ++refused;
+      if (a->kind == Action::Kind::kPacket) ++packets;
       if (a->tunnel_credit)
         send(back, [&](FrameWriter& w) { return w.Window(0, a->tunnel_credit); });
       if (a->kind == Action::Kind::kOpenRequested) {
@@ -587,6 +787,13 @@ TEST_F(StreamTableTest, RandomHonestPeersNeverViolate) {
         }
       } else if (a->kind == Action::Kind::kRefuseOpen) {
         send(back, [&](FrameWriter& w) { return w.OpenFail(a->stream_id, a->failure); });
+      } else if (a->kind == Action::Kind::kPacketSetup) {
+        ASSERT_TRUE(t.AnswerPacketSetup(true).has_value());
+        PacketReadyFields r;
+        r.receiver_index = 9;
+        r.udp_port = 51820;
+        r.mtu = a->packet_setup.max_datagram_plaintext;
+        send(back, [&](FrameWriter& w) { return w.PacketReady(r); });
       }
     }
     q.clear();
@@ -640,7 +847,21 @@ TEST_F(StreamTableTest, RandomHonestPeersNeverViolate) {
         return;
     }
   };
+  const std::vector<uint8_t> packet(1400, 0x45);
   for (int round = 0; round < 3000; ++round) {
+    if (round == 100) {
+      const PacketSetupFields setup{
+          .receiver_index = 7, .max_datagram_plaintext = 1420, .wants_udp = true};
+      ASSERT_TRUE(client.StartPacketSetup(setup).has_value());
+      send(to_exit, [&](FrameWriter& w) { return w.PacketSetup(setup); });
+    }
+    for (auto [t, q] : {std::pair{&client, &to_exit}, std::pair{&exit, &to_client}}) {
+      if (t->PacketModeReady() && packet_rng() % 2 == 0) {
+        send(*q, [&](FrameWriter& w) {
+          return w.Packet(std::span(packet).first(1 + packet_rng() % 1400));
+        });
+      }
+    }
     if (rng() % 3 == 0) {
       auto id = client.Open();
       if (id) {
@@ -672,6 +893,8 @@ TEST_F(StreamTableTest, RandomHonestPeersNeverViolate) {
   EXPECT_GT(resets, 50u);
   EXPECT_GT(opened, 200u);
   EXPECT_GT(refused, 50u);
+  EXPECT_TRUE(client.PacketModeReady() && exit.PacketModeReady());
+  EXPECT_GT(packets, 2000u);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // TunnelConnection over a real loopback TCP connection, both roles in this process: the control
-// channel, the DATA meters and their observer, the forwarding pause, and control frames going
+// channel, the DATA meters and their observer, the forwarding pause, an exit refusing packet
+// mode (PACKET_SETUP answered with PACKET_FAIL), and control frames going
 // ahead of queued stream data. Each side has its own io_context; the test drives both from its
 // thread with bounded polling (every wait has a deadline).
 
@@ -772,6 +773,79 @@ TEST_F(SmallWindowTest, UnansweredEarlyStreamTimesOutWithAReset) {
   // The exit learns it from the RESET: accepting now is refused.
   ASSERT_EQ(pending_opens_.size(), 1u);
   ASSERT_TRUE(RunUntil([&] { return exit_->stream_count() == 0; }));
+}
+
+}  // namespace
+}  // namespace dvpn::tunnel::session
+
+namespace dvpn::tunnel::session {
+namespace {
+
+// Until the session serves packet mode, an exit answers PACKET_SETUP with PACKET_FAIL 1 (not
+// served) and the tunnel goes on. The client here is a raw socket with the record keys.
+TEST(TunnelConnectionPacketMode, ExitRefusesPacketSetupAndTheTunnelGoesOn) {
+  asio::io_context io;
+  tcp::acceptor listener(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  tcp::socket raw(io);
+  raw.connect(listener.local_endpoint());
+  SessionKeys keys;
+  keys.cipher = Cipher::kChaCha20Poly1305;
+  keys.send_key.fill(0x22);
+  keys.recv_key.fill(0x11);
+  bool closed = false;
+  auto exit = std::make_shared<TunnelConnection>(listener.accept(), keys, Role::kExit,
+                                                 ConnectionOptions{}, "exit");
+  exit->Start([](uint32_t, const Destination&) {}, [&] { closed = true; });
+
+  // One record: PACKET_SETUP, then PING (answered only if the tunnel went on).
+  std::vector<uint8_t> plaintext(64);
+  FrameWriter w(plaintext);
+  ASSERT_TRUE(
+      w.PacketSetup({.receiver_index = 1, .max_datagram_plaintext = 1420, .wants_udp = true})
+          .has_value());
+  ASSERT_TRUE(w.Ping(5).has_value());
+  RecordSealer sealer(keys.cipher, keys.recv_key);
+  std::vector<uint8_t> record(w.size() + kRecordOverhead);
+  ASSERT_TRUE(sealer.Seal(w.written(), record).has_value());
+  asio::write(raw, asio::buffer(record));
+
+  // Read records until the PONG, collecting the frame types.
+  raw.non_blocking(true);
+  RecordOpener opener(keys.cipher, keys.send_key);
+  std::vector<uint8_t> in;
+  std::vector<FrameType> types;
+  PacketFailure failure{};
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (std::find(types.begin(), types.end(), FrameType::kPong) == types.end()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no PONG";
+    io.poll();
+    std::array<uint8_t, 4096> buf;
+    error_code ec;
+    const size_t n = raw.read_some(asio::buffer(buf), ec);
+    ASSERT_TRUE(!ec || ec == asio::error::would_block) << ec.message();
+    in.insert(in.end(), buf.begin(), buf.begin() + n);
+    for (;;) {
+      auto size = RecordSize(in);
+      ASSERT_TRUE(size.has_value());
+      if (*size == 0 || in.size() < *size) break;
+      auto opened = opener.Open(std::span(in).first(*size));
+      ASSERT_TRUE(opened.has_value());
+      FrameReader reader(opened->plaintext);
+      while (!reader.done()) {
+        auto f = reader.Next();
+        ASSERT_TRUE(f.has_value()) << f.error().message;
+        types.push_back(f->type);
+        if (f->type == FrameType::kPacketFail) failure = f->packet_failure;
+      }
+      in.erase(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(*size));
+    }
+  }
+  EXPECT_EQ(types, (std::vector<FrameType>{FrameType::kPacketFail, FrameType::kPong}));
+  EXPECT_EQ(failure, PacketFailure::kNotServed);
+  EXPECT_FALSE(closed);
+  exit->Close(CloseReason::kNormal, "test over", true);
+  for (int i = 0; i < 100 && io.poll() > 0; ++i) {
+  }
 }
 
 }  // namespace

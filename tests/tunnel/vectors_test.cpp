@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/tunnel/doc_vectors.h"
 #include "tunnel/handshake.h"
 #include "tunnel/kdf.h"
 #include "tunnel/record.h"
@@ -20,23 +21,7 @@ namespace dvpn::tunnel {
 namespace {
 
 std::map<std::string, std::string> ReadVectors() {
-  std::ifstream in(DVPN_TUNNEL_MD);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string doc = ss.str();
-  auto begin = doc.find("<!-- tunnel-vectors:begin -->");
-  auto end = doc.find("<!-- tunnel-vectors:end -->");
-  std::map<std::string, std::string> out;
-  if (begin == std::string::npos || end == std::string::npos) return out;
-  std::string block = doc.substr(begin, end - begin);
-  // Long values are wrapped: continuation lines are indented hex.
-  std::regex squash(R"(\n +([0-9a-f]+))");
-  block = std::regex_replace(block, squash, "$1");
-  std::regex line(R"(([\w.]+) = ([0-9a-f]+))");
-  for (std::sregex_iterator it(block.begin(), block.end(), line), last; it != last; ++it) {
-    out[(*it)[1]] = (*it)[2];
-  }
-  return out;
+  return testing::ReadDocVectors(DVPN_TUNNEL_MD, "tunnel-vectors");
 }
 
 template <size_t N>

@@ -651,6 +651,20 @@ bool TunnelConnection::HandleAction(const Action& a) {
         TunnelLog()->debug("{}: control message of {} bytes ignored", name_, a.data.size());
       }
       break;
+    case Kind::kPacketSetup: {
+      // Packet mode is not served by this session yet (docs/full-tunnel.md): refuse it, the
+      // tunnel goes on.
+      static constexpr std::string_view kText = "packet mode not served";
+      if (!table_.AnswerPacketSetup(false)) break;  // cannot fail: the setup is pending
+      AppendFrame(true, kFrameHeaderSize + 1 + kText.size(),
+                  [&](FrameWriter& w) { return w.PacketFail(PacketFailure::kNotServed, kText); });
+      break;
+    }
+    case Kind::kPacketReady:
+    case Kind::kPacketFailed:
+    case Kind::kPacket:
+      // Unreachable: this session never asks for packet mode, so its table refuses these.
+      break;
     case Kind::kClose: {
       std::string text(a.data.begin(), a.data.end());
       Close(a.close_reason,
