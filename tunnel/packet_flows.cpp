@@ -39,7 +39,7 @@ std::optional<ip::FlowKey> QuotedFlow(std::span<const uint8_t> quote) {
   ip::FlowKey k;
   size_t l4 = 0;
   if ((quote[0] >> 4) == 4) {
-    const size_t ihl = size_t{quote[0] & 0x0f} * 4;
+    const size_t ihl = static_cast<size_t>(quote[0] & 0x0f) * 4;
     if (ihl < 20 || quote.size() < ihl) return std::nullopt;
     k.family = ip::Family::kV4;
     k.protocol = quote[9];

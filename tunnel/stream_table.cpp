@@ -67,7 +67,8 @@ StreamTable::StreamTable(Role role, Options options)
     : role_(role),
       options_(options),
       tunnel_send_(options.tunnel_window),
-      tunnel_recv_(options.tunnel_window) {
+      tunnel_recv_(options.tunnel_window),
+      open_tokens_(options.new_streams_per_second, options.new_streams_burst) {
   assert(options_.stream_window > 0 && options_.tunnel_window > 0);
   assert(options_.stream_window <= kMaxWindow && options_.tunnel_window <= kMaxWindow);
 }
@@ -113,28 +114,6 @@ uint32_t StreamTable::Remove(uint32_t id) {
   tunnel_buffered_ -= dropped;
   streams_.erase(it);
   return dropped == 0 ? 0 : AddTunnelCredit(dropped);
-}
-
-bool StreamTable::TakeOpenToken(uint64_t now_ms) {
-  if (options_.new_streams_burst == 0) return true;
-  const uint64_t capacity = uint64_t{options_.new_streams_burst} * 1000;
-  if (!clock_started_) {
-    clock_started_ = true;
-    milli_tokens_ = capacity;
-    last_refill_ms_ = now_ms;
-  } else if (now_ms > last_refill_ms_) {
-    const uint64_t elapsed = now_ms - last_refill_ms_;
-    last_refill_ms_ = now_ms;
-    const uint64_t rate = options_.new_streams_per_second;  // milli-tokens per millisecond
-    if (rate == 0 || elapsed >= capacity / rate + 1) {
-      milli_tokens_ = rate == 0 ? milli_tokens_ : capacity;
-    } else {
-      milli_tokens_ = std::min(capacity, milli_tokens_ + elapsed * rate);
-    }
-  }
-  if (milli_tokens_ < 1000) return false;
-  milli_tokens_ -= 1000;
-  return true;
 }
 
 Result<Action, MuxErrc> StreamTable::OnFrame(const Frame& f, uint64_t now_ms) {
@@ -312,7 +291,7 @@ Result<Action, MuxErrc> StreamTable::OnOpen(const Frame& f, uint64_t now_ms) {
 
   Action a;
   a.stream_id = f.stream_id;
-  if (streams_.size() >= options_.max_streams || !TakeOpenToken(now_ms)) {
+  if (streams_.size() >= options_.max_streams || !open_tokens_.Take(now_ms)) {
     a.kind = Action::Kind::kRefuseOpen;
     a.failure = OpenFailure::kGeneral;
     return a;

@@ -39,6 +39,7 @@
 #include "common/result.h"
 #include "tunnel/destination.h"
 #include "tunnel/mux_frame.h"
+#include "tunnel/rate_limit.h"
 
 namespace dvpn::tunnel {
 
@@ -259,7 +260,6 @@ class StreamTable {
   uint32_t Remove(uint32_t id);
   // Adds `n` to the tunnel's pending credit; returns the increment to send now (or 0).
   uint32_t AddTunnelCredit(uint64_t n);
-  bool TakeOpenToken(uint64_t now_ms);
 
   Result<Action, MuxErrc> OnOpen(const Frame& f, uint64_t now_ms);
   Result<Action, MuxErrc> OnData(const Frame& f);
@@ -286,9 +286,7 @@ class StreamTable {
   PacketState packet_state_ = PacketState::kNone;
   PacketSetupFields packet_setup_;  // the client's request (either side), once asked
   // OPEN rate limit (exit): milli-tokens, refilled from the clock.
-  uint64_t milli_tokens_ = 0;
-  uint64_t last_refill_ms_ = 0;
-  bool clock_started_ = false;
+  TokenBucket open_tokens_;  // new streams: options.new_streams_per_second / _burst
 };
 
 }  // namespace dvpn::tunnel
