@@ -12,6 +12,9 @@
 
 #include <toml++/toml.h>
 
+#include "tunnel/inner_pool.h"
+#include "tunnel/os/tun_device.h"
+
 namespace dvpn::node {
 namespace {
 
@@ -25,12 +28,13 @@ const std::map<std::string, std::set<std::string>>& Schema() {
       {"offer",
        {"price_per_mb", "price_per_minute", "region", "capacity_mbps", "max_sessions", "offer_id",
         "endpoints", "lifetime_s"}},
-      {"tunnel", {"listen", "static_key_file", "allow", "deny", "log_destinations", "full_tunnel"}},
+      {"tunnel",
+       {"listen", "static_key_file", "allow", "deny", "log_destinations", "full_tunnel",
+        "tun_device", "inner_ipv4", "inner_ipv6"}},
       {"limits",
        {"bandwidth_mbps", "monthly_data_gb", "max_pending_handshakes", "msg1_timeout_ms"}},
       {"payments",
-       {"invoice_interval_bytes", "credit_window_bytes", "payment_grace_ms",
-        "promise_durability"}},
+       {"invoice_interval_bytes", "credit_window_bytes", "payment_grace_ms", "promise_durability"}},
       {"settlement", {"threshold", "max_age_s", "shutdown_timeout_ms", "shutdown_grace_ms"}},
       {"control", {"grpc_listen", "http_listen"}},
   };
@@ -53,9 +57,9 @@ class Reader {
   // "file:line:column", or "--set" for a value from the command line.
   std::string Position(const toml::node& n) const {
     const auto& begin = n.source().begin;
-    return begin.line > 0 ? source_ + ":" + std::to_string(begin.line) + ":" +
-                                std::to_string(begin.column)
-                          : std::string("--set");
+    return begin.line > 0
+               ? source_ + ":" + std::to_string(begin.line) + ":" + std::to_string(begin.column)
+               : std::string("--set");
   }
   std::string Where(const toml::node& n, const std::string& table, const std::string& key) const {
     return Position(n) + ": " + table + "." + key;
@@ -85,8 +89,8 @@ class Reader {
   }
 
   template <class T>
-  std::optional<std::string> Integer(const std::string& table, const std::string& key,
-                                     uint64_t min, uint64_t max, T* out) const {
+  std::optional<std::string> Integer(const std::string& table, const std::string& key, uint64_t min,
+                                     uint64_t max, T* out) const {
     const toml::node* n = Find(table, key);
     if (n == nullptr) return std::nullopt;
     const std::string range = std::to_string(min) + ".." + std::to_string(max);
@@ -100,8 +104,8 @@ class Reader {
   }
 
   // An amount of credits: a string ("0.25") or an integer (whole credits); never a float.
-  std::optional<std::string> Credits(const std::string& table, const std::string& key,
-                                     bool price, Amount* out) const {
+  std::optional<std::string> Credits(const std::string& table, const std::string& key, bool price,
+                                     Amount* out) const {
     const toml::node* n = Find(table, key);
     if (n == nullptr) return std::nullopt;
     std::string text;
@@ -145,8 +149,8 @@ class Reader {
 
   // A HOST:PORT string parsed by `parse`.
   template <class Parse>
-  std::optional<std::string> Address(const std::string& table, const std::string& key,
-                                     Parse parse, HostPort* out) const {
+  std::optional<std::string> Address(const std::string& table, const std::string& key, Parse parse,
+                                     HostPort* out) const {
     std::string text;
     if (auto e = String(table, key, &text)) return e;
     const toml::node* n = Find(table, key);
@@ -158,8 +162,7 @@ class Reader {
   }
 
   std::optional<std::string> Endpoints(const std::string& table, const std::string& key,
-                                       size_t max_items,
-                                       std::vector<mp::Endpoint>* out) const {
+                                       size_t max_items, std::vector<mp::Endpoint>* out) const {
     std::vector<std::string> texts;
     if (auto e = Strings(table, key, max_items, &texts)) return e;
     const toml::node* n = Find(table, key);
@@ -303,6 +306,31 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   if ((e = r.Strings("tunnel", "deny", 1024, &c.deny))) return e;
   if ((e = r.Bool("tunnel", "log_destinations", &c.log_destinations))) return e;
   if ((e = r.Bool("tunnel", "full_tunnel", &c.full_tunnel))) return e;
+  if ((e = r.String("tunnel", "tun_device", &c.tun_device))) return e;
+  if (!tunnel::os::ValidInterfaceName(c.tun_device)) {
+    return r.Fail(*r.Find("tunnel", "tun_device"), "tunnel", "tun_device",
+                  "expected 1 to 15 characters of A-Z a-z 0-9 _ . -");
+  }
+  for (const char* key : {"inner_ipv4", "inner_ipv6"}) {
+    std::string text;
+    if ((e = r.String("tunnel", key, &text))) return e;
+    if (text.empty()) continue;
+    auto prefix = tunnel::IpPrefix::Parse(text);
+    const bool v4 = std::string_view(key) == "inner_ipv4";
+    if (!prefix || prefix->address.family !=
+                       (v4 ? tunnel::IpAddress::Family::kV4 : tunnel::IpAddress::Family::kV6)) {
+      return r.Fail(*r.Find("tunnel", key), "tunnel", key,
+                    v4 ? "expected an IPv4 prefix such as \"10.231.0.0/16\""
+                       : "expected an IPv6 prefix such as \"fd31:4e7a:99::/64\"");
+    }
+    (v4 ? c.inner_ipv4 : c.inner_ipv6.emplace()) = *prefix;
+  }
+  // The pools must hold addresses (IPv4 /30 or larger, IPv6 /120 or larger).
+  if (auto pool = tunnel::InnerAddressPool::Make(
+          c.inner_ipv4, c.inner_ipv6.value_or(*tunnel::IpPrefix::Parse("fd00::/64")));
+      !pool) {
+    return "tunnel.inner_ipv4 / tunnel.inner_ipv6: " + pool.error().message;
+  }
   if (c.endpoints.empty()) {
     const std::string& host = c.tunnel_listen.host;
     if (host == "0.0.0.0" || host == "::") {
@@ -368,9 +396,8 @@ std::string NodeConfig::StaticKeyPath() const {
 }
 std::string NodeConfig::UsagePath() const { return data_dir + "/usage"; }
 
-Result<NodeConfig, Errc> ParseNodeConfig(std::string_view toml_text,
-                                                       std::string_view source_name,
-                                                       const std::vector<std::string>& overrides) {
+Result<NodeConfig, Errc> ParseNodeConfig(std::string_view toml_text, std::string_view source_name,
+                                         const std::vector<std::string>& overrides) {
   toml::table root;
   try {
     root = toml::parse(toml_text, source_name);

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "marketplace/offer.h"
 #include "provider/errc.h"
 #include "settlement/promise_store.h"
+#include "tunnel/ip_prefix.h"
 
 namespace dvpn::node {
 
@@ -27,9 +29,9 @@ namespace dvpn::node {
 
 struct NodeConfig {
   // [node]
-  HostPort ledger;                  // required
-  std::string keystore;             // required
-  std::string passphrase_file;      // "" -> $DVPN_PASSPHRASE
+  HostPort ledger;              // required
+  std::string keystore;         // required
+  std::string passphrase_file;  // "" -> $DVPN_PASSPHRASE
   std::string data_dir = "./dvpn-node-data";
   std::string log_level = "info";
 
@@ -61,6 +63,11 @@ struct NodeConfig {
   // Advertise full-tunnel mode (the offer's modes, format 2). Only the offer changes for now:
   // the data plane lands with issue 16.
   bool full_tunnel = false;
+  // Full-tunnel mode's exit (docs/full-tunnel.md): its TUN device and the inner pools. An empty
+  // IPv6 pool is derived from the tunnel key at start (tunnel::DerivedIpv6Pool).
+  std::string tun_device = "dvpnx0";
+  tunnel::IpPrefix inner_ipv4 = *tunnel::IpPrefix::Parse("10.231.0.0/16");
+  std::optional<tunnel::IpPrefix> inner_ipv6;
 
   // [limits] (0: none)
   uint64_t bandwidth_mbps = 0;

@@ -1,5 +1,7 @@
 #include "tunnel/inner_pool.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <string>
 
@@ -40,6 +42,15 @@ std::optional<uint64_t> Minus(const IpAddress& a, const IpAddress& base) {
 }
 
 }  // namespace
+
+IpPrefix DerivedIpv6Pool(const ByteArray<32>& tunnel_public_key) {
+  uint8_t digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, tunnel_public_key.data(), tunnel_public_key.size());
+  std::array<uint8_t, 16> bytes{};
+  bytes[0] = 0xfd;
+  std::copy_n(digest, 5, bytes.begin() + 1);
+  return IpPrefix{IpAddress::V6(bytes), 64};
+}
 
 Result<InnerAddressPool, PoolErrc> InnerAddressPool::Make(const IpPrefix& v4, const IpPrefix& v6,
                                                           size_t max_leases) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/bytes.h"
 #include "common/result.h"
 #include "tunnel/ip_prefix.h"
 
@@ -26,6 +27,11 @@ struct InnerLease {
   IpAddress v6;
   friend bool operator==(const InnerLease&, const InnerLease&) = default;
 };
+
+// The exit's default IPv6 pool: a /64 unique local prefix (RFC 4193: fd00::/8, a 40-bit
+// global ID, subnet 0) whose global ID is the first 5 bytes of SHA-256 of the exit's tunnel
+// public key, so each exit has its own and keeps it across restarts.
+IpPrefix DerivedIpv6Pool(const ByteArray<32>& tunnel_public_key);
 
 class InnerAddressPool {
  public:

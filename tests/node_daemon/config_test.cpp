@@ -58,6 +58,9 @@ TEST(NodeConfig, MinimalFileGetsTheDocumentedDefaults) {
   EXPECT_EQ(c->PromiseDbPath(), "./dvpn-node-data/promises.sqlite");
   EXPECT_EQ(c->StaticKeyPath(), "./dvpn-node-data/tunnel.key");
   EXPECT_FALSE(c->full_tunnel);
+  EXPECT_EQ(c->tun_device, "dvpnx0");
+  EXPECT_EQ(c->inner_ipv4.ToString(), "10.231.0.0/16");
+  EXPECT_FALSE(c->inner_ipv6) << "derived from the tunnel key at start";
 }
 
 TEST(NodeConfig, EveryTableIsRead) {
@@ -90,6 +93,9 @@ allow = ["0.0.0.0/0:443"]
 deny = ["0.0.0.0/0:25"]
 log_destinations = true
 full_tunnel = true
+tun_device = "exit7"
+inner_ipv4 = "10.77.0.0/20"
+inner_ipv6 = "fd31:4e7a:99::/64"
 [limits]
 bandwidth_mbps = 50
 monthly_data_gb = 1000
@@ -125,6 +131,10 @@ http_listen = "[::1]:8080"
   EXPECT_EQ(c->allow, std::vector<std::string>{"0.0.0.0/0:443"});
   EXPECT_TRUE(c->log_destinations);
   EXPECT_TRUE(c->full_tunnel);
+  EXPECT_EQ(c->tun_device, "exit7");
+  EXPECT_EQ(c->inner_ipv4.ToString(), "10.77.0.0/20");
+  ASSERT_TRUE(c->inner_ipv6);
+  EXPECT_EQ(c->inner_ipv6->ToString(), "fd31:4e7a:99::/64");
   EXPECT_EQ(c->bandwidth_mbps, 50u);
   EXPECT_EQ(c->monthly_data_gb, 1000u);
   EXPECT_EQ(c->max_pending_handshakes, 32u);
@@ -138,9 +148,9 @@ http_listen = "[::1]:8080"
 }
 
 TEST(NodeConfig, OverridesReplaceFileValues) {
-  auto c = Parse(kMinimal, {"offer.price_per_mb=0.5", "offer.max_sessions=3",
-                            "tunnel.log_destinations=true", "gossip.bootstrap=[\"127.0.0.1:9\"]",
-                            "node.data_dir=/tmp/x"});
+  auto c = Parse(kMinimal,
+                 {"offer.price_per_mb=0.5", "offer.max_sessions=3", "tunnel.log_destinations=true",
+                  "gossip.bootstrap=[\"127.0.0.1:9\"]", "node.data_dir=/tmp/x"});
   ASSERT_TRUE(c.has_value()) << c.error().message;
   EXPECT_EQ(c->price_per_mb.micro(), 500'000u);
   EXPECT_EQ(c->max_sessions, 3u);
@@ -189,6 +199,12 @@ TEST(NodeConfig, BadValuesAreNamed) {
        "offer.endpoints: at most 4 entries"},
       {"tunnel.log_destinations=1", "tunnel.log_destinations: expected true or false"},
       {"tunnel.full_tunnel=yes", "tunnel.full_tunnel: expected true or false"},
+      {"tunnel.tun_device=tun 0", "tunnel.tun_device: expected 1 to 15 characters"},
+      {"tunnel.tun_device=a-name-longer-than-15", "tunnel.tun_device: expected 1 to 15"},
+      {"tunnel.inner_ipv4=fd00::/64", "tunnel.inner_ipv4: expected an IPv4 prefix"},
+      {"tunnel.inner_ipv4=10.0.0.0/33", "tunnel.inner_ipv4: expected an IPv4 prefix"},
+      {"tunnel.inner_ipv6=10.0.0.0/8", "tunnel.inner_ipv6: expected an IPv6 prefix"},
+      {"tunnel.inner_ipv4=10.0.0.0/31", "tunnel.inner_ipv4 / tunnel.inner_ipv6: the pools"},
       {"payments.invoice_interval_bytes=100", "payments.invoice_interval_bytes: 100 is out of"},
       {"payments.promise_durability=disk", "payments.promise_durability: expected \"process\""},
       {"control.grpc_listen=0.0.0.0:7601", "control.grpc_listen: 0.0.0.0:7601 is not a loopback"},
@@ -230,10 +246,10 @@ TEST(NodeConfig, RequiredKeysAndSyntaxErrors) {
 
 TEST(NodeConfig, WildcardTunnelNeedsExplicitEndpoints) {
   auto e = ErrorOf(kMinimal, {"tunnel.listen=0.0.0.0:7443"});
-  EXPECT_NE(e.find("offer.endpoints: required when tunnel.listen is a wildcard"),
-            std::string::npos)
+  EXPECT_NE(e.find("offer.endpoints: required when tunnel.listen is a wildcard"), std::string::npos)
       << e;
-  auto c = Parse(kMinimal, {"tunnel.listen=0.0.0.0:7443", "offer.endpoints=[\"198.51.100.1:7443\"]"});
+  auto c =
+      Parse(kMinimal, {"tunnel.listen=0.0.0.0:7443", "offer.endpoints=[\"198.51.100.1:7443\"]"});
   ASSERT_TRUE(c.has_value()) << c.error().message;
   EXPECT_EQ(c->endpoints[0].ToString(), "198.51.100.1:7443");
   // A specific address with port 0: the node advertises the port it binds (none known yet).

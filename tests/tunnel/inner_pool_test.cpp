@@ -109,3 +109,23 @@ TEST(InnerAddressPool, RandomLeasesMatchAReferenceSet) {
 
 }  // namespace
 }  // namespace dvpn::tunnel
+
+namespace dvpn::tunnel {
+namespace {
+
+TEST(InnerAddressPool, DerivedIpv6PoolIsAUniqueLocalSlash64OfTheKey) {
+  ByteArray<32> key{};
+  key.fill(0xa4);
+  const IpPrefix p = DerivedIpv6Pool(key);
+  EXPECT_EQ(p.length, 64);
+  EXPECT_EQ(p.address.family, IpAddress::Family::kV6);
+  EXPECT_EQ(p.address.bytes[0], 0xfd);
+  EXPECT_EQ(p.Network(), p) << "subnet 0, host bits clear";
+  EXPECT_EQ(DerivedIpv6Pool(key), p) << "the same key, the same pool";
+  key[31] ^= 1;
+  EXPECT_NE(DerivedIpv6Pool(key), p);
+  EXPECT_TRUE(InnerAddressPool::Make(IpPrefix::Parse("10.231.0.0/16").value(), p));
+}
+
+}  // namespace
+}  // namespace dvpn::tunnel

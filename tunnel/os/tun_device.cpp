@@ -14,9 +14,7 @@
 
 namespace dvpn::tunnel::os {
 
-namespace {
-
-bool ValidName(std::string_view name) {
+bool ValidInterfaceName(std::string_view name) {
   if (name.empty() || name.size() > TunDevice::kMaxNameLength) return false;
   if (name == "." || name == "..") return false;
   std::string_view body = name;
@@ -28,6 +26,8 @@ bool ValidName(std::string_view name) {
   }
   return true;
 }
+
+namespace {
 
 // /dev/net/tun and TUNSETIFF: a missing device node or driver is kUnsupported; a name taken
 // by another device (EINVAL: not a TUN device; EBUSY: held by another process) is kExists.
@@ -42,7 +42,7 @@ std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
 }  // namespace
 
 OsResult<TunDevice> TunDevice::Create(std::string_view name) {
-  if (!ValidName(name)) {
+  if (!ValidInterfaceName(name)) {
     return Fail(OsErrc::kBadArgument, "TUN device name \"" + std::string(name) +
                                           "\": 1 to 15 characters of A-Z a-z 0-9 _ . -");
   }

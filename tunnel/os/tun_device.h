@@ -12,6 +12,10 @@
 
 namespace dvpn::tunnel::os {
 
+// An interface name the kernel takes: 1..15 bytes of [A-Za-z0-9_.-], not "." or ".."; a final
+// "%d" asks for the first free number. The one home of that rule (the seller's config checks it).
+bool ValidInterfaceName(std::string_view name);
+
 class TunDevice {
  public:
   // Interface names are at most 15 bytes (IFNAMSIZ - 1) of [A-Za-z0-9_.-]; a name ending in
