@@ -506,26 +506,41 @@ Result<void, FrameErrc> FrameWriter::Append(const Frame& f) {
   return Fail(FrameErrc::kUnknownType, "unknown frame type");
 }
 
-Result<std::span<uint8_t>, FrameErrc> FrameWriter::BeginData(uint32_t stream_id, size_t max_len) {
-  assert(pending_data_ == 0 && "CommitData before BeginData");
-  if (auto ok = NeedStream(stream_id); !ok) return std::unexpected(std::move(ok.error()));
+Result<std::span<uint8_t>, FrameErrc> FrameWriter::BeginReserved(FrameType type, uint32_t stream_id,
+                                                                 size_t max_len) {
+  assert(pending_data_ == 0 && "Commit before another Begin");
   if (remaining() <= kFrameHeaderSize || max_len == 0) {
-    return Fail(FrameErrc::kBufferTooSmall, "no room for a DATA frame");
+    return Fail(FrameErrc::kBufferTooSmall,
+                std::string("no room for a ") + FrameTypeName(type) + " frame");
   }
-  size_t cap = std::min({max_len, kMaxFramePayload, remaining() - kFrameHeaderSize});
+  const size_t cap = std::min({max_len, kMaxFramePayload, remaining() - kFrameHeaderSize});
   pending_data_ = cap;
   pending_stream_ = stream_id;
+  pending_type_ = type;
   return out_.subspan(used_ + kFrameHeaderSize, cap);
 }
 
-void FrameWriter::CommitData(size_t len) {
-  assert(len <= pending_data_);
-  if (len > 0 && len <= pending_data_) {
-    PutHeader(out_.data() + used_, FrameType::kData, pending_stream_, len);
+void FrameWriter::CommitReserved(FrameType type, size_t len) {
+  assert(len <= pending_data_ && type == pending_type_);
+  if (len > 0 && len <= pending_data_ && type == pending_type_) {
+    PutHeader(out_.data() + used_, type, pending_stream_, len);
     used_ += kFrameHeaderSize + len;
   }
   pending_data_ = 0;
   pending_stream_ = 0;
 }
+
+Result<std::span<uint8_t>, FrameErrc> FrameWriter::BeginData(uint32_t stream_id, size_t max_len) {
+  if (auto ok = NeedStream(stream_id); !ok) return std::unexpected(std::move(ok.error()));
+  return BeginReserved(FrameType::kData, stream_id, max_len);
+}
+
+void FrameWriter::CommitData(size_t len) { CommitReserved(FrameType::kData, len); }
+
+Result<std::span<uint8_t>, FrameErrc> FrameWriter::BeginPacket(size_t max_len) {
+  return BeginReserved(FrameType::kPacket, 0, max_len);
+}
+
+void FrameWriter::CommitPacket(size_t len) { CommitReserved(FrameType::kPacket, len); }
 
 }  // namespace dvpn::tunnel

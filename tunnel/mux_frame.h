@@ -228,6 +228,9 @@ class FrameWriter {
   // Finishes the reserved DATA frame with `len` (1..reserved) payload bytes; `len` 0 drops the
   // frame.
   void CommitData(size_t len);
+  // The same for a PACKET frame (stream 0): a TUN device is read straight into the record.
+  [[nodiscard]] Result<std::span<uint8_t>, FrameErrc> BeginPacket(size_t max_len);
+  void CommitPacket(size_t len);
 
   size_t size() const { return used_; }  // bytes written so far
   size_t remaining() const { return out_.size() - used_; }
@@ -244,8 +247,14 @@ class FrameWriter {
 
   std::span<uint8_t> out_;
   size_t used_ = 0;
-  size_t pending_data_ = 0;  // payload capacity of a reserved DATA frame, 0 when none
+  // Reserves a DATA or PACKET frame's payload area (BeginData, BeginPacket).
+  Result<std::span<uint8_t>, FrameErrc> BeginReserved(FrameType type, uint32_t stream_id,
+                                                      size_t max_len);
+  void CommitReserved(FrameType type, size_t len);
+
+  size_t pending_data_ = 0;  // payload capacity of a reserved DATA/PACKET frame, 0 when none
   uint32_t pending_stream_ = 0;
+  FrameType pending_type_ = FrameType::kData;
 };
 
 // True when `text` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -449,33 +450,49 @@ TEST(MuxFrameTest, WriterRejectsInvalidArguments) {
   EXPECT_EQ(w.size(), 0u);
 }
 
-TEST(MuxFrameTest, ZeroCopyData) {
-  std::vector<uint8_t> buf(100);
-  FrameWriter w(buf);
-  ASSERT_TRUE(w.Ping(1).has_value());
-  auto area = w.BeginData(3, 1000);
-  ASSERT_TRUE(area.has_value());
-  EXPECT_EQ(area->size(), 100u - kPingFrameSize - kFrameHeaderSize);
-  (*area)[0] = 'x';
-  (*area)[1] = 'y';
-  w.CommitData(2);
-  EXPECT_EQ(w.size(), kPingFrameSize + kFrameHeaderSize + 2);
-  FrameReader r(w.written());
-  ASSERT_TRUE(r.Next().has_value());
-  auto f = r.Next();
-  ASSERT_TRUE(f.has_value());
-  EXPECT_EQ(f->type, FrameType::kData);
-  EXPECT_EQ(f->stream_id, 3u);
-  EXPECT_EQ(std::string(f->payload.begin(), f->payload.end()), "xy");
-  EXPECT_TRUE(r.done());
-  // Committing 0 drops the frame.
-  ASSERT_TRUE(w.BeginData(3, 10).has_value());
-  w.CommitData(0);
-  EXPECT_EQ(w.size(), kPingFrameSize + kFrameHeaderSize + 2);
-  // No room for one payload byte.
-  std::array<uint8_t, kFrameHeaderSize> tiny{};
-  FrameWriter w2(tiny);
-  EXPECT_EQ(w2.BeginData(1, 10).error().code, FrameErrc::kBufferTooSmall);
+// DATA (a socket read into the record) and PACKET (a TUN read into the record) alike.
+TEST(MuxFrameTest, ZeroCopyDataAndPacket) {
+  struct Kind {
+    FrameType type;
+    uint32_t stream_id;
+    std::function<Result<std::span<uint8_t>, FrameErrc>(FrameWriter&, size_t)> begin;
+    std::function<void(FrameWriter&, size_t)> commit;
+  };
+  const Kind kinds[] = {
+      {FrameType::kData, 3, [](FrameWriter& w, size_t n) { return w.BeginData(3, n); },
+       [](FrameWriter& w, size_t n) { w.CommitData(n); }},
+      {FrameType::kPacket, 0, [](FrameWriter& w, size_t n) { return w.BeginPacket(n); },
+       [](FrameWriter& w, size_t n) { w.CommitPacket(n); }},
+  };
+  for (const Kind& k : kinds) {
+    SCOPED_TRACE(FrameTypeName(k.type));
+    std::vector<uint8_t> buf(100);
+    FrameWriter w(buf);
+    ASSERT_TRUE(w.Ping(1).has_value());
+    auto area = k.begin(w, 1000);
+    ASSERT_TRUE(area.has_value());
+    EXPECT_EQ(area->size(), 100u - kPingFrameSize - kFrameHeaderSize);
+    (*area)[0] = 'x';
+    (*area)[1] = 'y';
+    k.commit(w, 2);
+    EXPECT_EQ(w.size(), kPingFrameSize + kFrameHeaderSize + 2);
+    FrameReader r(w.written());
+    ASSERT_TRUE(r.Next().has_value());
+    auto f = r.Next();
+    ASSERT_TRUE(f.has_value());
+    EXPECT_EQ(f->type, k.type);
+    EXPECT_EQ(f->stream_id, k.stream_id);
+    EXPECT_EQ(std::string(f->payload.begin(), f->payload.end()), "xy");
+    EXPECT_TRUE(r.done());
+    // Committing 0 drops the frame.
+    ASSERT_TRUE(k.begin(w, 10).has_value());
+    k.commit(w, 0);
+    EXPECT_EQ(w.size(), kPingFrameSize + kFrameHeaderSize + 2);
+    // No room for one payload byte.
+    std::array<uint8_t, kFrameHeaderSize> tiny{};
+    FrameWriter w2(tiny);
+    EXPECT_EQ(k.begin(w2, 10).error().code, FrameErrc::kBufferTooSmall);
+  }
 }
 
 TEST(MuxFrameTest, TruncatedInputs) {
