@@ -129,6 +129,7 @@ struct GossipNode::Peer {
   Endpoint remote;  // outbound: what we dialled; inbound: their host and (after Hello) port
   bool hello = false;
   NodeId node_id{};
+  uint32_t features = 0;  // its Hello's (kFeatureOfferFormat2, ...)
   uint64_t connected_ms = 0;
   uint64_t last_frame_ms = 0;
   std::string source, netgroup;  // inbound only (ClassifyHost)
@@ -508,6 +509,7 @@ void GossipNode::SendHello(Peer& p) {
   h->set_node_id(std::string(config_.node_id.begin(), config_.node_id.end()));
   h->set_listen_port(config_.listen_port);
   h->set_network(std::string(config_.network.bytes.begin(), config_.network.bytes.end()));
+  h->set_features(config_.features);
   Send(p, m);
 }
 
@@ -600,6 +602,7 @@ void GossipNode::HandleHello(Peer& p, const v1::GossipMessage& m) {
   }
   p.hello = true;
   p.node_id = *node_id;
+  p.features = h.features();
   if (!p.outbound && p.remote.port != 0) LearnAddress(p.remote, false);
   if (p.outbound) SendDigest(p);
   if (OutboundCount() < config_.target_outbound) SendPeerRequest(p);
@@ -732,7 +735,8 @@ OfferVerdict GossipNode::Accept(Peer* from, std::shared_ptr<const Offer> offer, 
   // Eager push: at once, to `fanout` random peers not known to have it.
   auto targets = ReadyPeers();
   std::erase_if(targets, [&](Peer* q) {
-    return std::find(hot.have.begin(), hot.have.end(), q->id) != hot.have.end();
+    return !Reads(*q, *offer) ||
+           std::find(hot.have.begin(), hot.have.end(), q->id) != hot.have.end();
   });
   std::shuffle(targets.begin(), targets.end(), rng_);
   if (targets.size() > config_.fanout) targets.resize(config_.fanout);
@@ -753,8 +757,17 @@ Result<void, Errc> GossipNode::Publish(const Offer& offer) {
   return {};
 }
 
-void GossipNode::SendOffers(Peer& p, const std::vector<std::shared_ptr<const Offer>>& offers,
+bool GossipNode::Reads(const Peer& p, const Offer& offer) {
+  return offer.format < 2 || (p.features & kFeatureOfferFormat2) != 0;
+}
+
+void GossipNode::SendOffers(Peer& p, const std::vector<std::shared_ptr<const Offer>>& all,
                             bool answer) {
+  // The last gate: a peer that does not read format 2 would fail its signature and penalize us.
+  std::vector<std::shared_ptr<const Offer>> offers;
+  offers.reserve(all.size());
+  for (const auto& o : all)
+    if (Reads(p, *o)) offers.push_back(o);
   for (size_t i = 0; i < offers.size(); i += kMaxOffersPerMessage) {
     v1::GossipMessage m;
     auto* list = m.mutable_offers();
@@ -770,7 +783,14 @@ void GossipNode::SendOffers(Peer& p, const std::vector<std::shared_ptr<const Off
 // Anti-entropy
 
 void GossipNode::SendDigest(Peer& p) {
-  const auto entries = book_.Digest();
+  auto entries = book_.Digest();
+  // An offer it would not be sent is not listed either: it would pull it again and again.
+  if ((p.features & kFeatureOfferFormat2) == 0) {
+    std::erase_if(entries, [&](const DigestEntry& e) {
+      auto o = book_.Find(e.key);
+      return o && !Reads(p, *o);
+    });
+  }
   const size_t parts = std::max<size_t>(1, (entries.size() + kMaxDigestEntries - 1) / kMaxDigestEntries);
   for (size_t part = 0; part < parts; ++part) {
     const size_t begin = part * kMaxDigestEntries;
@@ -821,8 +841,10 @@ void GossipNode::HandleDigest(Peer& p, const v1::GossipMessage& m) {
       }
     }
     if (!they_hold || theirs->seq < it->seq) {
+      // Not announced when it would not be sent; when the peer holds an older version of the
+      // slot, its Have lists that, and we do not pull it (ours is newer): the exchange settles.
       auto o = book_.Find(it->key);
-      if (o && o->expires_unix > now_unix) give.push_back(*it);
+      if (o && o->expires_unix > now_unix && Reads(p, *o)) give.push_back(*it);
     } else if (theirs->seq > it->seq) {
       want.push_back(it->key);
     }
@@ -885,7 +907,7 @@ void GossipNode::HandlePull(Peer& p, const v1::GossipMessage& m) {
   const uint64_t now_unix = host_.NowUnix();
   std::vector<std::shared_ptr<const Offer>> give;
   for (OfferKey k : *keys) {
-    auto o = book_.Find(k);
+    auto o = book_.Find(k);  // SendOffers leaves out what p cannot read
     if (o && o->expires_unix > now_unix) give.push_back(o);
   }
   if (!give.empty()) SendOffers(p, give, true);
@@ -911,7 +933,8 @@ void GossipNode::Tick() {
     --hot.rounds_left;
     std::vector<Peer*> targets;
     for (Peer* q : ready)
-      if (std::find(hot.have.begin(), hot.have.end(), q->id) == hot.have.end())
+      if (Reads(*q, *held) &&
+          std::find(hot.have.begin(), hot.have.end(), q->id) == hot.have.end())
         targets.push_back(q);
     std::shuffle(targets.begin(), targets.end(), rng_);
     if (targets.size() > config_.fanout) targets.resize(config_.fanout);

@@ -57,12 +57,20 @@ class SignatureChecker {
   virtual bool Check(const Offer& offer, const Hash32& digest);
 };
 
+// Bits of Hello.features (docs/marketplace.md §1, "Offer formats across releases"): what a
+// node understands beyond gossip version 1. A peer is sent format-2 offers (and their keys in
+// digests and Have) only when its Hello has kFeatureOfferFormat2.
+inline constexpr uint32_t kFeatureOfferFormat2 = 1;
+inline constexpr uint32_t kGossipFeatures = kFeatureOfferFormat2;  // what this release sets
+
 struct GossipConfig {
   payments::LedgerId network;  // offers for another ledger are refused
   NodeId node_id{};            // random per process
   uint16_t listen_port = 0;    // advertised in Hello; 0: not listening
   std::vector<Endpoint> bootstrap;
   uint64_t seed = 0;           // the node's random choices
+  // Advertised in Hello. Only tests change it (0 plays a node of an older release).
+  uint32_t features = kGossipFeatures;
 
   size_t target_outbound = 8;
   size_t max_peers = 32;
@@ -180,7 +188,12 @@ class GossipNode {
   // Stores a validated offer; `spread`: push it at once and keep it hot for a few rounds.
   OfferVerdict Accept(Peer* from, std::shared_ptr<const Offer> offer, bool spread);
   void RefreshAnswerWindow(Peer& p);
+  // Whether `p` may be sent `offer` (or its key in a digest or Have): format 1 always, format 2
+  // only when p's Hello had kFeatureOfferFormat2 (docs/marketplace.md §1).
+  static bool Reads(const Peer& p, const Offer& offer);
+  // Sends those of `offers` that `p` reads (Reads), in messages of up to kMaxOffersPerMessage.
   void SendOffers(Peer& p, const std::vector<std::shared_ptr<const Offer>>& offers, bool answer);
+  // Every (key, seq) we hold whose offer `p` reads, in parts.
   void SendDigest(Peer& p);
   void SendHello(Peer& p);
   void Send(Peer& p, const v1::GossipMessage& m);

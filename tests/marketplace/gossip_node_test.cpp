@@ -3,6 +3,9 @@
 // simulator (bench/gossip_sim/sim_network.h) for spreading, retirement and catch-up.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <deque>
+
 #include "bench/gossip_sim/sim_network.h"
 #include "dvpn/v1/marketplace.pb.h"
 #include "marketplace/gossip_node.h"
@@ -59,13 +62,16 @@ class ScriptedHost : public GossipHost {
   uint64_t now_ms = 0;
 };
 
-std::vector<uint8_t> HelloFrom(uint8_t id, payments::LedgerId network = Network()) {
+// features 0: the Hello of a release before issue 16 (no features field).
+std::vector<uint8_t> HelloFrom(uint8_t id, payments::LedgerId network = Network(),
+                               uint32_t features = 0) {
   v1::GossipMessage m;
   auto* h = m.mutable_hello();
   h->set_version(kGossipVersion);
   h->set_node_id(std::string(16, static_cast<char>(id)));
   h->set_listen_port(7000 + id);
   h->set_network(std::string(network.bytes.begin(), network.bytes.end()));
+  if (features != 0) h->set_features(features);
   return Serialize(m);
 }
 
@@ -286,6 +292,230 @@ TEST_F(GossipNodeTest, OnlyPulledKeysSkipTheRateLimit) {
   }
   EXPECT_GT(node_.stats().verdicts[static_cast<size_t>(OfferVerdict::kRateLimited)], 0u);
   EXPECT_LE(node_.book().size(), 201u);
+}
+
+// --- offer formats across releases (docs/marketplace.md §1) ----------------------------
+
+// A seller serving full tunnel: format 2, modes 3.
+Offer MakeFormat2(const payments::PrivateKey& key, uint64_t seq, uint32_t slot = 1) {
+  Offer o = dvpn::testing::UnsignedTestOffer(
+      Network(), {.offer_id = slot, .seq = seq, .issued_unix = kStartUnix});
+  o.format = 2;
+  o.modes = kModeSocks | kModeFullTunnel;
+  SignOffer(o, key);
+  return o;
+}
+
+// A retirement, signed in format 1 as sellers always do.
+Offer MakeRetired(const payments::PrivateKey& key, uint64_t seq, uint64_t issued,
+                  uint32_t slot = 1) {
+  Offer o = MakeOffer(key, seq, issued, slot);
+  o.retired = true;
+  o.endpoints.clear();
+  SignOffer(o, key);
+  return o;
+}
+
+class OfferFormatsTest : public GossipNodeTest {
+ protected:
+  void ConnectWith(PeerId peer, uint8_t id, uint32_t features) {
+    node_.OnConnected(peer, false, Endpoint{"127.0.0.1", 0});
+    node_.OnFrame(peer, HelloFrom(id, Network(), features));
+  }
+  // Ours: after the hellos the node sends the peer its digest.
+  void ConnectOutbound(PeerId peer, uint8_t id, uint32_t features) {
+    node_.OnConnected(peer, true, Endpoint{"10.0.0." + std::to_string(id), 7000});
+    node_.OnFrame(peer, HelloFrom(id, Network(), features));
+  }
+  // Every digest, or every Have, entry sent to `peer` so far.
+  std::vector<DigestEntry> EntriesTo(PeerId peer, bool have) {
+    std::vector<DigestEntry> out;
+    for (const auto& [to, m] : host_.sent) {
+      if (to != peer) continue;
+      if (!have && m.has_digest()) {
+        auto e = *UnpackDigest(m.digest().entries());
+        out.insert(out.end(), e.begin(), e.end());
+      }
+      if (have && m.has_have()) {
+        auto e = *UnpackDigest(m.have().entries());
+        out.insert(out.end(), e.begin(), e.end());
+      }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  static size_t CountFormat(const std::vector<Offer>& offers, uint8_t format) {
+    return static_cast<size_t>(std::count_if(offers.begin(), offers.end(),
+                                             [&](const Offer& o) { return o.format == format; }));
+  }
+};
+
+TEST_F(OfferFormatsTest, Format2OffersArePushedOnlyToPeersWhoseHelloHasTheBit) {
+  ConnectWith(1, 1, 0);                     // an older release
+  ConnectWith(2, 2, kFeatureOfferFormat2);  // this release
+  ConnectWith(3, 3, kFeatureOfferFormat2);  // brings the offers
+  ASSERT_FALSE(host_.sent.empty());
+  ASSERT_TRUE(host_.sent.front().second.has_hello());
+  EXPECT_EQ(host_.sent.front().second.hello().features(), kFeatureOfferFormat2)
+      << "a node of this release says it reads format 2";
+  auto full = payments::PrivateKey::Generate(), socks = payments::PrivateKey::Generate();
+  node_.OnFrame(3, OffersFrame({MakeFormat2(full, 2), MakeOffer(socks, 1)}));
+  ASSERT_EQ(node_.book().live_count(), 2u);
+  for (int round = 0; round < 6; ++round) {  // pushes, then the hot rounds
+    host_.now_ms += 1000;
+    node_.Tick();
+  }
+  auto to_old = host_.TakeOffers(1);
+  EXPECT_EQ(CountFormat(to_old, 2), 0u) << "its signature would fail there: -25 for us";
+  EXPECT_EQ(CountFormat(to_old, 1), 1u) << "format 1 still reaches it";
+  auto to_new = host_.TakeOffers(2);
+  EXPECT_EQ(CountFormat(to_new, 2), 1u);
+  EXPECT_EQ(CountFormat(to_new, 1), 1u);
+  // The seller retires its full-tunnel offer: the retirement (format 1) goes to everyone.
+  node_.OnFrame(3, OffersFrame({MakeRetired(full, 3, host_.NowUnix())}));
+  host_.now_ms += 1000;
+  node_.Tick();
+  to_old = host_.TakeOffers(1);
+  ASSERT_EQ(to_old.size(), 1u);
+  EXPECT_TRUE(to_old[0].retired);
+  EXPECT_EQ(host_.TakeOffers(2).size(), 1u);
+}
+
+TEST_F(OfferFormatsTest, PeerWithoutTheBitIsNeitherShownNorSentFormat2OffersByAntiEntropy) {
+  auto full = payments::PrivateKey::Generate(), socks = payments::PrivateKey::Generate();
+  ASSERT_TRUE(node_.Publish(MakeFormat2(full, 2)));
+  ASSERT_TRUE(node_.Publish(MakeOffer(socks, 1)));
+  const OfferKey kf = OfferKeyOf(full.public_key().bytes(), 1);
+  const OfferKey ks = OfferKeyOf(socks.public_key().bytes(), 1);
+  std::vector<DigestEntry> both = {{kf, 2}, {ks, 1}};
+  std::sort(both.begin(), both.end());
+  const std::vector<DigestEntry> socks_only = {{ks, 1}};
+
+  ConnectOutbound(1, 1, 0);
+  ConnectOutbound(2, 2, kFeatureOfferFormat2);
+  EXPECT_EQ(EntriesTo(1, false), socks_only) << "our digest to an older peer";
+  EXPECT_EQ(EntriesTo(2, false), both);
+
+  // Their digests (empty): our Have lists what they lack.
+  v1::GossipMessage digest;
+  digest.mutable_digest()->set_parts(1);
+  digest.mutable_digest()->set_range_last(UINT64_MAX);
+  node_.OnFrame(1, Serialize(digest));
+  node_.OnFrame(2, Serialize(digest));
+  EXPECT_EQ(EntriesTo(1, true), socks_only);
+  EXPECT_EQ(EntriesTo(2, true), both);
+
+  // Pulls of both keys (an older peer could learn the key elsewhere): answered with what it reads.
+  v1::GossipMessage pull;
+  pull.mutable_pull()->set_keys(PackKeys(std::vector<OfferKey>{kf, ks}));
+  node_.OnFrame(1, Serialize(pull));
+  node_.OnFrame(2, Serialize(pull));
+  auto to_old = host_.TakeOffers(1);
+  ASSERT_EQ(to_old.size(), 1u);
+  EXPECT_EQ(to_old[0].format, 1u);
+  EXPECT_EQ(CountFormat(host_.TakeOffers(2), 2), 1u);
+  EXPECT_FALSE(host_.Closed(1));
+}
+
+// Two nodes joined by one connection (peer id 1 on both sides), frames queued in order.
+class Link {
+ public:
+  class Side : public GossipHost {
+   public:
+    Side(Link& link, size_t index) : link_(link), index_(index) {}
+    void Send(PeerId, std::vector<uint8_t> payload) override {
+      link_.queue.emplace_back(1 - index_, std::move(payload));
+    }
+    void Dial(const Endpoint&) override {}
+    void Close(PeerId) override { link_.closed = true; }
+    uint64_t NowMs() override { return link_.now_ms; }
+    uint64_t NowUnix() override { return kStartUnix + link_.now_ms / 1000; }
+
+   private:
+    Link& link_;
+    size_t index_;
+  };
+  uint64_t now_ms = 0;
+  bool closed = false;
+  std::deque<std::pair<size_t, std::vector<uint8_t>>> queue;  // (to, payload)
+  Side sides[2] = {Side(*this, 0), Side(*this, 1)};
+};
+
+// Two real nodes, one playing a release before issue 16: its Hello has no features and it
+// reads offers without the fields it does not know (format and modes are dropped on the way to
+// it, as its protobuf parser would). Anti-entropy between them settles: no format-2 offer is
+// sent to it, so it never pulls, penalizes or bans; format-1 versions still reach it.
+TEST(OfferFormatsAcrossReleases, AntiEntropyWithAnOlderNodeSettles) {
+  Link link;
+  auto config = [](uint8_t id, uint32_t features) {
+    GossipConfig c;
+    c.network = Network();
+    c.node_id.fill(id);
+    c.seed = id;
+    c.features = features;
+    c.anti_entropy = std::chrono::milliseconds(5000);
+    return c;
+  };
+  GossipNode ours(config(1, kGossipFeatures), link.sides[0]);
+  GossipNode old(config(2, 0), link.sides[1]);
+  GossipNode* nodes[2] = {&ours, &old};
+  size_t format2_to_old = 0, pulls = 0;
+  auto pump = [&] {
+    while (!link.queue.empty() && !link.closed) {
+      auto [to, payload] = std::move(link.queue.front());
+      link.queue.pop_front();
+      v1::GossipMessage m;
+      ASSERT_TRUE(m.ParseFromArray(payload.data(), static_cast<int>(payload.size())));
+      if (m.has_pull()) ++pulls;
+      if (to == 1 && m.has_offers()) {
+        for (auto& o : *m.mutable_offers()->mutable_offers()) {
+          if (o.format() == 2) ++format2_to_old;
+          o.clear_format();
+          o.clear_modes();
+        }
+        payload = Serialize(m);
+      }
+      nodes[to]->OnFrame(1, payload);
+    }
+  };
+  ours.OnConnected(1, true, Endpoint{"10.0.0.2", 7002});
+  old.OnConnected(1, false, Endpoint{"10.0.0.1", 0});
+  pump();
+
+  auto seller = payments::PrivateKey::Generate(), socks = payments::PrivateKey::Generate();
+  const OfferKey kf = OfferKeyOf(seller.public_key().bytes(), 1);
+  ASSERT_TRUE(ours.Publish(MakeOffer(seller, 1)));  // SOCKS only, format 1
+  ASSERT_TRUE(ours.Publish(MakeOffer(socks, 1)));
+  pump();
+  ASSERT_EQ(old.book().SeqOf(kf), 1u);
+  ASSERT_TRUE(ours.Publish(MakeFormat2(seller, 2)));  // the seller turns on full tunnel
+  pump();
+
+  auto run = [&](uint64_t ms) {
+    for (uint64_t end = link.now_ms + ms; link.now_ms < end && !link.closed;) {
+      link.now_ms += 1000;
+      ours.Tick();
+      old.Tick();
+      pump();
+    }
+  };
+  run(20'000);  // four anti-entropy periods each way
+  const size_t pulls_before = pulls;
+  run(40'000);
+  EXPECT_FALSE(link.closed);
+  EXPECT_EQ(format2_to_old, 0u);
+  EXPECT_EQ(pulls, pulls_before) << "settled: nothing left to pull either way";
+  EXPECT_EQ(old.stats().verdicts[static_cast<size_t>(OfferVerdict::kBadSignature)], 0u);
+  EXPECT_EQ(old.stats().peers_banned, 0u);
+  EXPECT_EQ(old.book().SeqOf(kf), 1u) << "the older node keeps the format-1 version";
+  EXPECT_EQ(ours.book().SeqOf(kf), 2u);
+  EXPECT_EQ(old.book().live_count(), 2u);
+
+  // The retirement (format 1) reaches the older node.
+  ASSERT_TRUE(ours.Publish(MakeRetired(seller, 3, kStartUnix + link.now_ms / 1000)));
+  pump();
+  EXPECT_EQ(old.book().SeqOf(kf), 3u);
+  EXPECT_EQ(old.stats().verdicts[static_cast<size_t>(OfferVerdict::kBadSignature)], 0u);
 }
 
 // --- inbound slots (docs/marketplace.md §1, "Inbound slots") -----------------------------
