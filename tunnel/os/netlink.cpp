@@ -31,10 +31,6 @@ uint8_t FamilyOf(const IpAddress& a) {
 size_t SizeOf(const IpAddress& a) { return a.family == IpAddress::Family::kV4 ? 4 : 16; }
 uint8_t MaxLength(const IpAddress& a) { return AddressBits(a); }
 
-std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
-  return FailFromErrno(err, what);
-}
-
 std::optional<IpAddress> AddressFrom(uint8_t family, const void* data, size_t size) {
   if (family == AF_INET && size == 4) {
     std::array<uint8_t, 4> b{};
@@ -53,11 +49,11 @@ std::optional<IpAddress> AddressFrom(uint8_t family, const void* data, size_t si
 
 OsResult<Netlink> Netlink::Open() {
   mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-  if (!s) return FromErrno(errno, "netlink socket");
+  if (!s) return FailFromErrno(errno, "netlink socket");
   if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
     const int err = errno;
     mnl_socket_close(s);
-    return FromErrno(err, "netlink bind");
+    return FailFromErrno(err, "netlink bind");
   }
   // Ask for extended acknowledgements: the kernel then says which attribute it refused.
   int one = 1;
@@ -118,17 +114,17 @@ int OnMessage(const nlmsghdr* nlh, void* data) {
 // the answer of type `reply_type` when one came.
 OsResult<std::vector<uint8_t>> Exchange(mnl_socket* s, uint32_t port, Request& req,
                                         uint16_t reply_type, const std::string& what) {
-  if (mnl_socket_sendto(s, req.nlh, req.nlh->nlmsg_len) < 0) return FromErrno(errno, what);
+  if (mnl_socket_sendto(s, req.nlh, req.nlh->nlmsg_len) < 0) return FailFromErrno(errno, what);
   std::vector<uint8_t> reply;
   ReplyContext ctx{reply_type, &reply};
   alignas(nlmsghdr) char buf[kBufferSize];
   // Bounded: every pass consumes one read; an ack or an error ends the exchange.
   for (int pass = 0; pass < 64; ++pass) {
     const ssize_t n = mnl_socket_recvfrom(s, buf, sizeof buf);
-    if (n < 0) return FromErrno(errno, what + " (reading the answer)");
+    if (n < 0) return FailFromErrno(errno, what + " (reading the answer)");
     const int r =
         mnl_cb_run(buf, static_cast<size_t>(n), req.nlh->nlmsg_seq, port, OnMessage, &ctx);
-    if (r == MNL_CB_ERROR) return FromErrno(errno, what);
+    if (r == MNL_CB_ERROR) return FailFromErrno(errno, what);
     if (r == MNL_CB_STOP) return reply;
     // MNL_CB_OK: a GET's answer without NLM_F_ACK ends here too.
     if (!reply.empty() && !(req.nlh->nlmsg_flags & NLM_F_ACK)) return reply;

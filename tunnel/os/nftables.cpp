@@ -1,5 +1,7 @@
 #include "tunnel/os/nftables.h"
 
+#include "tunnel/os/tun_device.h"
+
 #include <nftables/libnftables.h>
 
 #include <cerrno>
@@ -20,16 +22,6 @@ bool ValidTable(std::string_view name) {
   if (name.empty() || name.size() > 32) return false;
   for (char c : name) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
-
-bool ValidDevice(std::string_view name) {
-  if (name.empty() || name.size() > 15) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == '-';
-    if (!ok) return false;
   }
   return true;
 }
@@ -94,7 +86,7 @@ OsResult<std::string> ExitNatRuleset(const ExitNatConfig& c) {
   if (!ValidTable(c.table)) {
     return Fail(OsErrc::kBadArgument, "nftables table \"" + c.table + "\": 1 to 32 of a-z 0-9 _");
   }
-  if (!ValidDevice(c.tun_name)) {
+  if (!ValidInterfaceName(c.tun_name)) {
     return Fail(OsErrc::kBadArgument, "device name \"" + c.tun_name + "\"");
   }
   if (c.v4_pool.address.family != IpAddress::Family::kV4 ||
