@@ -468,6 +468,11 @@ void TunnelConnection::FinishWriter() {
   writer_done_ = true;
   transport_->Close(true);
   keepalive_timer_.cancel();
+  // The packet handlers may hold what holds this tunnel. (Not in Close: a handler may be the
+  // caller; the writer never runs inside one.)
+  on_packet_ = nullptr;
+  on_packet_setup_ = nullptr;
+  before_control_ = nullptr;
   if (!closed_notified_) {
     closed_notified_ = true;
     if (on_closed_) {
@@ -644,6 +649,7 @@ bool TunnelConnection::HandleAction(const Action& a) {
     case Kind::kPong:
       break;
     case Kind::kControl:
+      if (before_control_) before_control_();
       if (on_control_) {
         auto handler = on_control_;  // the handler may replace itself
         handler(a.data);
@@ -651,19 +657,23 @@ bool TunnelConnection::HandleAction(const Action& a) {
         TunnelLog()->debug("{}: control message of {} bytes ignored", name_, a.data.size());
       }
       break;
-    case Kind::kPacketSetup: {
-      // Packet mode is not served by this session yet (docs/full-tunnel.md): refuse it, the
-      // tunnel goes on.
-      static constexpr std::string_view kText = "packet mode not served";
-      if (!table_.AnswerPacketSetup(false)) break;  // cannot fail: the setup is pending
-      AppendFrame(true, kFrameHeaderSize + 1 + kText.size(),
-                  [&](FrameWriter& w) { return w.PacketFail(PacketFailure::kNotServed, kText); });
+    case Kind::kPacketSetup:
+      AnswerPacketSetup(a.packet_setup);
+      break;
+    case Kind::kPacketReady:
+    case Kind::kPacketFailed: {
+      auto answer = std::exchange(on_packet_answer_, nullptr);
+      if (!answer) break;
+      if (a.kind == Kind::kPacketReady) {
+        answer(a.packet_ready);
+      } else {
+        std::string text(a.data.begin(), a.data.end());
+        answer(std::unexpected(PacketRefusal{a.packet_failure, std::move(text)}));
+      }
       break;
     }
-    case Kind::kPacketReady:
-    case Kind::kPacketFailed:
     case Kind::kPacket:
-      // Unreachable: this session never asks for packet mode, so its table refuses these.
+      if (on_packet_) on_packet_(a.data);
       break;
     case Kind::kClose: {
       std::string text(a.data.begin(), a.data.end());
@@ -760,6 +770,73 @@ asio::awaitable<void> TunnelConnection::KeepaliveLoop() {
 // ---------------------------------------------------------------------------------------------
 // Close
 
+// ---------------------------------------------------------------------------------------------
+// Packet mode
+
+void TunnelConnection::SetPacketSetupHandler(PacketSetupHandler handler) {
+  on_packet_setup_ = std::move(handler);
+}
+
+void TunnelConnection::SetPacketHandler(PacketHandler handler) { on_packet_ = std::move(handler); }
+
+void TunnelConnection::AnswerPacketSetup(const PacketSetupFields& setup) {
+  Result<PacketReadyFields, PacketRefusal> answer =
+      std::unexpected(PacketRefusal{PacketFailure::kNotServed, "packet mode not served"});
+  if (on_packet_setup_) answer = on_packet_setup_(setup);
+  if (answer) {
+    // Checked before the table moves to ready: a READY that would not encode becomes a FAIL.
+    std::array<uint8_t, kFrameHeaderSize + kPacketReadySize> probe{};
+    FrameWriter w(probe);
+    if (!w.PacketReady(*answer)) {
+      TunnelLog()->error("{}: packet mode answer out of range; refused", name_);
+      answer = std::unexpected(PacketRefusal{PacketFailure::kRefused, "internal error"});
+    }
+  }
+  if (!table_.AnswerPacketSetup(answer.has_value())) return;  // cannot fail: a setup is pending
+  if (answer) {
+    const PacketReadyFields ready = *answer;
+    AppendFrame(true, kFrameHeaderSize + kPacketReadySize,
+                [&](FrameWriter& w) { return w.PacketReady(ready); });
+    return;
+  }
+  std::string_view text = answer.error().text;
+  if (text.size() > kMaxCloseText) text = text.substr(0, kMaxCloseText);
+  const PacketFailure failure = answer.error().failure;
+  AppendFrame(true, kFrameHeaderSize + 1 + text.size(),
+              [&](FrameWriter& w) { return w.PacketFail(failure, text); });
+}
+
+bool TunnelConnection::RequestPacketMode(const PacketSetupFields& setup,
+                                         PacketAnswerHandler on_answer) {
+  if (closing_) return false;
+  std::array<uint8_t, kFrameHeaderSize + kPacketSetupSize> probe{};
+  FrameWriter w(probe);
+  if (!w.PacketSetup(setup)) return false;
+  if (!table_.StartPacketSetup(setup)) return false;
+  on_packet_answer_ = std::move(on_answer);
+  return AppendFrame(true, kFrameHeaderSize + kPacketSetupSize,
+                     [&](FrameWriter& fw) { return fw.PacketSetup(setup); });
+}
+
+bool TunnelConnection::SendPacketFrame(ByteSpan packet) {
+  if (closing_ || !table_.PacketModeReady() || packet.empty() || packet.size() > kMaxFramePayload ||
+      !CanQueueData()) {
+    return false;
+  }
+  return AppendFrame(false, kFrameHeaderSize + packet.size(),
+                     [&](FrameWriter& w) { return w.Packet(packet); });
+}
+
+bool TunnelConnection::MeterPacket(size_t n, bool sent) {
+  if (closing_ || paused_) return false;
+  if (limited_ && ForwardBudget() < n) {
+    ReportBlocked();
+    return false;
+  }
+  CountData(n, sent);
+  return true;
+}
+
 void TunnelConnection::Close(CloseReason reason, const std::string& why, bool send_close) {
   if (closing_) return;
   // Things a remote peer can trigger are logged at debug level; our own failures at warn.
@@ -775,6 +852,11 @@ void TunnelConnection::Close(CloseReason reason, const std::string& why, bool se
                 [&](FrameWriter& w) { return w.Close(reason, text); });
   }
   closing_ = true;
+  if (auto answer = std::exchange(on_packet_answer_, nullptr)) {
+    asio::post(ex_, [answer = std::move(answer)] {
+      answer(std::unexpected(PacketRefusal{PacketFailure::kRefused, "tunnel closed"}));
+    });
+  }
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, s] : streams) KillStream(s);

@@ -174,6 +174,45 @@ class TunnelConnection final : public MeteredSession,
   // by the WINDOW credit the exit grants. Call before Start.
   void ZeroTunnelSendWindow() override { table_.ZeroTunnelSendWindow(); }
 
+  // ---- Packet mode (docs/full-tunnel.md; frames: docs/tunnel.md "Packet mode") -------------
+  struct PacketRefusal {
+    PacketFailure failure = PacketFailure::kRefused;
+    std::string text;  // for the peer's log, at most kMaxCloseText bytes are sent
+  };
+  // Exit: decides the client's PACKET_SETUP (called at most once per tunnel, while the frame is
+  // handled): the PACKET_READY fields, or the refusal (PACKET_FAIL). Without a handler the exit
+  // answers PACKET_FAIL 1 (not served). A READY that does not encode (a field out of range) is
+  // sent as PACKET_FAIL 4 instead, and the handler's session must then be given up by its owner
+  // (packet_mode_ready() stays false).
+  using PacketSetupHandler =
+      std::function<Result<PacketReadyFields, PacketRefusal>(const PacketSetupFields& setup)>;
+  void SetPacketSetupHandler(PacketSetupHandler handler);
+  // Client: the exit's answer to RequestPacketMode; when the tunnel ends first, a refusal
+  // kRefused "tunnel closed". Called once.
+  using PacketAnswerHandler = std::function<void(Result<PacketReadyFields, PacketRefusal> answer)>;
+  // Client: sends PACKET_SETUP (once per tunnel). False, and `on_answer` is never called, when
+  // the tunnel is closing, it was asked before, or `setup` does not encode.
+  bool RequestPacketMode(const PacketSetupFields& setup, PacketAnswerHandler on_answer);
+  // Either side: each PACKET frame received once packet mode is ready (one IP packet, a view
+  // into the record valid during the call; not checked: the caller parses it).
+  using PacketHandler = std::function<void(ByteSpan packet)>;
+  void SetPacketHandler(PacketHandler handler);
+  // Either side, once packet mode is ready: queues one IP packet (1..kMaxFramePayload bytes) as a
+  // PACKET frame behind the stream data already queued, so an invoice queued after it
+  // (kAfterData) reaches the peer after it. False, nothing queued, when packet mode is not
+  // ready, the tunnel is closing, or the write buffer is full (dropped, as a router drops).
+  bool SendPacketFrame(ByteSpan packet);
+  bool packet_mode_ready() const { return table_.PacketModeReady(); }
+  // Packet bytes go into the same meters as DATA (docs/full-tunnel.md "Payments"). Counts `n`
+  // bytes sent (`sent`) or received and returns true when the packet may be forwarded: the
+  // tunnel is open, not paused and, with a forwarding limit, the metered bytes plus the peer's
+  // credit plus `n` stay within it. Otherwise nothing is counted, false is returned (the caller
+  // drops the packet) and, at the limit, on_blocked is reported as for streams.
+  bool MeterPacket(size_t n, bool sent);
+  // Called before each CONTROL frame is handed to the control handler. The client drains its
+  // datagram socket there, so an invoice is checked after the packets the exit sent before it.
+  void SetBeforeControl(std::function<void()> fn) { before_control_ = std::move(fn); }
+
   bool closed() const override { return closing_; }
   size_t stream_count() const { return streams_.size(); }
   const std::string& name() const override { return name_; }
@@ -273,6 +312,8 @@ class TunnelConnection final : public MeteredSession,
   // Limited tunnels: grants pending tunnel credit within the budget.
   void ReleaseTunnelCredit();
   void ReportBlocked();
+  // Exit: answers a PACKET_SETUP with the setup handler's decision.
+  void AnswerPacketSetup(const PacketSetupFields& setup);
 
   std::unique_ptr<RecordTransport> transport_;
   asio::any_io_executor ex_;  // transport_->executor(), asked once
@@ -325,6 +366,11 @@ class TunnelConnection final : public MeteredSession,
   std::shared_ptr<std::function<void(uint64_t)>> on_blocked_;
   BandwidthLimiter* limiter_ = nullptr;  // options_.bandwidth.get()
   std::vector<uint8_t> session_params_;
+  // Packet mode.
+  PacketSetupHandler on_packet_setup_;
+  PacketAnswerHandler on_packet_answer_;
+  PacketHandler on_packet_;
+  std::function<void()> before_control_;
 };
 
 }  // namespace dvpn::tunnel::session
