@@ -66,6 +66,12 @@ v1::ClientStatus ClientController::StatusLocked() {
   s.set_daily_cap_micro(daily_cap_.micro());
   s.set_reconnects(st.reconnects);
   s.set_last_error(st.last_error);
+  s.set_mode(st.full_tunnel ? "full-tunnel" : "socks");
+  if (st.packets.ready) {
+    s.set_inner_ipv4(st.packets.inner_ipv4);
+    s.set_inner_ipv6(st.packets.inner_ipv6);
+    s.set_transport(st.packets.transport);
+  }
   if (NeedsRetryLocked()) {
     // Between attempts: still wanted, so "connecting", with why the last attempt ended.
     s.set_state("connecting");
@@ -148,7 +154,10 @@ Result<v1::ClientStatus, Errc> ClientController::Connect(
   while (std::chrono::steady_clock::now() < deadline) {
     if (runtime_ && !runtime_->Finished()) {
       auto st = runtime_->Status();
-      if (st.state == ClientState::kConnected && st.socks_port != 0) break;
+      if (st.state == ClientState::kConnected && st.socks_port != 0 &&
+          (!st.full_tunnel || st.packets.ready)) {
+        break;
+      }
     } else if (!NeedsRetryLocked()) {
       break;  // ended for good
     }
@@ -206,6 +215,7 @@ grpc::Status ClientControlService::Connect(grpc::ServerContext*, const v1::Conne
                           "provider_address: not an address (dv and 48 hex digits)");
     }
   }
+  if (request->full_tunnel()) policy.full_tunnel = true;
   const uint32_t wait = request->wait_ms() == 0 ? kDefaultWaitMs : request->wait_ms();
   if (wait > kMaxWaitMs) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "wait_ms: at most 60000");

@@ -29,6 +29,7 @@ struct ConnectPolicy {
   Amount max_price_per_mb;
   std::string region;                       // empty: any
   std::optional<payments::Address> provider;  // only this provider's offers
+  bool full_tunnel = false;  // every packet of the machine through the exit (docs/full-tunnel.md)
 };
 
 class ClientController {

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <tuple>
 #include <random>
 #include <thread>
 #include <utility>
@@ -78,7 +80,43 @@ struct ClientDaemon::State {
 
   // A fresh runtime configuration for `policy`, sharing the wallet and the spend state.
   Result<tunnel_client::ClientRuntimeConfig, Errc> RuntimeConfig(const ConnectPolicy& policy);
+  // Full tunnel: the ledger, the gossip peers and the offer book stay outside the tunnel
+  // (docs/full-tunnel.md "On the machine"): their addresses, resolved now.
+  std::vector<tunnel::IpAddress> OutsideAddresses() const;
 };
+
+std::vector<tunnel::IpAddress> ClientDaemon::State::OutsideAddresses() const {
+  std::vector<std::string> hosts;
+  for (const std::string& hp : {config.ledger, offers_from}) {
+    if (auto parsed = ParseHostPort(hp, false)) hosts.push_back(parsed->host);
+  }
+  for (const auto& e : config.bootstrap) hosts.push_back(e.host);
+  std::vector<tunnel::IpAddress> out;
+  tunnel::session::asio::io_context io;
+  tunnel::session::tcp::resolver resolver(io);
+  for (const std::string& host : hosts) {
+    if (auto literal = tunnel::IpAddress::Parse(host)) {
+      out.push_back(*literal);
+      continue;
+    }
+    tunnel::session::error_code ec;
+    auto results = resolver.resolve(host, "", ec);
+    if (ec) continue;  // not resolvable now: nothing to keep outside
+    for (const auto& r : results) {
+      const auto a = r.endpoint().address();
+      out.push_back(a.is_v4() ? tunnel::IpAddress::V4(a.to_v4().to_bytes())
+                              : tunnel::IpAddress::V6(a.to_v6().to_bytes()));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.family, a.bytes) < std::tie(b.family, b.bytes);
+  });
+  out.erase(std::unique(out.begin(), out.end(), [](const auto& a, const auto& b) {
+              return a.family == b.family && a.bytes == b.bytes;
+            }),
+            out.end());
+  return out;
+}
 
 Result<tunnel_client::ClientRuntimeConfig, Errc> ClientDaemon::State::RuntimeConfig(
     const ConnectPolicy& policy) {
@@ -98,6 +136,18 @@ Result<tunnel_client::ClientRuntimeConfig, Errc> ClientDaemon::State::RuntimeCon
   po.client = config.wallet;
   po.ledger = ledger_client;
   po.open_deposit = config.open_deposit;
+  if (policy.full_tunnel) {
+    if (config.control_socket.empty()) {
+      // The daemon then holds CAP_NET_ADMIN: a loopback port would let any local user drive it.
+      return Fail(Errc::kBadConfig,
+                  "full-tunnel mode needs ClientControl on a Unix socket (--control unix:PATH)");
+    }
+    po.policy.required_modes = mp::kModeFullTunnel;
+    tunnel::session::ClientPacketsOptions& ft = c.full_tunnel.emplace();
+    ft.tun_name = config.tun_device;
+    ft.allow_udp = config.full_tunnel_udp;
+    ft.outside = OutsideAddresses();
+  }
   c.picker = std::move(po);
   if (config.provider_stats.empty()) {
     c.stats = std::make_unique<mp::ProviderStats>(mp::ProviderStats::InMemory(clock));

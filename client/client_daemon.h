@@ -42,6 +42,10 @@ struct ClientDaemonConfig {
   HostPort control;            // loopback, when control_socket is empty
   std::string control_socket;  // a Unix socket path (mode 0660: owner and group) instead
   std::string control_port_file;
+  // Full-tunnel mode (docs/full-tunnel.md): the TUN device and whether UDP may carry packets
+  // (false: the TCP fallback, forced). The mode itself is ConnectPolicy::full_tunnel.
+  std::string tun_device = "dvpn0";
+  bool full_tunnel_udp = true;
 };
 
 class ClientDaemon {

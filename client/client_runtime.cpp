@@ -53,6 +53,7 @@ struct ClientRuntime::Hop {
   std::shared_ptr<session::PayerController> payer;
   Amount spent_before;
   bool up = false;  // its first tunnel came up
+  std::optional<session::tcp::endpoint> endpoint;  // of the provider being tried (io thread)
 
   // Throughput of the hop's provider, for its score: the busiest second seen on its tunnels
   // (only seconds that moved at least 1 MB count: an idle tunnel says nothing of capacity).
@@ -118,6 +119,7 @@ struct ClientRuntime::State {
   std::shared_ptr<PathProviders> path;
   std::vector<std::unique_ptr<Hop>> hops;  // in path order; fixed after Start
   std::shared_ptr<session::SocksFrontend> frontend;
+  std::shared_ptr<session::ClientPackets> packets;  // full-tunnel mode
   session::asio::steady_timer grace;
   session::asio::steady_timer sampler;
   bool stopping = false;  // io thread
@@ -148,6 +150,7 @@ struct ClientRuntime::State {
       last_error = why;
     }
     if (frontend) frontend->Stop();
+    if (packets) packets->Stop();
     for (auto& hop : hops) hop->keeper->Stop();
     io.stop();
   }
@@ -202,6 +205,7 @@ void ClientRuntime::State::BuildHop(uint32_t index) {
   Hop* h = hop.get();  // owned by `hops` until the state goes, after the io thread ended
   session::TunnelKeeper::Options keeper_options = std::move(c.keeper);
   if (c.provider) {
+    h->endpoint = *c.provider;
     keeper_options.provider = *c.provider;
     keeper_options.handshake.provider_static = c.provider_key;
     std::lock_guard lock(mu);
@@ -215,7 +219,10 @@ void ClientRuntime::State::BuildHop(uint32_t index) {
     picker_options.hop = index;
     h->picker = std::make_shared<OfferPicker>(std::move(picker_options), std::move(c.stats));
     keeper_options.picker = h->picker;
-    keeper_options.on_target = [this, h](const session::ProviderTarget& t) { h->OnTarget(t, mu); };
+    keeper_options.on_target = [this, h](const session::ProviderTarget& t) {
+      h->endpoint = t.endpoint;
+      h->OnTarget(t, mu);
+    };
   }
   keeper_options.handshake.identity = h->pay.identity;
   keeper_options.handshake.ledger = h->pay.ledger;
@@ -225,6 +232,10 @@ void ClientRuntime::State::BuildHop(uint32_t index) {
     h->payer = session::PayerController::Attach(
         t, h->pay,
         [this, h](payments::CloseReason r, const std::string& why) { OnPaymentFinal(*h, r, why); });
+    // The last hop is the exit: full-tunnel mode asks it for packets on every new tunnel.
+    if (packets && h->endpoint && h == hops.back().get()) {
+      packets->Attach(t, *h->endpoint);
+    }
   };
   h->keeper = std::make_shared<session::TunnelKeeper>(io.get_executor(), h->slot,
                                                       std::move(keeper_options));
@@ -332,8 +343,21 @@ Result<std::unique_ptr<ClientRuntime>, client::Errc> ClientRuntime::Start(
 
   // The io thread's callbacks hold the state and its hops by raw pointer: they run while `s`
   // lives (joined in Stop).
+  if (c.full_tunnel) {
+    auto packets = session::ClientPackets::Start(s->io.get_executor(), *c.full_tunnel);
+    if (!packets) {
+      return dvpn::Fail(client::Errc::kBadConfig, "full tunnel: " + packets.error().message);
+    }
+    s->packets = std::move(*packets);
+  }
   s->path = std::make_shared<PathProviders>(c.path.hops);
   for (uint32_t i = 0; i < c.path.hops; ++i) s->BuildHop(i);
+  if (s->packets && s->hops.back()->picker) {
+    // An exit that refuses packet mode failed for this client: the keeper moves on.
+    s->packets->SetRefusedHandler([h = s->hops.back().get()](const std::string& why) {
+      h->keeper->ProviderFailed(session::ProviderFailure::kRefused, why);
+    });
+  }
   State* raw = s.get();
   for (auto& hop : s->hops) {
     hop->keeper->Start([raw, h = hop.get()] { raw->OnHopUp(*h); },
@@ -355,6 +379,7 @@ Result<std::unique_ptr<ClientRuntime>, client::Errc> ClientRuntime::Start(
         s->log->warn("{}", t.error().message);
       }
     }
+    if (s->packets) s->packets->Stop();  // the routes and the device go with the connection
     s->SetState(s->exit_code == kClientOk ? ClientState::kStopped : ClientState::kFailed);
     s->finished = true;
   });
@@ -376,9 +401,14 @@ ClientStatus ClientRuntime::Status() {
     // The tunnels' counters and the payment sessions live on the io thread.
     auto live = std::make_shared<std::promise<std::vector<HopStatus>>>();
     auto future = live->get_future();
-    session::asio::post(s->io, [s, live] { live->set_value(s->LiveHops()); });
+    auto packets = std::make_shared<session::ClientPacketsStatus>();
+    session::asio::post(s->io, [s, live, packets] {
+      if (s->packets) *packets = s->packets->status();
+      live->set_value(s->LiveHops());
+    });
     if (future.wait_for(kStatusTimeout) == std::future_status::ready) {
       out.hops = future.get();
+      out.packets = *packets;
       for (const HopStatus& h : out.hops) out.reconnects += h.reconnects;
       out.bytes_sent = out.hops.front().bytes_sent;
       out.bytes_received = out.hops.front().bytes_received;
@@ -408,6 +438,8 @@ ClientStatus ClientRuntime::Status() {
   out.provider_endpoint = out.hops.back().provider_endpoint;
   out.socks_port = s->socks_port;
   out.last_error = s->last_error;
+  out.full_tunnel = s->config.full_tunnel.has_value();
+  if (out.last_error.empty()) out.last_error = out.packets.last_error;
   return out;
 }
 

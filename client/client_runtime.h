@@ -28,6 +28,7 @@
 #include "client/offer_picker.h"
 #include "client/path.h"
 #include "tunnel/session/client.h"
+#include "tunnel/session/client_packets.h"
 #include "tunnel/session/paid_client.h"
 
 namespace dvpn::tunnel_client {
@@ -53,6 +54,9 @@ struct ClientRuntimeConfig {
   tunnel::session::ClientPaymentConfig pay;  // identity, ledger, channel, policy, spend state
   std::shared_ptr<ledger::rpc::LedgerClient> ledger_client;  // top-ups (optional)
   tunnel::session::TunnelKeeper::Options keeper;  // timeouts and backoff; the rest is set here
+  // Full-tunnel mode (docs/full-tunnel.md): the TUN device, routes and packet sessions. Start
+  // fails (kBadConfig) when the device cannot be created (CAP_NET_ADMIN, /dev/net/tun).
+  std::optional<tunnel::session::ClientPacketsOptions> full_tunnel;
 };
 
 enum class ClientState { kConnecting, kConnected, kReconnecting, kStopped, kFailed };
@@ -86,6 +90,8 @@ struct ClientStatus {
   uint64_t reconnects = 0;        // summed over the hops
   std::string last_error;
   std::vector<HopStatus> hops;    // in path order: [0] is fed by SOCKS, back() is the exit
+  bool full_tunnel = false;       // the mode: full tunnel, else SOCKS only
+  tunnel::session::ClientPacketsStatus packets;  // full tunnel: addresses, transport, counters
 };
 
 class ClientRuntime {

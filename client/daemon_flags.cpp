@@ -5,6 +5,7 @@
 #include "client/spend_file.h"
 #include "common/host_port.h"
 #include "marketplace/offer.h"
+#include "tunnel/os/tun_device.h"
 
 namespace dvpn::client {
 
@@ -52,6 +53,15 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
   app.add_flag("--connect", f.connect,
                "connect at start, and keep trying until connected (else wait for "
                "ClientControl.Connect)");
+  app.add_flag("--full-tunnel", f.full_tunnel,
+               "connect in full-tunnel mode: every packet of the machine through the exit "
+               "(needs CAP_NET_ADMIN; docs/full-tunnel.md)");
+  app.add_option("--tun-device", f.tun_device, "full tunnel: the TUN device's name")
+      ->capture_default_str();
+  app.add_option("--full-tunnel-transport", f.full_tunnel_transport,
+                 "full tunnel: auto (UDP, TCP when UDP does not get through) or tcp (always the "
+                 "TCP fallback)")
+      ->capture_default_str();
   cli::AddLogLevel(app, f.log_level);
 }
 
@@ -128,6 +138,20 @@ Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonF
   c.control = control_tcp;
   c.control_socket = control_socket;
   c.control_port_file = f.control_port_file;
+  c.defaults.full_tunnel = f.full_tunnel;
+  if (f.full_tunnel && control_socket.empty()) {
+    return Fail(Errc::kBadConfig,
+                "--full-tunnel needs --control unix:PATH: the daemon holds CAP_NET_ADMIN, and a "
+                "loopback port would let any local user drive it");
+  }
+  if (!tunnel::os::ValidInterfaceName(f.tun_device)) {
+    return Fail(Errc::kBadConfig, "--tun-device: expected 1 to 15 characters of A-Z a-z 0-9 _ . -");
+  }
+  c.tun_device = f.tun_device;
+  if (f.full_tunnel_transport != "auto" && f.full_tunnel_transport != "tcp") {
+    return Fail(Errc::kBadConfig, "--full-tunnel-transport: expected auto or tcp");
+  }
+  c.full_tunnel_udp = f.full_tunnel_transport == "auto";
   return c;
 }
 

@@ -34,6 +34,9 @@ struct ClientDaemonFlags {
   std::string control = "127.0.0.1:7700";
   std::string control_port_file;
   bool connect = false;
+  bool full_tunnel = false;
+  std::string tun_device = "dvpn0";
+  std::string full_tunnel_transport = "auto";
   std::string log_level = "info";
 };
 

@@ -196,6 +196,9 @@ void AddDaemonCommands(CLI::App& app, const Options& options, Action& action) {
   connect->add_option("--max-price", a->connect_args.max_price, "at most this per MB (credits)");
   connect->add_option("--region", a->connect_args.region, "only offers from this region");
   connect->add_option("--provider", a->connect_args.provider, "only this provider (dv... address)");
+  connect->add_flag("--full-tunnel", a->connect_args.full_tunnel,
+                    "every packet of the machine through the exit (a TUN device and routes; "
+                    "only offers that serve it)");
   connect->add_option("--wait", a->connect_args.wait_s, "seconds to wait for the tunnel (1..60)")
       ->check(CLI::Range(1u, 60u))
       ->capture_default_str();

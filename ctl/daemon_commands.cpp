@@ -208,6 +208,10 @@ Json StatusJson(const v1::ClientStatus& s) {
   PutAmount(j, "daily_cap", Amount::FromMicro(s.daily_cap_micro()));
   j["reconnects"] = s.reconnects();
   j["last_error"] = s.last_error();
+  j["mode"] = s.mode();
+  j["inner_ipv4"] = s.inner_ipv4();
+  j["inner_ipv6"] = s.inner_ipv6();
+  j["transport"] = s.transport();
   return j;
 }
 
@@ -223,6 +227,11 @@ void PrintStatus(const Options& options, const v1::ClientStatus& s) {
     lines.emplace_back("price", Credits(s.price_per_mb_micro()) + " per MB");
   }
   if (!s.socks_address().empty()) lines.emplace_back("socks5", s.socks_address());
+  if (!s.mode().empty()) lines.emplace_back("mode", s.mode());
+  if (!s.inner_ipv4().empty()) {
+    lines.emplace_back("inner addresses", s.inner_ipv4() + ", " + s.inner_ipv6());
+  }
+  if (!s.transport().empty()) lines.emplace_back("transport", s.transport());
   lines.emplace_back("traffic", std::to_string(s.bytes_received()) + " bytes in, " +
                                     std::to_string(s.bytes_sent()) + " out");
   lines.emplace_back("spent", Credits(s.spent_session_micro()) + " this connection, " +
@@ -259,6 +268,7 @@ CliResult<void> Connect(const Options& options, const std::string& client,
   request.set_region(args.region);
   request.set_provider_address(args.provider);
   request.set_wait_ms(args.wait_s * 1000);
+  request.set_full_tunnel(args.full_tunnel);
   auto stub = v1::ClientControl::NewStub(ChannelTo(client));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + options.timeout +

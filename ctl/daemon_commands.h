@@ -30,6 +30,7 @@ struct ConnectArgs {
   std::string region;
   std::string provider;   // dv... address
   uint32_t wait_s = 15;
+  bool full_tunnel = false;  // every packet of the machine through the exit
 };
 
 // Asks the dvpn-client at `client` to connect under `args` and prints the outcome; a

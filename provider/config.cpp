@@ -30,7 +30,7 @@ const std::map<std::string, std::set<std::string>>& Schema() {
         "endpoints", "lifetime_s"}},
       {"tunnel",
        {"listen", "static_key_file", "allow", "deny", "log_destinations", "full_tunnel",
-        "tun_device", "inner_ipv4", "inner_ipv6"}},
+        "udp_port", "tun_device", "inner_ipv4", "inner_ipv6"}},
       {"limits",
        {"bandwidth_mbps", "monthly_data_gb", "max_pending_handshakes", "msg1_timeout_ms"}},
       {"payments",
@@ -306,6 +306,11 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   if ((e = r.Strings("tunnel", "deny", 1024, &c.deny))) return e;
   if ((e = r.Bool("tunnel", "log_destinations", &c.log_destinations))) return e;
   if ((e = r.Bool("tunnel", "full_tunnel", &c.full_tunnel))) return e;
+  {
+    uint64_t port = c.udp_port;
+    if ((e = r.Integer("tunnel", "udp_port", 0, 65535, &port))) return e;
+    c.udp_port = static_cast<uint16_t>(port);
+  }
   if ((e = r.String("tunnel", "tun_device", &c.tun_device))) return e;
   if (!tunnel::os::ValidInterfaceName(c.tun_device)) {
     return r.Fail(*r.Find("tunnel", "tun_device"), "tunnel", "tun_device",

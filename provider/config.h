@@ -60,9 +60,11 @@ struct NodeConfig {
   std::vector<std::string> allow;
   std::vector<std::string> deny;
   bool log_destinations = false;
-  // Advertise full-tunnel mode (the offer's modes, format 2). Only the offer changes for now:
-  // the data plane lands with issue 16.
+  // Serve full-tunnel mode (docs/full-tunnel.md) and advertise it (the offer's modes, format 2).
   bool full_tunnel = false;
+  // The UDP port of full-tunnel datagrams, on the tunnel's listen address; 0: the same number as
+  // the tunnel's TCP port.
+  uint16_t udp_port = 0;
   // Full-tunnel mode's exit (docs/full-tunnel.md): its TUN device and the inner pools. An empty
   // IPv6 pool is derived from the tunnel key at start (tunnel::DerivedIpv6Pool).
   std::string tun_device = "dvpnx0";

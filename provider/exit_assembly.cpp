@@ -61,6 +61,18 @@ Result<std::unique_ptr<ExitAssembly>, ExitAssemblyErrc> ExitAssembly::Build(
   } catch (const std::exception& e) {
     return Fail(ExitAssemblyErrc::kListen, e.what());
   }
+  if (spec.packets) {
+    session::ExitPacketsOptions packets = std::move(*spec.packets);
+    const auto tcp_listen = a->server_->local_endpoint();
+    if (packets.udp_listen.port() == 0) {
+      packets.udp_listen = session::udp::endpoint(tcp_listen.address(), tcp_listen.port());
+    } else {
+      packets.udp_listen = session::udp::endpoint(tcp_listen.address(), packets.udp_listen.port());
+    }
+    if (auto r = a->server_->EnablePackets(std::move(packets)); !r) {
+      return Fail(ExitAssemblyErrc::kPackets, "full-tunnel mode: " + r.error().message);
+    }
+  }
   if (spec.paid) {
     const session::ExitPaymentConfig& terms = spec.paid->terms;
     a->scheduler_ = std::make_unique<payments::SettlementScheduler>(

@@ -45,6 +45,9 @@ struct ExitSpec {
   std::vector<std::string> policy_rules;         // cli::PolicyRules(deny, allow)
   tunnel::session::ExitServer::Options options;  // limits; `payments` is set by Build
   std::optional<PaidExitSpec> paid;              // free sessions without
+  // Full-tunnel mode (docs/full-tunnel.md); without it PACKET_SETUP is answered "not served".
+  // Its udp_listen port 0 means the tunnel's TCP port number, on the same address.
+  std::optional<tunnel::session::ExitPacketsOptions> packets;
 };
 
 // Which part failed; the message says why (the caller names its flag or config key).
@@ -53,6 +56,7 @@ enum class ExitAssemblyErrc {
   kPolicy,         // a policy rule is invalid
   kPromiseStore,   // the promise store cannot be opened
   kListen,         // the port cannot be bound
+  kPackets,        // full-tunnel mode cannot start (TUN device, nftables, UDP port, privileges)
 };
 
 class ExitAssembly {

@@ -125,6 +125,13 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
     options.bandwidth = std::make_shared<session::BandwidthLimiter>(
         session::BandwidthLimiter::BytesPerSecondFromMbps(config.bandwidth_mbps));
   }
+  if (config.full_tunnel) {
+    session::ExitPacketsOptions& packets = spec.packets.emplace();
+    packets.tun_name = config.tun_device;
+    packets.v4_pool = config.inner_ipv4;
+    packets.v6_pool = config.inner_ipv6.value_or(tunnel::DerivedIpv6Pool(tunnel_key.public_key));
+    packets.udp_listen = session::udp::endpoint(session::asio::ip::address_v4::any(), config.udp_port);
+  }
   auto built = ExitAssembly::Build(s.io, tunnel_key, std::move(spec));
   if (!built) {
     const std::string& why = built.error().message;
@@ -137,6 +144,8 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
         return Fail(Errc::kIo, config.PromiseDbPath() + ": " + why);
       case ExitAssemblyErrc::kListen:
         return Fail(Errc::kListen, "tunnel.listen " + config.tunnel_listen.ToString() + ": " + why);
+      case ExitAssemblyErrc::kPackets:
+        return Fail(Errc::kListen, "tunnel.full_tunnel: " + why);
     }
   }
   s.assembly = std::move(*built);

@@ -241,6 +241,39 @@ TEST_F(DatagramPathTest, OversizedPacketsAreRefusedAtTheSender) {
   EXPECT_EQ(exit_packets_[0].size(), fits.size());
 }
 
+// The client's meter credits the exit for datagrams lost on the way (docs/full-tunnel.md
+// "Payments"): the receiver counts the counters it never saw, and a late one fills its gap.
+TEST(DatagramPathMissing, SkippedCountersAreMissingAndLateArrivalsFillTheGap) {
+  std::vector<std::vector<uint8_t>> wire;
+  const udp::endpoint peer(asio::ip::make_address("127.0.0.1"), 9);
+  DatagramPath sender(Keys(2, 1), 5, 7, DatagramPath::Options{},
+                      [&](ByteSpan d, const udp::endpoint&) {
+                        wire.emplace_back(d.begin(), d.end());
+                        return true;
+                      },
+                      [](std::span<uint8_t>) {});
+  sender.SetPeer(peer);
+  size_t delivered = 0;
+  DatagramPath receiver(Keys(1, 2), 7, 5, DatagramPath::Options{},
+                        [](ByteSpan, const udp::endpoint&) { return true; },
+                        [&](std::span<uint8_t>) { ++delivered; });
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(sender.SendPacket(Bytes("packet")));
+  auto deliver = [&](size_t i) { receiver.OnDatagram(std::span<uint8_t>(wire[i]), peer); };
+  deliver(0);
+  deliver(1);
+  EXPECT_EQ(receiver.counters().missing, 0u);
+  deliver(5);  // 2, 3, 4 are missing
+  EXPECT_EQ(receiver.counters().missing, 3u);
+  deliver(3);  // late: fills one
+  EXPECT_EQ(receiver.counters().missing, 2u);
+  deliver(3);  // a replay is refused and changes nothing
+  EXPECT_EQ(receiver.counters().missing, 2u);
+  EXPECT_EQ(receiver.counters().refused, 1u);
+  deliver(9);  // 6, 7, 8
+  EXPECT_EQ(receiver.counters().missing, 5u);
+  EXPECT_EQ(delivered, 5u);  // 0, 1, 5, 3, 9
+}
+
 TEST(DatagramEndpoint, ReservesDistinctIndicesUpToItsLimit) {
   asio::io_context io;
   auto ep = DatagramEndpoint::Open(io.get_executor(),

@@ -848,5 +848,140 @@ TEST(TunnelConnectionPacketMode, ExitRefusesPacketSetupAndTheTunnelGoesOn) {
   }
 }
 
+// ---- Packet mode over the TCP tunnel (the fallback transport) --------------------------------
+
+class PacketModeTest : public TunnelConnectionTest {
+ protected:
+  void SetUp() override {}
+  // The exit grants packet mode with `ready` (or refuses with `refusal`); the client asks.
+  void Start(std::optional<PacketReadyFields> ready, uint64_t limit = 0) {
+    before_start_ = [this, ready, limit] {
+      if (limit != 0) {
+        exit_->LimitForwarding(limit, [this](uint64_t l) { blocked_at_.push_back(l); });
+        client_->ZeroTunnelSendWindow();
+      }
+      if (ready) {
+        exit_->SetPacketSetupHandler(
+            [this, ready](const PacketSetupFields& setup)
+                -> Result<PacketReadyFields, PacketFailure> {
+              asked_ = setup;
+              return *ready;
+            });
+      }
+      exit_->SetPacketHandler([this](ByteSpan p) { at_exit_.emplace_back(p.begin(), p.end()); });
+      client_->SetPacketHandler(
+          [this](ByteSpan p) { at_client_.emplace_back(p.begin(), p.end()); });
+    };
+    Connect(ConnectionOptions{});
+    PacketSetupFields setup;
+    setup.receiver_index = 77;
+    setup.max_datagram_plaintext = 1420;
+    setup.wants_udp = false;
+    ASSERT_TRUE(client_->RequestPacketMode(
+        setup, [this](Result<PacketReadyFields, PacketFailure> a) {
+          answer_ = std::move(a);
+        }));
+    ASSERT_TRUE(RunUntil([&] { return answer_.has_value(); }));
+  }
+  static PacketReadyFields Ready() {
+    PacketReadyFields r;
+    r.mtu = 1420;
+    r.ipv4 = {10, 231, 0, 2};
+    r.ipv4_prefix = 16;
+    r.ipv6[0] = 0xfd;
+    r.ipv6[15] = 2;
+    r.ipv6_prefix = 64;
+    return r;
+  }
+  std::optional<PacketSetupFields> asked_;
+  std::optional<Result<PacketReadyFields, PacketFailure>> answer_;
+  std::vector<std::vector<uint8_t>> at_exit_;
+  std::vector<std::vector<uint8_t>> at_client_;
+  std::vector<uint64_t> blocked_at_;
+};
+
+TEST_F(PacketModeTest, WithoutAHandlerTheExitAnswersNotServed) {
+  Start(std::nullopt);
+  ASSERT_FALSE(answer_->has_value());
+  EXPECT_EQ((*answer_).error().code, PacketFailure::kNotServed);
+  EXPECT_FALSE(client_->packet_mode_ready());
+  const std::vector<uint8_t> packet(100, 0x45);
+  EXPECT_FALSE(client_->SendPacketFrame(packet));  // not in packet mode: nothing goes out
+  EXPECT_FALSE(client_closed_);
+}
+
+TEST_F(PacketModeTest, GrantedPacketsTravelBothWaysInOrderAndCountInTheMeters) {
+  Start(Ready());
+  ASSERT_TRUE(answer_->has_value());
+  EXPECT_EQ(**answer_, Ready());
+  ASSERT_TRUE(asked_.has_value());
+  EXPECT_EQ(asked_->receiver_index, 77u);
+  ASSERT_TRUE(client_->packet_mode_ready());
+  uint64_t sent = 0;
+  for (int i = 0; i < 50; ++i) {
+    std::vector<uint8_t> p(static_cast<size_t>(60 + i * 20), static_cast<uint8_t>(i));
+    ASSERT_TRUE(client_->MeterPacket(p.size(), true));
+    ASSERT_TRUE(client_->SendPacketFrame(p));
+    ASSERT_TRUE(exit_->SendPacketFrame(p));
+    ASSERT_TRUE(exit_->MeterPacket(p.size(), true));
+    sent += p.size();
+  }
+  ASSERT_TRUE(RunUntil([&] { return at_exit_.size() == 50 && at_client_.size() == 50; }));
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(at_exit_[static_cast<size_t>(i)].size(), static_cast<size_t>(60 + i * 20));
+    EXPECT_EQ(at_client_[static_cast<size_t>(i)][0], static_cast<uint8_t>(i));
+  }
+  EXPECT_EQ(client_->data_bytes_sent(), sent);
+  EXPECT_EQ(exit_->data_bytes_sent(), sent);
+}
+
+TEST_F(PacketModeTest, PausedOrAtItsLimitTheExitForwardsNoPacket) {
+  constexpr uint64_t kLimit = 200'000;
+  Start(Ready(), kLimit);
+  ASSERT_TRUE(exit_->packet_mode_ready());
+  exit_->SetForwardingPaused(true);
+  EXPECT_FALSE(exit_->MeterPacket(1000, false));
+  EXPECT_FALSE(exit_->MayForwardPacket(1));
+  exit_->SetForwardingPaused(false);
+  // Under the limit every packet passes; the one that would cross it does not, and the payee
+  // hears that the tunnel is held.
+  uint64_t metered = 0;
+  int refused = 0;
+  for (int i = 0; i < 400; ++i) {
+    if (exit_->MeterPacket(1000, false)) {
+      metered += 1000;
+    } else {
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_LE(exit_->data_bytes_received() + exit_->data_bytes_sent(), kLimit);
+  EXPECT_EQ(exit_->data_bytes_received(), metered);
+  ASSERT_TRUE(RunUntil([&] { return !blocked_at_.empty(); }));
+  EXPECT_EQ(blocked_at_.front(), kLimit);
+  exit_->SetForwardingLimit(kLimit * 2);
+  EXPECT_TRUE(exit_->MeterPacket(1000, false));
+}
+
+TEST_F(PacketModeTest, APendingRequestIsAnsweredWhenTheTunnelCloses) {
+  before_start_ = [this] {
+    // The exit never answers: its handler closes the tunnel instead.
+    exit_->SetPacketSetupHandler(
+        [this](const PacketSetupFields&) -> Result<PacketReadyFields, PacketFailure> {
+          exit_->Close(CloseReason::kShutdown, "going away", true);
+          return Fail(PacketFailure::kRefused, "x");
+        });
+  };
+  Connect(ConnectionOptions{});
+  PacketSetupFields setup;
+  setup.receiver_index = 1;
+  setup.max_datagram_plaintext = 1420;
+  std::optional<Result<PacketReadyFields, PacketFailure>> answer;
+  ASSERT_TRUE(client_->RequestPacketMode(setup, [&](auto a) { answer = std::move(a); }));
+  ASSERT_TRUE(RunUntil([&] { return answer.has_value(); }));
+  EXPECT_FALSE(answer->has_value());
+  EXPECT_FALSE(client_->RequestPacketMode(setup, [](auto) {}));  // once per tunnel
+}
+
 }  // namespace
 }  // namespace dvpn::tunnel::session

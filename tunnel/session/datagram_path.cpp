@@ -11,12 +11,14 @@ DatagramPath::DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32
       out_(channel_.max_plaintext() + channel_.max_overhead()) {}
 
 void DatagramPath::OnDatagram(std::span<uint8_t> datagram, const udp::endpoint& from) {
+  const auto header = ParseDatagramHeader(datagram);  // read before Open decrypts in place
   auto opened = channel_.Open(datagram);
-  if (!opened) {
+  if (!opened || !header) {
     ++counters_.refused;
     return;
   }
   ++counters_.opened;
+  CountMissing(header->epoch, header->counter);
   const uint64_t now = MonotonicMs();
   last_authenticated_ms_ = now;
   peer_ = from;  // authenticated: the peer is there now (NAT rebinding, roaming)
@@ -33,6 +35,24 @@ void DatagramPath::OnDatagram(std::span<uint8_t> datagram, const udp::endpoint& 
   ++counters_.packets_in;
   counters_.bytes_in += opened->size();
   deliver_(*opened);
+}
+
+void DatagramPath::CountMissing(uint8_t epoch, uint64_t counter) {
+  if (!seen_any_ || epoch != seen_epoch_) {
+    // A new epoch starts its counters at 0: those below the first one seen are missing.
+    if (seen_any_ && static_cast<uint8_t>(epoch - seen_epoch_) > 0x80) return;  // a late one
+    seen_any_ = true;
+    seen_epoch_ = epoch;
+    seen_highest_ = counter;
+    counters_.missing += counter;
+    return;
+  }
+  if (counter > seen_highest_) {
+    counters_.missing += counter - seen_highest_ - 1;
+    seen_highest_ = counter;
+  } else if (counters_.missing > 0) {
+    --counters_.missing;  // a late datagram filled a gap (the opener refuses a replay)
+  }
 }
 
 bool DatagramPath::Seal(ByteSpan plaintext) {

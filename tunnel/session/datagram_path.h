@@ -47,6 +47,10 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
     uint64_t keepalives_in = 0;
     uint64_t keepalives_out = 0;
     uint64_t send_failed = 0;  // too large, no peer yet, or the socket refused
+    // The peer's datagrams that did not arrive (so far): counters it skipped, within one epoch,
+    // less the late ones that filled a gap. An estimate of loss on the way (or of counters a
+    // dishonest peer skipped); the client's meter uses it (docs/full-tunnel.md "Payments").
+    uint64_t missing = 0;
   };
 
   DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32_t remote_index,
@@ -70,11 +74,13 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
   void RequestRekey() { channel_.RequestRekey(); }
   // The session's timer, kPreviousEpochSeconds after a switch.
   void ExpirePreviousEpoch() { channel_.opener().ExpirePreviousEpoch(); }
+  bool has_previous_epoch() { return channel_.opener().has_previous_epoch(); }
   const Counters& counters() const { return counters_; }
   size_t max_plaintext() const { return channel_.max_plaintext(); }
 
  private:
   bool Seal(ByteSpan plaintext);
+  void CountMissing(uint8_t epoch, uint64_t counter);
 
   DatagramChannel channel_;
   Options options_;
@@ -84,6 +90,10 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
   std::optional<udp::endpoint> peer_;
   uint64_t last_authenticated_ms_ = 0;
   uint64_t last_keepalive_answer_ms_ = 0;
+  // Loss estimate: the highest counter opened in the epoch `seen_epoch_` (when any).
+  bool seen_any_ = false;
+  uint8_t seen_epoch_ = 0;
+  uint64_t seen_highest_ = 0;
   Counters counters_;
 };
 

@@ -116,10 +116,22 @@ void ExitServer::Start() {
       [](std::exception_ptr e) { LogTaskFailure(*TunnelLog(), "exit accept loop", e); });
 }
 
+Result<void, ExitPacketsErrc> ExitServer::EnablePackets(ExitPacketsOptions options) {
+  options.log_destinations = options_.log_destinations;
+  auto packets = ExitPackets::Start(
+      acceptor_.get_executor(), policy_, [this]() -> const OwnHost& { return own_host(); },
+      std::move(options));
+  if (!packets) return std::unexpected(packets.error());
+  packets_ = std::move(*packets);
+  return {};
+}
+
 void ExitServer::Stop(std::function<void()> on_idle) {
   error_code ignored;
   acceptor_.close(ignored);
   stopped_ = true;
+  // Packet sessions end now (their tunnels are closing); the device, table and socket go.
+  if (packets_) packets_->Stop();
   if (summary_armed_) {
     summary_timer_.cancel();
     WriteSummary();
@@ -365,6 +377,7 @@ void ExitServer::OpenTunnel(tcp::socket socket, const SessionKeys& keys, const C
                               std::chrono::system_clock::now().time_since_epoch())
                               .count());
   std::weak_ptr<TunnelConnection> weak = tunnel;
+  if (packets_) packets_->Serve(tunnel);
   std::shared_ptr<PayeeController> controller;
   std::optional<std::string> refusal;
   if (admission) {
@@ -394,6 +407,7 @@ void ExitServer::OpenTunnel(tcp::socket socket, const SessionKeys& keys, const C
         self->Count(&Counters::closed);
         if (controller) controller->OnClosed();
         if (auto t = weak.lock()) {
+          if (self->packets_) self->packets_->End(t.get());
           if (self->tunnels_.erase(t) > 0) {
             self->closed_metered_bytes_ += t->data_bytes_sent() + t->data_bytes_received();
           }

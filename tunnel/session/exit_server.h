@@ -35,6 +35,7 @@
 #include "tunnel/session/asio.h"
 #include "tunnel/session/bandwidth_limiter.h"
 #include "tunnel/session/exit_handshake.h"
+#include "tunnel/session/exit_packets.h"
 #include "tunnel/session/host_addresses.h"
 #include "tunnel/session/paid_admission.h"
 #include "tunnel/session/paid_exit.h"
@@ -121,6 +122,12 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   // While `refusal` is set, new tunnels are closed right after the handshake with CLOSE
   // kShutdown carrying its text (e.g. a data cap reached); tunnels already open go on.
   void SetRefusal(std::optional<std::string> refusal) { refusal_ = std::move(refusal); }
+  // Serves full-tunnel mode (docs/full-tunnel.md "The exit"): creates the TUN device, the NAT
+  // table and the UDP socket (ExitPackets::Start's errors: privileges, names, the port), and from
+  // then on answers every tunnel's PACKET_SETUP. Call before Start, on the io thread.
+  Result<void, ExitPacketsErrc> EnablePackets(ExitPacketsOptions options);
+  // Null unless EnablePackets succeeded.
+  const std::shared_ptr<ExitPackets>& packets() const { return packets_; }
   // Adds ports of the node's services bound after the exit (io thread); see
   // Options::protected_ports.
   void ProtectPorts(const std::vector<uint16_t>& ports);
@@ -169,6 +176,7 @@ class ExitServer : public std::enable_shared_from_this<ExitServer> {
   tcp::acceptor acceptor_;
   X25519KeyPair static_key_;
   ExitPolicy policy_;
+  std::shared_ptr<ExitPackets> packets_;
   Options options_;
   std::shared_ptr<HostAddressWatcher> host_watcher_;
   uint64_t host_generation_ = 0;  // of the watcher's list copied into own_host_

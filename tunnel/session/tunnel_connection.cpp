@@ -121,6 +121,10 @@ TunnelConnection::TunnelConnection(std::unique_ptr<RecordTransport> transport,
       keepalive_timer_(ex_),
       limiter_(options_.bandwidth.get()) {
   last_rx_ = last_rekey_ = std::chrono::steady_clock::now();
+  keys_.cipher = keys.cipher;
+  keys_.send_key = keys.send_key;
+  keys_.recv_key = keys.recv_key;
+  keys_.session_id = keys.session_id;
 }
 
 TunnelConnection::~TunnelConnection() = default;
@@ -668,7 +672,7 @@ bool TunnelConnection::HandleAction(const Action& a) {
         answer(a.packet_ready);
       } else {
         std::string text(a.data.begin(), a.data.end());
-        answer(std::unexpected(PacketRefusal{a.packet_failure, std::move(text)}));
+        answer(Fail(a.packet_failure, std::move(text)));
       }
       break;
     }
@@ -780,8 +784,8 @@ void TunnelConnection::SetPacketSetupHandler(PacketSetupHandler handler) {
 void TunnelConnection::SetPacketHandler(PacketHandler handler) { on_packet_ = std::move(handler); }
 
 void TunnelConnection::AnswerPacketSetup(const PacketSetupFields& setup) {
-  Result<PacketReadyFields, PacketRefusal> answer =
-      std::unexpected(PacketRefusal{PacketFailure::kNotServed, "packet mode not served"});
+  Result<PacketReadyFields, PacketFailure> answer =
+      Fail(PacketFailure::kNotServed, "packet mode not served");
   if (on_packet_setup_) answer = on_packet_setup_(setup);
   if (answer) {
     // Checked before the table moves to ready: a READY that would not encode becomes a FAIL.
@@ -789,7 +793,7 @@ void TunnelConnection::AnswerPacketSetup(const PacketSetupFields& setup) {
     FrameWriter w(probe);
     if (!w.PacketReady(*answer)) {
       TunnelLog()->error("{}: packet mode answer out of range; refused", name_);
-      answer = std::unexpected(PacketRefusal{PacketFailure::kRefused, "internal error"});
+      answer = Fail(PacketFailure::kRefused, "internal error");
     }
   }
   if (!table_.AnswerPacketSetup(answer.has_value())) return;  // cannot fail: a setup is pending
@@ -799,9 +803,9 @@ void TunnelConnection::AnswerPacketSetup(const PacketSetupFields& setup) {
                 [&](FrameWriter& w) { return w.PacketReady(ready); });
     return;
   }
-  std::string_view text = answer.error().text;
+  std::string_view text = answer.error().message;
   if (text.size() > kMaxCloseText) text = text.substr(0, kMaxCloseText);
-  const PacketFailure failure = answer.error().failure;
+  const PacketFailure failure = answer.error().code;
   AppendFrame(true, kFrameHeaderSize + 1 + text.size(),
               [&](FrameWriter& w) { return w.PacketFail(failure, text); });
 }
@@ -827,13 +831,12 @@ bool TunnelConnection::SendPacketFrame(ByteSpan packet) {
                      [&](FrameWriter& w) { return w.Packet(packet); });
 }
 
-bool TunnelConnection::MeterPacket(size_t n, bool sent) {
+bool TunnelConnection::MayForwardPacket(size_t n) {
   if (closing_ || paused_) return false;
   if (limited_ && ForwardBudget() < n) {
     ReportBlocked();
     return false;
   }
-  CountData(n, sent);
   return true;
 }
 
@@ -854,7 +857,7 @@ void TunnelConnection::Close(CloseReason reason, const std::string& why, bool se
   closing_ = true;
   if (auto answer = std::exchange(on_packet_answer_, nullptr)) {
     asio::post(ex_, [answer = std::move(answer)] {
-      answer(std::unexpected(PacketRefusal{PacketFailure::kRefused, "tunnel closed"}));
+      answer(Fail(PacketFailure::kRefused, "tunnel closed"));
     });
   }
   auto streams = std::move(streams_);

@@ -175,21 +175,18 @@ class TunnelConnection final : public MeteredSession,
   void ZeroTunnelSendWindow() override { table_.ZeroTunnelSendWindow(); }
 
   // ---- Packet mode (docs/full-tunnel.md; frames: docs/tunnel.md "Packet mode") -------------
-  struct PacketRefusal {
-    PacketFailure failure = PacketFailure::kRefused;
-    std::string text;  // for the peer's log, at most kMaxCloseText bytes are sent
-  };
   // Exit: decides the client's PACKET_SETUP (called at most once per tunnel, while the frame is
-  // handled): the PACKET_READY fields, or the refusal (PACKET_FAIL). Without a handler the exit
+  // handled): the PACKET_READY fields, or the refusal (PACKET_FAIL with the code and, cut to
+  // kMaxCloseText bytes, the message). Without a handler the exit
   // answers PACKET_FAIL 1 (not served). A READY that does not encode (a field out of range) is
   // sent as PACKET_FAIL 4 instead, and the handler's session must then be given up by its owner
   // (packet_mode_ready() stays false).
   using PacketSetupHandler =
-      std::function<Result<PacketReadyFields, PacketRefusal>(const PacketSetupFields& setup)>;
+      std::function<Result<PacketReadyFields, PacketFailure>(const PacketSetupFields& setup)>;
   void SetPacketSetupHandler(PacketSetupHandler handler);
-  // Client: the exit's answer to RequestPacketMode; when the tunnel ends first, a refusal
-  // kRefused "tunnel closed". Called once.
-  using PacketAnswerHandler = std::function<void(Result<PacketReadyFields, PacketRefusal> answer)>;
+  // Client: the exit's answer to RequestPacketMode (a refusal: PACKET_FAIL's reason and text);
+  // when the tunnel ends first, kRefused "tunnel closed". Called once.
+  using PacketAnswerHandler = std::function<void(Result<PacketReadyFields, PacketFailure> answer)>;
   // Client: sends PACKET_SETUP (once per tunnel). False, and `on_answer` is never called, when
   // the tunnel is closing, it was asked before, or `setup` does not encode.
   bool RequestPacketMode(const PacketSetupFields& setup, PacketAnswerHandler on_answer);
@@ -203,12 +200,20 @@ class TunnelConnection final : public MeteredSession,
   // ready, the tunnel is closing, or the write buffer is full (dropped, as a router drops).
   bool SendPacketFrame(ByteSpan packet);
   bool packet_mode_ready() const { return table_.PacketModeReady(); }
-  // Packet bytes go into the same meters as DATA (docs/full-tunnel.md "Payments"). Counts `n`
-  // bytes sent (`sent`) or received and returns true when the packet may be forwarded: the
-  // tunnel is open, not paused and, with a forwarding limit, the metered bytes plus the peer's
-  // credit plus `n` stay within it. Otherwise nothing is counted, false is returned (the caller
-  // drops the packet) and, at the limit, on_blocked is reported as for streams.
-  bool MeterPacket(size_t n, bool sent);
+  // Packet bytes go into the same meters as DATA (docs/full-tunnel.md "Payments").
+  // MayForwardPacket: true when a packet of `n` bytes may be forwarded now: the tunnel is open,
+  // not paused and, with a forwarding limit, the metered bytes plus the peer's credit plus `n`
+  // stay within it (at the limit on_blocked is reported as for streams). CountPacket then counts
+  // it as sent or received, once the packet went on its way. MeterPacket is both in one step.
+  bool MayForwardPacket(size_t n);
+  void CountPacket(size_t n, bool sent) { CountData(n, sent); }
+  bool MeterPacket(size_t n, bool sent) {
+    if (!MayForwardPacket(n)) return false;
+    CountPacket(n, sent);
+    return true;
+  }
+  // The handshake's keys, for the session's datagram path (docs/tunnel.md "Datagram records").
+  const SessionKeys& session_keys() const { return keys_; }
   // Called before each CONTROL frame is handed to the control handler. The client drains its
   // datagram socket there, so an invoice is checked after the packets the exit sent before it.
   void SetBeforeControl(std::function<void()> fn) { before_control_ = std::move(fn); }
@@ -367,6 +372,7 @@ class TunnelConnection final : public MeteredSession,
   BandwidthLimiter* limiter_ = nullptr;  // options_.bandwidth.get()
   std::vector<uint8_t> session_params_;
   // Packet mode.
+  SessionKeys keys_;
   PacketSetupHandler on_packet_setup_;
   PacketAnswerHandler on_packet_answer_;
   PacketHandler on_packet_;

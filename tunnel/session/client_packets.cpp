@@ -1,0 +1,398 @@
+#include "tunnel/session/client_packets.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "tunnel/datagram.h"
+#include "tunnel/ip/packet.h"
+#include "tunnel/ip_prefix.h"
+#include "tunnel/os/full_tunnel_routes.h"
+#include "tunnel/os/netlink.h"
+#include "tunnel/os/tun_device.h"
+#include "tunnel/record.h"
+#include "tunnel/session/datagram_path.h"
+#include "tunnel/session/tun_io.h"
+
+namespace dvpn::tunnel::session {
+
+namespace {
+
+constexpr uint64_t kKeepaliveEveryMs = 10'000;
+constexpr uint64_t kProbeAnswerMs = 3'000;
+constexpr uint64_t kUdpSilenceMs = 30'000;
+constexpr size_t kMaxDrain = 1024;  // datagrams read before one CONTROL message
+
+IpPrefix V4Prefix(const PacketReadyFields& r) {
+  return IpPrefix{IpAddress::V4(r.ipv4), r.ipv4_prefix};
+}
+IpPrefix V6Prefix(const PacketReadyFields& r) {
+  return IpPrefix{IpAddress::V6(r.ipv6), r.ipv6_prefix};
+}
+
+IpAddress FromAsio(const asio::ip::address& a) {
+  if (a.is_v4()) return IpAddress::V4(a.to_v4().to_bytes());
+  if (a.to_v6().is_v4_mapped()) {
+    return IpAddress::V4(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_bytes());
+  }
+  return IpAddress::V6(a.to_v6().to_bytes());
+}
+
+}  // namespace
+
+// One tunnel's packet session at the client: its UDP socket and datagram path.
+class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
+ public:
+  ClientPacketPath(ClientPackets& owner, const std::shared_ptr<TunnelConnection>& tunnel,
+                   uint32_t local_index, const PacketReadyFields& ready)
+      : owner_(owner),
+        tunnel_(tunnel),
+        ready_(ready),
+        socket_(tunnel->executor()),
+        timer_(tunnel->executor()) {
+    (void)local_index;
+  }
+
+  void Start(const tcp::endpoint& exit, uint32_t local_index) {
+    auto tunnel = tunnel_.lock();
+    if (!tunnel) return;
+    std::weak_ptr<ClientPacketPath> weak = shared_from_this();
+    tunnel->SetPacketHandler([weak](ByteSpan packet) {
+      if (auto self = weak.lock()) self->Deliver(packet);
+    });
+    if (ready_.udp_port == 0) return;  // the exit offers no UDP: PACKET frames only
+    const udp::endpoint peer(exit.address(), ready_.udp_port);
+    error_code ec;
+    socket_.open(peer.protocol(), ec);
+    if (!ec) socket_.connect(peer, ec);
+    if (!ec) socket_.non_blocking(true, ec);
+    if (ec) {
+      TunnelLog()->warn("{}: full tunnel: no UDP socket ({}); packets go by TCP", tunnel->name(),
+                        ec.message());
+      return;
+    }
+    DatagramPath::Options options;
+    options.max_plaintext = ready_.mtu;
+    path_ = std::make_unique<DatagramPath>(
+        tunnel->session_keys(), local_index, ready_.receiver_index, options,
+        [this](ByteSpan datagram, const udp::endpoint&) {
+          error_code send_ec;
+          const size_t n = socket_.send(asio::buffer(datagram.data(), datagram.size()), 0, send_ec);
+          return !send_ec && n == datagram.size();
+        },
+        [this](std::span<uint8_t> packet) { Deliver(packet); });
+    path_->SetPeer(peer);
+    buffer_.resize(kMaxDatagramPlaintext + kDatagramOverhead);
+    tunnel->SetBeforeControl([weak] {
+      if (auto self = weak.lock()) self->Drain();
+    });
+    Probe();
+    auto self = shared_from_this();
+    asio::co_spawn(tunnel->executor(), [self]() { return self->ReceiveLoop(); },
+                   [](std::exception_ptr e) {
+                     if (e) LogTaskFailure(*TunnelLog(), "full-tunnel receive", e);
+                   });
+    asio::co_spawn(tunnel->executor(), [self]() { return self->TimerLoop(); },
+                   [](std::exception_ptr e) {
+                     if (e) LogTaskFailure(*TunnelLog(), "full-tunnel timers", e);
+                   });
+  }
+
+  void Close() {
+    closed_ = true;
+    error_code ignored;
+    socket_.close(ignored);
+    timer_.cancel();
+  }
+
+  // A packet from the TUN device.
+  bool Send(ByteSpan packet) {
+    auto tunnel = tunnel_.lock();
+    if (!tunnel || tunnel->closed() || closed_) return false;
+    if (!tunnel->MayForwardPacket(packet.size())) return false;
+    const bool sent = UdpActive() ? path_->SendPacket(packet) : tunnel->SendPacketFrame(packet);
+    if (!sent) return false;
+    tunnel->CountPacket(packet.size(), /*sent=*/true);
+    ++packets_sent_;
+    return true;
+  }
+
+  bool UdpActive() const {
+    if (!path_ || closed_) return false;
+    const uint64_t now = MonotonicMs();
+    const uint64_t last = path_->last_authenticated_ms();
+    if (last == 0 || now - last > kUdpSilenceMs) return false;
+    // A keepalive unanswered for 3 s: UDP stopped getting through.
+    return !(probe_sent_ms_ > last && now - probe_sent_ms_ > kProbeAnswerMs);
+  }
+  bool closed() const { return closed_ || tunnel_.expired(); }
+  const PacketReadyFields& ready() const { return ready_; }
+  uint64_t packets_sent() const { return packets_sent_; }
+  uint64_t packets_received() const { return packets_received_; }
+
+ private:
+  void Probe() {
+    probe_sent_ms_ = MonotonicMs();
+    if (path_) path_->SendKeepalive();
+  }
+
+  // A packet from the exit (opened datagram or PACKET frame): metered and written to the device.
+  void Deliver(ByteSpan packet) {
+    auto tunnel = tunnel_.lock();
+    if (!tunnel || closed_) return;
+    tunnel->CountPacket(packet.size(), /*sent=*/false);
+    ++packets_received_;
+    bytes_received_ += packet.size();
+    CreditMissing(*tunnel);
+    owner_.WriteTun(packet);
+  }
+
+  // Datagrams the exit skipped count at the average packet size, within kMaxMissingShare.
+  void CreditMissing(TunnelConnection& tunnel) {
+    if (!path_) return;
+    const auto& c = path_->counters();
+    if (c.missing == 0 || c.packets_in == 0) return;
+    const double average = static_cast<double>(c.bytes_in) / static_cast<double>(c.packets_in);
+    const auto allowance = static_cast<uint64_t>(
+        std::min(static_cast<double>(c.missing) * average,
+                 kMaxMissingShare * static_cast<double>(bytes_received_)));
+    if (allowance > credited_missing_) {
+      tunnel.CountPacket(allowance - credited_missing_, /*sent=*/false);
+      credited_missing_ = allowance;
+    }
+  }
+
+  void OnDatagram(size_t n, const udp::endpoint& from) {
+    path_->OnDatagram(std::span<uint8_t>(buffer_.data(), n), from);
+  }
+
+  // Reads what the socket holds now (before a CONTROL message is handled).
+  void Drain() {
+    if (!path_ || closed_) return;
+    for (size_t i = 0; i < kMaxDrain; ++i) {
+      error_code ec;
+      const size_t n = socket_.receive(asio::buffer(buffer_), 0, ec);
+      if (ec) return;
+      OnDatagram(n, path_->peer().value_or(udp::endpoint()));
+    }
+  }
+
+  asio::awaitable<void> ReceiveLoop() {
+    auto self = shared_from_this();
+    while (!closed_) {
+      error_code ec;
+      const size_t n = co_await socket_.async_receive(
+          asio::buffer(buffer_), asio::redirect_error(asio::use_awaitable, ec));
+      if (closed_) break;
+      if (ec) {
+        if (ec == asio::error::operation_aborted) break;
+        // ICMP port unreachable on a connected socket, and the like: UDP is not there now.
+        continue;
+      }
+      OnDatagram(n, *path_->peer());
+    }
+  }
+
+  asio::awaitable<void> TimerLoop() {
+    auto self = shared_from_this();
+    uint64_t epoch_start = MonotonicMs();
+    uint64_t previous_since = 0;
+    bool was_udp = false;
+    while (!closed_) {
+      timer_.expires_after(std::chrono::seconds(1));
+      error_code ec;
+      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      auto tunnel = tunnel_.lock();
+      if (closed_ || !tunnel || tunnel->closed()) break;
+      const uint64_t now = MonotonicMs();
+      if (now - probe_sent_ms_ >= kKeepaliveEveryMs) Probe();
+      if (now - epoch_start >= kRekeyAfterSeconds * 1000) {
+        epoch_start = now;
+        path_->RequestRekey();
+      }
+      if (path_->has_previous_epoch()) {
+        if (previous_since == 0) previous_since = now;
+        if (now - previous_since >= kPreviousEpochSeconds * 1000) {
+          path_->ExpirePreviousEpoch();
+          previous_since = 0;
+        }
+      }
+      const bool udp = UdpActive();
+      if (udp != was_udp) {
+        TunnelLog()->info("{}: full tunnel: packets go by {}", tunnel->name(),
+                          udp ? "UDP" : "TCP (no answer by UDP)");
+        was_udp = udp;
+      }
+    }
+  }
+
+  ClientPackets& owner_;
+  std::weak_ptr<TunnelConnection> tunnel_;
+  PacketReadyFields ready_;
+  udp::socket socket_;
+  asio::steady_timer timer_;
+  std::unique_ptr<DatagramPath> path_;
+  std::vector<uint8_t> buffer_;
+  uint64_t probe_sent_ms_ = 0;
+  uint64_t packets_sent_ = 0;
+  uint64_t packets_received_ = 0;
+  uint64_t bytes_received_ = 0;
+  uint64_t credited_missing_ = 0;
+  bool closed_ = false;
+};
+
+Result<std::shared_ptr<ClientPackets>, ClientPacketsErrc> ClientPackets::Start(
+    const asio::any_io_executor& ex, ClientPacketsOptions options) {
+  auto device = os::TunDevice::Create(options.tun_name);
+  if (!device) {
+    return Fail(ClientPacketsErrc::kDevice,
+                "TUN device " + options.tun_name + ": " + device.error().message);
+  }
+  std::shared_ptr<ClientPackets> self(new ClientPackets(ex, std::move(options)));
+  self->tun_index_ = device->index();
+  self->tun_ = TunIo::Make(ex, std::move(*device), kMaxPacketMtu,
+                           [raw = self.get()](std::span<uint8_t> p) { raw->FromTun(p); });
+  self->tun_->Start();
+  return self;
+}
+
+ClientPackets::ClientPackets(const asio::any_io_executor& ex, ClientPacketsOptions options)
+    : ex_(ex), options_(std::move(options)) {}
+
+ClientPackets::~ClientPackets() { Stop(); }
+
+void ClientPackets::Attach(const std::shared_ptr<TunnelConnection>& tunnel,
+                           const tcp::endpoint& exit) {
+  if (stopped_) return;
+  if (path_) path_->Close();
+  path_.reset();
+  std::mt19937 rng(std::random_device{}());
+  uint32_t index = 0;
+  while (index == 0) index = static_cast<uint32_t>(rng());
+  PacketSetupFields setup;
+  setup.receiver_index = index;
+  setup.max_datagram_plaintext = static_cast<uint16_t>(kDefaultMaxDatagramPlaintext);
+  setup.wants_udp = options_.allow_udp;
+  std::weak_ptr<ClientPackets> weak = shared_from_this();
+  std::weak_ptr<TunnelConnection> weak_tunnel = tunnel;
+  const bool asked = tunnel->RequestPacketMode(
+      setup, [weak, weak_tunnel, exit, index](
+                 Result<PacketReadyFields, PacketFailure> answer) {
+        auto self = weak.lock();
+        auto t = weak_tunnel.lock();
+        if (!self || !t || self->stopped_) return;
+        if (!answer) {
+          if (t->closed()) return;  // the tunnel ended first: the keeper reconnects
+          self->last_error_ = "the exit refused full-tunnel mode: " + answer.error().message;
+          TunnelLog()->warn("{}: {}", t->name(), self->last_error_);
+          t->Close(CloseReason::kShutdown, "full-tunnel mode refused", true);
+          if (self->on_refused_) self->on_refused_(self->last_error_);
+          return;
+        }
+        self->OnReady(t, exit, index, *answer);
+      });
+  if (!asked) last_error_ = "cannot ask for full-tunnel mode on this tunnel";
+}
+
+void ClientPackets::OnReady(const std::shared_ptr<TunnelConnection>& tunnel,
+                            const tcp::endpoint& exit, uint32_t local_index,
+                            const PacketReadyFields& ready) {
+  if (!Configure(exit, ready)) {
+    tunnel->Close(CloseReason::kInternal, "full tunnel: " + last_error_, true);
+    return;
+  }
+  path_ = std::make_shared<ClientPacketPath>(*this, tunnel, local_index, ready);
+  path_->Start(exit, local_index);
+  last_error_.clear();
+  TunnelLog()->info("{}: full tunnel up: {}, {}, mtu {}", tunnel->name(),
+                    V4Prefix(ready).ToString(), V6Prefix(ready).ToString(), ready.mtu);
+}
+
+bool ClientPackets::Configure(const tcp::endpoint& exit, const PacketReadyFields& ready) {
+  auto nl = os::Netlink::Open();
+  if (!nl) {
+    last_error_ = "netlink: " + nl.error().message;
+    return false;
+  }
+  if (configured_ && (configured_->ipv4 != ready.ipv4 || configured_->ipv6 != ready.ipv6 ||
+                      configured_->ipv4_prefix != ready.ipv4_prefix ||
+                      configured_->ipv6_prefix != ready.ipv6_prefix)) {
+    (void)nl->DeleteAddress(tun_index_, V4Prefix(*configured_));
+    (void)nl->DeleteAddress(tun_index_, V6Prefix(*configured_));
+    configured_.reset();
+  }
+  if (!configured_) {
+    for (const IpPrefix& p : {V4Prefix(ready), V6Prefix(ready)}) {
+      if (auto r = nl->AddAddress(tun_index_, p); !r && r.error().code != os::OsErrc::kExists) {
+        last_error_ = "address " + p.ToString() + ": " + r.error().message;
+        return false;
+      }
+    }
+  }
+  if (auto r = nl->SetLinkUp(tun_index_, ready.mtu); !r) {
+    last_error_ = "link up: " + r.error().message;
+    return false;
+  }
+  configured_ = ready;
+  const IpAddress exit_address = FromAsio(exit.address());
+  if (!routes_ || routed_exit_ != exit_address) {
+    if (routes_) (void)routes_->Remove();
+    routes_.reset();
+    std::vector<IpAddress> outside = options_.outside;
+    outside.push_back(exit_address);
+    auto routes = os::FullTunnelRoutes::Install(tun_index_, outside);
+    if (!routes) {
+      last_error_ = "routes: " + routes.error().message;
+      return false;
+    }
+    routes_ = std::make_unique<os::FullTunnelRoutes>(std::move(*routes));
+    routed_exit_ = exit_address;
+  }
+  return true;
+}
+
+void ClientPackets::FromTun(std::span<uint8_t> packet) {
+  // Only packets from the inner addresses go to the exit (the kernel's own link-local chatter,
+  // router solicitations and the like, would be refused there and paid for here).
+  const auto src = ip::SourceAddress(packet);
+  if (!path_ || path_->closed() || !src || !configured_) {
+    ++dropped_;
+    return;
+  }
+  const bool ours = src->family == ip::Family::kV4
+                        ? std::memcmp(src->bytes.data(), configured_->ipv4.data(), 4) == 0
+                        : std::memcmp(src->bytes.data(), configured_->ipv6.data(), 16) == 0;
+  if (!ours || !path_->Send(packet)) ++dropped_;
+}
+
+bool ClientPackets::WriteTun(ByteSpan packet) { return tun_ && tun_->Write(packet); }
+
+void ClientPackets::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (path_) path_->Close();
+  path_.reset();
+  if (routes_) (void)routes_->Remove();
+  routes_.reset();
+  if (tun_) tun_->Close();  // the kernel deletes the device and its addresses
+}
+
+ClientPacketsStatus ClientPackets::status() const {
+  ClientPacketsStatus s;
+  s.dropped = dropped_;
+  s.last_error = last_error_;
+  if (path_ && !path_->closed()) {
+    s.ready = true;
+    s.inner_ipv4 = V4Prefix(path_->ready()).ToString();
+    s.inner_ipv6 = V6Prefix(path_->ready()).ToString();
+    s.mtu = path_->ready().mtu;
+    s.transport = path_->UdpActive() ? "udp" : "tcp";
+    s.packets_sent = path_->packets_sent();
+    s.packets_received = path_->packets_received();
+  }
+  return s;
+}
+
+}  // namespace dvpn::tunnel::session
