@@ -22,8 +22,10 @@ namespace {
 
 constexpr uint64_t kKeepaliveEveryMs = 10'000;
 constexpr uint64_t kProbeAnswerMs = 3'000;
+constexpr uint64_t kQuietMs = 1'000;  // nothing from the exit while sending: probe
 constexpr uint64_t kUdpSilenceMs = 30'000;
 constexpr size_t kMaxDrain = 1024;  // datagrams read before one CONTROL message
+constexpr size_t kReadBatch = 64;   // datagrams read per wakeup after the first
 
 IpPrefix V4Prefix(const PacketReadyFields& r) {
   return IpPrefix{IpAddress::V4(r.ipv4), r.ipv4_prefix};
@@ -68,6 +70,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
     socket_.open(peer.protocol(), ec);
     if (!ec) socket_.connect(peer, ec);
     if (!ec) socket_.non_blocking(true, ec);
+    if (!ec) GrowDatagramBuffers(socket_);
     if (ec) {
       TunnelLog()->warn("{}: full tunnel: no UDP socket ({}); packets go by TCP", tunnel->name(),
                         ec.message());
@@ -112,7 +115,16 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
     auto tunnel = tunnel_.lock();
     if (!tunnel || tunnel->closed() || closed_) return false;
     if (!tunnel->MayForwardPacket(packet.size())) return false;
-    const bool sent = UdpActive() ? path_->SendPacket(packet) : tunnel->SendPacketFrame(packet);
+    const bool udp = UdpActive();
+    if (udp) {
+      // Sending into silence: ask at once (at most once a second) rather than at the next
+      // keepalive, so a path that stopped carrying UDP falls back within about 4 s.
+      const uint64_t now = MonotonicMs();
+      if (now - path_->last_authenticated_ms() > kQuietMs && now - probe_sent_ms_ >= kQuietMs) {
+        Probe();
+      }
+    }
+    const bool sent = udp ? path_->SendPacket(packet) : tunnel->SendPacketFrame(packet);
     if (!sent) return false;
     tunnel->CountPacket(packet.size(), /*sent=*/true);
     ++packets_sent_;
@@ -171,12 +183,8 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
   // Reads what the socket holds now (before a CONTROL message is handled).
   void Drain() {
     if (!path_ || closed_) return;
-    for (size_t i = 0; i < kMaxDrain; ++i) {
-      error_code ec;
-      const size_t n = socket_.receive(asio::buffer(buffer_), 0, ec);
-      if (ec) return;
-      OnDatagram(n, path_->peer().value_or(udp::endpoint()));
-    }
+    ReadPending(socket_, buffer_, kMaxDrain,
+                [&](size_t size, const udp::endpoint& from) { OnDatagram(size, from); });
   }
 
   asio::awaitable<void> ReceiveLoop() {
@@ -192,6 +200,8 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
         continue;
       }
       OnDatagram(n, *path_->peer());
+      ReadPending(socket_, buffer_, kReadBatch,
+                  [&](size_t size, const udp::endpoint& from) { OnDatagram(size, from); });
     }
   }
 

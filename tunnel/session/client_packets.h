@@ -8,7 +8,8 @@
 //
 // Transport: the client sends a keepalive datagram at once and every 10 s; UDP is in use while
 // the exit's datagrams authenticate (the last at most 30 s ago, and no keepalive unanswered for
-// more than 3 s); otherwise, and before the first answer, packets go in PACKET frames. The exit
+// more than 3 s; a keepalive goes out at once when packets are being sent and nothing came back
+// for 1 s); otherwise, and before the first answer, packets go in PACKET frames. The exit
 // answers by the way the client's last packet came. `allow_udp = false` forces the TCP
 // fallback (PACKET_SETUP without "wants UDP").
 //

@@ -23,6 +23,29 @@ namespace dvpn::tunnel::session {
 
 using udp = asio::ip::udp;
 
+// The kernel buffers of a datagram socket that carries a tunnel's packets: a burst of a TCP
+// flow inside the tunnel must not overflow them while the reader is busy (every datagram lost
+// there is a retransmission inside, and bytes the sender metered). Asks for `bytes` each way with
+// SO_RCVBUFFORCE / SO_SNDBUFFORCE (CAP_NET_ADMIN, which both ends of full-tunnel mode hold), else
+// with SO_RCVBUF / SO_SNDBUF (capped by net.core.rmem_max / wmem_max). Best effort.
+inline constexpr int kDatagramSocketBuffer = 4 * 1024 * 1024;
+void GrowDatagramBuffers(udp::socket& socket, int bytes = kDatagramSocketBuffer);
+
+// Reads, without waiting, up to `max` more datagrams the socket already holds, giving each to
+// `fn(size, from)` with the datagram in `buffer`; stops at the first would-block or error.
+template <class Fn>
+size_t ReadPending(udp::socket& socket, std::span<uint8_t> buffer, size_t max, Fn&& fn) {
+  size_t n = 0;
+  for (; n < max; ++n) {
+    udp::endpoint from;
+    error_code ec;
+    const size_t size = socket.receive_from(asio::buffer(buffer.data(), buffer.size()), from, 0, ec);
+    if (ec) break;
+    fn(size, from);
+  }
+  return n;
+}
+
 enum class EndpointErrc {
   kBind = 1,  // the socket cannot be opened or bound
   kFull,      // Reserve: max_sessions indices are taken
