@@ -12,7 +12,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev chromium
   libclang-rt-14-dev
   libmnl-dev libnftables-dev nftables iproute2
-  python3 procps curl
+  python3 procps curl iputils-ping
 )
 
 missing=()

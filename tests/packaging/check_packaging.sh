@@ -15,9 +15,11 @@
 #      (127.0.0.1, port 0, a temporary directory);
 #   7. compose.yaml is valid YAML with consistent references (only a structural check without
 #      PyYAML), and its subnet is the one demo-init.sh allows;
-#   8. the unit: `systemd-analyze verify` reports no bad directive (when installed), the
-#      passphrase credential's path matches node.toml.example, and TimeoutStopSec exceeds
-#      shutdown_grace_ms + shutdown_timeout_ms.
+#   8. the unit: `systemd-analyze verify` reports no bad directive (when installed), also with
+#      the full-tunnel drop-in, the passphrase credential's path matches node.toml.example, and
+#      TimeoutStopSec exceeds shutdown_grace_ms + shutdown_timeout_ms; the default unit keeps
+#      no capability and no device, the drop-in grants exactly CAP_NET_ADMIN and /dev/net/tun,
+#      and the sysctl file turns on forwarding for both families.
 # Usage: check_packaging.sh REPO_ROOT BIN_DIR (BIN_DIR holds the built executables).
 set -uo pipefail
 
@@ -29,6 +31,8 @@ DOCKERFILE=$ROOT/docker/Dockerfile
 COMPOSE=$ROOT/docker/compose.yaml
 INIT=$ROOT/docker/demo-init.sh
 UNIT=$ROOT/packaging/systemd/dvpn-node.service
+DROPIN=$ROOT/packaging/systemd/dvpn-node.service.d/full-tunnel.conf
+SYSCTL=$ROOT/packaging/systemd/60-dvpn-full-tunnel.conf
 EXAMPLE=$ROOT/packaging/systemd/node.toml.example
 EXECUTABLES=(dvpn-ledger dvpn-node dvpn-client dvpn-tunnel-client dvpn-tunnel-exit dvpnctl)
 
@@ -48,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 for f in "$DOCKERFILE" "$COMPOSE" "$INIT" "$ROOT/docker/demo.env" "$ROOT/docker/README.md" \
-  "$UNIT" "$EXAMPLE"; do
+  "$UNIT" "$EXAMPLE" "$DROPIN" "$SYSCTL"; do
   [ -f "$f" ] || fail "missing ${f#"$ROOT"/}"
 done
 for b in "${EXECUTABLES[@]}"; do
@@ -249,9 +253,41 @@ if command -v systemd-analyze >/dev/null; then
   else
     pass "systemd-analyze verify: no bad directive in $unit_name"
   fi
+  # The drop-in, loaded from a unit path of our own beside a copy of the unit.
+  mkdir -p "$TMP/units/$unit_name.d"
+  cp "$UNIT" "$TMP/units/"
+  cp "$DROPIN" "$TMP/units/$unit_name.d/"
+  SYSTEMD_UNIT_PATH="$TMP/units:" systemd-analyze verify "$TMP/units/$unit_name" \
+    >"$TMP/verify-dropin.log" 2>&1
+  if grep -E "^$TMP/units/.*:[0-9]+:" "$TMP/verify-dropin.log" >&2; then
+    fail "systemd-analyze verify: bad directives in $unit_name with full-tunnel.conf"
+  else
+    pass "systemd-analyze verify: no bad directive in $unit_name with full-tunnel.conf"
+  fi
 else
   echo "skip: systemd-analyze not available"
 fi
+# Least privilege: the default unit has no capability and no device; the drop-in adds exactly
+# what full-tunnel mode needs.
+for line in "CapabilityBoundingSet=" "AmbientCapabilities=" "PrivateDevices=yes"; do
+  grep -qxF "$line" "$UNIT" || fail "$unit_name: \"$line\" missing (the default stays unprivileged)"
+done
+want="AmbientCapabilities=CAP_NET_ADMIN
+CapabilityBoundingSet=CAP_NET_ADMIN
+DeviceAllow=/dev/net/tun rw
+DevicePolicy=closed
+PrivateDevices=no"
+got=$(grep -vE '^(#|\[|$)' "$DROPIN" | sort)
+[ "$got" = "$want" ] ||
+  fail "full-tunnel.conf: directives are not exactly the full-tunnel set:"$'\n'"$got"
+# Every directive has a comment line right above it (or above the previous directive of its
+# group): no unexplained privilege.
+awk '/^[A-Za-z]/ && prev !~ /^#/ && prev !~ /^[A-Za-z]/ { bad = 1 } { prev = $0 } END { exit bad }' \
+  "$DROPIN" || fail "full-tunnel.conf: a directive without a comment"
+for key in net.ipv4.ip_forward net.ipv6.conf.all.forwarding; do
+  grep -qxE "$key = 1" "$SYSCTL" || fail "60-dvpn-full-tunnel.conf: no \"$key = 1\""
+done
+pass "full-tunnel privileges: drop-in and sysctl file"
 
 if [ "$failures" -gt 0 ]; then
   echo "check_packaging: $failures failure(s)" >&2

@@ -11,7 +11,7 @@ std::expected<Topology, std::string> Topology::Create() {
   if (!provider) return std::unexpected(provider.error());
   auto internet = Netns::Create("internet");
   if (!internet) return std::unexpected(internet.error());
-  Topology t{std::move(*user), std::move(*provider), std::move(*internet)};
+  Topology t{std::move(*user), std::move(*provider), std::move(*internet), std::nullopt};
   if (auto ok = AddVethPair(t.user, "eth0", {"172.31.1.2/24", "fd31:1::2/64"}, t.internet,
                             "to-user", {"172.31.1.1/24", "fd31:1::1/64"});
       !ok) {
@@ -35,6 +35,24 @@ std::expected<Topology, std::string> Topology::Create() {
     }
   }
   return t;
+}
+
+std::expected<void, std::string> Topology::AddSecondUser() {
+  if (user2) return std::unexpected("user2 exists already");
+  auto ns = Netns::Create("user2");
+  if (!ns) return std::unexpected(ns.error());
+  if (auto ok = AddVethPair(*ns, "eth0", {"172.31.4.2/24", "fd31:4::2/64"}, internet, "to-user2",
+                            {"172.31.4.1/24", "fd31:4::1/64"});
+      !ok) {
+    return std::unexpected(ok.error());
+  }
+  if (auto ok = ns->Shell("ip route add default via 172.31.4.1 && "
+                          "ip -6 route add default via fd31:4::1");
+      !ok) {
+    return std::unexpected(ok.error());
+  }
+  user2.emplace(*std::move(ns));
+  return {};
 }
 
 }  // namespace dvpn::testing
