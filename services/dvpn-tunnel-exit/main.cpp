@@ -44,6 +44,7 @@ int BuildFailed(const dvpn::Error<ExitAssemblyErrc>& e, const dvpn::node::ExitFl
       return Refuse("exit policy: " + e.message);
     case ExitAssemblyErrc::kPromiseStore:
       return Refuse("--promise-db " + f.promise_db + ": " + e.message);
+    case ExitAssemblyErrc::kPackets:  // dvpn-tunnel-exit does not serve full tunnel (no spec)
     case ExitAssemblyErrc::kListen:
       break;
   }

@@ -683,7 +683,9 @@ TEST_F(FullTunnelTest, TwoClientsGetDistinctInnerAddressesAndCannotReachEachOthe
   ASSERT_TRUE(StartExitNode(WriteExitConfig()));
   Client* one = StartClient(topo_->user, "client", dir_.File("client.json"));
   ASSERT_TRUE(one);
-  Client* two = StartClient(*topo_->user2, "client2", dir_.File("client2.json"));
+  // The fixture opened the first client's channel; the second opens its own.
+  Client* two =
+      StartClient(*topo_->user2, "client2", dir_.File("client2.json"), {"--open-deposit", "2"});
   ASSERT_TRUE(two);
   ASSERT_TRUE(Connect(*one));
   ASSERT_TRUE(Connect(*two));
