@@ -24,10 +24,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -758,8 +761,52 @@ TEST_F(FullTunnelTest, FloodsLeaveTheExitAnswering) {
   ExpectUdpEchoBothFamilies(topo_->user);
   const uint64_t rss_before = RssKb(seller_->pid());
   ASSERT_GT(rss_before, 0u);
+  // The client's inner IPv4 address: malformed packets from it pass the client and reach the
+  // exit's parser.
+  const std::string inner_text = Status(*c).inner_ipv4();
+  std::array<uint8_t, 4> inner{};
+  ASSERT_EQ(::inet_pton(AF_INET, inner_text.substr(0, inner_text.find('/')).c_str(), inner.data()),
+            1)
+      << inner_text;
 
   topo_->user.RunInside([&] {
+    // Malformed packets into the tunnel (a raw socket: the kernel fills in only the IPv4
+    // header's checksum and length): UDP with a wrong checksum, TCP with a header length beyond
+    // the packet, fragments, an unknown IP option length.
+    Fd raw(::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+    ASSERT_TRUE(raw.valid()) << std::strerror(errno);
+    auto to = testing::SocketAddress::Parse(Topology::kInternetV4, 7);
+    ASSERT_TRUE(to);
+    std::array<uint8_t, 4> dst{};
+    ASSERT_EQ(::inet_pton(AF_INET, Topology::kInternetV4, dst.data()), 1);
+    std::mt19937 junk_rng(7);
+    for (int i = 0; i < 4000; ++i) {
+      std::array<uint8_t, 64> p{};
+      p[0] = 0x45;
+      p[8] = 64;
+      std::memcpy(&p[12], inner.data(), 4);
+      std::memcpy(&p[16], dst.data(), 4);
+      switch (i % 4) {
+        case 0:  // UDP, checksum wrong
+          p[9] = 17;
+          p[21] = 7, p[23] = 7, p[25] = 44, p[26] = 0xde, p[27] = 0xad;
+          break;
+        case 1:  // TCP whose data offset runs past the packet
+          p[9] = 6;
+          p[32] = 0xf0;
+          break;
+        case 2:  // a fragment (more fragments, offset 0)
+          p[9] = 17;
+          p[6] = 0x20;
+          break;
+        default:  // random bytes after the header
+          p[9] = static_cast<uint8_t>(junk_rng());
+          for (size_t k = 20; k < p.size(); ++k) p[k] = static_cast<uint8_t>(junk_rng());
+      }
+      (void)::sendto(raw.get(), p.data(), p.size(), MSG_DONTWAIT, to->get(), to->length);
+      // Paced so that the client's device queue (500 packets) takes them all.
+      if (i % 50 == 49) std::this_thread::sleep_for(2ms);
+    }
     // New UDP flows through the tunnel, one per destination port (the exit's flow table and
     // its new-flow bucket take them).
     auto flows = testing::SocketAddress::Parse(Topology::kInternetV4, 0);
@@ -790,6 +837,15 @@ TEST_F(FullTunnelTest, FloodsLeaveTheExitAnswering) {
   const uint64_t rss_after = RssKb(seller_->pid());
   EXPECT_LT(rss_after, rss_before + kRssGrowthBoundKb) << rss_before << " kB before";
   EXPECT_LT(rss_after, kRssBoundKb);
+  // The exit's last summary line (at its stop) counts the malformed packets it dropped.
+  ASSERT_TRUE(StopExitNode()) << Tail(dir_.File("seller.log"));
+  std::ifstream log(dir_.File("seller.log"));
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  const size_t at = text.rfind(" malformed");
+  ASSERT_NE(at, std::string::npos) << Tail(dir_.File("seller.log"));
+  const size_t start = text.rfind(' ', at - 1);
+  EXPECT_GE(std::stoull(text.substr(start + 1, at - start - 1)), 3000u)
+      << text.substr(start, 200);
 }
 
 }  // namespace

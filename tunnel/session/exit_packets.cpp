@@ -418,8 +418,11 @@ asio::awaitable<void> ExitPackets::TickLoop() {
   }
 }
 
-void ExitPackets::Summarize(uint64_t now) {
-  if (now - last_summary_ms_ < static_cast<uint64_t>(options_.summary_interval.count())) return;
+void ExitPackets::Summarize(uint64_t now, bool force) {
+  if (!force &&
+      now - last_summary_ms_ < static_cast<uint64_t>(options_.summary_interval.count())) {
+    return;
+  }
   last_summary_ms_ = now;
   const Counters& c = counters_;
   const Counters& r = reported_;
@@ -452,6 +455,7 @@ void ExitPackets::Stop() {
   if (stopped_) return;
   stopped_ = true;
   tick_.cancel();
+  Summarize(MonotonicMs(), /*force=*/true);  // the last period's counts
   std::vector<const TunnelConnection*> all;
   for (auto& [t, s] : sessions_) all.push_back(t);
   for (auto* t : all) End(t);

@@ -125,7 +125,9 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
   void FromTun(std::span<uint8_t> packet);
   bool WriteTun(ByteSpan packet);
   asio::awaitable<void> TickLoop();
-  void Summarize(uint64_t now_ms);
+  // The summary line (at most once per summary_interval unless `force`; none when nothing
+  // happened).
+  void Summarize(uint64_t now_ms, bool force = false);
 
   asio::any_io_executor ex_;
   const ExitPolicy& policy_;
