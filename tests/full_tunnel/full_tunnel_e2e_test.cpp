@@ -554,6 +554,14 @@ TEST_F(FullTunnelTest, CurlUdpDnsPingBothFamiliesAndTheSellerIsPaid) {
   const RunResult off = Ctl(*c, {"disconnect"});
   EXPECT_EQ(off.code, 0) << off.output;
   EXPECT_EQ(Field(Ctl(*c, {"status"}).output, "state"), "disconnected");
+  // Disconnect took away what connect added: the device (with its addresses and the four
+  // half-space routes) and the host routes that kept the exit and the ledger outside.
+  auto routes = topo_->user.Shell("ip -4 route show; ip -6 route show; ip link show");
+  ASSERT_TRUE(routes) << routes.error();
+  EXPECT_EQ(routes->find("dvpn0"), std::string::npos) << *routes;
+  EXPECT_EQ(routes->find("0.0.0.0/1"), std::string::npos) << *routes;
+  EXPECT_EQ(routes->find("proto static"), std::string::npos) << *routes;
+  EXPECT_NE(routes->find("default via"), std::string::npos) << *routes;  // untouched
 
   // The seller settles at shutdown; it is paid price x metered bytes, short of at most one
   // invoice (the last interval may be unpaid when the client left).

@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/clock.h"
+#include "tunnel/record.h"
 #include "tunnel/session/datagram_endpoint.h"
 #include "tunnel/session/datagram_path.h"
 
@@ -272,6 +274,45 @@ TEST(DatagramPathMissing, SkippedCountersAreMissingAndLateArrivalsFillTheGap) {
   deliver(9);  // 6, 7, 8
   EXPECT_EQ(receiver.counters().missing, 5u);
   EXPECT_EQ(delivered, 5u);  // 0, 1, 5, 3, 9
+}
+
+// The keys' timers: a new send epoch after kRekeyAfterSeconds; the receiver keeps the previous
+// epoch's key kPreviousEpochSeconds after it first saw the new one, then drops it.
+TEST(DatagramPathKeys, TickKeysRekeysOnTimeAndDropsThePreviousEpochLater) {
+  std::vector<std::vector<uint8_t>> wire;
+  const udp::endpoint peer(asio::ip::make_address("127.0.0.1"), 9);
+  DatagramPath sender(Keys(2, 1), 5, 7, DatagramPath::Options{},
+                      [&](ByteSpan d, const udp::endpoint&) {
+                        wire.emplace_back(d.begin(), d.end());
+                        return true;
+                      },
+                      [](std::span<uint8_t>) {});
+  sender.SetPeer(peer);
+  size_t delivered = 0;
+  DatagramPath receiver(Keys(1, 2), 7, 5, DatagramPath::Options{},
+                        [](ByteSpan, const udp::endpoint&) { return true; },
+                        [&](std::span<uint8_t>) { ++delivered; });
+  const uint64_t t0 = MonotonicMs();
+  ASSERT_TRUE(sender.SendPacket(Bytes("epoch 0")));
+  sender.TickKeys(t0 + kRekeyAfterSeconds * 1000 - 5000);  // not yet
+  ASSERT_TRUE(sender.SendPacket(Bytes("still epoch 0")));
+  sender.TickKeys(t0 + kRekeyAfterSeconds * 1000 + 1000);
+  ASSERT_TRUE(sender.SendPacket(Bytes("epoch 1")));
+  ASSERT_EQ(wire.size(), 3u);
+  EXPECT_EQ(wire[0][1], wire[1][1]);  // the epoch byte
+  EXPECT_NE(wire[1][1], wire[2][1]);
+  receiver.OnDatagram(std::span<uint8_t>(wire[2]), peer);
+  EXPECT_TRUE(receiver.has_previous_epoch());
+  const uint64_t t1 = MonotonicMs();
+  receiver.TickKeys(t1);
+  receiver.TickKeys(t1 + kPreviousEpochSeconds * 1000 - 1);
+  EXPECT_TRUE(receiver.has_previous_epoch());
+  receiver.OnDatagram(std::span<uint8_t>(wire[1]), peer);  // late, from the previous epoch
+  EXPECT_EQ(delivered, 2u);
+  receiver.TickKeys(t1 + kPreviousEpochSeconds * 1000);
+  EXPECT_FALSE(receiver.has_previous_epoch());
+  receiver.OnDatagram(std::span<uint8_t>(wire[0]), peer);  // its key is gone
+  EXPECT_EQ(delivered, 2u);
 }
 
 TEST(DatagramEndpoint, ReservesDistinctIndicesUpToItsLimit) {

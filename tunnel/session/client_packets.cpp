@@ -207,8 +207,6 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
 
   asio::awaitable<void> TimerLoop() {
     auto self = shared_from_this();
-    uint64_t epoch_start = MonotonicMs();
-    uint64_t previous_since = 0;
     bool was_udp = false;
     while (!closed_) {
       timer_.expires_after(std::chrono::seconds(1));
@@ -218,17 +216,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
       if (closed_ || !tunnel || tunnel->closed()) break;
       const uint64_t now = MonotonicMs();
       if (now - probe_sent_ms_ >= kKeepaliveEveryMs) Probe();
-      if (now - epoch_start >= kRekeyAfterSeconds * 1000) {
-        epoch_start = now;
-        path_->RequestRekey();
-      }
-      if (path_->has_previous_epoch()) {
-        if (previous_since == 0) previous_since = now;
-        if (now - previous_since >= kPreviousEpochSeconds * 1000) {
-          path_->ExpirePreviousEpoch();
-          previous_since = 0;
-        }
-      }
+      path_->TickKeys(now);
       const bool udp = UdpActive();
       if (udp != was_udp) {
         TunnelLog()->info("{}: full tunnel: packets go by {}", tunnel->name(),

@@ -1,5 +1,8 @@
 #include "tunnel/session/datagram_path.h"
 
+#include "common/clock.h"
+#include "tunnel/record.h"
+
 namespace dvpn::tunnel::session {
 
 DatagramPath::DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32_t remote_index,
@@ -8,7 +11,24 @@ DatagramPath::DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32
       options_(options),
       send_(std::move(send)),
       deliver_(std::move(deliver)),
-      out_(channel_.max_plaintext() + channel_.max_overhead()) {}
+      out_(channel_.max_plaintext() + channel_.max_overhead()),
+      epoch_start_ms_(MonotonicMs()) {}
+
+void DatagramPath::TickKeys(uint64_t now_ms) {
+  if (now_ms - epoch_start_ms_ >= kRekeyAfterSeconds * 1000) {
+    epoch_start_ms_ = now_ms;
+    RequestRekey();
+  }
+  if (!has_previous_epoch()) {
+    previous_since_ms_ = 0;
+    return;
+  }
+  if (previous_since_ms_ == 0) previous_since_ms_ = now_ms;
+  if (now_ms - previous_since_ms_ >= kPreviousEpochSeconds * 1000) {
+    ExpirePreviousEpoch();
+    previous_since_ms_ = 0;
+  }
+}
 
 void DatagramPath::OnDatagram(std::span<uint8_t> datagram, const udp::endpoint& from) {
   const auto header = ParseDatagramHeader(datagram);  // read before Open decrypts in place

@@ -70,9 +70,12 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
   const std::optional<udp::endpoint>& peer() const { return peer_; }
   // MonotonicMs() of the last datagram that authenticated; 0 when none yet.
   uint64_t last_authenticated_ms() const { return last_authenticated_ms_; }
-  // The session's rekey timer (kRekeyAfterSeconds): a new epoch at the next send.
+  // The keys' timers, called about once a second by the session (both sides): a new epoch every
+  // kRekeyAfterSeconds (at the next send), and the previous epoch's key dropped
+  // kPreviousEpochSeconds after the peer switched.
+  void TickKeys(uint64_t now_ms);
+  // A new epoch at the next send (TickKeys' rekey; tests).
   void RequestRekey() { channel_.RequestRekey(); }
-  // The session's timer, kPreviousEpochSeconds after a switch.
   void ExpirePreviousEpoch() { channel_.opener().ExpirePreviousEpoch(); }
   bool has_previous_epoch() { return channel_.opener().has_previous_epoch(); }
   const Counters& counters() const { return counters_; }
@@ -90,6 +93,8 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
   std::optional<udp::endpoint> peer_;
   uint64_t last_authenticated_ms_ = 0;
   uint64_t last_keepalive_answer_ms_ = 0;
+  uint64_t epoch_start_ms_ = 0;       // TickKeys: when the current send epoch began
+  uint64_t previous_since_ms_ = 0;    // TickKeys: when a previous receive epoch was first seen
   // Loss estimate: the highest counter opened in the epoch `seen_epoch_` (when any).
   bool seen_any_ = false;
   uint8_t seen_epoch_ = 0;

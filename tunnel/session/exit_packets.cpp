@@ -61,7 +61,7 @@ class ExitPacketSession {
         lease_(lease),
         flows_(exit.policy_, exit.budget_, lease, exit.options_.flow_limits),
         mtu_(mtu) {
-    last_expire_ms_ = epoch_start_ms_ = MonotonicMs();
+    last_expire_ms_ = MonotonicMs();
   }
 
   // A packet from the client (an opened datagram or a PACKET frame).
@@ -135,19 +135,7 @@ class ExitPacketSession {
       last_expire_ms_ = now;
       flows_.Expire(now);
     }
-    if (path_) {
-      if (now - epoch_start_ms_ >= kRekeyAfterSeconds * 1000) {
-        epoch_start_ms_ = now;
-        path_->RequestRekey();
-      }
-      if (path_->has_previous_epoch()) {
-        if (previous_since_ms_ == 0) previous_since_ms_ = now;
-        if (now - previous_since_ms_ >= kPreviousEpochSeconds * 1000) {
-          path_->ExpirePreviousEpoch();
-          previous_since_ms_ = 0;
-        }
-      }
-    }
+    if (path_) path_->TickKeys(now);
     return true;
   }
 
@@ -208,8 +196,6 @@ class ExitPacketSession {
   std::shared_ptr<DatagramPath> path_;
   uint32_t index_ = 0;
   uint64_t last_expire_ms_ = 0;
-  uint64_t epoch_start_ms_ = 0;
-  uint64_t previous_since_ms_ = 0;
   bool client_uses_udp_ = false;  // the client's last packet came as a datagram
 };
 
