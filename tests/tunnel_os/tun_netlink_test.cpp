@@ -171,7 +171,15 @@ TEST(Netlink, LookupNamesTheGatewayAndClosingTheDeviceTakesItsRoutes) {
     ASSERT_FALSE(nowhere);
     EXPECT_EQ(nowhere.error().code, OsErrc::kBadArgument);
 
+    // The path's MTU is the outgoing device's (the client sizes its datagrams from it).
+    auto mtu = InterfaceMtu(r->oif);
+    ASSERT_TRUE(mtu) << mtu.error().message;
+    EXPECT_EQ(*mtu, 1420u);
+
     dev->Close();
+    auto gone = InterfaceMtu(r->oif);
+    ASSERT_FALSE(gone);
+    EXPECT_EQ(gone.error().code, OsErrc::kNotFound) << gone.error().message;
     auto after = nl->LookupRoute(A("203.0.113.5"));
     ASSERT_FALSE(after);
     EXPECT_EQ(after.error().code, OsErrc::kNotFound) << after.error().message;

@@ -6,7 +6,9 @@
 #include <libmnl/libmnl.h>
 #include <linux/if_addr.h>
 #include <linux/rtnetlink.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -292,6 +294,21 @@ OsResult<RouteLookup> Netlink::LookupRoute(const IpAddress& destination) {
                              mnl_attr_get_payload_len(attrs.source));
   }
   return out;
+}
+
+OsResult<uint32_t> InterfaceMtu(uint32_t index) {
+  struct ifreq ifr {};
+  if (if_indextoname(index, ifr.ifr_name) == nullptr) {
+    // ENXIO: no interface has that index (read as ENODEV: kNotFound).
+    return FailFromErrno(errno == ENXIO ? ENODEV : errno, "interface " + std::to_string(index));
+  }
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return FailFromErrno(errno, "socket for SIOCGIFMTU");
+  const int rc = ::ioctl(fd, SIOCGIFMTU, &ifr);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return FailFromErrno(err, std::string("MTU of ") + ifr.ifr_name);
+  return static_cast<uint32_t>(ifr.ifr_mtu);
 }
 
 }  // namespace dvpn::tunnel::os

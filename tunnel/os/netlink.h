@@ -32,6 +32,9 @@ struct Route {
   uint32_t metric = 0;
 };
 
+// The MTU of interface `index` (SIOCGIFMTU). kNotFound when there is no such interface.
+OsResult<uint32_t> InterfaceMtu(uint32_t index);
+
 class Netlink {
  public:
   // Opens a NETLINK_ROUTE socket. kPermission / kSystem on failure.

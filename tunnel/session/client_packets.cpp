@@ -42,6 +42,20 @@ IpAddress FromAsio(const asio::ip::address& a) {
   return IpAddress::V6(a.to_v6().to_bytes());
 }
 
+// What a datagram adds on the path: the outer IPv6 and UDP headers (IPv6's, the larger, whatever
+// the exit's family: one inner MTU for both) and the datagram record's header and tag.
+constexpr uint32_t kDatagramPathOverhead = kIpv6UdpHeaders + kDatagramOverhead;  // 80
+
+// The MTU of the device the kernel routes `to` through now; kPathMtu when it cannot say.
+uint32_t PathMtu(const asio::ip::address& to) {
+  auto nl = os::Netlink::Open();
+  if (!nl) return kPathMtu;
+  auto route = nl->LookupRoute(FromAsio(to));
+  if (!route || route->local) return kPathMtu;
+  auto mtu = os::InterfaceMtu(route->oif);
+  return mtu ? *mtu : static_cast<uint32_t>(kPathMtu);
+}
+
 }  // namespace
 
 // One tunnel's packet session at the client: its UDP socket and datagram path.
@@ -273,6 +287,19 @@ void ClientPackets::Attach(const std::shared_ptr<TunnelConnection>& tunnel,
   setup.receiver_index = index;
   setup.max_datagram_plaintext = static_cast<uint16_t>(kDefaultMaxDatagramPlaintext);
   setup.wants_udp = options_.allow_udp;
+  if (setup.wants_udp) {
+    // The inner MTU follows the path to the exit: a sealed datagram must fit it unfragmented.
+    const uint32_t path_mtu = PathMtu(exit.address());
+    if (path_mtu < kMinPacketMtu + kDatagramPathOverhead) {
+      TunnelLog()->warn("{}: full tunnel: the path to the exit has MTU {}; datagrams would be "
+                        "fragmented, so packets go by TCP",
+                        tunnel->name(), path_mtu);
+      setup.wants_udp = false;
+    } else {
+      setup.max_datagram_plaintext = static_cast<uint16_t>(
+          std::min<uint32_t>(path_mtu - kDatagramPathOverhead, kMaxDatagramPlaintext));
+    }
+  }
   std::weak_ptr<ClientPackets> weak = shared_from_this();
   std::weak_ptr<TunnelConnection> weak_tunnel = tunnel;
   const bool asked = tunnel->RequestPacketMode(
