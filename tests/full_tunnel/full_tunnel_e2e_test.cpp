@@ -573,6 +573,36 @@ TEST_F(FullTunnelTest, CurlUdpDnsPingBothFamiliesAndTheSellerIsPaid) {
   EXPECT_GT(paid, 0u);
 }
 
+// The exit crashes (SIGKILL: its TUN device goes with the process, its NAT table stays) and
+// comes back: the client reconnects, gets a packet session again, keeps its device and routes,
+// and traffic flows as before; the restarted exit replaced its NAT table whole.
+TEST_F(FullTunnelTest, AfterAnExitCrashAndRestartTheClientReconnectsAndTrafficFlows) {
+  const std::string config = WriteExitConfig();
+  ASSERT_TRUE(StartExitNode(config));
+  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(Connect(*c));
+  ExpectFetchBothFamilies(topo_->user);
+
+  ASSERT_TRUE(seller_->Signal(SIGKILL));
+  ASSERT_TRUE(seller_->WaitFor(10s));
+  EXPECT_TRUE(WaitForField(*c, "state", "connecting") || WaitForField(*c, "state", "reconnecting"));
+  ASSERT_TRUE(StartExitNode(config));
+  std::string status;
+  ASSERT_TRUE(WaitForField(*c, "transport", "udp", &status)) << status << Tail(c->log);
+  EXPECT_EQ(Field(status, "state"), "connected") << status;
+  ExpectFetchBothFamilies(topo_->user);
+  ExpectUdpEchoBothFamilies(topo_->user);
+  auto tables = topo_->provider.Shell("nft list tables");
+  ASSERT_TRUE(tables) << tables.error();
+  size_t count = 0;
+  for (size_t at = tables->find("dvpn_exit"); at != std::string::npos;
+       at = tables->find("dvpn_exit", at + 1)) {
+    ++count;
+  }
+  EXPECT_EQ(count, 1u) << *tables;
+}
+
 TEST_F(FullTunnelTest, PolicyRefusesProviderOwnPrivateMetadataAndPort25) {
   AcceptCounter provider_v4(topo_->provider, "0.0.0.0", kForbiddenPort);
   AcceptCounter provider_v6(topo_->provider, "::", kForbiddenPort);

@@ -113,6 +113,13 @@ OsResult<std::string> ExitNatRuleset(const ExitNatConfig& c) {
 OsResult<void> EnableForwarding() {
   for (const char* path :
        {"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}) {
+    {
+      // On already (e.g. by /etc/sysctl.d under a unit whose /proc/sys is read-only): nothing
+      // to write.
+      std::ifstream in(path);
+      std::string value;
+      if (in >> value && value == "1") continue;
+    }
     std::ofstream f(path);
     if (!f || !(f << "1\n") || !f.flush()) {
       const int err = errno;

@@ -46,7 +46,8 @@ struct ExitNatConfig {
 OsResult<std::string> ExitNatRuleset(const ExitNatConfig& config);
 
 // Turns IPv4 and IPv6 forwarding on in this network namespace (the exit routes between its TUN
-// device and its uplink). Note: with IPv6 forwarding on, an interface that configures itself
+// device and its uplink); a setting that is on already is not written (a read-only /proc/sys
+// with forwarding set by sysctl.d is fine). Note: with IPv6 forwarding on, an interface that configures itself
 // from router advertisements needs accept_ra=2 (docs/node.md).
 OsResult<void> EnableForwarding();
 
