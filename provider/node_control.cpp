@@ -92,6 +92,19 @@ std::string StatusJson(const v1::GetStatusResponse& s) {
   j["accepting"] = s.accepting();
   j["not_accepting_reason"] = s.not_accepting_reason();
   j["gossip"] = {{"peers", s.gossip_peers()}, {"offers", s.gossip_offers()}};
+  if (s.has_full_tunnel()) {
+    const v1::FullTunnelStatus& f = s.full_tunnel();
+    nlohmann::json dropped = nlohmann::json::object();
+    for (const auto& [reason, n] : f.dropped()) dropped[reason] = n;
+    j["full_tunnel"] = {{"sessions", f.sessions()},
+                        {"flows", f.flows()},
+                        {"packets_from_clients", f.packets_from_clients()},
+                        {"packets_to_clients", f.packets_to_clients()},
+                        {"packets_to_clients_tcp", f.packets_to_clients_tcp()},
+                        {"dropped", std::move(dropped)}};
+  } else {
+    j["full_tunnel"] = nullptr;
+  }
   return j.dump();
 }
 
@@ -142,6 +155,25 @@ std::string MetricsText(const v1::GetStatusResponse& s, const v1::GetEarningsRes
   for (const auto& [reason, count] : s.gossip_offers_refused()) {
     out += "dvpn_gossip_offers_refused_total{reason=\"" + reason + "\"} " +
            std::to_string(count) + "\n";
+  }
+  if (s.has_full_tunnel()) {
+    const v1::FullTunnelStatus& f = s.full_tunnel();
+    Metric(out, "dvpn_full_tunnel_sessions", "gauge", "Full-tunnel packet sessions now.",
+           f.sessions());
+    Metric(out, "dvpn_full_tunnel_flows", "gauge", "Full-tunnel flows of every session now.",
+           f.flows());
+    out += "# HELP dvpn_full_tunnel_packets_total Full-tunnel packets forwarded by direction.\n"
+           "# TYPE dvpn_full_tunnel_packets_total counter\n";
+    out += "dvpn_full_tunnel_packets_total{direction=\"from_clients\"} " +
+           std::to_string(f.packets_from_clients()) + "\n";
+    out += "dvpn_full_tunnel_packets_total{direction=\"to_clients\"} " +
+           std::to_string(f.packets_to_clients()) + "\n";
+    out += "# HELP dvpn_full_tunnel_dropped_total Full-tunnel packets dropped by reason.\n"
+           "# TYPE dvpn_full_tunnel_dropped_total counter\n";
+    for (const auto& [reason, count] : f.dropped()) {
+      out += "dvpn_full_tunnel_dropped_total{reason=\"" + reason + "\"} " +
+             std::to_string(count) + "\n";
+    }
   }
   return out;
 }

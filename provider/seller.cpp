@@ -251,8 +251,12 @@ void Seller::Sample() {
   size_t open = 0;
   auto exit = s.exit;
   auto counts = std::make_shared<std::pair<uint64_t, size_t>>();
-  bool live = OnIoThread([exit, counts] {
+  auto packets = std::make_shared<std::optional<FullTunnelTotals>>();
+  bool live = OnIoThread([exit, counts, packets] {
     *counts = {exit->metered_bytes_total(), exit->tunnel_count()};
+    if (const auto& p = exit->packets()) {
+      *packets = FullTunnelTotals{p->session_count(), p->flows_in_use(), p->counters()};
+    }
   });
   if (live) std::tie(exit_total, open) = *counts;
   auto earnings = s.store->GetEarnings();
@@ -268,6 +272,7 @@ void Seller::Sample() {
       s.month_exit_start = exit_total;
     }
     s.totals.sessions_open = open;
+    if (live) s.totals.full_tunnel = *packets;
     s.totals.bytes_metered = exit_total;
     s.totals.month_bytes_metered = s.month_base + (exit_total - s.month_exit_start);
     const uint64_t cap = s.config.monthly_data_gb * kBytesPerGb;

@@ -41,7 +41,15 @@ struct EarningsPoint {
   uint64_t bytes_metered = 0;
 };
 
+// Full-tunnel mode's counts (the exit's ExitPackets).
+struct FullTunnelTotals {
+  size_t sessions = 0;
+  size_t flows = 0;
+  tunnel::session::ExitPackets::Counters counters;
+};
+
 struct SellerTotals {
+  std::optional<FullTunnelTotals> full_tunnel;  // only when the node serves the mode
   size_t sessions_open = 0;
   uint64_t bytes_metered = 0;        // since start
   uint64_t month_bytes_metered = 0;  // this calendar month (UTC), across restarts

@@ -132,6 +132,18 @@ v1::GetStatusResponse SellerNode::Status() {
   }
   auto totals = seller_->Totals();
   s.set_sessions_open(static_cast<uint32_t>(totals.sessions_open));
+  if (totals.full_tunnel) {
+    const FullTunnelTotals& ft = *totals.full_tunnel;
+    v1::FullTunnelStatus* f = s.mutable_full_tunnel();
+    f->set_sessions(static_cast<uint32_t>(ft.sessions));
+    f->set_flows(ft.flows);
+    f->set_packets_from_clients(ft.counters.from_client);
+    f->set_packets_to_clients(ft.counters.to_client);
+    f->set_packets_to_clients_tcp(ft.counters.to_client_tcp);
+    for (const auto& [reason, n] : tunnel::session::ExitPackets::Dropped(ft.counters)) {
+      (*f->mutable_dropped())[reason] = n;
+    }
+  }
   s.set_bytes_metered(totals.bytes_metered);
   s.set_month_bytes_metered(totals.month_bytes_metered);
   s.set_monthly_data_cap_bytes(config_.monthly_data_gb * 1'000'000'000);

@@ -875,7 +875,31 @@ TEST_F(FullTunnelTest, FloodsLeaveTheExitAnswering) {
   const uint64_t rss_after = RssKb(seller_->pid());
   EXPECT_LT(rss_after, rss_before + kRssGrowthBoundKb) << rss_before << " kB before";
   EXPECT_LT(rss_after, kRssBoundKb);
-  // The exit's last summary line (at its stop) counts the malformed packets it dropped.
+  // The node's status counts the malformed packets it dropped (the dashboard's /api/status,
+  // NodeControl's full_tunnel; the sampler refreshes it every second)...
+  auto ports = ReadPorts(dir_.File("seller.ports"));
+  ASSERT_TRUE(ports);
+  uint64_t malformed = 0;
+  std::string api;
+  testing::PollUntil(
+      [&] {
+        auto got = topo_->provider.Exec(
+            {"curl", "-s", "http://127.0.0.1:" + std::to_string(ports->http) + "/api/status"});
+        api = got.value_or(got.error());
+        const size_t at = api.find("\"malformed\":");
+        malformed = at == std::string::npos ? 0 : std::stoull(api.substr(at + 12));
+        return malformed >= 3000;
+      },
+      10s, 500ms);
+  EXPECT_GE(malformed, 3000u) << api;
+  EXPECT_NE(api.find("\"sessions\":1"), std::string::npos) << api;
+  auto metrics = topo_->provider.Exec(
+      {"curl", "-s", "http://127.0.0.1:" + std::to_string(ports->http) + "/metrics"});
+  ASSERT_TRUE(metrics) << metrics.error();
+  EXPECT_NE(metrics->find("dvpn_full_tunnel_dropped_total{reason=\"malformed\"}"),
+            std::string::npos)
+      << *metrics;
+  // ... and so does its last summary line, written at its stop.
   ASSERT_TRUE(StopExitNode()) << Tail(dir_.File("seller.log"));
   std::ifstream log(dir_.File("seller.log"));
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());

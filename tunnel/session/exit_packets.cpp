@@ -404,6 +404,15 @@ asio::awaitable<void> ExitPackets::TickLoop() {
   }
 }
 
+std::vector<std::pair<const char*, uint64_t>> ExitPackets::Dropped(const Counters& c) {
+  return {{"malformed", c.malformed},         {"too_big", c.too_big},
+          {"spoofed", c.not_from_session},    {"refused", c.refused},
+          {"flow_limit", c.too_many_flows},   {"flow_rate", c.rate_limited},
+          {"no_flow", c.no_flow},             {"no_session", c.no_session},
+          {"unpaid", c.unpaid},               {"send", c.send_dropped},
+          {"tun", c.tun_dropped}};
+}
+
 void ExitPackets::Summarize(uint64_t now, bool force) {
   if (!force &&
       now - last_summary_ms_ < static_cast<uint64_t>(options_.summary_interval.count())) {

@@ -29,6 +29,8 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "common/result.h"
 #include "tunnel/exit_policy.h"
@@ -92,6 +94,9 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
     uint64_t send_dropped = 0;  // the UDP socket or the tunnel's buffer did not take it
     uint64_t tun_dropped = 0;   // the TUN device did not take it
   };
+
+  // The drop counters by reason, as the summary line and the node's status name them.
+  static std::vector<std::pair<const char*, uint64_t>> Dropped(const Counters& c);
 
   // Creates the TUN device (the pools' offset-1 addresses, the MTU, up), the NAT table and IP
   // forwarding (install_nat), and the UDP socket. `own_host` gives the host as the policy sees
