@@ -348,6 +348,14 @@ class FullTunnelTest : public SellerNodeTest {
     return false;
   }
 
+  // The exit with the default configuration and the client in "user", connected; nullptr (the
+  // failing step recorded) otherwise.
+  Client* StartAndConnect() {
+    if (!StartExitNode(WriteExitConfig())) return nullptr;
+    Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+    return c && Connect(*c) ? c : nullptr;
+  }
+
   // dvpn-client in `ns` with --full-tunnel and its control on a Unix socket, `extra` flags
   // added (a --daily-cap there replaces the default 1 credit). Waits until dvpnctl reaches it;
   // nullptr (recorded) when it does not come up.
@@ -518,10 +526,8 @@ class FullTunnelTest : public SellerNodeTest {
 };
 
 TEST_F(FullTunnelTest, CurlUdpDnsPingBothFamiliesAndTheSellerIsPaid) {
-  ASSERT_TRUE(StartExitNode(WriteExitConfig()));
-  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+  Client* c = StartAndConnect();
   ASSERT_TRUE(c);
-  ASSERT_TRUE(Connect(*c));
   std::string status;
   EXPECT_TRUE(WaitForField(*c, "transport", "udp", &status)) << status;
   const std::string inner = Field(status, "inner addresses");
@@ -614,10 +620,8 @@ TEST_F(FullTunnelTest, PolicyRefusesProviderOwnPrivateMetadataAndPort25) {
   for (auto* l : {&provider_v4, &provider_v6, &metadata, &smtp_v4, &smtp_v6, &open_v4, &open_v6}) {
     ASSERT_TRUE(l->listening());
   }
-  ASSERT_TRUE(StartExitNode(WriteExitConfig()));
-  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+  Client* c = StartAndConnect();
   ASSERT_TRUE(c);
-  ASSERT_TRUE(Connect(*c));
 
   struct Target {
     std::string ip;
@@ -656,10 +660,8 @@ TEST_F(FullTunnelTest, TcpFallbackCarriesTrafficWhenUdpIsDropped) {
                     " drop && nft add rule inet dvpntest out ip6 daddr " +
                     Topology::kProviderV6 + " udp dport " + port + " drop");
   ASSERT_TRUE(drop.created()) << drop.error();
-  ASSERT_TRUE(StartExitNode(WriteExitConfig()));
-  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+  Client* c = StartAndConnect();
   ASSERT_TRUE(c);
-  ASSERT_TRUE(Connect(*c));
   std::string status;
   EXPECT_TRUE(WaitForField(*c, "transport", "tcp", &status)) << status;
   ExpectFetchBothFamilies(topo_->user);
@@ -683,10 +685,8 @@ TEST_F(FullTunnelTest, ForcedTcpTransportCarriesTrafficWithoutAnyDrop) {
 }
 
 TEST_F(FullTunnelTest, LargeDfPacketsGetTooBigAndTcpStillMoves) {
-  ASSERT_TRUE(StartExitNode(WriteExitConfig()));
-  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+  Client* c = StartAndConnect();
   ASSERT_TRUE(c);
-  ASSERT_TRUE(Connect(*c));
   auto too_big = [](const std::string& output) {
     return output.find("message too long") != std::string::npos ||
            output.find("Frag needed") != std::string::npos ||
@@ -792,10 +792,8 @@ TEST_F(FullTunnelTest, AClientThatStopsPayingIsCutOff) {
 TEST_F(FullTunnelTest, FloodsLeaveTheExitAnswering) {
   constexpr uint64_t kRssGrowthBoundKb = 64 * 1024;
   constexpr uint64_t kRssBoundKb = 512 * 1024;
-  ASSERT_TRUE(StartExitNode(WriteExitConfig()));
-  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"));
+  Client* c = StartAndConnect();
   ASSERT_TRUE(c);
-  ASSERT_TRUE(Connect(*c));
   ExpectUdpEchoBothFamilies(topo_->user);
   const uint64_t rss_before = RssKb(seller_->pid());
   ASSERT_GT(rss_before, 0u);

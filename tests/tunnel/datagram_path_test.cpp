@@ -243,24 +243,37 @@ TEST_F(DatagramPathTest, OversizedPacketsAreRefusedAtTheSender) {
   EXPECT_EQ(exit_packets_[0].size(), fits.size());
 }
 
+// Two paths without sockets: what `sender` seals is kept in `wire`, and the test hands the
+// datagrams it chooses, in the order it chooses, to `receiver`.
+struct WirePair {
+  WirePair()
+      : sender(Keys(2, 1), 5, 7, DatagramPath::Options{},
+               [this](ByteSpan d, const udp::endpoint&) {
+                 wire.emplace_back(d.begin(), d.end());
+                 return true;
+               },
+               [](std::span<uint8_t>) {}),
+        receiver(Keys(1, 2), 7, 5, DatagramPath::Options{},
+                 [](ByteSpan, const udp::endpoint&) { return true; },
+                 [this](std::span<uint8_t>) { ++delivered; }) {
+    sender.SetPeer(peer);
+  }
+  void Deliver(size_t i) { receiver.OnDatagram(std::span<uint8_t>(wire[i]), peer); }
+
+  std::vector<std::vector<uint8_t>> wire;
+  const udp::endpoint peer{asio::ip::make_address("127.0.0.1"), 9};
+  size_t delivered = 0;
+  DatagramPath sender;
+  DatagramPath receiver;
+};
+
 // The client's meter credits the exit for datagrams lost on the way (docs/full-tunnel.md
 // "Payments"): the receiver counts the counters it never saw, and a late one fills its gap.
 TEST(DatagramPathMissing, SkippedCountersAreMissingAndLateArrivalsFillTheGap) {
-  std::vector<std::vector<uint8_t>> wire;
-  const udp::endpoint peer(asio::ip::make_address("127.0.0.1"), 9);
-  DatagramPath sender(Keys(2, 1), 5, 7, DatagramPath::Options{},
-                      [&](ByteSpan d, const udp::endpoint&) {
-                        wire.emplace_back(d.begin(), d.end());
-                        return true;
-                      },
-                      [](std::span<uint8_t>) {});
-  sender.SetPeer(peer);
-  size_t delivered = 0;
-  DatagramPath receiver(Keys(1, 2), 7, 5, DatagramPath::Options{},
-                        [](ByteSpan, const udp::endpoint&) { return true; },
-                        [&](std::span<uint8_t>) { ++delivered; });
+  WirePair w;
+  auto& [wire, peer, delivered, sender, receiver] = w;
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(sender.SendPacket(Bytes("packet")));
-  auto deliver = [&](size_t i) { receiver.OnDatagram(std::span<uint8_t>(wire[i]), peer); };
+  auto deliver = [&](size_t i) { w.Deliver(i); };
   deliver(0);
   deliver(1);
   EXPECT_EQ(receiver.counters().missing, 0u);
@@ -279,19 +292,8 @@ TEST(DatagramPathMissing, SkippedCountersAreMissingAndLateArrivalsFillTheGap) {
 // The keys' timers: a new send epoch after kRekeyAfterSeconds; the receiver keeps the previous
 // epoch's key kPreviousEpochSeconds after it first saw the new one, then drops it.
 TEST(DatagramPathKeys, TickKeysRekeysOnTimeAndDropsThePreviousEpochLater) {
-  std::vector<std::vector<uint8_t>> wire;
-  const udp::endpoint peer(asio::ip::make_address("127.0.0.1"), 9);
-  DatagramPath sender(Keys(2, 1), 5, 7, DatagramPath::Options{},
-                      [&](ByteSpan d, const udp::endpoint&) {
-                        wire.emplace_back(d.begin(), d.end());
-                        return true;
-                      },
-                      [](std::span<uint8_t>) {});
-  sender.SetPeer(peer);
-  size_t delivered = 0;
-  DatagramPath receiver(Keys(1, 2), 7, 5, DatagramPath::Options{},
-                        [](ByteSpan, const udp::endpoint&) { return true; },
-                        [&](std::span<uint8_t>) { ++delivered; });
+  WirePair w;
+  auto& [wire, peer, delivered, sender, receiver] = w;
   const uint64_t t0 = MonotonicMs();
   ASSERT_TRUE(sender.SendPacket(Bytes("epoch 0")));
   sender.TickKeys(t0 + kRekeyAfterSeconds * 1000 - 5000);  // not yet

@@ -62,14 +62,12 @@ uint32_t PathMtu(const asio::ip::address& to) {
 class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
  public:
   ClientPacketPath(ClientPackets& owner, const std::shared_ptr<TunnelConnection>& tunnel,
-                   uint32_t local_index, const PacketReadyFields& ready)
+                   const PacketReadyFields& ready)
       : owner_(owner),
         tunnel_(tunnel),
         ready_(ready),
         socket_(tunnel->executor()),
-        timer_(tunnel->executor()) {
-    (void)local_index;
-  }
+        timer_(tunnel->executor()) {}
 
   void Start(const tcp::endpoint& exit, uint32_t local_index) {
     auto tunnel = tunnel_.lock();
@@ -157,6 +155,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
   const PacketReadyFields& ready() const { return ready_; }
   uint64_t packets_sent() const { return packets_sent_; }
   uint64_t packets_received() const { return packets_received_; }
+  uint64_t refused() const { return refused_; }
 
  private:
   void Probe() {
@@ -168,6 +167,18 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
   void Deliver(ByteSpan packet) {
     auto tunnel = tunnel_.lock();
     if (!tunnel || closed_) return;
+    // Only packets for the inner addresses reach the device: an exit must not use the machine
+    // as a router (to its LAN, or anywhere its forwarding would take them). Not metered: an
+    // exit that invoices them is caught overcharging.
+    const auto dst = ip::DestinationAddress(packet);
+    const bool ours =
+        dst && (dst->family == ip::Family::kV4
+                    ? std::memcmp(dst->bytes.data(), ready_.ipv4.data(), 4) == 0
+                    : std::memcmp(dst->bytes.data(), ready_.ipv6.data(), 16) == 0);
+    if (!ours) {
+      ++refused_;
+      return;
+    }
     tunnel->CountPacket(packet.size(), /*sent=*/false);
     ++packets_received_;
     bytes_received_ += packet.size();
@@ -252,6 +263,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
   uint64_t packets_received_ = 0;
   uint64_t bytes_received_ = 0;
   uint64_t credited_missing_ = 0;
+  uint64_t refused_ = 0;  // packets from the exit not for the inner addresses
   bool closed_ = false;
 };
 
@@ -328,7 +340,7 @@ void ClientPackets::OnReady(const std::shared_ptr<TunnelConnection>& tunnel,
     tunnel->Close(CloseReason::kInternal, "full tunnel: " + last_error_, true);
     return;
   }
-  path_ = std::make_shared<ClientPacketPath>(*this, tunnel, local_index, ready);
+  path_ = std::make_shared<ClientPacketPath>(*this, tunnel, ready);
   path_->Start(exit, local_index);
   last_error_.clear();
   TunnelLog()->info("{}: full tunnel up: {}, {}, mtu {}", tunnel->name(),
@@ -416,6 +428,7 @@ ClientPacketsStatus ClientPackets::status() const {
     s.transport = path_->UdpActive() ? "udp" : "tcp";
     s.packets_sent = path_->packets_sent();
     s.packets_received = path_->packets_received();
+    s.dropped += path_->refused();
   }
   return s;
 }

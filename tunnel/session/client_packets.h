@@ -66,7 +66,7 @@ struct ClientPacketsStatus {
   uint16_t mtu = 0;
   uint64_t packets_sent = 0;
   uint64_t packets_received = 0;
-  uint64_t dropped = 0;  // TUN reads without a session, refused sends
+  uint64_t dropped = 0;  // TUN reads without a session, refused sends, exit packets not for us
   std::string last_error;
 };
 
