@@ -18,8 +18,36 @@
 #include "tunnel/session/asio.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/exit_server.h"
+#include "tunnel/session/tunnel_connection.h"
 
 namespace dvpn::tunnel::testing {
+
+// The two ends of one tunnel over a loopback TCP connection, with fixed test keys; not started.
+struct LoopbackTunnel {
+  std::shared_ptr<session::TunnelConnection> client;
+  std::shared_ptr<session::TunnelConnection> exit;
+};
+inline LoopbackTunnel MakeLoopbackTunnel(session::asio::io_context& client_io,
+                                         session::asio::io_context& exit_io,
+                                         const session::ConnectionOptions& options = {}) {
+  namespace asio = session::asio;
+  using session::tcp;
+  tcp::acceptor listener(exit_io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  tcp::socket client_socket(client_io);
+  client_socket.connect(listener.local_endpoint());
+  tcp::socket exit_socket = listener.accept();
+  SessionKeys client_keys;
+  SessionKeys exit_keys;
+  client_keys.cipher = exit_keys.cipher = Cipher::kChaCha20Poly1305;
+  client_keys.send_key.fill(0x11);
+  client_keys.recv_key.fill(0x22);
+  exit_keys.send_key.fill(0x22);
+  exit_keys.recv_key.fill(0x11);
+  return {std::make_shared<session::TunnelConnection>(std::move(client_socket), client_keys,
+                                                      Role::kClient, options, "client"),
+          std::make_shared<session::TunnelConnection>(std::move(exit_socket), exit_keys,
+                                                      Role::kExit, options, "exit")};
+}
 
 // Runs `io` (restarted when it has stopped) one handler at a time until `pred` holds; false
 // when `timeout` passes first.

@@ -1,6 +1,6 @@
 // TunnelConnection over a real loopback TCP connection, both roles in this process: the control
-// channel, the DATA meters and their observer, the forwarding pause, an exit refusing packet
-// mode (PACKET_SETUP answered with PACKET_FAIL), and control frames going
+// channel, the DATA meters and their observer, the forwarding pause, packet mode (refused
+// without a handler, PACKET frames both ways, pause and limit), and control frames going
 // ahead of queued stream data. Each side has its own io_context; the test drives both from its
 // thread with bounded polling (every wait has a deadline).
 
@@ -16,6 +16,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "tests/tunnel/io_test_util.h"
 
 namespace dvpn::tunnel::session {
 namespace {
@@ -102,22 +104,9 @@ class TunnelConnectionTest : public ::testing::Test {
   void SetUp() override { Connect(ConnectionOptions{}); }
 
   void Connect(ConnectionOptions options) {
-    tcp::acceptor listener(exit_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    tcp::socket client_socket(client_io_);
-    client_socket.connect(listener.local_endpoint());
-    tcp::socket exit_socket = listener.accept();
-
-    SessionKeys client_keys;
-    SessionKeys exit_keys;
-    client_keys.cipher = exit_keys.cipher = Cipher::kChaCha20Poly1305;
-    client_keys.send_key.fill(0x11);
-    client_keys.recv_key.fill(0x22);
-    exit_keys.send_key.fill(0x22);
-    exit_keys.recv_key.fill(0x11);
-    client_ = std::make_shared<TunnelConnection>(std::move(client_socket), client_keys,
-                                                 Role::kClient, options, "client");
-    exit_ = std::make_shared<TunnelConnection>(std::move(exit_socket), exit_keys, Role::kExit,
-                                               options, "exit");
+    auto pair = testing::MakeLoopbackTunnel(client_io_, exit_io_, options);
+    client_ = std::move(pair.client);
+    exit_ = std::move(pair.exit);
 
     upstream_listener_.emplace(exit_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     app_listener_.emplace(client_io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/tunnel/io_test_util.h"
 #include "tests/tunnel_os/os_test_util.h"
 #include "tunnel/session/client_packets.h"
 #include "tunnel/session/tunnel_connection.h"
@@ -36,20 +37,7 @@ TEST(ClientPackets, RoutesTheMachinesPacketsToTheExitAndDeliversOnlyItsOwn) {
     asio::io_context io;
 
     // The tunnel, its exit end played by the test.
-    tcp::acceptor listener(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    tcp::socket client_socket(io);
-    client_socket.connect(listener.local_endpoint());
-    tcp::socket exit_socket = listener.accept();
-    SessionKeys ck;
-    SessionKeys ek;
-    ck.send_key.fill(0x11);
-    ck.recv_key.fill(0x22);
-    ek.send_key.fill(0x22);
-    ek.recv_key.fill(0x11);
-    auto client = std::make_shared<TunnelConnection>(std::move(client_socket), ck, Role::kClient,
-                                                     ConnectionOptions{}, "client");
-    auto exit = std::make_shared<TunnelConnection>(std::move(exit_socket), ek, Role::kExit,
-                                                   ConnectionOptions{}, "exit");
+    auto [client, exit] = testing::MakeLoopbackTunnel(io, io);
     std::optional<PacketSetupFields> asked;
     exit->SetPacketSetupHandler(
         [&](const PacketSetupFields& setup) -> Result<PacketReadyFields, PacketFailure> {
@@ -74,7 +62,7 @@ TEST(ClientPackets, RoutesTheMachinesPacketsToTheExitAndDeliversOnlyItsOwn) {
     options.tun_name = "dvpnc0";
     auto packets = ClientPackets::Start(io.get_executor(), options);
     ASSERT_TRUE(packets) << packets.error().message;
-    (*packets)->Attach(client, listener.local_endpoint());
+    (*packets)->Attach(client, tcp::endpoint(asio::ip::address_v4::loopback(), 7443));
     auto run_until = [&](const std::function<bool()>& pred) {
       const auto deadline = std::chrono::steady_clock::now() + 5s;
       while (!pred() && std::chrono::steady_clock::now() < deadline) {

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/clock.h"
+#include "tests/tunnel/io_test_util.h"
 #include "tests/tunnel_os/os_test_util.h"
 #include "tunnel/exit_policy.h"
 #include "tunnel/os/nftables.h"
@@ -81,20 +82,9 @@ class ExitPacketsTest : public ::testing::Test {
     ASSERT_TRUE(packets) << packets.error().message;
     packets_ = *packets;
 
-    tcp::acceptor listener(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    tcp::socket client_socket(io_);
-    client_socket.connect(listener.local_endpoint());
-    tcp::socket exit_socket = listener.accept();
-    SessionKeys client_keys;
-    SessionKeys exit_keys;
-    client_keys.send_key.fill(0x11);
-    client_keys.recv_key.fill(0x22);
-    exit_keys.send_key.fill(0x22);
-    exit_keys.recv_key.fill(0x11);
-    client_ = std::make_shared<TunnelConnection>(std::move(client_socket), client_keys,
-                                                 Role::kClient, ConnectionOptions{}, "client");
-    exit_ = std::make_shared<TunnelConnection>(std::move(exit_socket), exit_keys, Role::kExit,
-                                               ConnectionOptions{}, "exit");
+    auto pair = testing::MakeLoopbackTunnel(io_, io_);
+    client_ = std::move(pair.client);
+    exit_ = std::move(pair.exit);
     packets_->Serve(exit_);
     exit_->Start(nullptr, [this] { exit_closed_ = true; });
     client_->Start(nullptr, [this] { client_closed_ = true; });
