@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <tuple>
 #include <random>
 #include <thread>
 #include <utility>
@@ -20,6 +19,7 @@
 #include "marketplace/gossip_transport.h"
 #include "marketplace/provider_stats.h"
 #include "marketplace/rpc/offer_book_service.h"
+#include "tunnel/session/host_addresses.h"
 
 namespace dvpn::client {
 
@@ -103,18 +103,11 @@ std::vector<tunnel::IpAddress> ClientDaemon::State::OutsideAddresses() const {
     auto results = resolver.resolve(host, "", ec);
     if (ec) continue;  // not resolvable now: nothing to keep outside
     for (const auto& r : results) {
-      const auto a = r.endpoint().address();
-      out.push_back(a.is_v4() ? tunnel::IpAddress::V4(a.to_v4().to_bytes())
-                              : tunnel::IpAddress::V6(a.to_v6().to_bytes()));
+      out.push_back(tunnel::session::FromAsioAddress(r.endpoint().address()));
     }
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.family, a.bytes) < std::tie(b.family, b.bytes);
-  });
-  out.erase(std::unique(out.begin(), out.end(), [](const auto& a, const auto& b) {
-              return a.family == b.family && a.bytes == b.bytes;
-            }),
-            out.end());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 

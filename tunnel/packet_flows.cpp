@@ -127,7 +127,14 @@ void SessionFlows::Touch(Flow& flow, uint8_t protocol, uint8_t tcp_flags, uint64
   }
 }
 
-FlowVerdict SessionFlows::Outbound(const ip::PacketInfo& p, uint64_t now_ms, const OwnHost& host) {
+ip::Address ToPacketAddress(const IpAddress& a) {
+  ip::Address out;
+  out.family = a.family == IpAddress::Family::kV4 ? ip::Family::kV4 : ip::Family::kV6;
+  out.bytes = a.bytes;
+  return out;
+}
+
+FlowVerdict SessionFlows::Outbound(const ip::PacketInfo& p, uint64_t now_ms, const HostFn& host) {
   if (!IsOurs(p.src)) return FlowVerdict::kNotFromSession;
   const ip::FlowKey key = ip::MakeFlowKey(p);
   if (auto it = flows_.find(key); it != flows_.end()) {
@@ -138,8 +145,9 @@ FlowVerdict SessionFlows::Outbound(const ip::PacketInfo& p, uint64_t now_ms, con
   // exit evaluate its policy faster than the bucket allows.
   if (!new_flows_.Take(now_ms)) return FlowVerdict::kRateLimited;
   const IpAddress dst = ToIpAddress(p.dst);
-  const ExitDecision d = HasPorts(p.protocol) ? policy_.Decide(dst, p.dst_port, host)
-                                              : policy_.DecidePortless(dst, host);
+  const OwnHost& own = host();
+  const ExitDecision d = HasPorts(p.protocol) ? policy_.Decide(dst, p.dst_port, own)
+                                              : policy_.DecidePortless(dst, own);
   if (!d.allowed) return FlowVerdict::kRefused;
   if (flows_.size() >= limits_.max_flows) {
     Expire(now_ms);

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <unordered_map>
 
@@ -68,8 +69,11 @@ class SessionFlows {
   SessionFlows(const SessionFlows&) = delete;
   SessionFlows& operator=(const SessionFlows&) = delete;
 
-  // A packet the client sent (parsed and checked by ip::ParsePacket).
-  FlowVerdict Outbound(const ip::PacketInfo& packet, uint64_t now_ms, const OwnHost& host);
+  // A packet the client sent (parsed and checked by ip::ParsePacket). `host` gives the host as
+  // the policy sees it now; it is asked only for a new flow (it may poll the host's addresses:
+  // no work on the path of a known flow).
+  using HostFn = std::function<const OwnHost&()>;
+  FlowVerdict Outbound(const ip::PacketInfo& packet, uint64_t now_ms, const HostFn& host);
   // A packet for the client, read from the exit's TUN device: `bytes` is the whole packet (an
   // ICMP error's quoted packet is read from it).
   FlowVerdict Inbound(const ip::PacketInfo& packet, std::span<const uint8_t> bytes,
@@ -98,7 +102,8 @@ class SessionFlows {
   std::unordered_map<ip::FlowKey, Flow, ip::FlowKeyHash> flows_;  // keyed client -> destination
 };
 
-// ip::Address as the policy's IpAddress.
+// ip::Address as the policy's IpAddress, and back (the same layout).
 IpAddress ToIpAddress(const ip::Address& a);
+ip::Address ToPacketAddress(const IpAddress& a);
 
 }  // namespace dvpn::tunnel

@@ -106,7 +106,7 @@ class PacketFlowsTest : public ::testing::Test {
         lease_{A("10.231.0.2"), A("fd00:231::2")} {}
 
   FlowVerdict Out(SessionFlows& f, const std::vector<uint8_t>& p, uint64_t now = 1000) {
-    return f.Outbound(Info(p), now, host_);
+    return f.Outbound(Info(p), now, [this]() -> const OwnHost& { return host_; });
   }
   FlowVerdict In(SessionFlows& f, const std::vector<uint8_t>& p, uint64_t now = 1000) {
     return f.Inbound(Info(p), p, now);

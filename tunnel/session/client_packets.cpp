@@ -12,8 +12,8 @@
 #include "tunnel/os/full_tunnel_routes.h"
 #include "tunnel/os/netlink.h"
 #include "tunnel/os/tun_device.h"
-#include "tunnel/record.h"
 #include "tunnel/session/datagram_path.h"
+#include "tunnel/session/host_addresses.h"
 #include "tunnel/session/tun_io.h"
 
 namespace dvpn::tunnel::session {
@@ -27,19 +27,17 @@ constexpr uint64_t kUdpSilenceMs = 30'000;
 constexpr size_t kMaxDrain = 1024;  // datagrams read before one CONTROL message
 constexpr size_t kReadBatch = 64;   // datagrams read per wakeup after the first
 
+// Whether `a` is one of the inner addresses PACKET_READY handed out.
+bool IsInner(const ip::Address& a, const PacketReadyFields& r) {
+  return a.family == ip::Family::kV4 ? std::memcmp(a.bytes.data(), r.ipv4.data(), 4) == 0
+                                     : std::memcmp(a.bytes.data(), r.ipv6.data(), 16) == 0;
+}
+
 IpPrefix V4Prefix(const PacketReadyFields& r) {
   return IpPrefix{IpAddress::V4(r.ipv4), r.ipv4_prefix};
 }
 IpPrefix V6Prefix(const PacketReadyFields& r) {
   return IpPrefix{IpAddress::V6(r.ipv6), r.ipv6_prefix};
-}
-
-IpAddress FromAsio(const asio::ip::address& a) {
-  if (a.is_v4()) return IpAddress::V4(a.to_v4().to_bytes());
-  if (a.to_v6().is_v4_mapped()) {
-    return IpAddress::V4(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_bytes());
-  }
-  return IpAddress::V6(a.to_v6().to_bytes());
 }
 
 // What a datagram adds on the path: the outer IPv6 and UDP headers (IPv6's, the larger, whatever
@@ -50,7 +48,7 @@ constexpr uint32_t kDatagramPathOverhead = kIpv6UdpHeaders + kDatagramOverhead; 
 uint32_t PathMtu(const asio::ip::address& to) {
   auto nl = os::Netlink::Open();
   if (!nl) return kPathMtu;
-  auto route = nl->LookupRoute(FromAsio(to));
+  auto route = nl->LookupRoute(FromAsioAddress(to));
   if (!route || route->local) return kPathMtu;
   auto mtu = os::InterfaceMtu(route->oif);
   return mtu ? *mtu : static_cast<uint32_t>(kPathMtu);
@@ -171,11 +169,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
     // as a router (to its LAN, or anywhere its forwarding would take them). Not metered: an
     // exit that invoices them is caught overcharging.
     const auto dst = ip::DestinationAddress(packet);
-    const bool ours =
-        dst && (dst->family == ip::Family::kV4
-                    ? std::memcmp(dst->bytes.data(), ready_.ipv4.data(), 4) == 0
-                    : std::memcmp(dst->bytes.data(), ready_.ipv6.data(), 16) == 0);
-    if (!ours) {
+    if (!dst || !IsInner(*dst, ready_)) {
       ++refused_;
       return;
     }
@@ -373,7 +367,7 @@ bool ClientPackets::Configure(const tcp::endpoint& exit, const PacketReadyFields
     return false;
   }
   configured_ = ready;
-  const IpAddress exit_address = FromAsio(exit.address());
+  const IpAddress exit_address = FromAsioAddress(exit.address());
   if (!routes_ || routed_exit_ != exit_address) {
     if (routes_) (void)routes_->Remove();
     routes_.reset();
@@ -398,10 +392,7 @@ void ClientPackets::FromTun(std::span<uint8_t> packet) {
     ++dropped_;
     return;
   }
-  const bool ours = src->family == ip::Family::kV4
-                        ? std::memcmp(src->bytes.data(), configured_->ipv4.data(), 4) == 0
-                        : std::memcmp(src->bytes.data(), configured_->ipv6.data(), 16) == 0;
-  if (!ours || !path_->Send(packet)) ++dropped_;
+  if (!IsInner(*src, *configured_) || !path_->Send(packet)) ++dropped_;
 }
 
 bool ClientPackets::WriteTun(ByteSpan packet) { return tun_ && tun_->Write(packet); }

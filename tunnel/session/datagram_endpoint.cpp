@@ -146,9 +146,10 @@ asio::awaitable<void> DatagramEndpoint::ReceiveLoop() {
     ++counters_.received;
     Dispatch(std::span<uint8_t>(buffer_.data(), n), from);
     // What else arrived meanwhile, without a trip through the event loop per datagram.
-    counters_.received += ReadPending(socket_, buffer_, kReadBatch, [&](size_t size, const udp::endpoint& f) {
-      Dispatch(std::span<uint8_t>(buffer_.data(), size), f);
-    });
+    counters_.received +=
+        ReadPending(socket_, buffer_, kReadBatch, [&](size_t size, const udp::endpoint& f) {
+          Dispatch(std::span<uint8_t>(buffer_.data(), size), f);
+        });
   }
 }
 

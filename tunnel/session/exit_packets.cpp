@@ -10,7 +10,6 @@
 #include "tunnel/os/netlink.h"
 #include "tunnel/os/nftables.h"
 #include "tunnel/os/tun_device.h"
-#include "tunnel/record.h"
 #include "tunnel/session/datagram_path.h"
 #include "tunnel/session/tun_io.h"
 
@@ -28,13 +27,6 @@ std::array<uint8_t, 17> AddressKey(const ip::Address& a) {
   std::memcpy(k.data(), a.bytes.data(), 16);
   k[16] = static_cast<uint8_t>(a.family);
   return k;
-}
-
-ip::Address ToPacketAddress(const IpAddress& a) {
-  ip::Address out;
-  out.family = a.family == IpAddress::Family::kV4 ? ip::Family::kV4 : ip::Family::kV6;
-  out.bytes = a.bytes;
-  return out;
 }
 
 }  // namespace
@@ -81,7 +73,7 @@ class ExitPacketSession {
       return;
     }
     const uint64_t now = MonotonicMs();
-    switch (flows_.Outbound(*info, now, exit_.own_host_())) {
+    switch (flows_.Outbound(*info, now, exit_.own_host_)) {
       case FlowVerdict::kForward:
         break;
       case FlowVerdict::kRefused:
@@ -249,7 +241,6 @@ Result<std::shared_ptr<ExitPackets>, ExitPacketsErrc> ExitPackets::Start(
     self->endpoint_ = std::move(*endpoint);
     self->endpoint_->Start();
   }
-  std::weak_ptr<ExitPackets> weak = self;
   self->tun_ = TunIo::Make(ex, std::move(*device), options.mtu,
                            [raw = self.get()](std::span<uint8_t> packet) { raw->FromTun(packet); });
   self->tun_->Start();
@@ -421,28 +412,29 @@ void ExitPackets::Summarize(uint64_t now, bool force) {
   last_summary_ms_ = now;
   const Counters& c = counters_;
   const Counters& r = reported_;
-  const uint64_t dropped =
-      (c.malformed - r.malformed) + (c.too_big - r.too_big) +
-      (c.not_from_session - r.not_from_session) + (c.refused - r.refused) +
-      (c.too_many_flows - r.too_many_flows) + (c.rate_limited - r.rate_limited) +
-      (c.no_flow - r.no_flow) + (c.no_session - r.no_session) + (c.unpaid - r.unpaid) +
-      (c.send_dropped - r.send_dropped) + (c.tun_dropped - r.tun_dropped);
+  // "N malformed, N too big, ...": each reason's drops since the last line.
+  const auto now_dropped = Dropped(c);
+  const auto then_dropped = Dropped(r);
+  uint64_t dropped = 0;
+  std::string reasons;
+  for (size_t i = 0; i < now_dropped.size(); ++i) {
+    const uint64_t n = now_dropped[i].second - then_dropped[i].second;
+    dropped += n;
+    std::string name = now_dropped[i].first;
+    std::replace(name.begin(), name.end(), '_', ' ');
+    reasons += (i == 0 ? "" : ", ") + std::to_string(n) + " " + name;
+  }
   if (c.from_client == r.from_client && c.to_client == r.to_client && dropped == 0 &&
       c.sessions_opened == r.sessions_opened) {
     return;
   }
   TunnelLog()->info(
       "exit: packets: {} sessions ({} new, {} refused), {} flows; in {} ({} B), out {} ({} B, {} "
-      "by tcp); dropped: {} malformed, {} too big, {} spoofed, {} refused, {} flow limit, {} "
-      "flow rate, {} no flow, {} no session, {} unpaid, {} send, {} tun",
+      "by tcp); dropped: {}",
       sessions_.size(), c.sessions_opened - r.sessions_opened,
       c.sessions_refused - r.sessions_refused, budget_.used(), c.from_client - r.from_client,
       c.from_client_bytes - r.from_client_bytes, c.to_client - r.to_client,
-      c.to_client_bytes - r.to_client_bytes, c.to_client_tcp - r.to_client_tcp,
-      c.malformed - r.malformed, c.too_big - r.too_big, c.not_from_session - r.not_from_session,
-      c.refused - r.refused, c.too_many_flows - r.too_many_flows,
-      c.rate_limited - r.rate_limited, c.no_flow - r.no_flow, c.no_session - r.no_session,
-      c.unpaid - r.unpaid, c.send_dropped - r.send_dropped, c.tun_dropped - r.tun_dropped);
+      c.to_client_bytes - r.to_client_bytes, c.to_client_tcp - r.to_client_tcp, reasons);
   reported_ = counters_;
 }
 

@@ -13,6 +13,14 @@
 #include <utility>
 
 namespace dvpn::tunnel::session {
+
+IpAddress FromAsioAddress(const asio::ip::address& a) {
+  if (a.is_v4()) return IpAddress::V4(a.to_v4().to_bytes());
+  if (a.to_v6().is_v4_mapped()) {
+    return IpAddress::V4(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_bytes());
+  }
+  return IpAddress::V6(a.to_v6().to_bytes());
+}
 namespace {
 
 // One drain of the netlink socket reads at most this many messages before re-reading the list

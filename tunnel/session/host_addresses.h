@@ -26,6 +26,9 @@ enum class HostAddressErrc {
   kCannotRead = 1,  // getifaddrs failed (e.g. AF_NETLINK forbidden); message has errno text
 };
 
+// An Asio address as the policy's IpAddress; an IPv4-mapped IPv6 address as the IPv4 one.
+IpAddress FromAsioAddress(const asio::ip::address& a);
+
 // Every IPv4 and IPv6 address of every interface now (up or down), as getifaddrs reports them.
 [[nodiscard]] Result<std::vector<IpAddress>, HostAddressErrc> ReadHostAddresses();
 

@@ -772,9 +772,6 @@ asio::awaitable<void> TunnelConnection::KeepaliveLoop() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Close
-
-// ---------------------------------------------------------------------------------------------
 // Packet mode
 
 void TunnelConnection::SetPacketSetupHandler(PacketSetupHandler handler) {
@@ -839,6 +836,9 @@ bool TunnelConnection::MayForwardPacket(size_t n) {
   }
   return true;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Close
 
 void TunnelConnection::Close(CloseReason reason, const std::string& why, bool send_close) {
   if (closing_) return;
