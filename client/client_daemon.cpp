@@ -139,6 +139,7 @@ Result<tunnel_client::ClientRuntimeConfig, Errc> ClientDaemon::State::RuntimeCon
     tunnel::session::ClientPacketsOptions& ft = c.full_tunnel.emplace();
     ft.tun_name = config.tun_device;
     ft.allow_udp = config.full_tunnel_udp;
+    ft.offloads = config.packet_offloads;
     ft.outside = OutsideAddresses();
   }
   c.picker = std::move(po);

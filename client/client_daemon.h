@@ -23,6 +23,7 @@
 #include "payments/keys.h"
 #include "tunnel/session/client.h"
 #include "tunnel/session/paid_client.h"
+#include "tunnel/session/packet_offloads.h"
 
 namespace dvpn::client {
 
@@ -46,6 +47,7 @@ struct ClientDaemonConfig {
   // (false: the TCP fallback, forced). The mode itself is ConnectPolicy::full_tunnel.
   std::string tun_device = "dvpn0";
   bool full_tunnel_udp = true;
+  tunnel::session::PacketOffloads packet_offloads;  // --packet-offloads
 };
 
 class ClientDaemon {

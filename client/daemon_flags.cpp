@@ -62,6 +62,11 @@ void AddClientDaemonFlags(CLI::App& app, ClientDaemonFlags& f) {
                  "full tunnel: auto (UDP, TCP when UDP does not get through) or tcp (always the "
                  "TCP fallback)")
       ->capture_default_str();
+  app.add_option("--packet-offloads", f.packet_offloads,
+                 "full tunnel: auto (TUN segmentation offloads, UDP GSO/GRO, batched system "
+                 "calls, as far as the kernel has them), off (one packet per system call), or "
+                 "a comma list of tun, gso, gro, mmsg (docs/full-tunnel.md \"Offloads\")")
+      ->capture_default_str();
   cli::AddLogLevel(app, f.log_level);
 }
 
@@ -152,6 +157,9 @@ Result<ClientDaemonConfig, Errc> ClientDaemonConfigFromFlags(const ClientDaemonF
     return Fail(Errc::kBadConfig, "--full-tunnel-transport: expected auto or tcp");
   }
   c.full_tunnel_udp = f.full_tunnel_transport == "auto";
+  auto offloads = tunnel::session::PacketOffloads::Parse(f.packet_offloads);
+  if (!offloads) return Fail(Errc::kBadConfig, "--packet-offloads: " + offloads.error());
+  c.packet_offloads = *offloads;
   return c;
 }
 

@@ -37,6 +37,7 @@ struct ClientDaemonFlags {
   bool full_tunnel = false;
   std::string tun_device = "dvpn0";
   std::string full_tunnel_transport = "auto";
+  std::string packet_offloads = "auto";
   std::string log_level = "info";
 };
 

@@ -30,7 +30,7 @@ const std::map<std::string, std::set<std::string>>& Schema() {
         "endpoints", "lifetime_s"}},
       {"tunnel",
        {"listen", "static_key_file", "allow", "deny", "log_destinations", "full_tunnel",
-        "udp_port", "tun_device", "inner_ipv4", "inner_ipv6"}},
+        "udp_port", "tun_device", "inner_ipv4", "inner_ipv6", "packet_offloads"}},
       {"limits",
        {"bandwidth_mbps", "monthly_data_gb", "max_pending_handshakes", "msg1_timeout_ms"}},
       {"payments",
@@ -315,6 +315,16 @@ std::optional<std::string> Read(const Reader& r, NodeConfig& c) {
   if (!tunnel::os::ValidInterfaceName(c.tun_device)) {
     return r.Fail(*r.Find("tunnel", "tun_device"), "tunnel", "tun_device",
                   "expected 1 to 15 characters of A-Z a-z 0-9 _ . -");
+  }
+  {
+    std::string text = "auto";
+    if ((e = r.String("tunnel", "packet_offloads", &text))) return e;
+    auto offloads = tunnel::session::PacketOffloads::Parse(text);
+    if (!offloads) {
+      return r.Fail(*r.Find("tunnel", "packet_offloads"), "tunnel", "packet_offloads",
+                    "expected \"auto\", \"off\" or a comma list of tun, gso, gro, mmsg");
+    }
+    c.packet_offloads = *offloads;
   }
   for (const char* key : {"inner_ipv4", "inner_ipv6"}) {
     std::string text;

@@ -21,6 +21,7 @@
 #include "provider/errc.h"
 #include "settlement/promise_store.h"
 #include "tunnel/ip_prefix.h"
+#include "tunnel/session/packet_offloads.h"
 
 namespace dvpn::node {
 
@@ -70,6 +71,9 @@ struct NodeConfig {
   std::string tun_device = "dvpnx0";
   tunnel::IpPrefix inner_ipv4 = *tunnel::IpPrefix::Parse("10.231.0.0/16");
   std::optional<tunnel::IpPrefix> inner_ipv6;
+  // The full tunnel's fast paths (docs/full-tunnel.md "Offloads"): "auto", "off", or a comma
+  // list of tun, gso, gro, mmsg.
+  tunnel::session::PacketOffloads packet_offloads;
 
   // [limits] (0: none)
   uint64_t bandwidth_mbps = 0;

@@ -131,6 +131,7 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
     packets.v4_pool = config.inner_ipv4;
     packets.v6_pool = config.inner_ipv6.value_or(tunnel::DerivedIpv6Pool(tunnel_key.public_key));
     packets.udp_listen = session::udp::endpoint(session::asio::ip::address_v4::any(), config.udp_port);
+    packets.offloads = config.packet_offloads;
   }
   auto built = ExitAssembly::Build(s.io, tunnel_key, std::move(spec));
   if (!built) {
@@ -255,7 +256,7 @@ void Seller::Sample() {
   bool live = OnIoThread([exit, counts, packets] {
     *counts = {exit->metered_bytes_total(), exit->tunnel_count()};
     if (const auto& p = exit->packets()) {
-      *packets = FullTunnelTotals{p->session_count(), p->flows_in_use(), p->counters()};
+      *packets = FullTunnelTotals{p->session_count(), p->flows_in_use(), p->counters(), p->io()};
     }
   });
   if (live) std::tie(exit_total, open) = *counts;

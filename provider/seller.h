@@ -46,6 +46,7 @@ struct FullTunnelTotals {
   size_t sessions = 0;
   size_t flows = 0;
   tunnel::session::ExitPackets::Counters counters;
+  tunnel::session::ExitPackets::IoCounters io;
 };
 
 struct SellerTotals {

@@ -143,6 +143,16 @@ v1::GetStatusResponse SellerNode::Status() {
     for (const auto& [reason, n] : tunnel::session::ExitPackets::Dropped(ft.counters)) {
       (*f->mutable_dropped())[reason] = n;
     }
+    v1::FullTunnelIo* io = f->mutable_io();
+    io->set_offloads(ft.io.offloads);
+    io->set_tun_reads(ft.io.tun_reads);
+    io->set_tun_super_reads(ft.io.tun_super_reads);
+    io->set_tun_written(ft.io.tun_written);
+    io->set_tun_writes(ft.io.tun_writes);
+    io->set_udp_sent(ft.io.udp_sent);
+    io->set_udp_send_calls(ft.io.udp_send_calls);
+    io->set_udp_received(ft.io.udp_received);
+    io->set_udp_receive_calls(ft.io.udp_receive_calls);
   }
   s.set_bytes_metered(totals.bytes_metered);
   s.set_month_bytes_metered(totals.month_bytes_metered);

@@ -41,7 +41,26 @@ std::unexpected<Error<OsErrc>> FromErrno(int err, const std::string& what) {
 
 }  // namespace
 
-OsResult<TunDevice> TunDevice::Create(std::string_view name) {
+OsResult<TunDevice> TunDevice::Create(std::string_view name) { return Open(name, false); }
+
+OsResult<TunDevice> TunDevice::CreateWithOffloads(std::string_view name) {
+  auto device = Open(name, true);
+  if (!device) return device;
+  device->offloads_.vnet_header = true;
+  // TUN_F_USO4/6 exist from 6.2 (linux/if_tun.h of older headers lacks them: the values are
+  // the kernel's ABI). An older kernel refuses the unknown bits with EINVAL: ask again without.
+  constexpr unsigned kUso4 = 0x20;
+  constexpr unsigned kUso6 = 0x40;
+  constexpr unsigned kTso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+  if (::ioctl(device->fd(), TUNSETOFFLOAD, kTso | kUso4 | kUso6) == 0) {
+    device->offloads_.tso = device->offloads_.uso = true;
+  } else if (::ioctl(device->fd(), TUNSETOFFLOAD, kTso) == 0) {
+    device->offloads_.tso = true;
+  }
+  return device;
+}
+
+OsResult<TunDevice> TunDevice::Open(std::string_view name, bool vnet_header) {
   if (!ValidInterfaceName(name)) {
     return Fail(OsErrc::kBadArgument, "TUN device name \"" + std::string(name) +
                                           "\": 1 to 15 characters of A-Z a-z 0-9 _ . -");
@@ -49,7 +68,7 @@ OsResult<TunDevice> TunDevice::Create(std::string_view name) {
   const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return FromErrno(errno, "open /dev/net/tun");
   ifreq ifr{};
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (vnet_header ? IFF_VNET_HDR : 0));
   std::memcpy(ifr.ifr_name, name.data(), name.size());
   if (::ioctl(fd, TUNSETIFF, &ifr) != 0) {
     const int err = errno;
@@ -69,7 +88,8 @@ OsResult<TunDevice> TunDevice::Create(std::string_view name) {
 TunDevice::TunDevice(TunDevice&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       name_(std::move(other.name_)),
-      index_(std::exchange(other.index_, 0)) {}
+      index_(std::exchange(other.index_, 0)),
+      offloads_(other.offloads_) {}
 
 TunDevice& TunDevice::operator=(TunDevice&& other) noexcept {
   if (this != &other) {
@@ -77,6 +97,7 @@ TunDevice& TunDevice::operator=(TunDevice&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     name_ = std::move(other.name_);
     index_ = std::exchange(other.index_, 0);
+    offloads_ = other.offloads_;
   }
   return *this;
 }

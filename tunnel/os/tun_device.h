@@ -27,6 +27,17 @@ class TunDevice {
   // a non-TUN device, or a TUN device another process holds), kSystem.
   static OsResult<TunDevice> Create(std::string_view name);
 
+  // What a device created with offloads hands over and takes (docs/full-tunnel.md "Offloads").
+  struct Offloads {
+    bool vnet_header = false;  // IFF_VNET_HDR: every read and write starts with the 10 bytes
+    bool tso = false;          // TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+    bool uso = false;          // TUN_F_USO4 | TUN_F_USO6 (kernel 6.2 and later)
+  };
+  // Creates the device with IFF_VNET_HDR and asks for checksum, TCP and (where the kernel has
+  // it) UDP segmentation offloads; what the kernel granted is in offloads(). A kernel that
+  // refuses every offload still gives a device with the header (all zero).
+  static OsResult<TunDevice> CreateWithOffloads(std::string_view name);
+
   TunDevice(TunDevice&& other) noexcept;
   TunDevice& operator=(TunDevice&& other) noexcept;
   TunDevice(const TunDevice&) = delete;
@@ -36,6 +47,7 @@ class TunDevice {
   int fd() const { return fd_; }  // non-blocking, close-on-exec
   const std::string& name() const { return name_; }
   uint32_t index() const { return index_; }
+  const Offloads& offloads() const { return offloads_; }
 
   // Gives up the descriptor (the caller closes it; e.g. an Asio stream_descriptor takes it).
   int Release();
@@ -45,9 +57,11 @@ class TunDevice {
  private:
   TunDevice(int fd, std::string name, uint32_t index)
       : fd_(fd), name_(std::move(name)), index_(index) {}
+  static OsResult<TunDevice> Open(std::string_view name, bool vnet_header);
   int fd_ = -1;
   std::string name_;
   uint32_t index_ = 0;
+  Offloads offloads_;
 };
 
 }  // namespace dvpn::tunnel::os

@@ -24,8 +24,8 @@ constexpr uint64_t kKeepaliveEveryMs = 10'000;
 constexpr uint64_t kProbeAnswerMs = 3'000;
 constexpr uint64_t kQuietMs = 1'000;  // nothing from the exit while sending: probe
 constexpr uint64_t kUdpSilenceMs = 30'000;
-constexpr size_t kMaxDrain = 1024;  // datagrams read before one CONTROL message
-constexpr size_t kReadBatch = 64;   // datagrams read per wakeup after the first
+constexpr size_t kDrainCalls = 64;  // receive calls before one CONTROL message (each up to 32)
+constexpr size_t kReadCalls = 8;    // receive calls per wakeup
 
 // Whether `a` is one of the inner addresses PACKET_READY handed out.
 bool IsInner(const ip::Address& a, const PacketReadyFields& r) {
@@ -82,22 +82,23 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
     if (!ec) socket_.non_blocking(true, ec);
     if (!ec) GrowDatagramBuffers(socket_);
     if (ec) {
+      socket_.close(ec);
       TunnelLog()->warn("{}: full tunnel: no UDP socket ({}); packets go by TCP", tunnel->name(),
                         ec.message());
       return;
     }
     DatagramPath::Options options;
     options.max_plaintext = ready_.mtu;
+    const PacketOffloads offloads = owner_.options_.offloads;
+    send_ = std::make_unique<UdpSendBatch>(tunnel->executor(), socket_.native_handle(),
+                                           /*connected=*/true, offloads);
+    receive_ = std::make_unique<UdpReceiveBatch>(socket_.native_handle(), offloads,
+                                                 ready_.mtu + kDatagramOverhead);
+    receive_->SetConnected();
     path_ = std::make_unique<DatagramPath>(
-        tunnel->session_keys(), local_index, ready_.receiver_index, options,
-        [this](ByteSpan datagram, const udp::endpoint&) {
-          error_code send_ec;
-          const size_t n = socket_.send(asio::buffer(datagram.data(), datagram.size()), 0, send_ec);
-          return !send_ec && n == datagram.size();
-        },
+        tunnel->session_keys(), local_index, ready_.receiver_index, options, *send_,
         [this](std::span<uint8_t> packet) { Deliver(packet); });
     path_->SetPeer(peer);
-    buffer_.resize(kMaxDatagramPlaintext + kDatagramOverhead);
     tunnel->SetBeforeControl([weak] {
       if (auto self = weak.lock()) self->Drain();
     });
@@ -115,6 +116,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
 
   void Close() {
     closed_ = true;
+    if (send_) send_->Clear();
     error_code ignored;
     socket_.close(ignored);
     timer_.cancel();
@@ -177,7 +179,15 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
     ++packets_received_;
     bytes_received_ += packet.size();
     CreditMissing(*tunnel);
-    owner_.WriteTun(packet);
+    // A packet whose checksums verify may be joined with others of its flow for one write
+    // (the kernel then trusts the joined checksum); any other is written as it came, for the
+    // kernel to check and drop.
+    if (!owner_.tun_offloads_) {
+      owner_.WriteTun(packet, nullptr);
+      return;
+    }
+    const auto info = ip::ParsePacket(packet);
+    owner_.WriteTun(packet, info ? &*info : nullptr);
   }
 
   // Datagrams the exit skipped count at the average packet size, within kMaxMissingShare.
@@ -195,32 +205,38 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
     }
   }
 
-  void OnDatagram(size_t n, const udp::endpoint& from) {
-    path_->OnDatagram(std::span<uint8_t>(buffer_.data(), n), from);
+  // Reads what the socket holds now, up to `calls` system calls.
+  size_t Read(size_t calls) {
+    const udp::endpoint& peer = *path_->peer();
+    return receive_->Read(calls, [&](std::span<uint8_t> datagram, const udp::endpoint&) {
+      path_->OnDatagram(datagram, peer);  // a connected socket: only the exit's come
+    });
   }
 
   // Reads what the socket holds now (before a CONTROL message is handled).
   void Drain() {
     if (!path_ || closed_) return;
-    ReadPending(socket_, buffer_, kMaxDrain,
-                [&](size_t size, const udp::endpoint& from) { OnDatagram(size, from); });
+    Read(kDrainCalls);
   }
 
   asio::awaitable<void> ReceiveLoop() {
     auto self = shared_from_this();
     while (!closed_) {
       error_code ec;
-      const size_t n = co_await socket_.async_receive(
-          asio::buffer(buffer_), asio::redirect_error(asio::use_awaitable, ec));
+      co_await socket_.async_wait(udp::socket::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
       if (closed_) break;
       if (ec) {
         if (ec == asio::error::operation_aborted) break;
-        // ICMP port unreachable on a connected socket, and the like: UDP is not there now.
         continue;
       }
-      OnDatagram(n, *path_->peer());
-      ReadPending(socket_, buffer_, kReadBatch,
-                  [&](size_t size, const udp::endpoint& from) { OnDatagram(size, from); });
+      if (Read(kReadCalls) == 0) {
+        // Readable but nothing read: ICMP port unreachable on a connected socket, and the
+        // like (UDP is not there now); reading the error clears it.
+        int err = 0;
+        socklen_t len = sizeof err;
+        (void)::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
+      }
     }
   }
 
@@ -250,8 +266,9 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
   PacketReadyFields ready_;
   udp::socket socket_;
   asio::steady_timer timer_;
+  std::unique_ptr<UdpSendBatch> send_;
+  std::unique_ptr<UdpReceiveBatch> receive_;
   std::unique_ptr<DatagramPath> path_;
-  std::vector<uint8_t> buffer_;
   uint64_t probe_sent_ms_ = 0;
   uint64_t packets_sent_ = 0;
   uint64_t packets_received_ = 0;
@@ -263,13 +280,15 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
 
 Result<std::shared_ptr<ClientPackets>, ClientPacketsErrc> ClientPackets::Start(
     const asio::any_io_executor& ex, ClientPacketsOptions options) {
-  auto device = os::TunDevice::Create(options.tun_name);
+  auto device = options.offloads.tun ? os::TunDevice::CreateWithOffloads(options.tun_name)
+                                     : os::TunDevice::Create(options.tun_name);
   if (!device) {
     return Fail(ClientPacketsErrc::kDevice,
                 "TUN device " + options.tun_name + ": " + device.error().message);
   }
   std::shared_ptr<ClientPackets> self(new ClientPackets(ex, std::move(options)));
   self->tun_index_ = device->index();
+  self->tun_offloads_ = device->offloads().vnet_header;
   self->tun_ = TunIo::Make(ex, std::move(*device), kMaxPacketMtu,
                            [raw = self.get()](std::span<uint8_t> p) { raw->FromTun(p); });
   self->tun_->Start();
@@ -395,7 +414,9 @@ void ClientPackets::FromTun(std::span<uint8_t> packet) {
   if (!IsInner(*src, *configured_) || !path_->Send(packet)) ++dropped_;
 }
 
-bool ClientPackets::WriteTun(ByteSpan packet) { return tun_ && tun_->Write(packet); }
+bool ClientPackets::WriteTun(ByteSpan packet, const ip::PacketInfo* info) {
+  return tun_ && tun_->Write(packet, info);
+}
 
 void ClientPackets::Stop() {
   if (stopped_) return;

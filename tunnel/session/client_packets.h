@@ -32,7 +32,9 @@
 
 #include "common/result.h"
 #include "tunnel/exit_policy.h"
+#include "tunnel/ip/packet.h"
 #include "tunnel/session/asio.h"
+#include "tunnel/session/udp_batch.h"
 #include "tunnel/session/tunnel_connection.h"
 
 namespace dvpn::tunnel::os {
@@ -56,6 +58,7 @@ struct ClientPacketsOptions {
   bool allow_udp = true;  // false: the TCP fallback only
   // Addresses that stay outside the tunnel besides the exit's (the ledger, gossip peers).
   std::vector<IpAddress> outside;
+  PacketOffloads offloads;  // docs/full-tunnel.md "Offloads"
 };
 
 struct ClientPacketsStatus {
@@ -94,12 +97,13 @@ class ClientPackets : public std::enable_shared_from_this<ClientPackets> {
                uint32_t local_index, const PacketReadyFields& ready);
   bool Configure(const tcp::endpoint& exit, const PacketReadyFields& ready);
   void FromTun(std::span<uint8_t> packet);
-  bool WriteTun(ByteSpan packet);
+  bool WriteTun(ByteSpan packet, const ip::PacketInfo* info);
 
   asio::any_io_executor ex_;
   ClientPacketsOptions options_;
   std::shared_ptr<TunIo> tun_;
   uint32_t tun_index_ = 0;
+  bool tun_offloads_ = false;  // the device has the vnet header (TunIo joins segments)
   std::unique_ptr<os::FullTunnelRoutes> routes_;
   std::optional<IpAddress> routed_exit_;  // the exit the routes keep outside
   std::optional<PacketReadyFields> configured_;

@@ -3,13 +3,14 @@
 #include <sodium.h>
 #include <sys/socket.h>
 
+#include <cstring>
 #include <string>
 
 namespace dvpn::tunnel::session {
 
 namespace {
 
-constexpr size_t kReadBatch = 64;  // datagrams read per wakeup after the first
+constexpr size_t kReadCalls = 8;  // receive system calls per wakeup (each up to 32 messages)
 
 // Receiver indices must not be guessable from one another (an off-path sender that knew a
 // live index could make that session spend an AEAD attempt per datagram); the generator is
@@ -35,10 +36,22 @@ void GrowDatagramBuffers(udp::socket& socket, int bytes) {
 DatagramEndpoint::DatagramEndpoint(udp::socket socket, Options options)
     : socket_(std::move(socket)),
       options_(options),
-      buffer_(options.max_datagram),
       index_rng_(SeededRng()) {
   error_code ec;
   port_ = socket_.local_endpoint(ec).port();
+  send_ = std::make_unique<UdpSendBatch>(socket_.get_executor(), socket_.native_handle(),
+                                         /*connected=*/false, options.offloads);
+  receive_ = std::make_unique<UdpReceiveBatch>(socket_.native_handle(), options.offloads,
+                                               options.max_datagram);
+}
+
+DatagramEndpoint::Counters DatagramEndpoint::counters() const {
+  Counters c = counters_;
+  c.sent = send_->counters().datagrams;
+  c.send_dropped += send_->counters().dropped;
+  c.send_calls = send_->counters().calls;
+  c.receive_calls = receive_->calls();
+  return c;
 }
 
 Result<std::shared_ptr<DatagramEndpoint>, EndpointErrc> DatagramEndpoint::Open(
@@ -64,6 +77,7 @@ void DatagramEndpoint::Start() {
 }
 
 void DatagramEndpoint::Close() {
+  send_->Clear();
   error_code ignored;
   socket_.close(ignored);
   receivers_.clear();
@@ -100,14 +114,17 @@ bool DatagramEndpoint::Attach(uint32_t index, std::weak_ptr<Receiver> receiver) 
 void DatagramEndpoint::Unregister(uint32_t index) { receivers_.erase(index); }
 
 bool DatagramEndpoint::SendTo(ByteSpan datagram, const udp::endpoint& to) {
-  error_code ec;
-  socket_.send_to(asio::buffer(datagram.data(), datagram.size()), to, 0, ec);
-  if (ec) {
+  if (!socket_.is_open()) {
     ++counters_.send_dropped;
     return false;
   }
-  ++counters_.sent;
-  return true;
+  auto room = send_->Prepare(datagram.size());
+  if (room.size() < datagram.size()) {
+    ++counters_.send_dropped;
+    return false;
+  }
+  std::memcpy(room.data(), datagram.data(), datagram.size());
+  return send_->Commit(datagram.size(), to);
 }
 
 void DatagramEndpoint::Dispatch(std::span<uint8_t> datagram, const udp::endpoint& from) {
@@ -133,23 +150,26 @@ void DatagramEndpoint::Dispatch(std::span<uint8_t> datagram, const udp::endpoint
 
 asio::awaitable<void> DatagramEndpoint::ReceiveLoop() {
   auto self = shared_from_this();
-  udp::endpoint from;
   while (socket_.is_open()) {
     error_code ec;
-    const size_t n = co_await socket_.async_receive_from(
-        asio::buffer(buffer_), from, asio::redirect_error(asio::use_awaitable, ec));
+    co_await socket_.async_wait(udp::socket::wait_read,
+                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !socket_.is_open()) co_return;
-      // ICMP errors from an earlier send (connection refused) surface here: not ours to act on.
       continue;
     }
-    ++counters_.received;
-    Dispatch(std::span<uint8_t>(buffer_.data(), n), from);
-    // What else arrived meanwhile, without a trip through the event loop per datagram.
-    counters_.received +=
-        ReadPending(socket_, buffer_, kReadBatch, [&](size_t size, const udp::endpoint& f) {
-          Dispatch(std::span<uint8_t>(buffer_.data(), size), f);
-        });
+    // Everything queued now, in batches, without a trip through the event loop per datagram.
+    // ICMP errors from an earlier send (connection refused) end a read early: not ours to act on.
+    const size_t n = receive_->Read(kReadCalls, [&](std::span<uint8_t> d, const udp::endpoint& f) {
+      Dispatch(d, f);
+    });
+    counters_.received += n;
+    if (n == 0) {
+      // Readable but nothing read: a pending socket error (ICMP); reading it clears it.
+      int err = 0;
+      socklen_t len = sizeof err;
+      (void)::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
+    }
   }
 }
 

@@ -18,10 +18,9 @@
 #include "common/result.h"
 #include "tunnel/datagram.h"
 #include "tunnel/session/asio.h"
+#include "tunnel/session/udp_batch.h"
 
 namespace dvpn::tunnel::session {
-
-using udp = asio::ip::udp;
 
 // The kernel buffers of a datagram socket that carries a tunnel's packets: a burst of a TCP
 // flow inside the tunnel must not overflow them while the reader is busy (every datagram lost
@@ -58,6 +57,9 @@ class DatagramEndpoint : public std::enable_shared_from_this<DatagramEndpoint> {
     // Largest datagram read; longer ones are cut by the kernel, fail to authenticate and are
     // dropped. Both sides' max plaintext (PACKET_SETUP) stays below this.
     size_t max_datagram = kMaxDatagramPlaintext + kDatagramOverhead;
+    // Batched sends and receives (mmsg), UDP_SEGMENT (gso) and UDP_GRO (gro); tun is not
+    // the endpoint's.
+    PacketOffloads offloads;
   };
 
   // What a session gives the endpoint to receive its datagrams (docs: DatagramPath).
@@ -76,6 +78,8 @@ class DatagramEndpoint : public std::enable_shared_from_this<DatagramEndpoint> {
     uint64_t delivered = 0;      // handed to a receiver (which may still refuse them)
     uint64_t sent = 0;
     uint64_t send_dropped = 0;  // the socket refused (buffer full, unreachable, ...)
+    uint64_t send_calls = 0;    // system calls that sent (batches)
+    uint64_t receive_calls = 0;
   };
 
   static Result<std::shared_ptr<DatagramEndpoint>, EndpointErrc> Open(
@@ -100,10 +104,15 @@ class DatagramEndpoint : public std::enable_shared_from_this<DatagramEndpoint> {
   void Unregister(uint32_t index);
   size_t sessions() const { return receivers_.size(); }
 
-  // Sends one datagram to `to`; false (counted) when the socket did not take it.
+  // Queues one datagram to `to` (sent at the end of the current batch of work); false
+  // (counted) when it was refused at once.
   bool SendTo(ByteSpan datagram, const udp::endpoint& to);
+  // Where the sessions' paths seal their datagrams (sent like SendTo's).
+  DatagramSink& sink() { return *send_; }
+  // Sends what is queued now.
+  void Flush() { send_->Flush(); }
 
-  const Counters& counters() const { return counters_; }
+  Counters counters() const;
 
  private:
   DatagramEndpoint(udp::socket socket, Options options);
@@ -113,7 +122,8 @@ class DatagramEndpoint : public std::enable_shared_from_this<DatagramEndpoint> {
   udp::socket socket_;
   Options options_;
   uint16_t port_ = 0;
-  std::vector<uint8_t> buffer_;
+  std::unique_ptr<UdpSendBatch> send_;
+  std::unique_ptr<UdpReceiveBatch> receive_;
   struct Entry {
     std::weak_ptr<Receiver> receiver;
     bool attached = false;  // a reserved index has no receiver yet

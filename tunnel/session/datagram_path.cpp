@@ -14,6 +14,14 @@ DatagramPath::DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32
       out_(channel_.max_plaintext() + channel_.max_overhead()),
       epoch_start_ms_(MonotonicMs()) {}
 
+DatagramPath::DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32_t remote_index,
+                           Options options, DatagramSink& sink, PacketFn deliver)
+    : channel_(keys, local_index, remote_index, options.max_plaintext),
+      options_(options),
+      sink_(&sink),
+      deliver_(std::move(deliver)),
+      epoch_start_ms_(MonotonicMs()) {}
+
 void DatagramPath::TickKeys(uint64_t now_ms) {
   if (now_ms - epoch_start_ms_ >= kRekeyAfterSeconds * 1000) {
     epoch_start_ms_ = now_ms;
@@ -79,6 +87,15 @@ bool DatagramPath::Seal(ByteSpan plaintext) {
   if (!peer_) {
     ++counters_.send_failed;
     return false;
+  }
+  if (sink_ != nullptr) {
+    auto room = sink_->Prepare(plaintext.size() + channel_.max_overhead());
+    auto n = channel_.Seal(plaintext, room);
+    if (!n || !sink_->Commit(*n, *peer_)) {
+      ++counters_.send_failed;
+      return false;
+    }
+    return true;
   }
   auto n = channel_.Seal(plaintext, out_);
   if (!n || !send_(ByteSpan(out_.data(), *n), *peer_)) {

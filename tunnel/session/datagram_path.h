@@ -55,6 +55,10 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
 
   DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32_t remote_index,
                Options options, SendFn send, PacketFn deliver);
+  // Seals each datagram straight into `sink`'s buffer (a UdpSendBatch: no copy, one system
+  // call per batch). `sink` outlives the path.
+  DatagramPath(const SessionKeys& keys, uint32_t local_index, uint32_t remote_index,
+               Options options, DatagramSink& sink, PacketFn deliver);
 
   void OnDatagram(std::span<uint8_t> datagram, const udp::endpoint& from) override;
 
@@ -88,6 +92,7 @@ class DatagramPath final : public DatagramEndpoint::Receiver {
   DatagramChannel channel_;
   Options options_;
   SendFn send_;
+  DatagramSink* sink_ = nullptr;
   PacketFn deliver_;
   std::vector<uint8_t> out_;
   std::optional<udp::endpoint> peer_;

@@ -105,7 +105,7 @@ class ExitPacketSession {
     tunnel->CountPacket(packet.size(), /*sent=*/false);
     ++c.from_client;
     c.from_client_bytes += packet.size();
-    if (!exit_.WriteTun(packet)) ++c.tun_dropped;
+    if (!exit_.WriteTun(packet, &*info)) ++c.tun_dropped;
   }
 
   // A packet the kernel routed to this session's inner address.
@@ -200,7 +200,8 @@ Result<std::shared_ptr<ExitPackets>, ExitPacketsErrc> ExitPackets::Start(
   }
   auto pool = InnerAddressPool::Make(options.v4_pool, options.v6_pool);
   if (!pool) return Fail(ExitPacketsErrc::kBadConfig, "inner pools: " + pool.error().message);
-  auto device = os::TunDevice::Create(options.tun_name);
+  auto device = options.offloads.tun ? os::TunDevice::CreateWithOffloads(options.tun_name)
+                                     : os::TunDevice::Create(options.tun_name);
   if (!device) {
     return Fail(ExitPacketsErrc::kDevice,
                 "TUN device " + options.tun_name + ": " + device.error().message);
@@ -236,6 +237,7 @@ Result<std::shared_ptr<ExitPackets>, ExitPacketsErrc> ExitPackets::Start(
   if (options.serve_udp) {
     DatagramEndpoint::Options ep;
     ep.max_sessions = options.max_sessions;
+    ep.offloads = options.offloads;
     auto endpoint = DatagramEndpoint::Open(ex, options.udp_listen, ep);
     if (!endpoint) return Fail(ExitPacketsErrc::kUdp, endpoint.error().message);
     self->endpoint_ = std::move(*endpoint);
@@ -247,9 +249,10 @@ Result<std::shared_ptr<ExitPackets>, ExitPacketsErrc> ExitPackets::Start(
   asio::co_spawn(ex, [self]() { return self->TickLoop(); }, [](std::exception_ptr e) {
     if (e) LogTaskFailure(*TunnelLog(), "exit packet timers", e);
   });
-  TunnelLog()->info("exit: full-tunnel mode on {} ({}, {}), mtu {}, udp port {}",
+  TunnelLog()->info("exit: full-tunnel mode on {} ({}, {}), mtu {}, udp port {}, offloads {}",
                     self->tun_->name(), self->pool_.exit_v4().ToString(),
-                    self->pool_.exit_v6().ToString(), options.mtu, self->udp_port());
+                    self->pool_.exit_v6().ToString(), options.mtu, self->udp_port(),
+                    self->OffloadsInUse());
   return self;
 }
 
@@ -268,6 +271,32 @@ ExitPackets::ExitPackets(const asio::any_io_executor& ex, const ExitPolicy& poli
 }
 
 ExitPackets::~ExitPackets() = default;
+
+std::string ExitPackets::OffloadsInUse() const {
+  PacketOffloads used = options_.offloads;
+  used.tun = tun_ && tun_->offloads();
+  return used.ToString();
+}
+
+ExitPackets::IoCounters ExitPackets::io() const {
+  IoCounters io;
+  io.offloads = OffloadsInUse();
+  if (tun_) {
+    const auto& t = tun_->counters();
+    io.tun_reads = t.read;
+    io.tun_super_reads = t.super_reads;
+    io.tun_written = t.written;
+    io.tun_writes = t.writes;
+  }
+  if (endpoint_) {
+    const auto e = endpoint_->counters();
+    io.udp_sent = e.sent;
+    io.udp_send_calls = e.send_calls;
+    io.udp_received = e.received;
+    io.udp_receive_calls = e.receive_calls;
+  }
+  return io;
+}
 
 uint16_t ExitPackets::udp_port() const { return endpoint_ ? endpoint_->port() : 0; }
 
@@ -311,10 +340,7 @@ Result<PacketReadyFields, PacketFailure> ExitPackets::Setup(
     path_options.max_plaintext = mtu;
     path_options.answer_keepalives = true;
     auto path = std::make_shared<DatagramPath>(
-        tunnel->session_keys(), index, setup.receiver_index, path_options,
-        [endpoint = endpoint_.get()](ByteSpan datagram, const udp::endpoint& to) {
-          return endpoint->SendTo(datagram, to);
-        },
+        tunnel->session_keys(), index, setup.receiver_index, path_options, endpoint_->sink(),
         // The session owns the path, and the endpoint holds it only weakly.
         [raw = session.get()](std::span<uint8_t> packet) { raw->FromClient(packet, true); });
     endpoint_->Attach(index, path);
@@ -376,7 +402,9 @@ void ExitPackets::FromTun(std::span<uint8_t> packet) {
   it->second->ToClient(packet, *info);
 }
 
-bool ExitPackets::WriteTun(ByteSpan packet) { return tun_ && tun_->Write(packet); }
+bool ExitPackets::WriteTun(ByteSpan packet, const ip::PacketInfo* info) {
+  return tun_ && tun_->Write(packet, info);
+}
 
 asio::awaitable<void> ExitPackets::TickLoop() {
   auto self = shared_from_this();

@@ -40,6 +40,8 @@
 #include "tunnel/session/asio.h"
 #include "tunnel/session/datagram_endpoint.h"
 #include "tunnel/session/tunnel_connection.h"
+#include "tunnel/session/udp_batch.h"
+#include "tunnel/ip/packet.h"
 
 namespace dvpn::tunnel::session {
 
@@ -69,6 +71,7 @@ struct ExitPacketsOptions {
   // Whether the NAT table and IP forwarding are set up (tests of the packet path alone may
   // skip them; an exit always sets them).
   bool install_nat = true;
+  PacketOffloads offloads;  // docs/full-tunnel.md "Offloads"
 };
 
 class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
@@ -114,8 +117,24 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
   void Stop();
 
   const Counters& counters() const { return counters_; }
+  // The data plane's system calls against the packets they carried: how much the offloads
+  // and batches save (docs/full-tunnel.md "Offloads").
+  struct IoCounters {
+    std::string offloads;          // OffloadsInUse()
+    uint64_t tun_reads = 0;        // packets read from the device (after splitting)
+    uint64_t tun_super_reads = 0;  // reads that were split into more than one packet
+    uint64_t tun_written = 0;      // packets taken for the device
+    uint64_t tun_writes = 0;       // write system calls (joined packets count once)
+    uint64_t udp_sent = 0;         // datagrams
+    uint64_t udp_send_calls = 0;
+    uint64_t udp_received = 0;
+    uint64_t udp_receive_calls = 0;
+  };
+  IoCounters io() const;
   size_t session_count() const { return sessions_.size(); }
   uint16_t udp_port() const;
+  // The offloads in use ("tun,gso,gro,mmsg", "off"): what was asked and the kernel gave.
+  std::string OffloadsInUse() const;
   const std::string& tun_name() const { return options_.tun_name; }
   size_t flows_in_use() const { return budget_.used(); }
 
@@ -128,7 +147,7 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
       const std::shared_ptr<TunnelConnection>& tunnel, const PacketSetupFields& setup);
   // A packet the kernel routed into the TUN device.
   void FromTun(std::span<uint8_t> packet);
-  bool WriteTun(ByteSpan packet);
+  bool WriteTun(ByteSpan packet, const ip::PacketInfo* info = nullptr);
   asio::awaitable<void> TickLoop();
   // The summary line (at most once per summary_interval unless `force`; none when nothing
   // happened).

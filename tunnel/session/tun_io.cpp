@@ -1,25 +1,37 @@
 #include "tunnel/session/tun_io.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 namespace dvpn::tunnel::session {
 
+namespace {
+constexpr int kReadsPerWakeup = 64;  // one busy device must not starve the executor
+}  // namespace
+
 TunIo::TunIo(const asio::any_io_executor& ex, int fd, std::string name, uint32_t index, size_t mtu,
-             PacketFn on_packet)
+             bool vnet, PacketFn on_packet)
     : fd_(ex, fd),
       name_(std::move(name)),
       index_(index),
-      buffer_(mtu),
-      on_packet_(std::move(on_packet)) {}
+      mtu_(mtu),
+      vnet_(vnet),
+      buffer_(vnet ? ip::kMaxTunRead : mtu),
+      scratch_(vnet ? mtu : 0),
+      on_packet_(std::move(on_packet)) {
+  if (vnet_) coalescer_ = std::make_unique<ip::TcpCoalescer>();
+}
 
 std::shared_ptr<TunIo> TunIo::Make(const asio::any_io_executor& ex, os::TunDevice device,
                                    size_t mtu, PacketFn on_packet) {
   const std::string name = device.name();
   const uint32_t index = device.index();
+  const bool vnet = device.offloads().vnet_header;
   const int fd = device.Release();
-  return std::shared_ptr<TunIo>(new TunIo(ex, fd, name, index, mtu, std::move(on_packet)));
+  return std::shared_ptr<TunIo>(
+      new TunIo(ex, fd, name, index, mtu, vnet, std::move(on_packet)));
 }
 
 void TunIo::Start() {
@@ -29,25 +41,97 @@ void TunIo::Start() {
 }
 
 void TunIo::Close() {
+  if (coalescer_) coalescer_->Flush([](std::span<const uint8_t>) {});  // dropped with the device
   error_code ignored;
   fd_.close(ignored);  // the kernel deletes the device with its last descriptor
 }
 
-bool TunIo::Write(ByteSpan packet) {
+// One write system call of `bytes` (with the vnet header when the device has one), carrying
+// `packet_bytes` of packets.
+bool TunIo::WriteNow(std::span<const uint8_t> bytes, size_t packet_bytes) {
+  // A TUN write takes one whole packet or fails; the descriptor is non-blocking, so a full
+  // queue is EAGAIN at once rather than a wait.
+  ++counters_.writes;
+  const ssize_t n = ::write(fd_.native_handle(), bytes.data(), bytes.size());
+  if (n != static_cast<ssize_t>(bytes.size())) {
+    ++counters_.write_dropped;
+    return false;
+  }
+  counters_.written_bytes += packet_bytes;
+  return true;
+}
+
+bool TunIo::Write(ByteSpan packet, const ip::PacketInfo* info) {
   if (!fd_.is_open() || packet.empty()) {
     ++counters_.write_dropped;
     return false;
   }
-  // A TUN write takes one whole packet or fails; the descriptor is non-blocking, so a full
-  // queue is EAGAIN at once rather than a wait.
-  const ssize_t n = ::write(fd_.native_handle(), packet.data(), packet.size());
-  if (n != static_cast<ssize_t>(packet.size())) {
+  if (!vnet_) {
+    if (!WriteNow(packet, packet.size())) return false;
+    ++counters_.written;
+    return true;
+  }
+  if (info != nullptr) {
+    if (!coalescer_->Add(packet, *info)) {
+      Flush();
+      if (!coalescer_->Add(packet, *info)) {
+        ++counters_.write_dropped;
+        return false;
+      }
+    }
+    ++counters_.written;  // taken: a drop at the flush is counted there
+    if (!flush_posted_) {
+      flush_posted_ = true;
+      asio::post(fd_.get_executor(), [self = shared_from_this()] {
+        self->flush_posted_ = false;
+        self->Flush();
+      });
+    }
+    return true;
+  }
+  // Not parsed: written alone after an all-zero header, in one call.
+  static constexpr uint8_t kPlain[ip::kVnetHeaderSize] = {};
+  const iovec iov[2] = {{const_cast<uint8_t*>(kPlain), sizeof kPlain},
+                        {const_cast<uint8_t*>(packet.data()), packet.size()}};
+  ++counters_.writes;
+  const ssize_t n = ::writev(fd_.native_handle(), iov, 2);
+  if (n != static_cast<ssize_t>(sizeof kPlain + packet.size())) {
     ++counters_.write_dropped;
     return false;
   }
   ++counters_.written;
   counters_.written_bytes += packet.size();
   return true;
+}
+
+void TunIo::Flush() {
+  if (!coalescer_ || coalescer_->empty()) return;
+  if (!fd_.is_open()) {
+    coalescer_->Flush([](std::span<const uint8_t>) {});
+    return;
+  }
+  coalescer_->Flush([this](std::span<const uint8_t> write) {
+    WriteNow(write, write.size() - ip::kVnetHeaderSize);
+  });
+}
+
+void TunIo::OnRead(std::span<uint8_t> read) {
+  if (!vnet_) {
+    ++counters_.read;
+    counters_.read_bytes += read.size();
+    on_packet_(read);
+    return;
+  }
+  auto n = ip::SplitTunRead(read, scratch_, mtu_, [this](std::span<uint8_t> packet) {
+    ++counters_.read;
+    counters_.read_bytes += packet.size();
+    on_packet_(packet);
+  });
+  if (!n) {
+    ++counters_.bad_reads;
+  } else if (*n > 1) {
+    ++counters_.super_reads;
+  }
 }
 
 asio::awaitable<void> TunIo::ReadLoop() {
@@ -57,13 +141,11 @@ asio::awaitable<void> TunIo::ReadLoop() {
     co_await fd_.async_wait(asio::posix::stream_descriptor::wait_read,
                             asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return;  // closed
-    // Drain what is queued now (bounded, so one busy device cannot starve the executor).
-    for (int i = 0; i < 64 && fd_.is_open(); ++i) {
+    // Drain what is queued now (bounded).
+    for (int i = 0; i < kReadsPerWakeup && fd_.is_open(); ++i) {
       const ssize_t n = ::read(fd_.native_handle(), buffer_.data(), buffer_.size());
       if (n <= 0) break;  // EAGAIN: empty; 0 or an error: wait again
-      ++counters_.read;
-      counters_.read_bytes += static_cast<uint64_t>(n);
-      on_packet_(std::span<uint8_t>(buffer_.data(), static_cast<size_t>(n)));
+      OnRead(std::span<uint8_t>(buffer_.data(), static_cast<size_t>(n)));
     }
   }
 }
