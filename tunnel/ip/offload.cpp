@@ -221,7 +221,7 @@ Result<size_t, OffloadErrc> SplitTunRead(std::span<uint8_t> read, std::span<uint
     return size_t{1};
   }
 
-  // Segments get checksums computed from scratch: the partial sum in the field (whatever
+  // Each segment's checksums are computed whole: the partial sum in the field (whatever
   // length its pseudo-header counted) is not needed.
   const Family family = gso == kGsoTcpV6                 ? Family::kV6
                         : gso == kGsoTcpV4               ? Family::kV4
@@ -235,8 +235,8 @@ Result<size_t, OffloadErrc> SplitTunRead(std::span<uint8_t> read, std::span<uint
 
 // ------------------------------------------------------------------------------ coalescing
 
-// The bytes one item can hold: the vnet header and the largest packet ParsePacket accepts (an
-// IPv6 packet with a 65535-byte payload), so that any added packet fits an empty item.
+// The packet bytes one item holds (after its vnet header): the largest packet ParsePacket
+// accepts (IPv6 with a 65535-byte payload), so that any added packet fits an empty item.
 constexpr size_t kItemPacketCapacity = kIpv6Header + 0xffff;
 
 struct TcpCoalescer::Item {
