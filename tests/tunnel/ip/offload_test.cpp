@@ -602,7 +602,7 @@ TEST(OffloadCoalesce, JoinsConsecutiveSegmentsBothFamilies) {
     const size_t l4 = family == Family::kV4 ? 20 : 40;
     EXPECT_EQ(Bytes(out[0].packet.begin() + l4 + 32, out[0].packet.end()), payload);
     EXPECT_EQ(Get32(out[0].packet, l4 + 4), t.seq);
-    EXPECT_EQ(out[0].packet[l4 + 13], kTcpAck | kTcpPsh);                 // PSH of the last
+    EXPECT_EQ(out[0].packet[l4 + 13], kTcpAck | kTcpPsh);  // PSH of the last
     if (family == Family::kV4) {
       EXPECT_EQ(Get16(out[0].packet, 4), t.id);  // the first's id
     }
