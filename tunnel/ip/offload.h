@@ -55,11 +55,11 @@ void WriteVnetHeader(const VnetHeader& header, std::span<uint8_t, kVnetHeaderSiz
 
 enum class OffloadErrc {
   kTruncated = 1,    // shorter than the vnet header, or than an IP/TCP/UDP header it needs
-  kBadHeader,        // unknown gso_type, UFO (kGsoUdp), gso_size 0 with a GSO type,
-                     // csum_start/csum_offset outside the packet
+  kBadHeader,        // unknown gso_type, UFO (kGsoUdp), kGsoEcn without a TCP type, gso_size 0
+                     // with a GSO type, csum_start/csum_offset outside the packet
   kBadPacket,        // the IP packet does not fit its gso_type (family, protocol, lengths,
                      // fragments, IPv6 extension headers before TCP/UDP)
-  kTooLarge,         // a segment would exceed the caller's bound (max_packet)
+  kTooLarge,         // a segment would exceed the caller's bound (max_packet, scratch)
 };
 const char* OffloadErrcName(OffloadErrc code);
 
@@ -88,18 +88,27 @@ class FunctionRef<R(Args...)> {
 // packets, in order, each handed to `sink` once:
 //   - kGsoNone: the packet itself (in place, no copy); with kVnetNeedsCsum its transport
 //     checksum is completed in place first (the field holds the pseudo-header sum; the sum
-//     from csum_start to the end, folded and complemented, goes into the field).
+//     from csum_start to the end, folded and complemented, goes into the field; a computed 0
+//     is stored as 0xffff, as the kernel does). Nothing else of the packet is checked here.
 //   - kGsoTcpV4 / kGsoTcpV6: one TCP segment per gso_size payload bytes (the last may be
-//     shorter), each with the IP and TCP headers copied (options included), IPv4 total length,
-//     identification (first + i) and header checksum, IPv6 payload length, sequence number
-//     (first + i * gso_size), FIN and PSH only on the last segment and CWR only on the first,
-//     and a complete TCP checksum.
-//   - kGsoUdpL4: one UDP datagram per gso_size payload bytes, each with its own UDP length
+//     shorter; a packet without payload is one segment), each with the IP and TCP headers
+//     copied (options included), IPv4 total length, identification (first + i) and header
+//     checksum, IPv6 payload length, sequence number (first + i * gso_size), FIN and PSH only
+//     on the last segment and CWR only on the first, and a complete TCP checksum.
+//   - kGsoUdpL4: one UDP datagram per gso_size payload bytes, each with its own UDP length,
+//     IPv4 total length, identification (first + i) and header checksum, IPv6 payload length
 //     and complete checksum (always computed, both families; a computed 0 is sent as 0xffff).
+// A GSO segment's checksums are computed whole: the partial sum the kernel left in the field
+// is not used, and hdr_len is ignored. The GSO packet must be of the type's family and
+// protocol (kGsoUdpL4: either family), its IP length must equal what follows the vnet header,
+// IPv4 may carry options but no fragment, IPv6 no extension header. kGsoEcn is accepted with
+// the TCP types only. The checks run in this order: the vnet header's size (kTruncated), its
+// type, gso_size and the NEEDS_CSUM field's place (kBadHeader), the packet's headers
+// (kTruncated, kBadPacket), the segments' size (kTooLarge).
 // Segments are built in `scratch` (at least max_packet bytes), valid only during the sink's
 // call; the sink may modify them. `max_packet` bounds every packet handed over (the tunnel's
-// MTU): a segment above it is kTooLarge before anything is handed over. Returns the number of
-// packets handed over; on an error none was.
+// MTU): a segment above it, or above scratch's size, is kTooLarge before anything is handed
+// over. Returns the number of packets handed over; on an error none was.
 using PacketSink = FunctionRef<void(std::span<uint8_t>)>;
 [[nodiscard]] Result<size_t, OffloadErrc> SplitTunRead(std::span<uint8_t> read,
                                                        std::span<uint8_t> scratch,
@@ -111,28 +120,37 @@ using PacketSink = FunctionRef<void(std::span<uint8_t>)>;
 // limit), same TCP header except the sequence number, checksum and PSH (acknowledgement
 // number, window, flags and options identical); the next segment's sequence number is the
 // previous one's end; every segment but the last carries exactly gso_size payload bytes (the
-// first's) and the last at most that; only ACK (and PSH, which ends the super-packet) may be
-// set; the whole stays within kMaxSuperPacket and kMaxSegments segments. Anything else (other
-// protocols, SYN/FIN/RST/URG/ECE/CWR, no payload, IP options, IPv6 extension headers) is
-// queued as a packet of its own. A packet never joins one queued before another packet of the
-// same flow that could not join, so each flow's order is kept; different flows may leave in
-// a different order from the one they came in.
+// first's) and the last at most that (a shorter one ends the super-packet); ACK must be set
+// and only PSH beside it (PSH ends the super-packet and is set on it); the whole stays within
+// kMaxSuperPacket and kMaxSegments segments. Anything else (other protocols,
+// SYN/FIN/RST/URG/ECE/CWR, no payload, IP options, IPv6 extension headers) is queued as a
+// packet of its own. A packet never joins one queued before another packet of the same flow
+// that could not join, so each flow's order is kept; different flows may leave in a
+// different order from the one they came in.
 //
 // Every packet added must have passed ParsePacket (so its checksums verified): a super-packet
 // goes out with kVnetNeedsCsum and the pseudo-header sum in the TCP checksum field, and the
-// kernel computes the rest; a packet that joined nothing goes out unchanged with an all-zero
-// vnet header.
+// kernel computes the rest; it keeps the first segment's headers (IPv4: its identification;
+// the kernel's TSO numbers the segments from it), with the IPv4 total length and header
+// checksum or the IPv6 payload length of the whole. A packet that joined nothing goes out
+// unchanged with an all-zero vnet header.
+//
+// Not thread-safe: one owner (the session's executor). The coalescer owns its buffers.
 class TcpCoalescer {
  public:
   static constexpr size_t kMaxSegments = 64;
-  // `max_items`: super-packets (and single packets) held before Add asks for a Flush.
+  // `max_items` (at least 1): super-packets (and single packets) held before Add asks for a
+  // Flush.
   explicit TcpCoalescer(size_t max_items = 64);
   ~TcpCoalescer();
   TcpCoalescer(const TcpCoalescer&) = delete;
   TcpCoalescer& operator=(const TcpCoalescer&) = delete;
 
   // Queues `packet` (info = ParsePacket(packet)). False when the queue is full: the caller
-  // flushes and adds again (it always fits an empty queue).
+  // flushes and adds again (it always fits an empty queue). A packet whose info does not
+  // describe it (a broken precondition) is dropped, and true returned. An item's buffer (the
+  // largest packet ParsePacket accepts, about 64 KiB) is allocated when the item is first
+  // used and kept: after that, nothing is allocated.
   bool Add(std::span<const uint8_t> packet, const PacketInfo& info);
   // Each queued item as the bytes of one TUN write (the vnet header, then the packet), in
   // order; then the queue is empty. The spans stay valid until the next Add.
