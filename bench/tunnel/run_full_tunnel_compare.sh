@@ -37,7 +37,8 @@
 #   machine-readable result (JSON; default OUT_DIR/results.json), --out-dir: the table, the raw
 #   TSV and the perf reports (default /tmp/full_tunnel_compare.<date>), --perf: one more
 #   dvpn-paid one-flow-up test under `perf record -g` of dvpn-client and dvpn-node, reports
-#   (perf report --stdio --no-children --percent-limit 2) into OUT_DIR, --udp-rate 2G,
+#   (perf report --stdio --no-children --percent-limit 2, and the share per library) into
+#   OUT_DIR, --udp-rate 2G,
 #   --pings 100, --systems (comma list, default all six), --deadline (DEADLINE_S, 3600: the
 #   whole script's budget; a system that no longer fits is SKIPPED), --no-install (do not
 #   apt-get missing packages), --keep DIR (copy the logs there at the end).
@@ -461,7 +462,9 @@ profile() {  # profile CLIENT_PID NODE_PID
     timeout 300 perf report -i "$FT_H/perf-${names[i]}.data" --stdio --no-children \
       --percent-limit 2 > "$OUT_DIR/perf-${names[i]}.txt" 2> "$FT_H/perf-report-${names[i]}.log" ||
       ft_log "perf report of ${names[i]} failed: $(tail -1 "$FT_H/perf-report-${names[i]}.log")"
-    ft_log "perf: $OUT_DIR/perf-${names[i]}.txt"
+    timeout 300 perf report -i "$FT_H/perf-${names[i]}.data" --stdio --no-children --sort dso \
+      -g none > "$OUT_DIR/perf-${names[i]}-dso.txt" 2> /dev/null
+    ft_log "perf: $OUT_DIR/perf-${names[i]}.txt (top symbols), perf-${names[i]}-dso.txt (per library)"
   done
 }
 
