@@ -24,12 +24,12 @@ COLUMNS = [
     ("ping_idle_p90_ms", "idle p90", "%.3f"),
     ("ping_load_p50_ms", "load p50", "%.2f"),
     ("ping_load_p90_ms", "load p90", "%.2f"),
+    ("ping_load_loss_pct", "load loss%", "%.1f"),
     ("cpu_s_per_gb", "tun CPU s/GB", "%.2f"),
     ("machine_cpu_s_per_gb", "all CPU s/GB", "%.2f"),
     ("machine_kernel_s_per_gb", "kernel s/GB", "%.2f"),
 ]
-EXTRA = ["up1_retransmits", "down1_retransmits", "up1_gb", "ping_idle_loss_pct",
-         "ping_load_loss_pct"]
+# Also in the JSON: up1_retransmits, down1_retransmits, up1_gb, ping_idle_loss_pct.
 
 
 def num(v):
@@ -75,9 +75,9 @@ def main():
 
     print("Full tunnel vs wireguard-go and OpenVPN (%s, %s CPUs, %s, %s)" %
           (meta.get("date"), meta.get("nproc"), meta.get("kernel"), meta.get("cpu")))
-    print("build %s; %s rounds, iperf3 -t %s s; UDP -b %s -l 1300; ping: %s idle at 0.01 s, "
+    print("repo HEAD %s (the binaries: --build); %s rounds, iperf3 -t %s s; UDP -b %s -l 1300; ping: %s idle at 0.01 s, "
           "under load every 0.02 s during the one-flow down test" %
-          (meta.get("commit"), meta.get("rounds"), meta.get("time_s"), meta.get("udp_rate"),
+          (meta.get("repo_head"), meta.get("rounds"), meta.get("time_s"), meta.get("udp_rate"),
            meta.get("pings")))
     print("Mbit/s (iperf3 receiver), ms (ping RTT), CPU seconds per GB (10^9 bytes) of the "
           "one-flow up test: tun = the tunnel's processes (utime+stime), all = the whole machine "

@@ -499,7 +499,7 @@ fi
 META=$(python3 -c 'import json,sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
   date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" nproc "$(nproc)" kernel "$(uname -r)" \
   cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
-  commit "$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null)" rounds "$ROUNDS" time_s "$TIME" \
+  repo_head "$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null)" rounds "$ROUNDS" time_s "$TIME" \
   udp_rate "$UDP_RATE" pings "$PINGS" perf "$PERF_NOTE" \
   iperf3 "$(iperf3 --version 2> /dev/null | head -1)" \
   wireguard_go "$(wireguard-go --version 2> /dev/null | head -1)" \
