@@ -5,6 +5,7 @@
 
 #include <libmnl/libmnl.h>
 #include <linux/if_addr.h>
+#include <linux/ip.h>
 #include <linux/rtnetlink.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -146,6 +147,24 @@ OsResult<void> Netlink::SetLinkUp(uint32_t index, uint32_t mtu) {
   if (mtu != 0) mnl_attr_put_u32(req.nlh, IFLA_MTU, mtu);
   auto r =
       os::Exchange(Sock(socket_), port_, req, 0, "bring link " + std::to_string(index) + " up");
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+OsResult<void> Netlink::PromoteSecondaries(uint32_t index) {
+  Request req(RTM_NEWLINK, NLM_F_ACK, ++seq_);
+  auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(req.nlh, sizeof(ifinfomsg)));
+  ifi->ifi_family = AF_UNSPEC;
+  ifi->ifi_index = static_cast<int>(index);
+  nlattr* spec = mnl_attr_nest_start(req.nlh, IFLA_AF_SPEC);
+  nlattr* inet = mnl_attr_nest_start(req.nlh, AF_INET);
+  nlattr* conf = mnl_attr_nest_start(req.nlh, IFLA_INET_CONF);
+  mnl_attr_put_u32(req.nlh, IPV4_DEVCONF_PROMOTE_SECONDARIES, 1);
+  mnl_attr_nest_end(req.nlh, conf);
+  mnl_attr_nest_end(req.nlh, inet);
+  mnl_attr_nest_end(req.nlh, spec);
+  auto r = os::Exchange(Sock(socket_), port_, req, 0,
+                        "promote_secondaries on link " + std::to_string(index));
   if (!r) return std::unexpected(r.error());
   return {};
 }

@@ -48,6 +48,11 @@ class Netlink {
 
   // Sets the link's MTU (0: leave it) and brings it up.
   OsResult<void> SetLinkUp(uint32_t index, uint32_t mtu);
+  // Turns on the device's IPv4 promote_secondaries (RTM_NEWLINK, IFLA_AF_SPEC/AF_INET/
+  // IFLA_INET_CONF): when its first address of a subnet goes, the next one takes its place
+  // instead of going with it. Without it, replacing an address leaves the device without any
+  // for a moment, and the kernel flushes every IPv4 route through it.
+  OsResult<void> PromoteSecondaries(uint32_t index);
   // Adds an address to the link (IPv6 without duplicate address detection, so it is usable at
   // once). kExists when it is there already.
   OsResult<void> AddAddress(uint32_t index, const IpPrefix& prefix);

@@ -24,7 +24,7 @@ constexpr uint64_t kKeepaliveEveryMs = 10'000;
 constexpr uint64_t kProbeAnswerMs = 3'000;
 constexpr uint64_t kQuietMs = 1'000;  // nothing from the exit while sending: probe
 constexpr uint64_t kUdpSilenceMs = 30'000;
-constexpr size_t kDrainCalls = 64;  // receive calls before one CONTROL message (each up to 32)
+constexpr size_t kDrainCalls = 1024;  // receive calls before one CONTROL message (each up to 32)
 constexpr size_t kReadCalls = 8;    // receive calls per wakeup
 
 // Whether `a` is one of the inner addresses PACKET_READY handed out.
@@ -289,6 +289,11 @@ Result<std::shared_ptr<ClientPackets>, ClientPacketsErrc> ClientPackets::Start(
   std::shared_ptr<ClientPackets> self(new ClientPackets(ex, std::move(options)));
   self->tun_index_ = device->index();
   self->tun_offloads_ = device->offloads().vnet_header;
+  // A new tunnel's inner addresses replace the old ones without a moment with none (Configure).
+  if (auto nl = os::Netlink::Open(); !nl || !nl->PromoteSecondaries(device->index())) {
+    return Fail(ClientPacketsErrc::kDevice,
+                "TUN device " + device->name() + ": cannot set promote_secondaries");
+  }
   self->tun_ = TunIo::Make(ex, std::move(*device), kMaxPacketMtu,
                            [raw = self.get()](std::span<uint8_t> p) { raw->FromTun(p); });
   self->tun_->Start();
@@ -366,18 +371,26 @@ bool ClientPackets::Configure(const tcp::endpoint& exit, const PacketReadyFields
     last_error_ = "netlink: " + nl.error().message;
     return false;
   }
-  if (configured_ && (configured_->ipv4 != ready.ipv4 || configured_->ipv6 != ready.ipv6 ||
-                      configured_->ipv4_prefix != ready.ipv4_prefix ||
-                      configured_->ipv6_prefix != ready.ipv6_prefix)) {
-    (void)nl->DeleteAddress(tun_index_, V4Prefix(*configured_));
-    (void)nl->DeleteAddress(tun_index_, V6Prefix(*configured_));
-    configured_.reset();
-  }
-  if (!configured_) {
+  const bool same = configured_ && configured_->ipv4 == ready.ipv4 &&
+                    configured_->ipv6 == ready.ipv6 &&
+                    configured_->ipv4_prefix == ready.ipv4_prefix &&
+                    configured_->ipv6_prefix == ready.ipv6_prefix;
+  if (!same) {
+    // The new addresses first, then the old ones go: a device left without an address of a
+    // family loses every route of that family through it (the kernel flushes them), and the
+    // machine's packets would leave outside the tunnel.
     for (const IpPrefix& p : {V4Prefix(ready), V6Prefix(ready)}) {
       if (auto r = nl->AddAddress(tun_index_, p); !r && r.error().code != os::OsErrc::kExists) {
         last_error_ = "address " + p.ToString() + ": " + r.error().message;
         return false;
+      }
+    }
+    if (configured_) {
+      if (configured_->ipv4 != ready.ipv4 || configured_->ipv4_prefix != ready.ipv4_prefix) {
+        (void)nl->DeleteAddress(tun_index_, V4Prefix(*configured_));
+      }
+      if (configured_->ipv6 != ready.ipv6 || configured_->ipv6_prefix != ready.ipv6_prefix) {
+        (void)nl->DeleteAddress(tun_index_, V6Prefix(*configured_));
       }
     }
   }
