@@ -101,7 +101,17 @@ std::string StatusJson(const v1::GetStatusResponse& s) {
                         {"packets_from_clients", f.packets_from_clients()},
                         {"packets_to_clients", f.packets_to_clients()},
                         {"packets_to_clients_tcp", f.packets_to_clients_tcp()},
-                        {"dropped", std::move(dropped)}};
+                        {"dropped", std::move(dropped)},
+                        {"io",
+                         {{"offloads", f.io().offloads()},
+                          {"tun_reads", f.io().tun_reads()},
+                          {"tun_super_reads", f.io().tun_super_reads()},
+                          {"tun_written", f.io().tun_written()},
+                          {"tun_writes", f.io().tun_writes()},
+                          {"udp_sent", f.io().udp_sent()},
+                          {"udp_send_calls", f.io().udp_send_calls()},
+                          {"udp_received", f.io().udp_received()},
+                          {"udp_receive_calls", f.io().udp_receive_calls()}}}};
   } else {
     j["full_tunnel"] = nullptr;
   }
@@ -173,6 +183,27 @@ std::string MetricsText(const v1::GetStatusResponse& s, const v1::GetEarningsRes
     for (const auto& [reason, count] : f.dropped()) {
       out += "dvpn_full_tunnel_dropped_total{reason=\"" + reason + "\"} " +
              std::to_string(count) + "\n";
+    }
+    // Packets against the system calls that carried them: what the offloads save.
+    const v1::FullTunnelIo& io = f.io();
+    out += "# HELP dvpn_full_tunnel_io_packets_total Full-tunnel packets (datagrams) by operation.\n"
+           "# TYPE dvpn_full_tunnel_io_packets_total counter\n";
+    const std::pair<const char*, uint64_t> packets[] = {{"tun_read", io.tun_reads()},
+                                                         {"tun_write", io.tun_written()},
+                                                         {"udp_send", io.udp_sent()},
+                                                         {"udp_receive", io.udp_received()}};
+    for (const auto& [op, n] : packets) {
+      out += std::string("dvpn_full_tunnel_io_packets_total{op=\"") + op + "\"} " +
+             std::to_string(n) + "\n";
+    }
+    out += "# HELP dvpn_full_tunnel_io_calls_total Full-tunnel system calls by operation.\n"
+           "# TYPE dvpn_full_tunnel_io_calls_total counter\n";
+    const std::pair<const char*, uint64_t> calls[] = {{"tun_write", io.tun_writes()},
+                                                       {"udp_send", io.udp_send_calls()},
+                                                       {"udp_receive", io.udp_receive_calls()}};
+    for (const auto& [op, n] : calls) {
+      out += std::string("dvpn_full_tunnel_io_calls_total{op=\"") + op + "\"} " +
+             std::to_string(n) + "\n";
     }
   }
   return out;

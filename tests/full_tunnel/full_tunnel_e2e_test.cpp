@@ -356,6 +356,20 @@ class FullTunnelTest : public SellerNodeTest {
     return c && Connect(*c) ? c : nullptr;
   }
 
+  // The exit's /api/status (dashboard, in "provider"); the error text when it cannot be read.
+  std::string ExitApiStatus() {
+    auto ports = ReadPorts(dir_.File("seller.ports"));
+    if (!ports) return "no ports file";
+    auto got = topo_->provider.Exec(
+        {"curl", "-s", "http://127.0.0.1:" + std::to_string(ports->http) + "/api/status"});
+    return got.value_or(got.error());
+  }
+  // A number `"key":N` in `json` (0 when absent).
+  static uint64_t JsonNumber(const std::string& json, const std::string& key) {
+    const size_t at = json.find("\"" + key + "\":");
+    return at == std::string::npos ? 0 : std::stoull(json.substr(at + key.size() + 3));
+  }
+
   // dvpn-client in `ns` with --full-tunnel and its control on a Unix socket, `extra` flags
   // added (a --daily-cap there replaces the default 1 credit). Waits until dvpnctl reaches it;
   // nullptr (recorded) when it does not come up.
@@ -553,6 +567,20 @@ TEST_F(FullTunnelTest, CurlUdpDnsPingBothFamiliesAndTheSellerIsPaid) {
   EXPECT_EQ(Field(status, "mode"), "full-tunnel") << status;
   EXPECT_EQ(Field(status, "transport"), "udp") << status;
 
+  // The exit's data plane carried the downloads with its offloads: the TUN device handed over
+  // super-packets (split before sealing), and the datagrams left in batches (fewer send calls
+  // than datagrams). The sampler refreshes the status every second.
+  std::string api;
+  testing::PollUntil(
+      [&] {
+        api = ExitApiStatus();
+        return JsonNumber(api, "tun_super_reads") > 0;
+      },
+      5s, 250ms);
+  EXPECT_NE(api.find("\"offloads\":\"tun,gso,gro,mmsg\""), std::string::npos) << api;
+  EXPECT_GT(JsonNumber(api, "tun_super_reads"), 0u) << api;
+  EXPECT_LT(JsonNumber(api, "udp_send_calls"), JsonNumber(api, "udp_sent")) << api;
+
   // Everything went through the exit: both files (and more) are metered.
   const v1::ClientStatus numbers = Status(*c);
   const uint64_t metered = numbers.bytes_sent() + numbers.bytes_received();
@@ -682,6 +710,34 @@ TEST_F(FullTunnelTest, ForcedTcpTransportCarriesTrafficWithoutAnyDrop) {
   // Forced: it stays on TCP although UDP would work.
   std::this_thread::sleep_for(4s);
   EXPECT_EQ(Field(Ctl(*c, {"status"}).output, "transport"), "tcp");
+}
+
+// Offloads forced off at both ends (the plain fallback: one packet per system call, no vnet
+// header): the same traffic flows, paid as before, and the exit's counters show one call per
+// datagram and no super-packet.
+TEST_F(FullTunnelTest, WithOffloadsOffTrafficFlowsOnePacketPerCall) {
+  ASSERT_TRUE(StartExitNode(WriteExitConfig("packet_offloads = \"off\"\n")));
+  Client* c = StartClient(topo_->user, "client", dir_.File("client.json"),
+                          {"--packet-offloads", "off"});
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(Connect(*c));
+  std::string status;
+  EXPECT_TRUE(WaitForField(*c, "transport", "udp", &status)) << status;
+  ExpectFetchBothFamilies(topo_->user);
+  ExpectUdpEchoBothFamilies(topo_->user);
+  std::string api;
+  testing::PollUntil(
+      [&] {
+        api = ExitApiStatus();
+        return JsonNumber(api, "udp_sent") > 1000;
+      },
+      5s, 250ms);
+  EXPECT_NE(api.find("\"offloads\":\"off\""), std::string::npos) << api;
+  EXPECT_EQ(JsonNumber(api, "tun_super_reads"), 0u) << api;
+  EXPECT_GT(JsonNumber(api, "udp_sent"), 1000u) << api;
+  EXPECT_EQ(JsonNumber(api, "udp_send_calls"), JsonNumber(api, "udp_sent")) << api;
+  EXPECT_EQ(JsonNumber(api, "tun_writes"), JsonNumber(api, "tun_written")) << api;
+  EXPECT_EQ(Field(Ctl(*c, {"status"}).output, "state"), "connected");
 }
 
 TEST_F(FullTunnelTest, LargeDfPacketsGetTooBigAndTcpStillMoves) {
