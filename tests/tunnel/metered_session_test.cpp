@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+
+#include "common/log.h"
 #include "payments/wire/control_codec.h"
 #include "tunnel/session/paid_client.h"
 
@@ -192,6 +195,32 @@ TEST_F(PayerControllerTest, AMalformedControlMessageIsAProtocolError) {
   const std::vector<uint8_t> garbage = {0x0a, 0xff, 0xff, 0xff};
   session_->control(garbage);
   EXPECT_EQ(session_->close_reason, CloseReason::kProtocolError);
+}
+
+// The provider sends notices at will (an honest one pauses and resumes tens of times a second
+// at gigabit speed; a hostile one as fast as it can): a flood costs the client's log one info
+// line, not one per notice.
+TEST_F(PayerControllerTest, AFloodOfNoticesLogsOneInfoLine) {
+  session_->params = payments::wire::EncodeTerms(terms_);
+  auto controller = Attach();
+  ASSERT_NE(controller, nullptr);
+  auto log = TunnelLog();
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(100000);
+  sink->set_pattern("%l %v");
+  const auto level = log->level();
+  log->set_level(spdlog::level::info);
+  log->sinks().push_back(sink);
+  for (int i = 0; i < 5000; ++i) {
+    session_->Deliver(payments::Notice{i % 2 ? payments::NoticeCode::kResumed
+                                             : payments::NoticeCode::kPaused,
+                                       "forwarding paused: 1737804 unpaid bytes"});
+  }
+  log->sinks().pop_back();
+  log->set_level(level);
+  size_t lines = 0;
+  for (const auto& line : sink->last_formatted()) lines += line.find("provider notice") != std::string::npos;
+  EXPECT_EQ(lines, 1u);
+  EXPECT_FALSE(session_->closed());
 }
 
 }  // namespace

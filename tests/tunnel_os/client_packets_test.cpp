@@ -28,6 +28,16 @@ using os::A;
 constexpr std::array<uint8_t, 4> kInner{10, 231, 0, 2};
 constexpr std::array<uint8_t, 4> kInternet{203, 0, 113, 7};
 
+// Runs `io` until `pred` holds, at most 5 s; whether it does.
+bool RunUntil(asio::io_context& io, const std::function<bool()>& pred) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!pred() && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(5ms);
+    io.restart();
+  }
+  return pred();
+}
+
 TEST(ClientPackets, RoutesTheMachinesPacketsToTheExitAndDeliversOnlyItsOwn) {
   if (auto why = os::MissingPrivilege(); !why.empty()) GTEST_SKIP() << why;
   os::InFreshNetns([] {
@@ -63,14 +73,7 @@ TEST(ClientPackets, RoutesTheMachinesPacketsToTheExitAndDeliversOnlyItsOwn) {
     auto packets = ClientPackets::Start(io.get_executor(), options);
     ASSERT_TRUE(packets) << packets.error().message;
     (*packets)->Attach(client, tcp::endpoint(asio::ip::address_v4::loopback(), 7443));
-    auto run_until = [&](const std::function<bool()>& pred) {
-      const auto deadline = std::chrono::steady_clock::now() + 5s;
-      while (!pred() && std::chrono::steady_clock::now() < deadline) {
-        io.run_for(5ms);
-        io.restart();
-      }
-      return pred();
-    };
+    auto run_until = [&](const std::function<bool()>& pred) { return RunUntil(io, pred); };
     ASSERT_TRUE(run_until([&] { return (*packets)->status().ready; }))
         << (*packets)->status().last_error;
     ASSERT_TRUE(asked);
@@ -145,14 +148,7 @@ TEST(ClientPackets, RoutesSurviveANewTunnelWithOtherInnerAddresses) {
     ASSERT_TRUE(nl) << nl.error().message;
     ASSERT_TRUE(nl->SetLinkUp(1, 0)) << "lo";
     asio::io_context io;
-    auto run_until = [&](const std::function<bool()>& pred) {
-      const auto deadline = std::chrono::steady_clock::now() + 5s;
-      while (!pred() && std::chrono::steady_clock::now() < deadline) {
-        io.run_for(5ms);
-        io.restart();
-      }
-      return pred();
-    };
+    auto run_until = [&](const std::function<bool()>& pred) { return RunUntil(io, pred); };
     ClientPacketsOptions options;
     options.tun_name = "dvpnc1";
     auto packets = ClientPackets::Start(io.get_executor(), options);

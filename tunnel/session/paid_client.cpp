@@ -153,7 +153,20 @@ void PayerController::OnControl(ByteSpan message) {
       NoteUnpaid(*t);
     }
   } else if (auto* n = std::get_if<payments::Notice>(&**decoded)) {
-    TunnelLog()->info("provider notice {}: {}", static_cast<uint32_t>(n->code), n->text);
+    const uint64_t now = MonotonicMs();
+    if (notice_logged_ms_ == 0 || now - notice_logged_ms_ >= kNoticeLogEveryMs) {
+      if (notices_unlogged_ > 0) {
+        TunnelLog()->info("provider notice {}: {} ({} more notices since the last line)",
+                          static_cast<uint32_t>(n->code), n->text, notices_unlogged_);
+      } else {
+        TunnelLog()->info("provider notice {}: {}", static_cast<uint32_t>(n->code), n->text);
+      }
+      notice_logged_ms_ = now;
+      notices_unlogged_ = 0;
+    } else {
+      ++notices_unlogged_;
+      TunnelLog()->debug("provider notice {}: {}", static_cast<uint32_t>(n->code), n->text);
+    }
     if (n->code == payments::NoticeCode::kEscrowLow && on_escrow_use_) {
       on_escrow_use_(session_.last_signed(), true);
     }

@@ -87,6 +87,12 @@ class PayerController : public std::enable_shared_from_this<PayerController> {
   std::shared_ptr<CarryBook> carry_;
   payments::ChannelId channel_;
   std::chrono::steady_clock::time_point start_;
+  // Notices are the provider's to send at will (a paid session at gigabit speed pauses and
+  // resumes tens of times a second): at most one info line per kNoticeLogEveryMs, the others
+  // counted into the next one and logged at debug.
+  static constexpr uint64_t kNoticeLogEveryMs = 10'000;
+  uint64_t notice_logged_ms_ = 0;
+  uint64_t notices_unlogged_ = 0;
 };
 
 }  // namespace dvpn::tunnel::session

@@ -23,6 +23,18 @@ constexpr std::pair<const char*, bool PacketOffloads::*> kNames[] = {
 // (a device or path without GSO, a segment count above its limit).
 bool GsoRefused(int err) { return err == EIO || err == EINVAL || err == EOPNOTSUPP; }
 
+// The control message that makes one sendmsg buffer a run of `segment`-byte datagrams.
+void PutSegmentSize(msghdr& msg, uint8_t* control, size_t size, size_t segment) {
+  msg.msg_control = control;
+  msg.msg_controllen = size;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  const auto bytes = static_cast<uint16_t>(segment);
+  std::memcpy(CMSG_DATA(c), &bytes, sizeof bytes);
+}
+
 }  // namespace
 
 std::expected<PacketOffloads, std::string> PacketOffloads::Parse(std::string_view text) {
@@ -139,14 +151,7 @@ bool UdpSendBatch::SendOne(size_t index, bool as_gso) {
   }
   if (as_gso && run.count > 1) {
     iov = {arena_.data() + run.offset, run.bytes};
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    const auto segment = static_cast<uint16_t>(run.segment);
-    std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    PutSegmentSize(msg, control, sizeof control, run.segment);
     ++counters_.calls;
     if (::sendmsg(fd_, &msg, MSG_DONTWAIT) >= 0) {
       counters_.datagrams += run.count;
@@ -196,14 +201,7 @@ void UdpSendBatch::SendRuns(size_t from) {
     }
     if (run.count > 1) {
       if (!gso_) continue;  // queued while GSO was on; sent one by one below
-      m.msg_control = controls[i].data();
-      m.msg_controllen = controls[i].size();
-      cmsghdr* c = CMSG_FIRSTHDR(&m);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      const auto segment = static_cast<uint16_t>(run.segment);
-      std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+      PutSegmentSize(m, controls[i].data(), controls[i].size(), run.segment);
     }
   }
   // Each pass sends a prefix, or fails on its first message, which is then settled alone:
