@@ -321,7 +321,9 @@ TEST(DatagramEndpoint, ReservesDistinctIndicesUpToItsLimit) {
   asio::io_context io;
   auto ep = DatagramEndpoint::Open(io.get_executor(),
                                    udp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
-                                   DatagramEndpoint::Options{.max_sessions = 64});
+                                   DatagramEndpoint::Options{.max_sessions = 64,
+                                                             .max_datagram = kMaxUdpPayload,
+                                                             .offloads = {}});
   ASSERT_TRUE(ep) << ep.error().message;
   std::set<uint32_t> seen;
   for (int i = 0; i < 64; ++i) {

@@ -116,7 +116,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
 
   void Close() {
     closed_ = true;
-    if (send_) send_->Clear();
+    if (send_) send_->Close();
     error_code ignored;
     socket_.close(ignored);
     timer_.cancel();

@@ -77,7 +77,7 @@ void DatagramEndpoint::Start() {
 }
 
 void DatagramEndpoint::Close() {
-  send_->Clear();
+  send_->Close();
   error_code ignored;
   socket_.close(ignored);
   receivers_.clear();

@@ -89,7 +89,7 @@ std::span<uint8_t> UdpSendBatch::Prepare(size_t max) {
 }
 
 bool UdpSendBatch::Commit(size_t size, const udp::endpoint& to) {
-  if (size == 0 || used_ + size > arena_.size()) {
+  if (closed_ || size == 0 || used_ + size > arena_.size()) {
     ++counters_.dropped;
     return false;
   }
@@ -132,7 +132,7 @@ bool UdpSendBatch::Commit(size_t size, const udp::endpoint& to) {
 }
 
 void UdpSendBatch::Flush() {
-  if (runs_ > 0) SendRuns(0);
+  if (runs_ > 0 && !closed_) SendRuns(0);
   runs_ = 0;
   used_ = 0;
 }

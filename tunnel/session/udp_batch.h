@@ -70,8 +70,11 @@ class UdpSendBatch final : public DatagramSink {
   bool Commit(size_t size, const udp::endpoint& to) override;
   // Sends everything queued.
   void Flush();
-  // Forgets what is queued (the socket is closing: a posted Flush then sends nothing).
-  void Clear() {
+  // The socket is closing: forgets what is queued, and from now on refuses (counted) what is
+  // committed, so nothing is ever sent on a descriptor number the kernel may give another
+  // socket.
+  void Close() {
+    closed_ = true;
     runs_ = 0;
     used_ = 0;
   }
@@ -95,6 +98,7 @@ class UdpSendBatch final : public DatagramSink {
   asio::any_io_executor ex_;
   std::shared_ptr<bool> alive_;  // a posted Flush runs only while the batch exists
   bool flush_posted_ = false;
+  bool closed_ = false;
   int fd_;
   bool connected_;
   bool gso_;
