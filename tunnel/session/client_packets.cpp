@@ -230,13 +230,9 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
         if (ec == asio::error::operation_aborted) break;
         continue;
       }
-      if (Read(kReadCalls) == 0) {
-        // Readable but nothing read: ICMP port unreachable on a connected socket, and the
-        // like (UDP is not there now); reading the error clears it.
-        int err = 0;
-        socklen_t len = sizeof err;
-        (void)::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
-      }
+      // ICMP port unreachable on a connected socket, and the like (UDP is not there now),
+      // wakes this too: the receive call reports the error, which clears it.
+      Read(kReadCalls);
     }
   }
 

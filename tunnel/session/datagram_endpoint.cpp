@@ -159,17 +159,12 @@ asio::awaitable<void> DatagramEndpoint::ReceiveLoop() {
       continue;
     }
     // Everything queued now, in batches, without a trip through the event loop per datagram.
-    // ICMP errors from an earlier send (connection refused) end a read early: not ours to act on.
-    const size_t n = receive_->Read(kReadCalls, [&](std::span<uint8_t> d, const udp::endpoint& f) {
-      Dispatch(d, f);
-    });
-    counters_.received += n;
-    if (n == 0) {
-      // Readable but nothing read: a pending socket error (ICMP); reading it clears it.
-      int err = 0;
-      socklen_t len = sizeof err;
-      (void)::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
-    }
+    // An ICMP error from an earlier send (connection refused) wakes this too: the receive call
+    // reports it, which clears it; not ours to act on.
+    counters_.received +=
+        receive_->Read(kReadCalls, [&](std::span<uint8_t> d, const udp::endpoint& f) {
+          Dispatch(d, f);
+        });
   }
 }
 

@@ -30,21 +30,6 @@ namespace dvpn::tunnel::session {
 inline constexpr int kDatagramSocketBuffer = 4 * 1024 * 1024;
 void GrowDatagramBuffers(udp::socket& socket, int bytes = kDatagramSocketBuffer);
 
-// Reads, without waiting, up to `max` more datagrams the socket already holds, giving each to
-// `fn(size, from)` with the datagram in `buffer`; stops at the first would-block or error.
-template <class Fn>
-size_t ReadPending(udp::socket& socket, std::span<uint8_t> buffer, size_t max, Fn&& fn) {
-  size_t n = 0;
-  for (; n < max; ++n) {
-    udp::endpoint from;
-    error_code ec;
-    const size_t size = socket.receive_from(asio::buffer(buffer.data(), buffer.size()), from, 0, ec);
-    if (ec) break;
-    fn(size, from);
-  }
-  return n;
-}
-
 enum class EndpointErrc {
   kBind = 1,  // the socket cannot be opened or bound
   kFull,      // Reserve: max_sessions indices are taken

@@ -46,14 +46,16 @@ void TunIo::Close() {
   fd_.close(ignored);  // the kernel deletes the device with its last descriptor
 }
 
-// One write system call of `bytes` (with the vnet header when the device has one), carrying
-// `packet_bytes` of packets.
-bool TunIo::WriteNow(std::span<const uint8_t> bytes, size_t packet_bytes) {
+// One write system call of the pieces in `iov` (the vnet header, when the device has one,
+// and the packet or super-packet), carrying `packet_bytes` of packets.
+bool TunIo::WriteNow(std::span<const iovec> iov, size_t packet_bytes) {
   // A TUN write takes one whole packet or fails; the descriptor is non-blocking, so a full
   // queue is EAGAIN at once rather than a wait.
+  size_t total = 0;
+  for (const iovec& v : iov) total += v.iov_len;
   ++counters_.writes;
-  const ssize_t n = ::write(fd_.native_handle(), bytes.data(), bytes.size());
-  if (n != static_cast<ssize_t>(bytes.size())) {
+  const ssize_t n = ::writev(fd_.native_handle(), iov.data(), static_cast<int>(iov.size()));
+  if (n != static_cast<ssize_t>(total)) {
     ++counters_.write_dropped;
     return false;
   }
@@ -66,12 +68,7 @@ bool TunIo::Write(ByteSpan packet, const ip::PacketInfo* info) {
     ++counters_.write_dropped;
     return false;
   }
-  if (!vnet_) {
-    if (!WriteNow(packet, packet.size())) return false;
-    ++counters_.written;
-    return true;
-  }
-  if (info != nullptr) {
+  if (vnet_ && info != nullptr) {
     if (!coalescer_->Add(packet, *info)) {
       Flush();
       if (!coalescer_->Add(packet, *info)) {
@@ -89,18 +86,16 @@ bool TunIo::Write(ByteSpan packet, const ip::PacketInfo* info) {
     }
     return true;
   }
-  // Not parsed: written alone after an all-zero header, in one call.
+  // At once: a device without the header, or a packet not parsed (written alone after an
+  // all-zero header).
   static constexpr uint8_t kPlain[ip::kVnetHeaderSize] = {};
-  const iovec iov[2] = {{const_cast<uint8_t*>(kPlain), sizeof kPlain},
-                        {const_cast<uint8_t*>(packet.data()), packet.size()}};
-  ++counters_.writes;
-  const ssize_t n = ::writev(fd_.native_handle(), iov, 2);
-  if (n != static_cast<ssize_t>(sizeof kPlain + packet.size())) {
-    ++counters_.write_dropped;
+  const iovec plain{const_cast<uint8_t*>(kPlain), sizeof kPlain};
+  const iovec body{const_cast<uint8_t*>(packet.data()), packet.size()};
+  const iovec with_header[2] = {plain, body};
+  if (!(vnet_ ? WriteNow(with_header, packet.size()) : WriteNow({&body, 1}, packet.size()))) {
     return false;
   }
   ++counters_.written;
-  counters_.written_bytes += packet.size();
   return true;
 }
 
@@ -111,7 +106,8 @@ void TunIo::Flush() {
     return;
   }
   coalescer_->Flush([this](std::span<const uint8_t> write) {
-    WriteNow(write, write.size() - ip::kVnetHeaderSize);
+    const iovec whole{const_cast<uint8_t*>(write.data()), write.size()};
+    WriteNow({&whole, 1}, write.size() - ip::kVnetHeaderSize);
   });
 }
 

@@ -11,6 +11,8 @@
 // and joined per flow (ip::TcpCoalescer); the queue is written at the end of the current batch
 // of work (a Flush posted to the executor by the first queued packet), or at once when full.
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -67,7 +69,7 @@ class TunIo : public std::enable_shared_from_this<TunIo> {
         bool vnet, PacketFn on_packet);
   asio::awaitable<void> ReadLoop();
   void OnRead(std::span<uint8_t> read);
-  bool WriteNow(std::span<const uint8_t> bytes, size_t packet_bytes);
+  bool WriteNow(std::span<const iovec> iov, size_t packet_bytes);
 
   asio::posix::stream_descriptor fd_;
   std::string name_;
