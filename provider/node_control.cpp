@@ -101,6 +101,7 @@ std::string StatusJson(const v1::GetStatusResponse& s) {
                         {"packets_from_clients", f.packets_from_clients()},
                         {"packets_to_clients", f.packets_to_clients()},
                         {"packets_to_clients_tcp", f.packets_to_clients_tcp()},
+                        {"packets_held", f.packets_held()},
                         {"dropped", std::move(dropped)},
                         {"io",
                          {{"offloads", f.io().offloads()},
@@ -178,6 +179,9 @@ std::string MetricsText(const v1::GetStatusResponse& s, const v1::GetEarningsRes
            std::to_string(f.packets_from_clients()) + "\n";
     out += "dvpn_full_tunnel_packets_total{direction=\"to_clients\"} " +
            std::to_string(f.packets_to_clients()) + "\n";
+    Metric(out, "dvpn_full_tunnel_held_total", "counter",
+           "Full-tunnel packets that waited at a paid session's forwarding limit.",
+           f.packets_held());
     out += "# HELP dvpn_full_tunnel_dropped_total Full-tunnel packets dropped by reason.\n"
            "# TYPE dvpn_full_tunnel_dropped_total counter\n";
     for (const auto& [reason, count] : f.dropped()) {

@@ -140,6 +140,7 @@ v1::GetStatusResponse SellerNode::Status() {
     f->set_packets_from_clients(ft.counters.from_client);
     f->set_packets_to_clients(ft.counters.to_client);
     f->set_packets_to_clients_tcp(ft.counters.to_client_tcp);
+    f->set_packets_held(ft.counters.held);
     for (const auto& [reason, n] : tunnel::session::ExitPackets::Dropped(ft.counters)) {
       (*f->mutable_dropped())[reason] = n;
     }

@@ -7,6 +7,9 @@
 # side-by-side benchmark against wireguard-go and OpenVPN (../shared/bench/tun_peers.sh).
 #
 # Usage: bench/tunnel/run_full_tunnel_iperf.sh [--build DIR] [--time S] [--transport auto|tcp]
+#          [--window BYTES] [--interval BYTES]
+# --window / --interval set the seller's [payments] credit_window_bytes / invoice_interval_bytes
+# (defaults: the node's own).
 # Needs root, iproute2, nftables, iperf3. Everything lives in namespaces named fti<pid>-*, which
 # are deleted at the end (also on failure); processes are stopped by PID. The setup is shared
 # with run_full_tunnel_compare.sh (full_tunnel_lib.sh).
@@ -15,11 +18,16 @@ set -u -o pipefail
 BUILD=build
 TIME=5
 TRANSPORT=auto
+PAYMENTS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) BUILD=$2; shift 2 ;;
     --time) TIME=$2; shift 2 ;;
     --transport) TRANSPORT=$2; shift 2 ;;
+    --window) PAYMENTS="$PAYMENTS
+credit_window_bytes = $2"; shift 2 ;;
+    --interval) PAYMENTS="$PAYMENTS
+invoice_interval_bytes = $2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -38,7 +46,8 @@ ft_topology
 ft_start_ledger
 CLIENT=$(ft_new_account client)
 ft_new_account seller > /dev/null
-ft_node_config "$FT_H/seller.toml" seller "$FT_H/seller" 0.01
+[ -n "$PAYMENTS" ] && PAYMENTS="[payments]$PAYMENTS"
+ft_node_config "$FT_H/seller.toml" seller "$FT_H/seller" 0.01 "$PAYMENTS"
 ft_start_node "$FT_H/seller.toml" "$FT_H/seller.log" ||
   { echo "dvpn-node did not start:"; tail -20 "$FT_H/seller.log"; exit 1; } >&2
 ft_ctl --keystore "$FT_H/operator.json" deposit --to "$CLIENT" 1000 > /dev/null

@@ -5,6 +5,7 @@
 // between the two devices is the kernel's.
 
 #include <array>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,7 +63,7 @@ class ExitPacketsTest : public ::testing::Test {
       Build();
       if (HasFatalFailure()) return;
       body();
-      Teardown();
+      if (!torn_down_) Teardown();
     });
   }
 
@@ -77,6 +78,7 @@ class ExitPacketsTest : public ::testing::Test {
     options.v6_pool = P("fd31:aaaa::/64");
     options.udp_listen = udp::endpoint(asio::ip::make_address("127.0.0.1"), 0);
     options.install_nat = false;
+    options.hold = hold_;
     auto packets = ExitPackets::Start(io_.get_executor(), *policy_,
                                       [this]() -> const OwnHost& { return host_; }, options);
     ASSERT_TRUE(packets) << packets.error().message;
@@ -128,6 +130,10 @@ class ExitPacketsTest : public ::testing::Test {
   void Settle() { RunUntil([] { return false; }, 200ms); }
 
   bool Send(const std::vector<uint8_t>& p) { return client_->SendPacketFrame(p); }
+  // Sends once the client's write buffer has room (within 5 s).
+  bool SendSoon(const std::vector<uint8_t>& p) {
+    return Send(p) || RunUntil([&] { return Send(p); });
+  }
   const ExitPackets::Counters& C() const { return packets_->counters(); }
 
   asio::io_context io_;
@@ -141,6 +147,8 @@ class ExitPacketsTest : public ::testing::Test {
   bool answered_ = false;
   bool client_closed_ = false;
   bool exit_closed_ = false;
+  bool torn_down_ = false;
+  PacketHoldLimits hold_;
   std::vector<std::vector<uint8_t>> at_client_;
 };
 
@@ -205,15 +213,96 @@ TEST_F(ExitPacketsTest, SpoofedRefusedOversizedMalformedAndUnpaidPacketsDoNotLea
     ASSERT_TRUE(Send(bad));
     ASSERT_TRUE(RunUntil([&] { return C().malformed == 1; }));
 
+    // Paused: held (docs/full-tunnel.md "Held at the limit"), and dropped, never sent, once it
+    // waited longer than the hold's 100 ms.
     exit_->SetForwardingPaused(true);
     ASSERT_TRUE(Send(os::Ipv4Udp(kInner, kAllowed, 40004, 53, "unpaid")));
-    ASSERT_TRUE(RunUntil([&] { return C().unpaid == 1; }));
+    ASSERT_TRUE(RunUntil([&] { return C().held == 1; }));
+    Settle();
     exit_->SetForwardingPaused(false);
+    ASSERT_TRUE(RunUntil([&] { return C().unpaid == 1; }));
 
     Settle();
     EXPECT_EQ(C().from_client, 0u);
     EXPECT_TRUE(NextIpv4(uplink_->fd(), 100).empty()) << "something left the exit";
     EXPECT_EQ(exit_->data_bytes_received(), 0u);  // none of them was metered
+  });
+}
+
+// A paying client meets the forwarding limit all the time: what meets it waits, both ways, and
+// goes on in order when the limit rises; nothing is metered beyond the limit meanwhile.
+TEST_F(ExitPacketsTest, PacketsAtTheLimitWaitAndGoOnInOrderWhenItRises) {
+  hold_.max_age_ms = 30'000;  // this test's waits are not the point
+  Run([&] {
+    constexpr uint64_t kLimit = 64 * 1024;
+    constexpr int kOut = 150;
+    constexpr int kBack = 20;
+    std::vector<uint64_t> blocked;
+    exit_->LimitForwarding(kLimit, [&](uint64_t l) { blocked.push_back(l); });
+    auto out = [](int i) {
+      std::string text(1000, 'o');
+      std::memcpy(text.data(), &i, sizeof i);
+      return os::Ipv4Udp(kInner, kAllowed, 40000, 53, text);
+    };
+    for (int i = 0; i < kOut; ++i) ASSERT_TRUE(SendSoon(out(i))) << i;
+    ASSERT_TRUE(RunUntil([&] { return C().from_client + C().held == kOut; }));
+    const uint64_t passed = C().from_client;
+    EXPECT_GT(passed, 0u);
+    EXPECT_GT(C().held, 0u);
+    EXPECT_EQ(C().unpaid, 0u);
+    EXPECT_FALSE(blocked.empty()) << "the payee did not hear of the limit";
+    EXPECT_LE(exit_->data_bytes_received(), kLimit);
+    // The answers meet the same limit.
+    for (int j = 0; j < kBack; ++j) {
+      const auto back = os::Ipv4Udp(kAllowed, kInner, 53, 40000, "answer " + std::to_string(j));
+      ASSERT_EQ(::write(uplink_->fd(), back.data(), back.size()),
+                static_cast<ssize_t>(back.size()));
+    }
+    ASSERT_TRUE(RunUntil([&] { return C().held == kOut - passed + kBack; }));
+    Settle();
+    EXPECT_EQ(C().from_client, passed) << "a held packet went on before the limit rose";
+    EXPECT_TRUE(at_client_.empty());
+    EXPECT_LE(exit_->data_bytes_received() + exit_->data_bytes_sent(), kLimit);
+
+    exit_->SetForwardingLimit(64ull << 20);
+    ASSERT_TRUE(RunUntil([&] {
+      return C().from_client == kOut && at_client_.size() == static_cast<size_t>(kBack);
+    }));
+    EXPECT_EQ(C().unpaid, 0u);
+    const size_t size = out(0).size();
+    EXPECT_EQ(exit_->data_bytes_received(), kOut * size);
+    for (int i = 0; i < kOut; ++i) {
+      const auto p = NextIpv4(uplink_->fd());
+      ASSERT_EQ(p.size(), size) << "packet " << i;
+      int seq = -1;
+      std::memcpy(&seq, &p[28], sizeof seq);
+      EXPECT_EQ(seq, i) << "out of order";
+    }
+    for (int j = 0; j < kBack; ++j) {
+      const std::string text(at_client_[j].begin() + 28, at_client_[j].end());
+      EXPECT_EQ(text, "answer " + std::to_string(j));
+    }
+  });
+}
+
+// A flood into a session that is not paid for: its hold stops at its bound, the rest is
+// dropped and counted; the hold's buffer goes back when the session ends.
+TEST_F(ExitPacketsTest, AFloodAtThePauseStopsAtTheHoldsBound) {
+  Run([&] {
+    exit_->SetForwardingPaused(true);
+    const PacketHoldLimits bound;
+    constexpr int kFlood = 5'000;
+    const auto p = os::Ipv4Udp(kInner, kAllowed, 40000, 53, std::string(1372, 'f'));  // 1400 B
+    for (int i = 0; i < kFlood; ++i) ASSERT_TRUE(SendSoon(p)) << i;
+    ASSERT_TRUE(RunUntil([&] { return C().held + C().unpaid == kFlood; }, 20s));
+    EXPECT_EQ(C().held, bound.session_bytes / p.size());
+    EXPECT_GT(packets_->hold_bytes_in_use(), 0u);
+    EXPECT_LE(packets_->hold_bytes_in_use(), bound.session_bytes);
+    EXPECT_EQ(C().from_client, 0u);
+    EXPECT_EQ(exit_->data_bytes_received(), 0u);
+    Teardown();
+    EXPECT_EQ(packets_->hold_bytes_in_use(), 0u);
+    torn_down_ = true;
   });
 }
 

@@ -52,7 +52,8 @@ class ExitPacketSession {
         tunnel_(tunnel),
         lease_(lease),
         flows_(exit.policy_, exit.budget_, lease, exit.options_.flow_limits),
-        mtu_(mtu) {
+        mtu_(mtu),
+        hold_(exit.hold_budget_, exit.options_.hold) {
     last_expire_ms_ = MonotonicMs();
   }
 
@@ -96,16 +97,12 @@ class ExitPacketSession {
       case FlowVerdict::kNoFlow:
         return;  // not an outbound verdict
     }
-    if (!tunnel->MayForwardPacket(packet.size())) {
-      ++c.unpaid;
+    // Behind the packets already held (the order of each flow is kept), or held itself.
+    if (!hold_.empty() || !tunnel->MayForwardPacket(packet.size())) {
+      Hold(packet, /*to_client=*/false, *info);
       return;
     }
-    // Metered once the exit took it (the client counted it when it sent it), also when our own
-    // device's queue is full.
-    tunnel->CountPacket(packet.size(), /*sent=*/false);
-    ++c.from_client;
-    c.from_client_bytes += packet.size();
-    if (!exit_.WriteTun(packet, &*info)) ++c.tun_dropped;
+    WriteNow(*tunnel, packet, *info);
   }
 
   // A packet the kernel routed to this session's inner address.
@@ -116,7 +113,25 @@ class ExitPacketSession {
       ++exit_.counters_.no_flow;
       return;
     }
-    SendMetered(*tunnel, packet);
+    SendMetered(*tunnel, packet, info);
+  }
+
+  // The limit rose or forwarding resumed: the held packets go on, in order, for as long as each
+  // fits; what waited too long is dropped.
+  void Release() {
+    auto tunnel = tunnel_.lock();
+    if (!tunnel || tunnel->closed() || hold_.empty()) return;
+    exit_.counters_.unpaid += hold_.DropExpired(MonotonicMs());
+    while (!hold_.empty()) {
+      const auto f = hold_.front();
+      if (!tunnel->MayForwardPacket(f.packet.size())) break;
+      if (f.to_client) {
+        SendNow(*tunnel, f.packet);
+      } else {
+        WriteNow(*tunnel, f.packet, *f.info);
+      }
+      hold_.Pop();
+    }
   }
 
   // Every second: flow expiry, the datagram keys' timers. False once the tunnel is gone.
@@ -128,6 +143,9 @@ class ExitPacketSession {
       flows_.Expire(now);
     }
     if (path_) path_->TickKeys(now);
+    Release();  // also drops what waited too long
+    exit_.counters_.unpaid += hold_.DropExpired(now);
+    hold_.Trim();
     return true;
   }
 
@@ -146,13 +164,37 @@ class ExitPacketSession {
     return client_uses_udp_ && last != 0 && now - last <= kUdpSilenceMs;
   }
 
-  // Sends to the client by UDP or in a PACKET frame, within what the tunnel may forward.
-  void SendMetered(TunnelConnection& tunnel, ByteSpan packet) {
-    auto& c = exit_.counters_;
-    if (!tunnel.MayForwardPacket(packet.size())) {
-      ++c.unpaid;
+  // Sends to the client by UDP or in a PACKET frame, within what the tunnel may forward (held
+  // otherwise).
+  void SendMetered(TunnelConnection& tunnel, ByteSpan packet, const ip::PacketInfo& info) {
+    if (!hold_.empty() || !tunnel.MayForwardPacket(packet.size())) {
+      Hold(packet, /*to_client=*/true, info);
       return;
     }
+    SendNow(tunnel, packet);
+  }
+
+  void Hold(ByteSpan packet, bool to_client, const ip::PacketInfo& info) {
+    if (hold_.Push(packet, to_client, info, MonotonicMs())) {
+      ++exit_.counters_.held;
+    } else {
+      ++exit_.counters_.unpaid;
+    }
+  }
+
+  // Client -> TUN, within the limit: metered once the exit took it (the client counted it when
+  // it sent it), also when our own device's queue is full.
+  void WriteNow(TunnelConnection& tunnel, ByteSpan packet, const ip::PacketInfo& info) {
+    auto& c = exit_.counters_;
+    tunnel.CountPacket(packet.size(), /*sent=*/false);
+    ++c.from_client;
+    c.from_client_bytes += packet.size();
+    if (!exit_.WriteTun(packet, &info)) ++c.tun_dropped;
+  }
+
+  // TUN -> client, within the limit.
+  void SendNow(TunnelConnection& tunnel, ByteSpan packet) {
+    auto& c = exit_.counters_;
     const bool udp = UdpActive(MonotonicMs());
     const bool sent = udp ? path_->SendPacket(packet) : tunnel.SendPacketFrame(packet);
     if (!sent) {
@@ -177,7 +219,7 @@ class ExitPacketSession {
     auto n = too_big ? ip::BuildTooBig(offending, from, mtu_, out)
                      : ip::BuildProhibited(offending, from, out);
     if (!n) return;  // the ICMP rules say no answer (an ICMP error, a fragment, ...)
-    SendMetered(tunnel, ByteSpan(out.data(), *n));
+    SendMetered(tunnel, ByteSpan(out.data(), *n), ip::PacketInfo{});  // to the client: unused
   }
 
   ExitPackets& exit_;
@@ -189,6 +231,7 @@ class ExitPacketSession {
   uint32_t index_ = 0;
   uint64_t last_expire_ms_ = 0;
   bool client_uses_udp_ = false;  // the client's last packet came as a datagram
+  PacketHold hold_;
 };
 
 Result<std::shared_ptr<ExitPackets>, ExitPacketsErrc> ExitPackets::Start(
@@ -265,6 +308,7 @@ ExitPackets::ExitPackets(const asio::any_io_executor& ex, const ExitPolicy& poli
       options_(std::move(options)),
       pool_(std::move(pool)),
       budget_(options_.max_flows),
+      hold_budget_(options_.hold.total_bytes),
       tick_(ex),
       icmp_buffer_(ip::kMaxIcmpv6Answer) {
   last_summary_ms_ = MonotonicMs();
@@ -349,6 +393,9 @@ Result<PacketReadyFields, PacketFailure> ExitPackets::Setup(
   std::weak_ptr<ExitPacketSession> weak_session = session;
   tunnel->SetPacketHandler([weak_session](ByteSpan packet) {
     if (auto s = weak_session.lock()) s->FromClient(packet, false);
+  });
+  tunnel->SetForwardRoomHandler([weak_session] {
+    if (auto s = weak_session.lock()) s->Release();
   });
   by_address_[AddressKey(ToPacketAddress(lease->v4))] = session.get();
   by_address_[AddressKey(ToPacketAddress(lease->v6))] = session.get();
@@ -458,11 +505,12 @@ void ExitPackets::Summarize(uint64_t now, bool force) {
   }
   TunnelLog()->info(
       "exit: packets: {} sessions ({} new, {} refused), {} flows; in {} ({} B), out {} ({} B, {} "
-      "by tcp); dropped: {}",
+      "by tcp); {} held at the limit; dropped: {}",
       sessions_.size(), c.sessions_opened - r.sessions_opened,
       c.sessions_refused - r.sessions_refused, budget_.used(), c.from_client - r.from_client,
       c.from_client_bytes - r.from_client_bytes, c.to_client - r.to_client,
-      c.to_client_bytes - r.to_client_bytes, c.to_client_tcp - r.to_client_tcp, reasons);
+      c.to_client_bytes - r.to_client_bytes, c.to_client_tcp - r.to_client_tcp, c.held - r.held,
+      reasons);
   reported_ = counters_;
 }
 

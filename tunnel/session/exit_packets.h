@@ -17,7 +17,9 @@
 //
 // Payments: a packet is forwarded only while its tunnel may forward it (not paused, within the
 // forwarding limit: TunnelConnection::MayForwardPacket), so a client that stops paying stops
-// getting packets through, both ways.
+// getting packets through, both ways. What meets the limit waits in the session's PacketHold
+// (bounded, 100 ms at most) and goes on in order when the limit rises (docs/full-tunnel.md
+// "Held at the limit").
 //
 // Threading: the exit's single io thread; nothing here is thread-safe. Ownership: held by
 // shared_ptr (the ExitServer and the setup handlers of its tunnels); Stop() releases the device,
@@ -39,6 +41,7 @@
 #include "tunnel/packet_flows.h"
 #include "tunnel/session/asio.h"
 #include "tunnel/session/datagram_endpoint.h"
+#include "tunnel/session/packet_hold.h"
 #include "tunnel/session/tunnel_connection.h"
 #include "tunnel/session/udp_batch.h"
 #include "tunnel/ip/packet.h"
@@ -72,6 +75,7 @@ struct ExitPacketsOptions {
   // skip them; an exit always sets them).
   bool install_nat = true;
   PacketOffloads offloads;  // docs/full-tunnel.md "Offloads"
+  PacketHoldLimits hold;    // docs/full-tunnel.md "Held at the limit"
 };
 
 class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
@@ -93,7 +97,8 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
     uint64_t rate_limited = 0;
     uint64_t no_flow = 0;     // TUN -> client without a flow of the session
     uint64_t no_session = 0;  // TUN -> an inner address no session holds
-    uint64_t unpaid = 0;      // the tunnel may not forward (paused, at its limit)
+    uint64_t held = 0;        // waited at the limit (paused, or over it) before going on
+    uint64_t unpaid = 0;      // dropped at the limit: the hold was full, or they waited too long
     uint64_t send_dropped = 0;  // the UDP socket or the tunnel's buffer did not take it
     uint64_t tun_dropped = 0;   // the TUN device did not take it
   };
@@ -137,6 +142,7 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
   std::string OffloadsInUse() const;
   const std::string& tun_name() const { return options_.tun_name; }
   size_t flows_in_use() const { return budget_.used(); }
+  size_t hold_bytes_in_use() const { return hold_budget_.used(); }
 
  private:
   friend class ExitPacketSession;
@@ -159,6 +165,7 @@ class ExitPackets : public std::enable_shared_from_this<ExitPackets> {
   ExitPacketsOptions options_;
   InnerAddressPool pool_;
   FlowBudget budget_;
+  HoldBudget hold_budget_;  // before sessions_: every session's hold gives back to it
   std::shared_ptr<TunIo> tun_;
   std::shared_ptr<DatagramEndpoint> endpoint_;
   struct Nat;

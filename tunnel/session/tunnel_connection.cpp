@@ -224,6 +224,16 @@ void TunnelConnection::SetForwardingPaused(bool paused) {
   }
   ReleaseTunnelCredit();
   Notify(resume_signal_);
+  PostRoom();
+}
+
+void TunnelConnection::PostRoom() {
+  if (!on_room_ || room_posted_ || closing_) return;
+  room_posted_ = true;
+  asio::post(ex_, [self = shared_from_this()] {
+    self->room_posted_ = false;
+    if (!self->closing_ && self->on_room_) self->on_room_();
+  });
 }
 
 void TunnelConnection::LimitForwarding(uint64_t limit,
@@ -241,6 +251,7 @@ void TunnelConnection::SetForwardingLimit(uint64_t limit) {
   blocked_posted_ = false;
   ReleaseTunnelCredit();
   Notify(resume_signal_);
+  PostRoom();
 }
 
 uint64_t TunnelConnection::ForwardBudget() const {

@@ -206,6 +206,10 @@ class TunnelConnection final : public MeteredSession,
   // stay within it (at the limit on_blocked is reported as for streams). CountPacket then counts
   // it as sent or received, once the packet went on its way. MeterPacket is both in one step.
   bool MayForwardPacket(size_t n);
+  // Called, posted and at most one pending, when forwarding may have room again: the limit
+  // rose or forwarding resumed (the exit's packet hold is released then, docs/full-tunnel.md
+  // "Held at the limit"). Empty: none.
+  void SetForwardRoomHandler(std::function<void()> fn) { on_room_ = std::move(fn); }
   void CountPacket(size_t n, bool sent) { CountData(n, sent); }
   bool MeterPacket(size_t n, bool sent) {
     if (!MayForwardPacket(n)) return false;
@@ -369,6 +373,9 @@ class TunnelConnection final : public MeteredSession,
   uint64_t credit_target_ = 64 * 1024;  // limited: the tunnel credit the peer may hold
   bool blocked_posted_ = false;
   std::shared_ptr<std::function<void(uint64_t)>> on_blocked_;
+  std::function<void()> on_room_;
+  bool room_posted_ = false;
+  void PostRoom();
   BandwidthLimiter* limiter_ = nullptr;  // options_.bandwidth.get()
   std::vector<uint8_t> session_params_;
   // Packet mode.
