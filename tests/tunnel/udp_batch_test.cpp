@@ -196,6 +196,30 @@ TEST_F(UdpBatchTest, ReceiveDropsATruncatedDatagramWhole) {
   EXPECT_EQ(got[0], small);
 }
 
+// A busy socket does not keep one wakeup reading: no further call once max_datagrams were
+// read, in every receive mode; the rest waits for the next Read, in order.
+TEST_F(UdpBatchTest, ReadStopsCallingOnceItHasMaxDatagrams) {
+  for (bool mmsg : {false, true}) {
+    SCOPED_TRACE(mmsg ? "recvmmsg" : "recvmsg");
+    udp::socket rx = Bound();
+    udp::socket tx = Bound();
+    UdpReceiveBatch receiver(rx.native_handle(), Only(false, false, mmsg), 2000);
+    constexpr int kSent = 200;
+    for (int i = 0; i < kSent; ++i) {
+      tx.send_to(asio::buffer(Bytes(100, static_cast<uint8_t>(i))), rx.local_endpoint());
+    }
+    std::vector<uint8_t> order;
+    auto take = [&](std::span<uint8_t> d, const udp::endpoint&) { order.push_back(d[0]); };
+    const size_t first = receiver.Read(64, take, 10);
+    EXPECT_GE(first, 10u);
+    EXPECT_LE(first, mmsg ? UdpReceiveBatch::kMessages : 10u);
+    size_t total = first;
+    for (int i = 0; i < 100 && total < kSent; ++i) total += receiver.Read(64, take, 10);
+    ASSERT_EQ(total, static_cast<size_t>(kSent));
+    for (int i = 0; i < kSent; ++i) ASSERT_EQ(order[i], static_cast<uint8_t>(i)) << i;
+  }
+}
+
 #if DVPN_COUNT_ALLOCATIONS
 TEST_F(UdpBatchTest, NoHeapAllocationPerDatagram) {
   udp::socket rx = Bound();

@@ -9,6 +9,10 @@ namespace dvpn::tunnel::session {
 
 namespace {
 constexpr int kReadsPerWakeup = 64;  // one busy device must not starve the executor
+// ... and no more packets than this (a read may be a 64 KiB super-packet of 45 segments): a
+// paid session's invoice and promise wait behind whatever one wakeup does, and at gigabit
+// speeds that wait is what the credit window must cover (docs/full-tunnel.md "Held at the limit").
+constexpr uint64_t kPacketsPerWakeup = 128;
 }  // namespace
 
 TunIo::TunIo(const asio::any_io_executor& ex, int fd, std::string name, uint32_t index, size_t mtu,
@@ -138,7 +142,10 @@ asio::awaitable<void> TunIo::ReadLoop() {
                             asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return;  // closed
     // Drain what is queued now (bounded).
-    for (int i = 0; i < kReadsPerWakeup && fd_.is_open(); ++i) {
+    const uint64_t first = counters_.read;
+    for (int i = 0; i < kReadsPerWakeup && fd_.is_open() &&
+                    counters_.read - first < kPacketsPerWakeup;
+         ++i) {
       const ssize_t n = ::read(fd_.native_handle(), buffer_.data(), buffer_.size());
       if (n <= 0) break;  // EAGAIN: empty; 0 or an error: wait again
       OnRead(std::span<uint8_t>(buffer_.data(), static_cast<size_t>(n)));

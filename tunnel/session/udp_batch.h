@@ -120,13 +120,15 @@ class UdpReceiveBatch {
   // `max_datagram`: the largest single datagram accepted.
   UdpReceiveBatch(int fd, PacketOffloads offloads, size_t max_datagram);
 
-  // Reads without waiting what the socket holds, at most `max_calls` system calls; gives each
-  // datagram to fn(std::span<uint8_t> datagram, const udp::endpoint& from) (the buffer is
-  // reused after the call). Returns the number of datagrams; stops at the first would-block.
+  // Reads without waiting what the socket holds, at most `max_calls` system calls and no
+  // further call once `max_datagrams` were read (one call may bring up to kMessages GRO bursts);
+  // gives each datagram to fn(std::span<uint8_t> datagram, const udp::endpoint& from) (the
+  // buffer is reused after the call). Returns the number of datagrams; stops at the first
+  // would-block.
   template <class Fn>
-  size_t Read(size_t max_calls, Fn&& fn) {
+  size_t Read(size_t max_calls, Fn&& fn, size_t max_datagrams = SIZE_MAX) {
     size_t datagrams = 0;
-    for (size_t call = 0; call < max_calls; ++call) {
+    for (size_t call = 0; call < max_calls && datagrams < max_datagrams; ++call) {
       const int n = Receive();
       if (n <= 0) break;
       for (int m = 0; m < n; ++m) {
