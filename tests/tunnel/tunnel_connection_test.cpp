@@ -463,6 +463,24 @@ TEST_F(LimitTest, MeteredBytesNeverPassTheLimitInEitherDirection) {
   ExpectBothWaysArrive(r, kBytes, kBytes);
 }
 
+// A client that opens no stream (a packet-mode session) is granted no upload credit: the whole
+// limit is the exit's to forward packets in. Its first stream starts the credit, and the upload
+// goes through.
+TEST_F(LimitTest, NoUploadCreditBeforeTheFirstStream) {
+  constexpr uint64_t kLimit = 1'000'000;
+  Start(kLimit, true);
+  RunFor(100ms);
+  EXPECT_TRUE(exit_->MayForwardPacket(kLimit)) << "credit the client cannot use shrank the budget";
+  EXPECT_FALSE(exit_->MayForwardPacket(kLimit + 1));
+  EXPECT_TRUE(blocked_at_.empty() || blocked_at_.front() == kLimit);
+  auto ends = OpenStream();
+  ASSERT_NE(ends.id, 0u);
+  constexpr size_t kBytes = 200'000;
+  const TwoWayReaders r = StartBothWays(ends, kBytes, 0, 3);
+  ExpectBothWaysArrive(r, kBytes, 0);
+  EXPECT_FALSE(exit_->MayForwardPacket(kLimit - kBytes)) << "the client holds credit now";
+}
+
 // A client that ignores the rule (its send window not started at 0) sends DATA the exit never
 // granted: a flow-control violation that ends the tunnel, never bytes past the limit.
 TEST_F(LimitTest, PeerSendingBeyondItsCreditIsCut) {

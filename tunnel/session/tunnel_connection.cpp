@@ -261,7 +261,9 @@ uint64_t TunnelConnection::ForwardBudget() const {
 }
 
 void TunnelConnection::ReleaseTunnelCredit() {
-  if (!limited_ || paused_ || closing_) return;
+  // A peer that opened no stream has nothing to upload (a packet-mode session's packets use no
+  // credit): credit it held would only shrink the budget (docs/payments.md §4).
+  if (!limited_ || paused_ || closing_ || !peer_opened_) return;
   constexpr uint64_t kSmall = 64 * 1024;
   const uint64_t pending = table_.tunnel_pending_credit();
   if (pending == 0) return;
@@ -591,6 +593,10 @@ bool TunnelConnection::HandleAction(const Action& a) {
     case Kind::kOpenRequested: {
       auto s = std::make_shared<Stream>(ex_, a.stream_id);
       streams_[a.stream_id] = s;
+      if (!peer_opened_) {  // the first stream: the peer's upload credit starts now
+        peer_opened_ = true;
+        ReleaseTunnelCredit();
+      }
       if (on_open_) {
         on_open_(a.stream_id, a.destination);
       } else {

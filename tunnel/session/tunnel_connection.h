@@ -371,6 +371,7 @@ class TunnelConnection final : public MeteredSession,
   bool limited_ = false;
   uint64_t limit_ = UINT64_MAX;
   uint64_t credit_target_ = 64 * 1024;  // limited: the tunnel credit the peer may hold
+  bool peer_opened_ = false;            // the peer asked for a stream (limited: credit from then)
   bool blocked_posted_ = false;
   std::shared_ptr<std::function<void(uint64_t)>> on_blocked_;
   std::function<void()> on_room_;
