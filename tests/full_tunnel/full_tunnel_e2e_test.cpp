@@ -580,6 +580,9 @@ TEST_F(FullTunnelTest, CurlUdpDnsPingBothFamiliesAndTheSellerIsPaid) {
   EXPECT_NE(api.find("\"offloads\":\"tun,gso,gro,mmsg\""), std::string::npos) << api;
   EXPECT_GT(JsonNumber(api, "tun_super_reads"), 0u) << api;
   EXPECT_LT(JsonNumber(api, "udp_send_calls"), JsonNumber(api, "udp_sent")) << api;
+  // Packets that waited at the paid session's forwarding limit are counted apart from drops
+  // (docs/full-tunnel.md "Held at the limit").
+  EXPECT_NE(api.find("\"packets_held\":"), std::string::npos) << api;
 
   // Everything went through the exit: both files (and more) are metered.
   const v1::ClientStatus numbers = Status(*c);
@@ -953,6 +956,7 @@ TEST_F(FullTunnelTest, FloodsLeaveTheExitAnswering) {
   EXPECT_NE(metrics->find("dvpn_full_tunnel_dropped_total{reason=\"malformed\"}"),
             std::string::npos)
       << *metrics;
+  EXPECT_NE(metrics->find("dvpn_full_tunnel_held_total "), std::string::npos) << *metrics;
   // ... and so does its last summary line, written at its stop.
   ASSERT_TRUE(StopExitNode()) << Tail(dir_.File("seller.log"));
   std::ifstream log(dir_.File("seller.log"));
