@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "common/clock.h"
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "common/port_file.h"
 #include "payments/spend_journal.h"
@@ -371,6 +372,7 @@ Result<std::unique_ptr<ClientRuntime>, client::Errc> ClientRuntime::Start(
 
   auto runtime = std::unique_ptr<ClientRuntime>(new ClientRuntime(s));
   runtime->io_thread_ = std::thread([s] {
+    NameThisThread("client-io");
     s->io.run();
     s->ReportThroughput();
     if (s->config.pay.journal) {  // a clean stop gives back the unused part of today's reservation

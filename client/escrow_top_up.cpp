@@ -1,5 +1,6 @@
 #include "client/escrow_top_up.h"
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "ledger/requests.h"
 #include "payments/payment_session.h"
@@ -45,7 +46,10 @@ Result<void, client::Errc> EscrowTopUp::Start() {
     std::lock_guard lock(mu_);
     deposit_ = channel->deposit;
   }
-  worker_ = std::thread([this] { Run(); });
+  worker_ = std::thread([this] {
+    NameThisThread("escrow-top-up");
+    Run();
+  });
   return {};
 }
 

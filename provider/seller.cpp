@@ -8,6 +8,7 @@
 #include <fstream>
 #include <future>
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "common/port_file.h"
 #include "provider/exit_assembly.h"
@@ -163,9 +164,15 @@ Result<std::unique_ptr<Seller>, Errc> Seller::Start(
   seller->tunnel_port_ = s.exit->local_endpoint().port();
   s.work.emplace(s.io.get_executor());
   s.assembly->Start();
-  seller->io_thread_ = std::thread([&s] { s.io.run(); });
+  seller->io_thread_ = std::thread([&s] {
+    NameThisThread("exit-io");
+    s.io.run();
+  });
   seller->Sample();  // applies a cap already reached before the first tunnel
-  seller->sampler_thread_ = std::thread([p = seller.get()] { p->SamplerLoop(); });
+  seller->sampler_thread_ = std::thread([p = seller.get()] {
+    NameThisThread("sampler");
+    p->SamplerLoop();
+  });
   return seller;
 }
 

@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "settlement/promise_log.h"
 #include "sqlite/connection.h"
@@ -349,7 +350,10 @@ class PromiseStore::Impl {
 
   StoreResult<void> Setup(const std::string& path);
   void StartWriter() {
-    writer_ = std::thread([this] { WriterLoop(); });
+    writer_ = std::thread([this] {
+      NameThisThread("promise-store");
+      WriterLoop();
+    });
   }
 
   StoreResult<void> Submit(AcceptedPromise promise, SubmitCallback done) {

@@ -4,6 +4,7 @@
 #include <limits>
 #include <utility>
 
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "ledger/requests.h"
 
@@ -169,7 +170,10 @@ void SettlementScheduler::Start() {
   if (started_ || shutdown_) return;
   started_ = true;
   stats_.running = true;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("settlement");
+    Loop();
+  });
 }
 
 void SettlementScheduler::Wake() {

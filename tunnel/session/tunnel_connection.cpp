@@ -489,6 +489,7 @@ void TunnelConnection::FinishWriter() {
   // caller; the writer never runs inside one.)
   on_packet_ = nullptr;
   on_packet_setup_ = nullptr;
+  on_room_ = nullptr;
   before_control_ = nullptr;
   if (!closed_notified_) {
     closed_notified_ = true;
