@@ -20,9 +20,9 @@ inline void NameThisThread(const char* name) {
   pthread_setname_np(pthread_self(), kept.c_str());
 }
 
-// A thread named `component` that runs `io` (an Asio io_context) until it runs out of work or is stopped. An
-// exception escaping a handler is our bug: it is logged on `log` as "<component>: io handler
-// failed: <what>" and the loop goes on. `done` is set when the thread ends.
+// A thread named `component` that runs `io` (an Asio io_context) until it runs out of work or is
+// stopped. An exception escaping a handler is our bug: it is logged on `log` as "<component>: io
+// handler failed: <what>" and the loop goes on. `done` is set when the thread ends.
 template <class IoContext>
 std::thread RunIoThread(IoContext& io, std::shared_ptr<spdlog::logger> log, const char* component,
                         std::promise<void> done) {

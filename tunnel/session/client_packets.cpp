@@ -26,9 +26,6 @@ constexpr uint64_t kQuietMs = 1'000;  // nothing from the exit while sending: pr
 constexpr uint64_t kUdpSilenceMs = 30'000;
 constexpr size_t kDrainCalls = 1024;  // receive calls before one CONTROL message (each up to 32)
 constexpr size_t kReadCalls = 8;    // receive calls per wakeup
-// ... and no further call after this many datagrams (a call may bring 32 GRO bursts): the
-// invoices on the tunnel's TCP connection wait behind one wakeup's work.
-constexpr size_t kReadDatagrams = 128;
 
 // Whether `a` is one of the inner addresses PACKET_READY handed out.
 bool IsInner(const ip::Address& a, const PacketReadyFields& r) {
@@ -235,7 +232,7 @@ class ClientPacketPath : public std::enable_shared_from_this<ClientPacketPath> {
       }
       // ICMP port unreachable on a connected socket, and the like (UDP is not there now),
       // wakes this too: the receive call reports the error, which clears it.
-      Read(kReadCalls, kReadDatagrams);
+      Read(kReadCalls, UdpReceiveBatch::kDatagramsPerWakeup);
     }
   }
 

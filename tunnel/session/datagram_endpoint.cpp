@@ -11,9 +11,6 @@ namespace dvpn::tunnel::session {
 namespace {
 
 constexpr size_t kReadCalls = 8;  // receive system calls per wakeup (each up to 32 messages)
-// ... and no further call after this many datagrams (a message may be a GRO burst of 45): the
-// tunnel's CONTROL frames (invoices, promises) wait behind one wakeup's work.
-constexpr size_t kReadDatagrams = 128;
 
 // Receiver indices must not be guessable from one another (an off-path sender that knew a
 // live index could make that session spend an AEAD attempt per datagram); the generator is
@@ -167,7 +164,7 @@ asio::awaitable<void> DatagramEndpoint::ReceiveLoop() {
     counters_.received +=
         receive_->Read(kReadCalls, [&](std::span<uint8_t> d, const udp::endpoint& f) {
           Dispatch(d, f);
-        }, kReadDatagrams);
+        }, UdpReceiveBatch::kDatagramsPerWakeup);
   }
 }
 

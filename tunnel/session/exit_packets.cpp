@@ -144,7 +144,6 @@ class ExitPacketSession {
     }
     if (path_) path_->TickKeys(now);
     Release();  // also drops what waited too long
-    exit_.counters_.unpaid += hold_.DropExpired(now);
     hold_.Trim();
     return true;
   }

@@ -22,7 +22,7 @@
 namespace dvpn::tunnel::session {
 
 struct PacketHoldLimits {
-  size_t session_bytes = 4 << 20;  // packet bytes one session may hold (a slow payment loop's worth)
+  size_t session_bytes = 4 << 20;  // packet bytes one session holds (a slow payment loop's worth)
   size_t session_packets = 4096;
   uint64_t max_age_ms = 100;       // older packets are dropped, never sent
   size_t total_bytes = 32 << 20;   // buffer bytes of every session together (HoldBudget)

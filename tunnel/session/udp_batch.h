@@ -116,6 +116,10 @@ class UdpSendBatch final : public DatagramSink {
 class UdpReceiveBatch {
  public:
   static constexpr size_t kMessages = 32;
+  // What a receive loop reads in one wakeup at most (Read's max_datagrams): one call may bring
+  // kMessages GRO bursts of up to 45 datagrams, and the tunnel's CONTROL frames (invoices,
+  // promises) wait behind one wakeup's work.
+  static constexpr size_t kDatagramsPerWakeup = 128;
 
   // `max_datagram`: the largest single datagram accepted.
   UdpReceiveBatch(int fd, PacketOffloads offloads, size_t max_datagram);
